@@ -1,0 +1,70 @@
+"""Exceptions and warnings raised by :mod:`alliance_meta`.
+
+Every error is a subclass of :class:`ValueError` (through :class:`AllianceMetaError`)
+so that code written against the standard library keeps working, and every warning
+is a subclass of :class:`AllianceMetaWarning` so that a user can filter all of them
+with one line::
+
+    warnings.simplefilter("ignore", alliance_meta.exceptions.AllianceMetaWarning)
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AllianceMetaError",
+    "AllianceMetaWarning",
+    "ConvergenceWarning",
+    "DataOmittedWarning",
+    "FewStudiesWarning",
+    "InvalidStudyError",
+    "ModelSpecificationError",
+]
+
+
+class AllianceMetaError(ValueError):
+    """Base class of every error raised by alliance_meta (a :class:`ValueError`)."""
+
+
+class InvalidStudyError(AllianceMetaError):
+    """A study's input is invalid.
+
+    Parameters
+    ----------
+    message : str
+        What is wrong.
+    study : str or None
+        The label of the offending study (or its 0-based row when it has no label).
+    field : str or None
+        The name of the offending field, e.g. ``"r"``, ``"sd1"`` or ``"variance"``.
+    """
+
+    def __init__(self, message: str, *, study: str | None = None, field: str | None = None):
+        self.study = study
+        self.field = field
+        where = []
+        if study is not None:
+            where.append(f"study {study!r}")
+        if field is not None:
+            where.append(f"field {field!r}")
+        prefix = ", ".join(where)
+        super().__init__(f"{prefix}: {message}" if prefix else message)
+
+
+class ModelSpecificationError(AllianceMetaError):
+    """The requested model cannot be fitted (bad method, empty group, too few studies...)."""
+
+
+class AllianceMetaWarning(UserWarning):
+    """Base class of every warning issued by alliance_meta."""
+
+
+class ConvergenceWarning(AllianceMetaWarning):
+    """An iterative τ² estimator did not converge to the requested tolerance."""
+
+
+class FewStudiesWarning(AllianceMetaWarning):
+    """Too few studies for the requested quantity (e.g. k = 1: τ² is set to 0)."""
+
+
+class DataOmittedWarning(AllianceMetaWarning):
+    """Studies were omitted because ``nan_policy="omit"`` was requested."""
