@@ -1,9 +1,38 @@
-"""alliance_meta: typed, vectorised meta-analysis that reproduces R's metafor."""
+"""alliance_meta: typed, vectorised meta-analysis that reproduces R's metafor.
+
+The public API is what this module exports (see ``__all__``); modules whose names
+start with an underscore are private and may change without notice.
+"""
 
 from __future__ import annotations
 
 from alliance_meta import exceptions
+from alliance_meta._pooling import (
+    BackTransformed,
+    HeterogeneityCI,
+    IntervalArray,
+    ManyHeterogeneityCI,
+    ManyPoolResult,
+    PoolResult,
+    fixed_effect,
+    pool_many,
+    random_effects,
+)
+from alliance_meta._results_base import ConfidenceInterval
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "exceptions"]
+__all__ = [
+    "BackTransformed",
+    "ConfidenceInterval",
+    "HeterogeneityCI",
+    "IntervalArray",
+    "ManyHeterogeneityCI",
+    "ManyPoolResult",
+    "PoolResult",
+    "__version__",
+    "exceptions",
+    "fixed_effect",
+    "pool_many",
+    "random_effects",
+]

@@ -1,0 +1,843 @@
+"""Public pooling API: :func:`random_effects`, :func:`fixed_effect` and :func:`pool_many`.
+
+This module is the thin typed shell around :mod:`alliance_meta._core`: it validates
+and lays out the data, calls the core once, and wraps the arrays in frozen result
+classes.  The scalar functions are the m = 1 case of the same core call that
+:func:`pool_many` makes for m analyses.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from statsmodels.iolib.summary import Summary
+from statsmodels.iolib.table import SimpleTable
+
+from alliance_meta import _core
+from alliance_meta._results_base import ConfidenceInterval
+from alliance_meta._transforms import back_transform, natural_scale_name
+from alliance_meta._types import FloatArray, Measure, Method, Test
+from alliance_meta.exceptions import (
+    ConvergenceWarning,
+    FewStudiesWarning,
+    InvalidStudyError,
+    ModelSpecificationError,
+)
+
+if TYPE_CHECKING:
+    from alliance_meta._data import Study, StudySet
+
+__all__ = [
+    "BackTransformed",
+    "HeterogeneityCI",
+    "IntervalArray",
+    "ManyHeterogeneityCI",
+    "ManyPoolResult",
+    "PoolResult",
+    "fixed_effect",
+    "pool_many",
+    "random_effects",
+]
+
+_METHODS: tuple[str, ...] = tuple(_core.METHOD_ALIASES)
+
+
+# ---------------------------------------------------------------------------
+# Validation helpers shared by every entry point
+# ---------------------------------------------------------------------------
+
+
+def check_method(method: str) -> _core.CoreMethod:
+    """Canonical core method name (``FE``/``CE`` → ``EE``) or a clear error."""
+    try:
+        return _core.METHOD_ALIASES[method]
+    except (KeyError, TypeError):
+        raise ModelSpecificationError(
+            f"unknown method {method!r}; expected one of {', '.join(_METHODS)}"
+        ) from None
+
+
+def check_test(test: str) -> _core.CoreTest:
+    if test not in _core.TESTS:
+        raise ModelSpecificationError(
+            f"unknown test {test!r}; expected one of {', '.join(_core.TESTS)}"
+        )
+    return test
+
+
+def check_level(level: float) -> float:
+    lv = float(level)
+    if not 0.0 < lv < 1.0:
+        raise ModelSpecificationError(f"level must lie strictly between 0 and 1, got {level!r}")
+    return lv
+
+
+def as_float_array(values: object, field: str) -> FloatArray:
+    """Convert array-like input to float64, with an error naming the field."""
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidStudyError("values must be numeric", field=field) from None
+    return arr
+
+
+def validate_studies(
+    yi: FloatArray, vi: FloatArray, labels: Sequence[str] | None = None
+) -> None:
+    """Check 1-D effect/variance vectors, naming the first offending study and field."""
+    if yi.ndim != 1 or vi.ndim != 1:
+        raise InvalidStudyError(
+            "expected 1-D arrays for a single analysis; use pool_many for 2-D input",
+            field="yi" if yi.ndim != 1 else "vi",
+        )
+    if yi.shape != vi.shape:
+        raise InvalidStudyError(
+            f"yi has {yi.size} values but vi has {vi.size}", field="vi"
+        )
+    if yi.size == 0:
+        raise InvalidStudyError("no studies given (empty input)", field="yi")
+
+    def name(i: int) -> str:
+        return labels[i] if labels is not None else f"#{i}"
+
+    for field, arr in (("yi", yi), ("vi", vi)):
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise InvalidStudyError(
+                f"value is {arr[i]!r} (must be finite)", study=name(i), field=field
+            )
+    bad = vi <= 0
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise InvalidStudyError(
+            f"sampling variance must be > 0, got {vi[i]!r}", study=name(i), field="vi"
+        )
+
+
+def resolve_input(
+    studies: StudySet | Sequence[Study] | None,
+    yi: npt.ArrayLike | None,
+    vi: npt.ArrayLike | None,
+    measure: str,
+) -> tuple[FloatArray, FloatArray, tuple[str, ...], str]:
+    """``(yi, vi, labels, measure)`` from either studies or arrays, validated."""
+    if studies is not None:
+        if yi is not None or vi is not None:
+            raise ModelSpecificationError("give either studies or yi/vi, not both")
+        study_list = list(studies)
+        if not study_list:
+            raise InvalidStudyError("no studies given (empty input)", field="studies")
+        labels = tuple(str(s.label) for s in study_list)
+        y = np.array([s.effect.value for s in study_list], dtype=np.float64)
+        v = np.array([s.effect.variance for s in study_list], dtype=np.float64)
+        measures = {str(s.effect.measure) for s in study_list}
+        if measure == "GEN" and len(measures) == 1:
+            measure = measures.pop()
+        elif len(measures) > 1:
+            raise ModelSpecificationError(
+                f"studies mix effect-size measures {sorted(measures)}; pool one measure at a time"
+            )
+        validate_studies(y, v, labels)
+        return y, v, labels, measure
+    if yi is None or vi is None:
+        raise ModelSpecificationError("give studies, or both yi and vi")
+    y = as_float_array(yi, "yi")
+    v = as_float_array(vi, "vi")
+    validate_studies(y, v)
+    return y, v, tuple(f"Study {i + 1}" for i in range(y.size)), measure
+
+
+# ---------------------------------------------------------------------------
+# Result classes
+# ---------------------------------------------------------------------------
+
+
+def _opt_float(x: float) -> float | None:
+    return None if math.isnan(x) else float(x)
+
+
+@attrs.frozen
+class BackTransformed:
+    """Pooled estimate, CI and prediction interval on the natural scale.
+
+    ``scale`` names it: ``"r"`` for Fisher's z, ``"OR"``/``"RR"``/``"ROM"`` for log
+    ratios, otherwise the measure itself (no transformation).
+    """
+
+    estimate: float
+    ci: ConfidenceInterval
+    pi: ConfidenceInterval
+    scale: str
+
+
+@attrs.frozen
+class HeterogeneityCI:
+    """Q-profile confidence intervals for τ², I² (percent) and H²."""
+
+    tau2: ConfidenceInterval
+    I2: ConfidenceInterval
+    H2: ConfidenceInterval
+    level: float
+
+    def to_frame(self) -> pd.DataFrame:
+        frame: pd.DataFrame = pd.DataFrame(
+            {
+                "low": [self.tau2.low, self.I2.low, self.H2.low],
+                "high": [self.tau2.high, self.I2.high, self.H2.high],
+            },
+            index=pd.Index(["tau2", "I2", "H2"], name="parameter"),
+        )
+        return frame
+
+
+@attrs.frozen
+class PoolResult:
+    """A fixed- or random-effects meta-analysis (metafor's ``rma.uni`` without moderators).
+
+    Attributes follow scipy.stats result objects: ``statistic`` and ``pvalue`` test
+    the pooled estimate, ``ci`` is its confidence interval (``.low``/``.high``), and
+    ``pi`` the prediction interval for the true effect in a new study.
+
+    Notes
+    -----
+    Weights are ``w_i = 1/(v_i + τ²)``; the estimate is ``Σ w_i y_i / Σ w_i`` with
+    standard error ``(Σ w_i)^{-1/2}``, scaled by ``s² = Σ w_i (y_i - μ̂)²/(k-1)`` under
+    Knapp–Hartung (``test="knha"``, Knapp & Hartung, 2003; ``"adhoc"`` floors ``s²``
+    at 1).  ``Q = Σ (y_i - μ̂_FE)²/v_i``; ``I² = 100 τ²/(τ² + ṽ)`` and ``H² = τ²/ṽ + 1``
+    with the typical within-study variance ``ṽ = (k-1) Σw / ((Σw)² - Σw²)``
+    (Higgins & Thompson, 2002); for the equal-effects model ``I² = 100 (Q-(k-1))/Q``
+    and ``H² = Q/(k-1)``.  The prediction interval is ``μ̂ ± c √(SE² + τ²)`` with
+    ``c`` from the normal, or t with k-1 df under ``t``/``knha``/``adhoc``
+    (Riley et al., 2011), as metafor's ``predict``.
+    """
+
+    estimate: float
+    se: float
+    statistic: float
+    pvalue: float
+    df: float | None
+    ci: ConfidenceInterval
+    pi: ConfidenceInterval
+    tau2: float
+    tau2_se: float | None
+    Q: float
+    Q_df: int
+    Q_pvalue: float
+    I2: float
+    H2: float
+    k: int
+    method: str
+    test: str
+    level: float
+    measure: str
+    iterations: int
+    converged: bool
+    labels: tuple[str, ...] = attrs.field(repr=False)
+    yi: FloatArray = attrs.field(eq=False, repr=False)
+    vi: FloatArray = attrs.field(eq=False, repr=False)
+
+    @property
+    def weights(self) -> FloatArray:
+        """Percentage weights ``100 w_i / Σ w`` with ``w_i = 1/(v_i + τ²)``."""
+        w = 1.0 / (self.vi + self.tau2)
+        out: FloatArray = 100.0 * w / w.sum()
+        return out
+
+    def confidence_interval(self, level: float | None = None) -> ConfidenceInterval:
+        """CI of the pooled estimate (at the fit's level, or refitted at another)."""
+        if level is None or float(level) == self.level:
+            return self.ci
+        return self.refit(level=level).ci
+
+    def refit(self, **changes: Any) -> PoolResult:
+        """The same data pooled with some of ``method``, ``test``, ``level`` changed."""
+        kw: dict[str, Any] = {
+            "method": self.method,
+            "test": self.test,
+            "level": self.level,
+            "measure": self.measure,
+        }
+        kw.update(changes)
+        return _pool_single(self.yi, self.vi, self.labels, **kw)
+
+    def heterogeneity_ci(self, level: float | None = None) -> HeterogeneityCI:
+        """Q-profile confidence intervals for τ², I² and H² (Viechtbauer, 2007).
+
+        These depend on the data and ``level`` only, not on the τ² estimator, exactly
+        as metafor's ``confint(fit)$random``.  A bound whose estimating equation has
+        no non-negative root is reported as 0.
+        """
+        lv = self.level if level is None else check_level(level)
+        kern = _core.kernel_from_padded(self.yi[None, :], self.vi[None, :])
+        qp = _core.qprofile(kern, lv)
+        return HeterogeneityCI(
+            tau2=ConfidenceInterval(qp.tau2_low[0], qp.tau2_high[0]),
+            I2=ConfidenceInterval(qp.I2_low[0], qp.I2_high[0]),
+            H2=ConfidenceInterval(qp.H2_low[0], qp.H2_high[0]),
+            level=lv,
+        )
+
+    def back_transformed(self) -> BackTransformed:
+        """Estimate, CI and PI on the natural scale (r for ZCOR, ratios for log ratios)."""
+        m = self.measure
+        return BackTransformed(
+            estimate=back_transform(self.estimate, m),
+            ci=ConfidenceInterval(back_transform(self.ci.low, m), back_transform(self.ci.high, m)),
+            pi=ConfidenceInterval(back_transform(self.pi.low, m), back_transform(self.pi.high, m)),
+            scale=natural_scale_name(m),
+        )
+
+    def to_frame(self) -> pd.DataFrame:
+        """One-row DataFrame of every scalar field."""
+        row = {
+            "estimate": self.estimate,
+            "se": self.se,
+            "statistic": self.statistic,
+            "pvalue": self.pvalue,
+            "df": self.df,
+            "ci_low": self.ci.low,
+            "ci_high": self.ci.high,
+            "pi_low": self.pi.low,
+            "pi_high": self.pi.high,
+            "tau2": self.tau2,
+            "tau2_se": self.tau2_se,
+            "Q": self.Q,
+            "Q_df": self.Q_df,
+            "Q_pvalue": self.Q_pvalue,
+            "I2": self.I2,
+            "H2": self.H2,
+            "k": self.k,
+            "method": self.method,
+            "test": self.test,
+            "level": self.level,
+            "measure": self.measure,
+        }
+        frame: pd.DataFrame = pd.DataFrame([row])
+        return frame
+
+    def summary(self) -> Summary:
+        """A statsmodels :class:`~statsmodels.iolib.summary.Summary` like metafor's print."""
+        model = "Equal-effects model" if self.method == "EE" else "Random-effects model"
+        smry = Summary()
+        left = [
+            ("Model:", model),
+            ("Method:", self.method),
+            ("Measure:", self.measure),
+            ("No. studies (k):", str(self.k)),
+        ]
+        right = [
+            ("tau^2:", f"{self.tau2:.4f}"),
+            ("I^2 (%):", f"{self.I2:.2f}"),
+            ("H^2:", f"{self.H2:.2f}"),
+            (f"Q({self.Q_df}):", f"{self.Q:.4f}, p = {self.Q_pvalue:.4g}"),
+        ]
+        smry.add_table_2cols(_SummaryShim(), gleft=left, gright=right, title=model)
+        stat_name = "z" if self.df is None else "t"
+        lo, hi = f"[{(1 - self.level) / 2:.3f}", f"{1 - (1 - self.level) / 2:.3f}]"
+        data = [
+            [
+                f"{self.estimate:.4f}",
+                f"{self.se:.4f}",
+                f"{self.statistic:.3f}",
+                f"{self.pvalue:.4g}",
+                f"{self.ci.low:.4f}",
+                f"{self.ci.high:.4f}",
+                f"{self.pi.low:.4f}",
+                f"{self.pi.high:.4f}",
+            ]
+        ]
+        smry.tables.append(
+            SimpleTable(
+                data,
+                headers=[
+                    "estimate", "se", stat_name, f"P>|{stat_name}|", lo, hi, "pi.lb", "pi.ub"
+                ],
+                stubs=["pooled"],
+            )
+        )
+        if self.measure in ("ZCOR", "OR", "RR", "ROM"):
+            bt = self.back_transformed()
+            smry.tables.append(
+                SimpleTable(
+                    [[f"{bt.estimate:.4f}", f"{bt.ci.low:.4f}", f"{bt.ci.high:.4f}",
+                      f"{bt.pi.low:.4f}", f"{bt.pi.high:.4f}"]],
+                    headers=[bt.scale, lo, hi, "pi.lb", "pi.ub"],
+                    stubs=[f"on {bt.scale} scale"],
+                )
+            )
+        if not self.converged:
+            smry.add_extra_txt([f"Warning: the {self.method} estimator did not converge."])
+        return smry
+
+    def __str__(self) -> str:
+        return str(self.summary())
+
+
+class _SummaryShim:
+    """The minimal model stand-in ``Summary.add_table_2cols`` expects."""
+
+    class model:  # attribute name fixed by statsmodels
+        endog_names = "y"
+        exog_names: list[str] = []  # noqa: RUF012
+
+
+def result_from_core(
+    fit: _core.CoreFit,
+    row: int,
+    yi: FloatArray,
+    vi: FloatArray,
+    labels: tuple[str, ...],
+    method: str,
+    test: str,
+    level: float,
+    measure: str,
+) -> PoolResult:
+    """Wrap row ``row`` of an intercept-only core fit as a :class:`PoolResult`."""
+    df = float(fit.df[row])
+    tau2_se = _opt_float(float(fit.tau2_se[row]))
+    return PoolResult(
+        estimate=float(fit.beta[row, 0]),
+        se=float(fit.se[row, 0]),
+        statistic=float(fit.statistic[row, 0]),
+        pvalue=float(fit.pvalue[row, 0]),
+        df=None if math.isnan(df) else df,
+        ci=ConfidenceInterval(fit.ci_low[row, 0], fit.ci_high[row, 0]),
+        pi=ConfidenceInterval(fit.pi_low[row], fit.pi_high[row]),
+        tau2=float(fit.tau2[row]),
+        tau2_se=tau2_se,
+        Q=float(fit.QE[row]),
+        Q_df=int(fit.QE_df[row]),
+        Q_pvalue=float(fit.QE_pvalue[row]),
+        I2=float(fit.I2[row]),
+        H2=float(fit.H2[row]),
+        k=int(fit.k[row]),
+        method=method,
+        test=test,
+        level=level,
+        measure=measure,
+        iterations=int(fit.iterations[row]),
+        converged=bool(fit.converged[row]),
+        labels=labels,
+        yi=yi,
+        vi=vi,
+    )
+
+
+def _pool_single(
+    yi: FloatArray,
+    vi: FloatArray,
+    labels: tuple[str, ...],
+    *,
+    method: str,
+    test: str,
+    level: float,
+    measure: str,
+) -> PoolResult:
+    """The m = 1 call of the vectorised core."""
+    core_method = check_method(method)
+    core_test = check_test(test)
+    lv = check_level(level)
+    if yi.size == 1:
+        warnings.warn(
+            "only one study (k = 1): tau^2 is set to 0 and the test uses the normal "
+            "distribution, as in metafor",
+            FewStudiesWarning,
+            stacklevel=3,
+        )
+    kern = _core.kernel_from_padded(yi[None, :], vi[None, :])
+    fit = _core.fit(kern, core_method, core_test, lv)
+    if not fit.converged[0]:
+        warnings.warn(
+            f"the {core_method} estimator did not converge in {fit.iterations[0]} iterations",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    shown_test = "z" if yi.size == 1 else core_test
+    return result_from_core(fit, 0, yi, vi, labels, core_method, shown_test, lv, measure)
+
+
+def random_effects(
+    studies: StudySet | Sequence[Study] | None = None,
+    *,
+    yi: npt.ArrayLike | None = None,
+    vi: npt.ArrayLike | None = None,
+    measure: Measure = "GEN",
+    method: Method = "REML",
+    test: Test = "z",
+    level: float = 0.95,
+) -> PoolResult:
+    """Pool effect sizes with a random-effects model (metafor's ``rma(yi, vi)``).
+
+    Parameters
+    ----------
+    studies : StudySet or sequence of Study, optional
+        The studies; their labels, effects and measure are used.
+    yi, vi : array_like, optional
+        Effects and sampling variances, when ``studies`` is not given.
+    measure : str
+        The effect-size measure of ``yi`` (used for back-transformation).
+    method : {"REML", "DL", "HE", "HS", "HSk", "SJ", "ML", "EB", "PM", "PMM", "EE"}
+        τ² estimator, as in metafor's ``rma.uni`` (``"FE"``/``"CE"`` alias ``"EE"``).
+    test : {"z", "t", "knha", "adhoc"}
+        Inference for the pooled estimate.
+    level : float
+        Confidence level of the CI and prediction interval.
+
+    Returns
+    -------
+    PoolResult
+
+    Notes
+    -----
+    Estimators (Viechtbauer, 2005; metafor's ``rma.uni``): DerSimonian & Laird
+    (1986) ``τ² = max(0, (Q - (k-1)) / (Σw - Σw²/Σw))``; Hedges (1983) ``HE``;
+    Hunter & Schmidt (2004) ``HS`` and its k-corrected ``HSk``; Sidik & Jonkman
+    (2005) ``SJ``; maximum likelihood ``ML`` and restricted ML ``REML`` (Viechtbauer,
+    2005); empirical Bayes ``EB`` (Morris, 1983), which solves the same equation as
+    Paule & Mandel (1982) ``PM``, ``Q(τ²) = k-1``; and the median-unbiased ``PMM``,
+    ``Q(τ²) = χ²_{k-1; 0.5}``.  Iterative estimators are solved to 1e-10 relative by
+    Newton steps kept inside a sign-change bracket (bisection where a step leaves
+    it), so they cannot oscillate or diverge; iterations and convergence are
+    reported on the result.
+
+    Examples
+    --------
+    >>> import alliance_meta as am
+    >>> res = am.random_effects(yi=[0.1, 0.3, 0.35, 0.2], vi=[0.01, 0.02, 0.015, 0.01])
+    >>> round(res.estimate, 4)
+    0.2141
+    """
+    y, v, labels, meas = resolve_input(studies, yi, vi, measure)
+    return _pool_single(y, v, labels, method=method, test=test, level=level, measure=meas)
+
+
+def fixed_effect(
+    studies: StudySet | Sequence[Study] | None = None,
+    *,
+    yi: npt.ArrayLike | None = None,
+    vi: npt.ArrayLike | None = None,
+    measure: Measure = "GEN",
+    test: Test = "z",
+    level: float = 0.95,
+) -> PoolResult:
+    """Pool effect sizes with the equal-effects (fixed-effect) model (``method="EE"``).
+
+    See :func:`random_effects` for the parameters; τ² is 0 by definition and
+    ``I²``/``H²`` are computed from Q as metafor does for EE models.
+    """
+    y, v, labels, meas = resolve_input(studies, yi, vi, measure)
+    return _pool_single(y, v, labels, method="EE", test=test, level=level, measure=meas)
+
+
+# ---------------------------------------------------------------------------
+# Many analyses
+# ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class IntervalArray:
+    """Interval bounds for many analyses: ``low`` and ``high`` arrays."""
+
+    low: FloatArray = attrs.field(eq=False)
+    high: FloatArray = attrs.field(eq=False)
+
+    def __iter__(self) -> Iterable[FloatArray]:
+        return iter((self.low, self.high))
+
+
+@attrs.frozen
+class ManyHeterogeneityCI:
+    """Q-profile intervals for τ², I² and H² of many analyses."""
+
+    tau2: IntervalArray
+    I2: IntervalArray
+    H2: IntervalArray
+    level: float
+    groups: npt.NDArray[Any] = attrs.field(eq=False, repr=False)
+
+    def to_frame(self) -> pd.DataFrame:
+        frame: pd.DataFrame = pd.DataFrame(
+            {
+                "tau2_low": self.tau2.low,
+                "tau2_high": self.tau2.high,
+                "I2_low": self.I2.low,
+                "I2_high": self.I2.high,
+                "H2_low": self.H2.low,
+                "H2_high": self.H2.high,
+            },
+            index=pd.Index(self.groups, name="group"),
+        )
+        return frame
+
+
+@attrs.frozen
+class _ManyData:
+    """The validated input of :func:`pool_many`, kept for ``heterogeneity_ci``."""
+
+    padded_y: FloatArray | None
+    padded_v: FloatArray | None
+    long_y: FloatArray | None
+    long_v: FloatArray | None
+    layout: _core.RaggedLayout | None
+
+
+@attrs.frozen
+class ManyPoolResult:
+    """Pooled results of many analyses; every field is an array with one entry each.
+
+    Field names match :class:`PoolResult`.  ``groups`` holds the sorted group labels
+    (or ``0..m-1`` for 2-D input).
+    """
+
+    groups: npt.NDArray[Any] = attrs.field(eq=False)
+    estimate: FloatArray = attrs.field(eq=False)
+    se: FloatArray = attrs.field(eq=False)
+    statistic: FloatArray = attrs.field(eq=False)
+    pvalue: FloatArray = attrs.field(eq=False)
+    df: FloatArray = attrs.field(eq=False)
+    ci: IntervalArray
+    pi: IntervalArray
+    tau2: FloatArray = attrs.field(eq=False)
+    tau2_se: FloatArray = attrs.field(eq=False)
+    Q: FloatArray = attrs.field(eq=False)
+    Q_df: FloatArray = attrs.field(eq=False)
+    Q_pvalue: FloatArray = attrs.field(eq=False)
+    I2: FloatArray = attrs.field(eq=False)
+    H2: FloatArray = attrs.field(eq=False)
+    k: npt.NDArray[np.int64] = attrs.field(eq=False)
+    iterations: npt.NDArray[np.int64] = attrs.field(eq=False)
+    converged: npt.NDArray[np.bool_] = attrs.field(eq=False)
+    method: str
+    test: str
+    level: float
+    measure: str
+    _data: _ManyData = attrs.field(eq=False, repr=False, alias="data")
+
+    def __len__(self) -> int:
+        return int(self.estimate.shape[0])
+
+    def heterogeneity_ci(self, level: float | None = None) -> ManyHeterogeneityCI:
+        """Q-profile CIs for every analysis, computed by the vectorised core."""
+        lv = self.level if level is None else check_level(level)
+        parts = []
+        order_parts = []
+        for kern, rows in _iter_kernels(self._data):
+            parts.append(_core.qprofile(kern, lv))
+            order_parts.append(rows)
+        qp = _core.concat_qprofiles(parts)
+        order = np.concatenate(order_parts)
+        fields = {}
+        for name in ("tau2_low", "tau2_high", "I2_low", "I2_high", "H2_low", "H2_high"):
+            arr = np.empty(order.size)
+            arr[order] = getattr(qp, name)
+            fields[name] = arr
+        return ManyHeterogeneityCI(
+            tau2=IntervalArray(fields["tau2_low"], fields["tau2_high"]),
+            I2=IntervalArray(fields["I2_low"], fields["I2_high"]),
+            H2=IntervalArray(fields["H2_low"], fields["H2_high"]),
+            level=lv,
+            groups=self.groups,
+        )
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per analysis, indexed by group."""
+        frame: pd.DataFrame = pd.DataFrame(
+            {
+                "k": self.k,
+                "estimate": self.estimate,
+                "se": self.se,
+                "statistic": self.statistic,
+                "pvalue": self.pvalue,
+                "df": self.df,
+                "ci_low": self.ci.low,
+                "ci_high": self.ci.high,
+                "pi_low": self.pi.low,
+                "pi_high": self.pi.high,
+                "tau2": self.tau2,
+                "tau2_se": self.tau2_se,
+                "Q": self.Q,
+                "Q_df": self.Q_df,
+                "Q_pvalue": self.Q_pvalue,
+                "I2": self.I2,
+                "H2": self.H2,
+                "iterations": self.iterations,
+                "converged": self.converged,
+            },
+            index=pd.Index(self.groups, name="group"),
+        )
+        return frame
+
+
+def _iter_kernels(data: _ManyData) -> Iterable[tuple[_core.Kernel, npt.NDArray[np.int64]]]:
+    """Kernels of consecutive chunks with the analysis indices they hold."""
+    if data.padded_y is not None:
+        assert data.padded_v is not None
+        m = data.padded_y.shape[0]
+        for start in range(0, m, _core.CHUNK_ROWS):
+            stop = min(start + _core.CHUNK_ROWS, m)
+            kern = _core.kernel_from_padded(
+                data.padded_y[start:stop], data.padded_v[start:stop]
+            )
+            yield kern, np.arange(start, stop, dtype=np.int64)
+    else:
+        assert data.layout is not None and data.long_y is not None and data.long_v is not None
+        for grp, rows_idx in data.layout.chunks:
+            Y = _core.gather_padded(data.long_y, rows_idx)
+            V = _core.gather_padded(data.long_v, rows_idx)
+            yield _core.kernel_from_padded(Y, V), grp
+
+
+def _validate_padded(Y: FloatArray, V: FloatArray) -> None:
+    if Y.shape != V.shape:
+        raise InvalidStudyError(f"yi has shape {Y.shape} but vi has shape {V.shape}", field="vi")
+    if Y.size == 0:
+        raise InvalidStudyError("no studies given (empty input)", field="yi")
+    ny, nv = np.isnan(Y), np.isnan(V)
+    mismatch = ny != nv
+    if mismatch.any():
+        i, j = np.argwhere(mismatch)[0]
+        raise InvalidStudyError(
+            "NaN marks an absent study and must appear in both yi and vi",
+            study=f"analysis {i}, study {j}",
+            field="vi" if ny[i, j] else "yi",
+        )
+    for field, arr in (("yi", Y), ("vi", V)):
+        bad = np.isinf(arr)
+        if bad.any():
+            i, j = np.argwhere(bad)[0]
+            raise InvalidStudyError(
+                f"value is {arr[i, j]!r} (must be finite)", study=f"analysis {i}, study {j}",
+                field=field,
+            )
+    bad = V <= 0
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise InvalidStudyError(
+            f"sampling variance must be > 0, got {V[i, j]!r}",
+            study=f"analysis {i}, study {j}",
+            field="vi",
+        )
+    empty = (~ny).sum(axis=1) == 0
+    if empty.any():
+        i = int(np.argmax(empty))
+        raise InvalidStudyError("analysis has no studies (empty group)", study=f"analysis {i}",
+                                field="yi")
+
+
+def pool_many(
+    yi: npt.ArrayLike,
+    vi: npt.ArrayLike,
+    groups: npt.ArrayLike | None = None,
+    *,
+    method: Method = "REML",
+    test: Test = "z",
+    level: float = 0.95,
+    measure: Measure = "GEN",
+) -> ManyPoolResult:
+    """Pool many meta-analyses at once with one call of the vectorised core.
+
+    Parameters
+    ----------
+    yi, vi : array_like
+        Either 1-D long-format effects and variances with ``groups`` labels (in any
+        order, any group sizes), or 2-D arrays of shape ``(n_analyses, n_studies)``
+        where NaN (in both) marks an absent study.
+    groups : array_like, optional
+        Analysis label of each row of 1-D input.  Results are ordered by the sorted
+        unique labels, available as ``result.groups``.
+    method, test, level, measure
+        As for :func:`random_effects`.
+
+    Returns
+    -------
+    ManyPoolResult
+        Arrays with the field names of :class:`PoolResult`.
+
+    Notes
+    -----
+    Row ``i`` equals ``random_effects(yi=..., vi=...)`` on that analysis alone (the
+    scalar API is the m = 1 case of the same core).  Data are processed in chunks
+    of rows, ragged groups sorted by size so padding stays below twice the data.
+    """
+    core_method = check_method(method)
+    core_test = check_test(test)
+    lv = check_level(level)
+    y = as_float_array(yi, "yi")
+    v = as_float_array(vi, "vi")
+    if groups is None:
+        if y.ndim != 2:
+            raise InvalidStudyError(
+                "pool_many needs 2-D (n_analyses, n_studies) arrays or 1-D arrays with groups",
+                field="yi",
+            )
+        _validate_padded(y, v)
+        data = _ManyData(y, v, None, None, None)
+        labels: npt.NDArray[Any] = np.arange(y.shape[0])
+        m = y.shape[0]
+    else:
+        g = np.asarray(groups)
+        if y.ndim != 1 or v.ndim != 1 or g.ndim != 1:
+            raise InvalidStudyError("with groups, yi, vi and groups must be 1-D", field="groups")
+        if not (y.size == v.size == g.size):
+            raise InvalidStudyError(
+                f"lengths differ: yi {y.size}, vi {v.size}, groups {g.size}", field="groups"
+            )
+        validate_studies(y, v)
+        labels, codes = np.unique(g, return_inverse=True)
+        m = labels.size
+        layout = _core.ragged_layout(codes.astype(np.int64), m)
+        data = _ManyData(None, None, y, v, layout)
+
+    fits: list[_core.CoreFit] = []
+    orders: list[npt.NDArray[np.int64]] = []
+    for kern, rows in _iter_kernels(data):
+        fits.append(_core.fit(kern, core_method, core_test, lv))
+        orders.append(rows)
+    fit = _core.permute_rows(_core.concat_fits(fits), np.concatenate(orders).astype(np.intp))
+    n_bad = int((~fit.converged).sum())
+    if n_bad:
+        warnings.warn(
+            f"the {core_method} estimator did not converge for {n_bad} of {m} analyses "
+            "(see result.converged)",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+    if (fit.k == 1).any():
+        warnings.warn(
+            f"{int((fit.k == 1).sum())} analyses have k = 1: tau^2 is 0 and inference uses z",
+            FewStudiesWarning,
+            stacklevel=2,
+        )
+    return ManyPoolResult(
+        groups=labels,
+        estimate=fit.beta[:, 0],
+        se=fit.se[:, 0],
+        statistic=fit.statistic[:, 0],
+        pvalue=fit.pvalue[:, 0],
+        df=fit.df,
+        ci=IntervalArray(fit.ci_low[:, 0], fit.ci_high[:, 0]),
+        pi=IntervalArray(fit.pi_low, fit.pi_high),
+        tau2=fit.tau2,
+        tau2_se=fit.tau2_se,
+        Q=fit.QE,
+        Q_df=fit.QE_df,
+        Q_pvalue=fit.QE_pvalue,
+        I2=fit.I2,
+        H2=fit.H2,
+        k=fit.k,
+        iterations=fit.iterations,
+        converged=fit.converged,
+        method=core_method,
+        test=core_test,
+        level=lv,
+        measure=measure,
+        data=data,
+    )
