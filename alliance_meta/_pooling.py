@@ -18,10 +18,10 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 from statsmodels.iolib.summary import Summary
-from statsmodels.iolib.table import SimpleTable
 
 from alliance_meta import _core
 from alliance_meta._results_base import ConfidenceInterval
+from alliance_meta._summary import info_table, make_summary, value_table
 from alliance_meta._transforms import back_transform, natural_scale_name
 from alliance_meta._types import FloatArray, Measure, Method, Test
 from alliance_meta.exceptions import (
@@ -326,67 +326,49 @@ class PoolResult:
     def summary(self) -> Summary:
         """A statsmodels :class:`~statsmodels.iolib.summary.Summary` like metafor's print."""
         model = "Equal-effects model" if self.method == "EE" else "Random-effects model"
-        smry = Summary()
         left = [
-            ("Model:", model),
             ("Method:", self.method),
             ("Measure:", self.measure),
-            ("No. studies (k):", str(self.k)),
+            ("Studies (k):", str(self.k)),
+            ("Test:", self.test),
         ]
         right = [
             ("tau^2:", f"{self.tau2:.4f}"),
             ("I^2 (%):", f"{self.I2:.2f}"),
             ("H^2:", f"{self.H2:.2f}"),
-            (f"Q({self.Q_df}):", f"{self.Q:.4f}, p = {self.Q_pvalue:.4g}"),
+            (f"Q({self.Q_df}):", f"{self.Q:.4f} (p = {self.Q_pvalue:.4g})"),
         ]
-        smry.add_table_2cols(_SummaryShim(), gleft=left, gright=right, title=model)
         stat_name = "z" if self.df is None else "t"
         lo, hi = f"[{(1 - self.level) / 2:.3f}", f"{1 - (1 - self.level) / 2:.3f}]"
-        data = [
-            [
-                f"{self.estimate:.4f}",
-                f"{self.se:.4f}",
-                f"{self.statistic:.3f}",
-                f"{self.pvalue:.4g}",
-                f"{self.ci.low:.4f}",
-                f"{self.ci.high:.4f}",
-                f"{self.pi.low:.4f}",
-                f"{self.pi.high:.4f}",
-            ]
+        tables = [
+            info_table(left, right, model),
+            value_table(
+                [[
+                    f"{self.estimate:.4f}", f"{self.se:.4f}", f"{self.statistic:.3f}",
+                    f"{self.pvalue:.4g}", f"{self.ci.low:.4f}", f"{self.ci.high:.4f}",
+                    f"{self.pi.low:.4f}", f"{self.pi.high:.4f}",
+                ]],
+                ["estimate", "se", stat_name, f"P>|{stat_name}|", lo, hi, "pi.lb", "pi.ub"],
+                ["pooled"],
+            ),
         ]
-        smry.tables.append(
-            SimpleTable(
-                data,
-                headers=[
-                    "estimate", "se", stat_name, f"P>|{stat_name}|", lo, hi, "pi.lb", "pi.ub"
-                ],
-                stubs=["pooled"],
-            )
-        )
         if self.measure in ("ZCOR", "OR", "RR", "ROM"):
             bt = self.back_transformed()
-            smry.tables.append(
-                SimpleTable(
-                    [[f"{bt.estimate:.4f}", f"{bt.ci.low:.4f}", f"{bt.ci.high:.4f}",
-                      f"{bt.pi.low:.4f}", f"{bt.pi.high:.4f}"]],
-                    headers=[bt.scale, lo, hi, "pi.lb", "pi.ub"],
-                    stubs=[f"on {bt.scale} scale"],
+            tables.append(
+                value_table(
+                    [[
+                        f"{bt.estimate:.4f}", f"{bt.ci.low:.4f}", f"{bt.ci.high:.4f}",
+                        f"{bt.pi.low:.4f}", f"{bt.pi.high:.4f}",
+                    ]],
+                    [bt.scale, lo, hi, "pi.lb", "pi.ub"],
+                    [f"{bt.scale} scale"],
                 )
             )
-        if not self.converged:
-            smry.add_extra_txt([f"Warning: the {self.method} estimator did not converge."])
-        return smry
+        notes = [] if self.converged else [f"The {self.method} estimator did not converge."]
+        return make_summary(tables, notes)
 
     def __str__(self) -> str:
         return str(self.summary())
-
-
-class _SummaryShim:
-    """The minimal model stand-in ``Summary.add_table_2cols`` expects."""
-
-    class model:  # attribute name fixed by statsmodels
-        endog_names = "y"
-        exog_names: list[str] = []  # noqa: RUF012
 
 
 def result_from_core(
