@@ -25,7 +25,7 @@ Viechtbauer, W. (2010). Conducting meta-analyses in R with the metafor package.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -131,21 +131,29 @@ def _broadcast(*arrays: npt.ArrayLike) -> list[FloatArray]:
     return [np.array(a, dtype=np.float64) for a in out]
 
 
-def _row_labels(labels: Sequence[str] | None, idx: npt.NDArray[np.intp]) -> list[str]:
+def _row_labels(labels: Sequence[str | None] | None, idx: npt.NDArray[np.intp]) -> list[str | None]:
     if labels is None:
         return [f"row {int(i)}" for i in idx]
-    return [str(labels[int(i)]) for i in idx]
+    return [None if labels[int(i)] is None else str(labels[int(i)]) for i in idx]
 
 
-def raise_problems(problems: Sequence[Problem], labels: Sequence[str] | None = None) -> None:
+def raise_problems(
+    problems: Sequence[Problem],
+    labels: Sequence[str | None] | None = None,
+    fields: Mapping[str, str] | None = None,
+) -> None:
     """Raise for the first problem that affects any row.
 
     Parameters
     ----------
     problems : sequence of Problem
         Checked in order; the first with a true mask raises.
-    labels : sequence of str, optional
-        Study labels, one per row. Without them rows are named ``"row <i>"`` (0-based).
+    labels : sequence of str or None, optional
+        Study labels, one per row. Without them rows are named ``"row <i>"`` (0-based);
+        a ``None`` label leaves the study unnamed.
+    fields : mapping of str to str, optional
+        Names to report instead of the internal field names (e.g. the column
+        ``"ri"`` of a data frame for the field ``"r"``).
 
     Raises
     ------
@@ -164,7 +172,11 @@ def raise_problems(problems: Sequence[Problem], labels: Sequence[str] | None = N
             more = idx.size - len(shown)
             extra = f" and {more} more" if more > 0 else ""
             message = f"{message} (also in {others}{extra})"
-        raise InvalidStudyError(message, study=shown[0], field=prob.field)
+        field = prob.field
+        if fields is not None and field in fields and fields[field] != field:
+            message = f"{field}: {message}"
+            field = fields[field]
+        raise InvalidStudyError(message, study=shown[0], field=field)
 
 
 def bad_rows(problems: Sequence[Problem], k: int) -> BoolArray:
@@ -187,7 +199,7 @@ def _finite_or(arr: FloatArray, fill: float) -> FloatArray:
     return np.where(np.isfinite(arr), arr, fill)
 
 
-def _check_output(yi: FloatArray, vi: FloatArray, labels: Sequence[str] | None) -> None:
+def _check_output(yi: FloatArray, vi: FloatArray, labels: Sequence[str | None] | None) -> None:
     raise_problems(
         [
             Problem("value", "the effect size is not finite", ~np.isfinite(yi)),
@@ -308,7 +320,8 @@ def from_correlation(
     ri: npt.ArrayLike,
     ni: npt.ArrayLike,
     measure: CorrelationMeasure = "ZCOR",
-    labels: Sequence[str] | None = None,
+    labels: Sequence[str | None] | None = None,
+    fields: Mapping[str, str] | None = None,
 ) -> EscalcResult:
     """Validate correlations and sample sizes, then compute ``measure``.
 
@@ -318,8 +331,10 @@ def from_correlation(
         Correlations and sample sizes (broadcast together, one-dimensional).
     measure : {"ZCOR", "COR", "UCOR"}
         See :func:`zcor`, :func:`cor` and :func:`ucor`.
-    labels : sequence of str, optional
+    labels : sequence of str or None, optional
         Study labels used in error messages.
+    fields : mapping of str to str, optional
+        Names to report for the input fields in error messages.
 
     Returns
     -------
@@ -331,7 +346,7 @@ def from_correlation(
         For a missing value, ``|r| > 1``, ``r = ±1`` or too small an ``n``.
     """
     problems = check_correlation(ri, ni, measure)
-    raise_problems(problems, labels)
+    raise_problems(problems, labels, fields)
     r, n = _broadcast(ri, ni)
     func = {"ZCOR": zcor, "COR": cor, "UCOR": ucor}[measure]
     yi, vi = func(r, n)
@@ -505,7 +520,8 @@ def from_means(
     sd2: npt.ArrayLike,
     n2: npt.ArrayLike,
     measure: MeanMeasure = "SMD",
-    labels: Sequence[str] | None = None,
+    labels: Sequence[str | None] | None = None,
+    fields: Mapping[str, str] | None = None,
 ) -> EscalcResult:
     """Validate two-group means, SDs and sizes, then compute ``measure``.
 
@@ -515,8 +531,10 @@ def from_means(
         Means, standard deviations and sizes of group 1 and group 2.
     measure : {"SMD", "MD", "SMDH", "ROM"}
         See :func:`smd`, :func:`md`, :func:`smdh` and :func:`rom`.
-    labels : sequence of str, optional
+    labels : sequence of str or None, optional
         Study labels used in error messages.
+    fields : mapping of str to str, optional
+        Names to report for the input fields in error messages.
 
     Returns
     -------
@@ -529,7 +547,7 @@ def from_means(
         measure, or non-positive means for ``ROM``.
     """
     problems = check_means(m1, sd1, n1, m2, sd2, n2, measure)
-    raise_problems(problems, labels)
+    raise_problems(problems, labels, fields)
     arrays = _broadcast(m1, sd1, n1, m2, sd2, n2)
     func = {"SMD": smd, "MD": md, "SMDH": smdh, "ROM": rom}[measure]
     yi, vi = func(*arrays)
@@ -652,7 +670,8 @@ def from_counts(
     c: npt.ArrayLike,
     d: npt.ArrayLike,
     measure: CountMeasure = "OR",
-    labels: Sequence[str] | None = None,
+    labels: Sequence[str | None] | None = None,
+    fields: Mapping[str, str] | None = None,
 ) -> EscalcResult:
     """Validate 2×2 tables, apply metafor's default correction, then compute ``measure``.
 
@@ -662,8 +681,10 @@ def from_counts(
         Events and non-events in group 1 (``a``, ``b``) and group 2 (``c``, ``d``).
     measure : {"OR", "RR", "RD"}
         See :func:`log_or`, :func:`log_rr` and :func:`rd`.
-    labels : sequence of str, optional
+    labels : sequence of str or None, optional
         Study labels used in error messages.
+    fields : mapping of str to str, optional
+        Names to report for the input fields in error messages.
 
     Returns
     -------
@@ -682,7 +703,7 @@ def from_counts(
     keep tables with no events (or only events) in both groups.
     """
     problems = check_counts(a, b, c, d, measure)
-    raise_problems(problems, labels)
+    raise_problems(problems, labels, fields)
     aa, bb, cc, dd, corrected = _continuity(*_broadcast(a, b, c, d))
     func = {"OR": log_or, "RR": log_rr, "RD": rd}[measure]
     yi, vi = func(aa, bb, cc, dd)

@@ -1,0 +1,1283 @@
+"""The data model: effect sizes, studies, moderators and collections of studies.
+
+All classes are frozen :mod:`attrs` classes. Effect sizes of whole tables are
+computed by the vectorised functions of :mod:`alliance_meta._escalc`; the named
+constructors of :class:`EffectSize` call the same functions with length-1 arrays.
+
+References
+----------
+Viechtbauer, W. (2010). Conducting meta-analyses in R with the metafor package.
+*Journal of Statistical Software*, 36(3), 1-48. https://doi.org/10.18637/jss.v036.i03
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Literal, TypeAlias, cast, overload
+
+import attrs
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from scipy import stats
+
+from alliance_meta import _escalc
+from alliance_meta._results_base import ConfidenceInterval
+from alliance_meta._types import FloatArray, Measure, NanPolicy
+from alliance_meta.exceptions import (
+    AllianceMetaError,
+    DataOmittedWarning,
+    InvalidStudyError,
+)
+
+__all__ = ["EffectSize", "Moderator", "ModeratorValue", "Study", "StudySet"]
+
+#: A moderator's value for one study.
+ModeratorValue: TypeAlias = "str | float | bool"
+
+MEASURES: tuple[str, ...] = (
+    "GEN",
+    "ZCOR",
+    "COR",
+    "UCOR",
+    "SMD",
+    "MD",
+    "SMDH",
+    "ROM",
+    "OR",
+    "RR",
+    "RD",
+)
+
+
+def _to_float(x: float, name: str) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError) as exc:
+        raise InvalidStudyError(f"{x!r} is not a number", field=name) from exc
+
+
+def _to_value(x: float) -> float:
+    return _to_float(x, "value")
+
+
+def _to_variance(x: float) -> float:
+    return _to_float(x, "variance")
+
+
+def _to_studies(xs: Iterable[Study]) -> tuple[Study, ...]:
+    return tuple(xs)
+
+
+def _to_labels(xs: Iterable[str]) -> tuple[str, ...]:
+    return tuple(str(x) for x in xs)
+
+
+def _to_levels(xs: Iterable[object] | None) -> tuple[str, ...] | None:
+    return None if xs is None else tuple(_level_str(x) for x in xs)
+
+
+def _check_measure(measure: str, allowed: Sequence[str], label: str | None = None) -> None:
+    if measure not in allowed:
+        raise InvalidStudyError(
+            f"unknown measure {measure!r}; expected one of {tuple(allowed)}",
+            study=label,
+            field="measure",
+        )
+
+
+# ---------------------------------------------------------------------------- EffectSize
+
+
+@attrs.frozen
+class EffectSize:
+    """One study's effect size and its sampling variance.
+
+    Parameters
+    ----------
+    value : float
+        The effect size (on the analysis scale, e.g. Fisher's z for ``"ZCOR"``).
+    variance : float
+        Its sampling variance; must be finite and > 0.
+    measure : str
+        One of metafor's ``escalc`` measures (``"ZCOR"``, ``"COR"``, ``"UCOR"``,
+        ``"SMD"``, ``"MD"``, ``"SMDH"``, ``"ROM"``, ``"OR"``, ``"RR"``, ``"RD"``) or
+        ``"GEN"`` for a generic outcome. ``OR`` and ``RR`` are on the log scale.
+    corrected : bool
+        Whether 1/2 was added to the cells of a 2×2 table with a zero cell.
+
+    Raises
+    ------
+    InvalidStudyError
+        A :class:`ValueError` naming the field, for a NaN or infinite value or a
+        variance that is ≤ 0, NaN or infinite.
+
+    Notes
+    -----
+    The constructors :meth:`from_correlation`, :meth:`from_means` and
+    :meth:`from_counts` reproduce ``metafor::escalc`` with its default arguments
+    (Viechtbauer, 2010); each measure's formula and its source are given in
+    :mod:`alliance_meta._escalc`.
+
+    Examples
+    --------
+    >>> es = EffectSize.from_correlation(r=0.3, n=103)
+    >>> round(es.value, 6), round(es.variance, 6)
+    (0.30952, 0.01)
+    """
+
+    value: float = attrs.field(converter=_to_value)
+    variance: float = attrs.field(converter=_to_variance)
+    measure: Measure = "GEN"
+    corrected: bool = attrs.field(default=False, converter=bool)
+
+    def __attrs_post_init__(self) -> None:
+        _check_measure(self.measure, MEASURES)
+        if not math.isfinite(self.value):
+            raise InvalidStudyError(
+                f"the effect size must be finite, got {self.value}", field="value"
+            )
+        if not (math.isfinite(self.variance) and self.variance > 0):
+            raise InvalidStudyError(
+                f"the sampling variance must be finite and > 0, got {self.variance}",
+                field="variance",
+            )
+
+    @property
+    def se(self) -> float:
+        """Standard error, ``sqrt(variance)``."""
+        return math.sqrt(self.variance)
+
+    def confidence_interval(self, level: float = 0.95) -> ConfidenceInterval:
+        """Wald interval ``value ± z_{1-α/2} · se`` on the analysis scale.
+
+        Parameters
+        ----------
+        level : float
+            Coverage, strictly between 0 and 1.
+
+        Returns
+        -------
+        ConfidenceInterval
+        """
+        if not 0.0 < level < 1.0:
+            raise AllianceMetaError(f"level must lie strictly between 0 and 1, got {level}")
+        z = float(stats.norm.ppf(0.5 + level / 2.0))
+        return ConfidenceInterval(self.value - z * self.se, self.value + z * self.se)
+
+    @classmethod
+    def _from_result(cls, res: _escalc.EscalcResult, measure: Measure) -> EffectSize:
+        return cls(
+            value=float(res.yi[0]),
+            variance=float(res.vi[0]),
+            measure=measure,
+            corrected=bool(res.corrected[0]),
+        )
+
+    @classmethod
+    def from_correlation(
+        cls,
+        r: float,
+        n: float,
+        measure: Literal["ZCOR", "COR", "UCOR"] = "ZCOR",
+        *,
+        label: str | None = None,
+    ) -> EffectSize:
+        """Effect size of a correlation ``r`` from ``n`` participants.
+
+        Parameters
+        ----------
+        r : float
+            Pearson correlation, in [-1, 1] (and not ±1).
+        n : float
+            Sample size: > 3 for ``"ZCOR"``, > 1 for ``"COR"``, > 4 for ``"UCOR"``.
+        measure : {"ZCOR", "COR", "UCOR"}
+            Fisher's z, the raw correlation, or the unbiased correlation.
+        label : str, optional
+            Study label used in error messages.
+
+        Returns
+        -------
+        EffectSize
+
+        Raises
+        ------
+        InvalidStudyError
+
+        Notes
+        -----
+        ZCOR (Fisher, 1921): :math:`y = \\tfrac12\\log\\frac{1+r}{1-r}`, :math:`v = 1/(n-3)`.
+
+        COR: :math:`y = r`, :math:`v = (1-r^2)^2/(n-1)`.
+
+        UCOR (Olkin & Pratt, 1958):
+        :math:`y = r\\,{}_2F_1(\\tfrac12,\\tfrac12;\\tfrac{n-2}{2};1-r^2)`,
+        :math:`v = (1-y^2)^2/(n-1)`.
+
+        These are metafor's ``escalc`` defaults (Viechtbauer, 2010).
+        """
+        _check_measure(measure, _escalc.CORRELATION_MEASURES, label)
+        res = _escalc.from_correlation([r], [n], measure, labels=[label])
+        return cls._from_result(res, measure)
+
+    @classmethod
+    def from_means(
+        cls,
+        m1: float,
+        sd1: float,
+        n1: float,
+        m2: float,
+        sd2: float,
+        n2: float,
+        measure: Literal["SMD", "MD", "SMDH", "ROM"] = "SMD",
+        *,
+        label: str | None = None,
+    ) -> EffectSize:
+        """Effect size comparing the means of group 1 and group 2.
+
+        Parameters
+        ----------
+        m1, sd1, n1 : float
+            Mean, standard deviation (> 0) and size (> 0) of group 1.
+        m2, sd2, n2 : float
+            The same for group 2.
+        measure : {"SMD", "MD", "SMDH", "ROM"}
+            Hedges' g, the raw mean difference, Bonett's heteroscedastic SMD or the
+            log ratio of means.
+        label : str, optional
+            Study label used in error messages.
+
+        Returns
+        -------
+        EffectSize
+
+        Raises
+        ------
+        InvalidStudyError
+
+        Notes
+        -----
+        SMD is Hedges' g with the exact correction
+        :math:`c(m) = \\Gamma(m/2) / (\\sqrt{m/2}\\,\\Gamma((m-1)/2))`, :math:`m = n_1+n_2-2`:
+        :math:`y = c(m)(\\bar x_1 - \\bar x_2)/s_p`,
+        :math:`v = 1/n_1 + 1/n_2 + y^2/(2(n_1+n_2))` (Hedges, 1981).
+
+        MD: :math:`y = \\bar x_1 - \\bar x_2`, :math:`v = s_1^2/n_1 + s_2^2/n_2`.
+
+        SMDH (Bonett, 2009) and ROM (Hedges, Gurevitch & Curtis, 1999):
+        see :func:`alliance_meta._escalc.smdh` and :func:`alliance_meta._escalc.rom`.
+
+        These are metafor's ``escalc`` defaults (Viechtbauer, 2010).
+        """
+        _check_measure(measure, _escalc.MEAN_MEASURES, label)
+        res = _escalc.from_means([m1], [sd1], [n1], [m2], [sd2], [n2], measure, labels=[label])
+        return cls._from_result(res, measure)
+
+    @classmethod
+    def from_counts(
+        cls,
+        a: float,
+        b: float,
+        c: float,
+        d: float,
+        measure: Literal["OR", "RR", "RD"] = "OR",
+        *,
+        label: str | None = None,
+    ) -> EffectSize:
+        """Effect size of a 2×2 table.
+
+        Parameters
+        ----------
+        a, b : float
+            Events and non-events in group 1 (non-negative whole numbers).
+        c, d : float
+            Events and non-events in group 2.
+        measure : {"OR", "RR", "RD"}
+            Log odds ratio, log risk ratio or risk difference.
+        label : str, optional
+            Study label used in error messages.
+
+        Returns
+        -------
+        EffectSize
+            ``corrected`` is true when 1/2 was added to every cell.
+
+        Raises
+        ------
+        InvalidStudyError
+
+        Notes
+        -----
+        As metafor's defaults (``add = 1/2, to = "only0"``), 1/2 is added to all four
+        cells when any cell is zero, for OR, RR and RD. Then with
+        :math:`p_1 = a/(a+b)`, :math:`p_2 = c/(c+d)`:
+
+        - OR (Woolf, 1955): :math:`y = \\log\\frac{ad}{bc}`, :math:`v = 1/a+1/b+1/c+1/d`;
+        - RR (Katz et al., 1978): :math:`y = \\log(p_1/p_2)`,
+          :math:`v = 1/a - 1/(a+b) + 1/c - 1/(c+d)`;
+        - RD: :math:`y = p_1 - p_2`, :math:`v = p_1(1-p_1)/(a+b) + p_2(1-p_2)/(c+d)`.
+
+        Viechtbauer (2010).
+        """
+        _check_measure(measure, _escalc.COUNT_MEASURES, label)
+        res = _escalc.from_counts([a], [b], [c], [d], measure, labels=[label])
+        return cls._from_result(res, measure)
+
+
+# ---------------------------------------------------------------- moderator mapping
+
+
+class FrozenMapping(Mapping[str, ModeratorValue]):
+    """An immutable, hashable, insertion-ordered mapping of moderator values."""
+
+    __slots__ = ("_dict", "_items")
+
+    def __init__(self, items: Mapping[str, ModeratorValue] | None = None) -> None:
+        data = dict(items) if items is not None else {}
+        self._dict: dict[str, ModeratorValue] = data
+        self._items: tuple[tuple[str, ModeratorValue], ...] = tuple(data.items())
+
+    def __getitem__(self, key: str) -> ModeratorValue:
+        return self._dict[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._dict)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._items))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return dict(self._items) == dict(other.items())
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return repr(self._dict)
+
+
+def _normalise_value(v: object) -> object:
+    """Python scalars from numpy ones; ints become floats; other objects unchanged."""
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return float(v)
+    if isinstance(v, np.str_):
+        return str(v)
+    return v
+
+
+def _freeze_moderators(m: Mapping[str, ModeratorValue] | None) -> FrozenMapping:
+    if isinstance(m, FrozenMapping):
+        return m
+    if m is None:
+        return FrozenMapping()
+    return FrozenMapping({str(k): _normalise_value(v) for k, v in m.items()})  # type: ignore[misc]
+
+
+def _is_missing(v: object) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _convert_n(n: float | None) -> int | None:
+    if n is None:
+        return None
+    try:
+        f = float(n)
+    except (TypeError, ValueError) as exc:
+        raise InvalidStudyError(f"{n!r} is not a number", field="n") from exc
+    if not (math.isfinite(f) and f > 0 and f == round(f)):
+        raise InvalidStudyError(
+            f"a sample size must be a positive whole number, got {n}", field="n"
+        )
+    return int(f)
+
+
+# ------------------------------------------------------------------------------- Study
+
+
+@attrs.frozen
+class Study:
+    """One study: a label, its effect size, its size and its moderators.
+
+    Parameters
+    ----------
+    label : str
+        A non-empty label, unique within a :class:`StudySet`.
+    effect : EffectSize
+        The study's effect size.
+    n : int, optional
+        Total sample size (a positive whole number).
+    moderators : mapping of str to str, float or bool
+        Study-level covariates, stored as an immutable mapping. Integers are stored
+        as floats; missing values (None, NaN) are rejected.
+
+    Raises
+    ------
+    InvalidStudyError
+        Naming the label and the field.
+    """
+
+    label: str
+    effect: EffectSize
+    n: int | None = attrs.field(default=None, converter=_convert_n)
+    moderators: Mapping[str, ModeratorValue] = attrs.field(
+        factory=FrozenMapping, converter=_freeze_moderators
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.label, str) or not self.label:
+            raise InvalidStudyError(
+                f"a study label must be a non-empty str, got {self.label!r}", field="label"
+            )
+        if not isinstance(self.effect, EffectSize):
+            raise InvalidStudyError(
+                f"effect must be an EffectSize, got {type(self.effect).__name__}",
+                study=self.label,
+                field="effect",
+            )
+        for name, v in self.moderators.items():
+            if _is_missing(v):
+                raise InvalidStudyError("missing moderator value", study=self.label, field=name)
+            if not isinstance(v, (str, float, bool)):
+                raise InvalidStudyError(
+                    f"a moderator value must be str, float or bool, got {type(v).__name__}",
+                    study=self.label,
+                    field=name,
+                )
+            if isinstance(v, float) and not math.isfinite(v):
+                raise InvalidStudyError(
+                    f"a moderator value must be finite, got {v}", study=self.label, field=name
+                )
+
+    @property
+    def yi(self) -> float:
+        """The effect size's value."""
+        return self.effect.value
+
+    @property
+    def vi(self) -> float:
+        """The effect size's sampling variance."""
+        return self.effect.variance
+
+
+# --------------------------------------------------------------------------- Moderator
+
+
+def _level_str(v: object) -> str:
+    """R's spelling of a categorical value (``TRUE``/``FALSE`` for logicals)."""
+    if isinstance(v, (bool, np.bool_)):
+        return "TRUE" if v else "FALSE"
+    return str(v)
+
+
+def _study_name(labels: Sequence[str] | None, i: int) -> str:
+    return labels[i] if labels is not None else f"row {i}"
+
+
+@attrs.frozen
+class Moderator:
+    """A study-level covariate and how it enters a design matrix.
+
+    Parameters
+    ----------
+    name : str
+        The moderator's name (a column of the data).
+    kind : {"categorical", "continuous"}
+        How it is coded.
+    levels : tuple of str, optional
+        Categorical levels, in order. ``None`` means "infer from the data": sorted,
+        as R's ``factor()`` does.
+    reference : str, optional
+        The reference level of a categorical moderator; by default the first level.
+
+    Notes
+    -----
+    Categorical moderators are treatment coded as in R: one indicator column per
+    non-reference level, named ``"<name><level>"`` (e.g. ``allocrandom``), which
+    matches the coefficient names of ``rma(yi, vi, mods = ~ alloc)``. Logical values
+    are spelled ``"TRUE"``/``"FALSE"``, as R does. Levels are sorted by code point;
+    R sorts by the collation of its locale, which agrees for lower-case ASCII names.
+    """
+
+    name: str
+    kind: Literal["categorical", "continuous"]
+    levels: tuple[str, ...] | None = attrs.field(
+        default=None,
+        converter=_to_levels,
+    )
+    reference: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.kind not in ("categorical", "continuous"):
+            raise InvalidStudyError(
+                f"kind must be 'categorical' or 'continuous', got {self.kind!r}", field=self.name
+            )
+        if self.kind == "continuous":
+            if self.levels is not None or self.reference is not None:
+                raise InvalidStudyError(
+                    "a continuous moderator has no levels or reference", field=self.name
+                )
+            return
+        if self.levels is None:
+            return
+        if len(self.levels) == 0:
+            raise InvalidStudyError("a categorical moderator needs a level", field=self.name)
+        if len(set(self.levels)) != len(self.levels):
+            raise InvalidStudyError(f"duplicate levels in {self.levels}", field=self.name)
+        if self.reference is None:
+            object.__setattr__(self, "reference", self.levels[0])
+        elif self.reference not in self.levels:
+            raise InvalidStudyError(
+                f"reference level {self.reference!r} is not one of {self.levels}",
+                field=self.name,
+            )
+
+    @classmethod
+    def categorical(
+        cls, name: str, levels: Sequence[str] | None = None, reference: str | None = None
+    ) -> Moderator:
+        """A categorical moderator (levels inferred from the data when ``None``)."""
+        return cls(name, "categorical", tuple(levels) if levels is not None else None, reference)
+
+    @classmethod
+    def continuous(cls, name: str) -> Moderator:
+        """A continuous moderator, entered as one numeric column."""
+        return cls(name, "continuous")
+
+    @classmethod
+    def infer(
+        cls,
+        name: str,
+        values: Iterable[object],
+        *,
+        labels: Sequence[str] | None = None,
+        reference: str | None = None,
+    ) -> Moderator:
+        """Infer the kind (and sorted levels) of a moderator from its values.
+
+        Strings and logicals make a categorical moderator with sorted levels, the
+        first being the reference (R's default); numbers make a continuous one.
+
+        Raises
+        ------
+        InvalidStudyError
+            For a missing value or a mixture of kinds, naming the study.
+        """
+        vals = [_normalise_value(v) for v in values]
+        kinds = []
+        for i, v in enumerate(vals):
+            if _is_missing(v):
+                raise InvalidStudyError(
+                    "missing moderator value", study=_study_name(labels, i), field=name
+                )
+            if isinstance(v, (str, bool)):
+                kinds.append("categorical")
+            elif isinstance(v, float):
+                kinds.append("continuous")
+            else:
+                raise InvalidStudyError(
+                    f"a moderator value must be str, float or bool, got {type(v).__name__}",
+                    study=_study_name(labels, i),
+                    field=name,
+                )
+        if not kinds:
+            raise InvalidStudyError("cannot infer a moderator from no values", field=name)
+        for i, k in enumerate(kinds):
+            if k != kinds[0]:
+                raise InvalidStudyError(
+                    f"moderator value {vals[i]!r} is {k} but earlier values are {kinds[0]}",
+                    study=_study_name(labels, i),
+                    field=name,
+                )
+        if kinds[0] == "continuous":
+            return cls.continuous(name)
+        levels = tuple(sorted({_level_str(v) for v in vals}))
+        return cls.categorical(name, levels, reference)
+
+    def with_levels_from(self, values: Iterable[object]) -> Moderator:
+        """This moderator with its levels inferred (sorted) if they are not set."""
+        if self.kind == "continuous" or self.levels is not None:
+            return self
+        levels = tuple(sorted({_level_str(_normalise_value(v)) for v in values}))
+        return Moderator(self.name, "categorical", levels, self.reference)
+
+    @property
+    def coef_names(self) -> tuple[str, ...]:
+        """Names of the design columns (R's coefficient names).
+
+        Raises
+        ------
+        InvalidStudyError
+            For a categorical moderator whose levels are not yet known.
+        """
+        if self.kind == "continuous":
+            return (self.name,)
+        if self.levels is None:
+            raise InvalidStudyError(
+                "levels are unknown; use with_levels_from(values)", field=self.name
+            )
+        return tuple(f"{self.name}{lv}" for lv in self.levels if lv != self.reference)
+
+    def design_columns(
+        self, values: Iterable[object], labels: Sequence[str] | None = None
+    ) -> tuple[tuple[str, ...], FloatArray]:
+        """Encode values as design-matrix columns (treatment coding for categories).
+
+        Parameters
+        ----------
+        values : iterable
+            One value per study.
+        labels : sequence of str, optional
+            Study labels, used in error messages.
+
+        Returns
+        -------
+        names : tuple of str
+            :attr:`coef_names`.
+        columns : ndarray of float64, shape (k, len(names))
+
+        Raises
+        ------
+        InvalidStudyError
+            For a missing value, a value of the wrong kind (a string for a
+            continuous moderator, a number for a categorical one) or an unknown
+            level, naming the study and the moderator.
+        """
+        vals = [_normalise_value(v) for v in values]
+        for i, v in enumerate(vals):
+            if _is_missing(v):
+                raise InvalidStudyError(
+                    "missing moderator value", study=_study_name(labels, i), field=self.name
+                )
+            ok = isinstance(v, float) if self.kind == "continuous" else isinstance(v, (str, bool))
+            if not ok:
+                raise InvalidStudyError(
+                    f"value {v!r} ({type(v).__name__}) is of the wrong kind for a "
+                    f"{self.kind} moderator",
+                    study=_study_name(labels, i),
+                    field=self.name,
+                )
+        if self.kind == "continuous":
+            col = np.asarray(vals, dtype=np.float64).reshape(-1, 1)
+            return (self.name,), col
+        mod = self.with_levels_from(vals)
+        assert mod.levels is not None
+        strs = np.asarray([_level_str(v) for v in vals], dtype=object)
+        known = np.isin(strs, np.asarray(mod.levels, dtype=object))
+        if not np.all(known):
+            i = int(np.flatnonzero(~known)[0])
+            raise InvalidStudyError(
+                f"unknown level {strs[i]!r}; expected one of {mod.levels}",
+                study=_study_name(labels, i),
+                field=self.name,
+            )
+        others = [lv for lv in mod.levels if lv != mod.reference]
+        cols = np.empty((len(vals), len(others)), dtype=np.float64)
+        for j, lv in enumerate(others):
+            cols[:, j] = strs == lv
+        return mod.coef_names, cols
+
+
+# ---------------------------------------------------------------------------- StudySet
+
+
+def _readonly(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    a.setflags(write=False)
+    return a
+
+
+_Family = Literal["correlation", "means", "counts", "generic"]
+
+_DEFAULT_MEASURE: dict[str, Measure] = {
+    "correlation": "ZCOR",
+    "means": "SMD",
+    "counts": "OR",
+    "generic": "GEN",
+}
+
+
+@attrs.frozen
+class StudySet:
+    """An ordered collection of studies with unique labels and one common measure.
+
+    Behaves like a read-only sequence: ``len(s)``, iteration, ``s[0]`` and
+    ``s["label"]``. Columns are available as arrays (:attr:`yi`, :attr:`vi`,
+    :meth:`moderator`).
+
+    Parameters
+    ----------
+    studies : iterable of Study
+        The studies, in order.
+    dropped : tuple of str
+        Labels of studies omitted under ``nan_policy="omit"``.
+
+    Raises
+    ------
+    InvalidStudyError
+        For a duplicate label (naming it) or a mixture of measures.
+
+    Examples
+    --------
+    >>> s = StudySet.from_arrays(yi=[0.1, 0.3], vi=[0.01, 0.02], labels=["a", "b"])
+    >>> s["b"].effect.value
+    0.3
+    """
+
+    studies: tuple[Study, ...] = attrs.field(converter=_to_studies)
+    dropped: tuple[str, ...] = attrs.field(default=(), converter=_to_labels)
+    _index: dict[str, int] = attrs.field(init=False, eq=False, repr=False, hash=False)
+    _yi: FloatArray = attrs.field(init=False, eq=False, repr=False, hash=False)
+    _vi: FloatArray = attrs.field(init=False, eq=False, repr=False, hash=False)
+
+    def __attrs_post_init__(self) -> None:
+        index: dict[str, int] = {}
+        for i, s in enumerate(self.studies):
+            if not isinstance(s, Study):
+                raise InvalidStudyError(
+                    f"expected a Study, got {type(s).__name__}", study=f"row {i}"
+                )
+            if s.label in index:
+                raise InvalidStudyError(
+                    f"duplicate study label (rows {index[s.label]} and {i})",
+                    study=s.label,
+                    field="label",
+                )
+            index[s.label] = i
+            if s.effect.measure != self.studies[0].effect.measure:
+                raise InvalidStudyError(
+                    f"mixed measures: {s.effect.measure!r} here but "
+                    f"{self.studies[0].effect.measure!r} in {self.studies[0].label!r}",
+                    study=s.label,
+                    field="measure",
+                )
+        k = len(self.studies)
+        object.__setattr__(self, "_index", index)
+        yi = np.fromiter((s.effect.value for s in self.studies), dtype=np.float64, count=k)
+        vi = np.fromiter((s.effect.variance for s in self.studies), dtype=np.float64, count=k)
+        object.__setattr__(self, "_yi", _readonly(yi))
+        object.__setattr__(self, "_vi", _readonly(vi))
+
+    # -- sequence protocol
+    def __len__(self) -> int:
+        return len(self.studies)
+
+    def __iter__(self) -> Iterator[Study]:
+        return iter(self.studies)
+
+    @overload
+    def __getitem__(self, key: int | str) -> Study: ...
+
+    @overload
+    def __getitem__(self, key: slice) -> StudySet: ...
+
+    def __getitem__(self, key: int | str | slice) -> Study | StudySet:
+        if isinstance(key, str):
+            try:
+                return self.studies[self._index[key]]
+            except KeyError:
+                raise KeyError(f"no study labelled {key!r}") from None
+        if isinstance(key, slice):
+            return StudySet(self.studies[key])
+        return self.studies[key]
+
+    def __contains__(self, label: object) -> bool:
+        return isinstance(label, str) and label in self._index
+
+    # -- columns
+    @property
+    def k(self) -> int:
+        """Number of studies."""
+        return len(self.studies)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Study labels, in order."""
+        return tuple(s.label for s in self.studies)
+
+    @property
+    def yi(self) -> FloatArray:
+        """Effect sizes (read-only float64 array)."""
+        return self._yi
+
+    @property
+    def vi(self) -> FloatArray:
+        """Sampling variances (read-only float64 array)."""
+        return self._vi
+
+    @property
+    def se(self) -> FloatArray:
+        """Standard errors, ``sqrt(vi)``."""
+        return np.sqrt(self._vi)
+
+    @property
+    def n(self) -> FloatArray:
+        """Sample sizes as float64, NaN where unknown."""
+        return np.array(
+            [np.nan if s.n is None else float(s.n) for s in self.studies], dtype=np.float64
+        )
+
+    @property
+    def corrected(self) -> npt.NDArray[np.bool_]:
+        """Whether the 1/2 continuity correction was applied, per study."""
+        return np.array([s.effect.corrected for s in self.studies], dtype=np.bool_)
+
+    @property
+    def measure(self) -> Measure:
+        """The common effect-size measure (``"GEN"`` for an empty set)."""
+        return self.studies[0].effect.measure if self.studies else "GEN"
+
+    @property
+    def moderator_names(self) -> tuple[str, ...]:
+        """Names of all moderators, in order of first appearance."""
+        seen: dict[str, None] = {}
+        for s in self.studies:
+            for name in s.moderators:
+                seen.setdefault(name, None)
+        return tuple(seen)
+
+    def _moderator_values(self, name: str) -> list[ModeratorValue]:
+        out: list[ModeratorValue] = []
+        for s in self.studies:
+            if name not in s.moderators:
+                if name not in self.moderator_names:
+                    raise KeyError(f"no moderator named {name!r}")
+                raise InvalidStudyError("missing moderator value", study=s.label, field=name)
+            out.append(s.moderators[name])
+        return out
+
+    def moderator(self, name: str) -> npt.NDArray[Any]:
+        """The values of one moderator.
+
+        Returns
+        -------
+        ndarray
+            float64 for a numeric moderator, bool for a logical one, object (str)
+            otherwise.
+
+        Raises
+        ------
+        KeyError
+            If no study has the moderator.
+        InvalidStudyError
+            If a study lacks it or its values mix kinds, naming the study.
+        """
+        vals = self._moderator_values(name)
+        spec = Moderator.infer(name, vals, labels=self.labels)  # checks kinds are uniform
+        if spec.kind == "continuous":
+            return np.asarray(vals, dtype=np.float64)
+        if all(isinstance(v, bool) for v in vals):
+            return np.asarray(vals, dtype=np.bool_)
+        if any(isinstance(v, bool) for v in vals):
+            i = next(i for i, v in enumerate(vals) if not isinstance(v, type(vals[0])))
+            raise InvalidStudyError(
+                "moderator mixes logical and text values", study=self.labels[i], field=name
+            )
+        return np.asarray(vals, dtype=object)
+
+    def moderator_spec(self, name: str, reference: str | None = None) -> Moderator:
+        """The :class:`Moderator` inferred from this set's values (R's defaults)."""
+        return Moderator.infer(
+            name, self._moderator_values(name), labels=self.labels, reference=reference
+        )
+
+    # -- subsets
+    def subset(self, **conditions: object) -> StudySet:
+        """Studies whose moderators equal the given values (all conditions hold).
+
+        A list, tuple or set value selects any of its members, e.g.
+        ``s.subset(rater="patient", setting=["inpatient", "outpatient"])``.
+        """
+        keep = np.ones(len(self.studies), dtype=np.bool_)
+        for name, value in conditions.items():
+            vals = self._moderator_values(name)
+            if isinstance(value, (list, tuple, set, frozenset)):
+                allowed = [_normalise_value(v) for v in value]
+                keep &= np.array([v in allowed for v in vals], dtype=np.bool_)
+            else:
+                target = _normalise_value(value)
+                keep &= np.array([v == target for v in vals], dtype=np.bool_)
+        return StudySet(tuple(s for s, ok in zip(self.studies, keep, strict=True) if ok))
+
+    def where(self, name: str, value: object) -> StudySet:
+        """Studies whose moderator ``name`` equals ``value``; see :meth:`subset`."""
+        return self.subset(**{name: value})
+
+    def groupby(self, name: str) -> dict[ModeratorValue, StudySet]:
+        """Split by the values of a moderator, in sorted order (R's level order)."""
+        vals = self._moderator_values(name)
+        Moderator.infer(name, vals, labels=self.labels)  # uniform kind, no missing values
+        groups: dict[ModeratorValue, list[Study]] = {}
+        for v in sorted(set(vals), key=_sort_key):
+            groups[v] = []
+        for s, v in zip(self.studies, vals, strict=True):
+            groups[v].append(s)
+        return {v: StudySet(tuple(ss)) for v, ss in groups.items()}
+
+    # -- builders
+    @classmethod
+    def from_arrays(
+        cls,
+        yi: npt.ArrayLike,
+        vi: npt.ArrayLike,
+        labels: Sequence[str] | None = None,
+        measure: Measure = "GEN",
+        moderators: Mapping[str, Sequence[ModeratorValue] | npt.ArrayLike] | None = None,
+        *,
+        n: npt.ArrayLike | None = None,
+    ) -> StudySet:
+        """Build a set from effect sizes and sampling variances.
+
+        Parameters
+        ----------
+        yi, vi : array_like
+            Effect sizes and their sampling variances (> 0).
+        labels : sequence of str, optional
+            Defaults to ``"1"``, ``"2"``, ... (R's default study labels).
+        measure : str
+            The measure of ``yi``.
+        moderators : mapping of str to array_like, optional
+            One column of values per moderator.
+        n : array_like, optional
+            Sample sizes.
+
+        Raises
+        ------
+        InvalidStudyError
+            For a non-finite ``yi`` or a ``vi`` that is ≤ 0, NaN or infinite,
+            naming the study and the field (``"value"`` or ``"variance"``).
+        """
+        y = np.atleast_1d(np.asarray(yi, dtype=np.float64))
+        v = np.atleast_1d(np.asarray(vi, dtype=np.float64))
+        if y.ndim != 1 or y.shape != v.shape:
+            raise InvalidStudyError(
+                f"yi and vi must be 1-D of equal length, got {y.shape}, {v.shape}"
+            )
+        k = y.size
+        labs = _default_labels(labels, k)
+        _check_measure(measure, MEASURES)
+        _escalc.raise_problems(_generic_problems(y, v), labs)
+        return cls._build(y, v, np.zeros(k, dtype=np.bool_), labs, measure, n, moderators)
+
+    @classmethod
+    def _build(
+        cls,
+        yi: FloatArray,
+        vi: FloatArray,
+        corrected: npt.NDArray[np.bool_],
+        labels: Sequence[str],
+        measure: Measure,
+        n: npt.ArrayLike | None,
+        moderators: Mapping[str, Sequence[ModeratorValue] | npt.ArrayLike] | None,
+        dropped: tuple[str, ...] = (),
+    ) -> StudySet:
+        k = yi.size
+        _check_unique(labels)
+        mods: dict[str, list[Any]] = {}
+        for name, col in (moderators or {}).items():
+            values = col.tolist() if isinstance(col, (np.ndarray, pd.Series)) else list(col)  # type: ignore[arg-type]
+            if len(values) != k:
+                raise InvalidStudyError(
+                    f"moderator has {len(values)} values for {k} studies", field=name
+                )
+            mods[name] = values
+        ns: list[int | None]
+        if n is None:
+            ns = [None] * k
+        else:
+            na = np.atleast_1d(np.asarray(n, dtype=np.float64))
+            whole = np.isfinite(na) & (na > 0) & (na == np.round(na))
+            ns = [int(x) if ok else None for x, ok in zip(na.tolist(), whole.tolist(), strict=True)]
+        studies = tuple(
+            Study(
+                label=labels[i],
+                effect=EffectSize(float(yi[i]), float(vi[i]), measure, bool(corrected[i])),
+                n=ns[i],
+                moderators={name: vals[i] for name, vals in mods.items()},
+            )
+            for i in range(k)
+        )
+        return cls(studies, dropped)
+
+    @classmethod
+    def from_dataframe(
+        cls,
+        df: pd.DataFrame,
+        *,
+        label: str | None = None,
+        r: str | None = None,
+        n: str | None = None,
+        m1: str | None = None,
+        sd1: str | None = None,
+        n1: str | None = None,
+        m2: str | None = None,
+        sd2: str | None = None,
+        n2: str | None = None,
+        a: str | None = None,
+        b: str | None = None,
+        c: str | None = None,
+        d: str | None = None,
+        yi: str | None = None,
+        vi: str | None = None,
+        se: str | None = None,
+        measure: Measure | None = None,
+        moderators: Sequence[str] | str = (),
+        nan_policy: NanPolicy = "raise",
+    ) -> StudySet:
+        """Build a set from the columns of a data frame.
+
+        Give the column names of exactly one kind of input:
+
+        - correlations: ``r`` and ``n`` (measure ``"ZCOR"`` by default, or ``"COR"``,
+          ``"UCOR"``);
+        - two-group means: ``m1, sd1, n1, m2, sd2, n2`` (``"SMD"`` by default, or
+          ``"MD"``, ``"SMDH"``, ``"ROM"``);
+        - 2×2 tables: ``a, b, c, d`` (``"OR"`` by default, or ``"RR"``, ``"RD"``);
+        - precomputed effect sizes: ``yi`` with ``vi`` or ``se`` (``"GEN"`` by
+          default, or any measure naming the scale of ``yi``); ``n`` optional.
+
+        Parameters
+        ----------
+        df : pandas.DataFrame
+            One row per study.
+        label : str, optional
+            Column of study labels; by default ``"1"``, ``"2"``, ... by row.
+        measure : str, optional
+            Effect-size measure; see above.
+        moderators : str or sequence of str
+            Columns to keep as moderators. Numeric columns become continuous
+            (float), text and logical columns categorical.
+        nan_policy : {"raise", "omit"}
+            ``"raise"`` (default): a missing value raises, naming the study and the
+            column. ``"omit"``: rows with a missing value in a used column are
+            dropped, a :class:`~alliance_meta.exceptions.DataOmittedWarning` lists
+            their labels, and :attr:`dropped` records them.
+
+        Returns
+        -------
+        StudySet
+
+        Raises
+        ------
+        InvalidStudyError
+            For invalid or missing data, naming the study label and the column.
+
+        Notes
+        -----
+        Each column is converted once by the vectorised functions of
+        :mod:`alliance_meta._escalc` (metafor's ``escalc`` defaults).
+        """
+        if nan_policy not in ("raise", "omit"):
+            raise AllianceMetaError(f"nan_policy must be 'raise' or 'omit', got {nan_policy!r}")
+        given = {
+            "r": r, "n": n, "m1": m1, "sd1": sd1, "n1": n1, "m2": m2, "sd2": sd2, "n2": n2,
+            "a": a, "b": b, "c": c, "d": d, "yi": yi, "vi": vi, "se": se,
+        }  # fmt: skip
+        family, fields = _input_family(given)
+        meas: Measure = measure if measure is not None else _DEFAULT_MEASURE[family]
+        allowed = {
+            "correlation": _escalc.CORRELATION_MEASURES,
+            "means": _escalc.MEAN_MEASURES,
+            "counts": _escalc.COUNT_MEASURES,
+            "generic": MEASURES,
+        }[family]
+        _check_measure(meas, allowed)
+        mod_cols = [moderators] if isinstance(moderators, str) else list(moderators)
+        for col in [*fields.values(), *mod_cols, *([label] if label else [])]:
+            if col not in df.columns:
+                raise InvalidStudyError(f"no column {col!r} in the data frame", field=col)
+
+        k = len(df)
+        if label is not None:
+            lab_col = df[label]
+            if bool(lab_col.isna().any()):
+                i = int(np.flatnonzero(lab_col.isna().to_numpy())[0])
+                raise InvalidStudyError("missing study label", study=f"row {i}", field=label)
+            labels = [str(x) for x in lab_col.tolist()]
+        else:
+            labels = [str(i + 1) for i in range(k)]
+        _check_unique(labels)
+
+        # numeric input columns, and missing values in used columns
+        numeric: dict[str, FloatArray] = {}
+        missing: list[_escalc.Problem] = []
+        for role, col in fields.items():
+            raw = df[col]
+            isna = raw.isna().to_numpy(dtype=np.bool_)
+            num = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            not_number = ~isna & np.isnan(num)
+            _escalc.raise_problems(
+                [_escalc.Problem(role, "not a number", not_number)], labels, {role: col}
+            )
+            numeric[role] = num
+            missing.append(_escalc.Problem(role, "missing value", isna))
+        for col in mod_cols:
+            missing.append(
+                _escalc.Problem(col, "missing moderator value", df[col].isna().to_numpy(np.bool_))
+            )
+        role_to_col = {**fields, **{c: c for c in mod_cols}}
+        drop = _escalc.bad_rows(missing, k)
+        dropped: tuple[str, ...] = ()
+        if nan_policy == "raise":
+            _escalc.raise_problems(missing, labels, role_to_col)
+        elif np.any(drop):
+            dropped = tuple(lab for lab, dr in zip(labels, drop.tolist(), strict=True) if dr)
+            warnings.warn(
+                f"omitted {len(dropped)} of {k} studies with missing values: "
+                + ", ".join(repr(x) for x in dropped),
+                DataOmittedWarning,
+                stacklevel=2,
+            )
+        keep = ~drop
+        labels = [lab for lab, kp in zip(labels, keep.tolist(), strict=True) if kp]
+        numeric = {role: arr[keep] for role, arr in numeric.items()}
+        mod_values = {col: df[col].to_numpy()[keep] for col in mod_cols}
+
+        study_n: npt.ArrayLike | None
+        if family == "correlation":
+            res = _escalc.from_correlation(
+                numeric["r"],
+                numeric["n"],
+                cast(_escalc.CorrelationMeasure, meas),
+                labels=labels,
+                fields=fields,
+            )
+            study_n = numeric["n"]
+        elif family == "means":
+            res = _escalc.from_means(
+                numeric["m1"], numeric["sd1"], numeric["n1"],
+                numeric["m2"], numeric["sd2"], numeric["n2"],
+                cast(_escalc.MeanMeasure, meas), labels=labels, fields=fields,
+            )  # fmt: skip
+            study_n = numeric["n1"] + numeric["n2"]
+        elif family == "counts":
+            res = _escalc.from_counts(
+                numeric["a"], numeric["b"], numeric["c"], numeric["d"],
+                cast(_escalc.CountMeasure, meas), labels=labels, fields=fields,
+            )  # fmt: skip
+            study_n = numeric["a"] + numeric["b"] + numeric["c"] + numeric["d"]
+        else:
+            y = numeric["yi"]
+            if "se" in numeric:
+                s = numeric["se"]
+                _escalc.raise_problems(
+                    [_escalc.Problem("se", "a standard error must be > 0", ~(s > 0))],
+                    labels,
+                    fields,
+                )
+                v = s**2
+            else:
+                v = numeric["vi"]
+            _escalc.raise_problems(
+                _generic_problems(y, v),
+                labels,
+                {"value": fields["yi"], "variance": fields.get("vi", fields.get("se", "vi"))},
+            )
+            res = _escalc.EscalcResult(y, v, np.zeros(y.size, dtype=np.bool_))
+            study_n = numeric.get("n")
+        return cls._build(res.yi, res.vi, res.corrected, labels, meas, study_n, mod_values, dropped)
+
+    @classmethod
+    def from_csv(cls, path: str | os.PathLike[str], **kwargs: Any) -> StudySet:
+        """Read a CSV file with :func:`pandas.read_csv` and call :meth:`from_dataframe`.
+
+        The label column, if given, is read as text.
+        """
+        label = kwargs.get("label")
+        dtype = {label: str} if isinstance(label, str) else None
+        df = pd.read_csv(path, dtype=dtype)
+        return cls.from_dataframe(df, **kwargs)
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """One row per study: ``label, yi, vi, se, measure, n, corrected`` and moderators."""
+        data: dict[str, Any] = {
+            "label": list(self.labels),
+            "yi": np.array(self._yi),
+            "vi": np.array(self._vi),
+            "se": self.se,
+            "measure": [s.effect.measure for s in self.studies],
+            "n": pd.array([s.n for s in self.studies], dtype="Int64"),
+            "corrected": self.corrected,
+        }
+        for name in self.moderator_names:
+            data[name] = [s.moderators.get(name) for s in self.studies]
+        frame: pd.DataFrame = pd.DataFrame(data)
+        return frame
+
+
+# -------------------------------------------------------------------------------- helpers
+
+
+def _sort_key(v: ModeratorValue) -> tuple[float, str]:
+    """Numbers sort numerically, text and logicals by R's spelling."""
+    return (v, "") if isinstance(v, float) else (0.0, _level_str(v))
+
+
+def _default_labels(labels: Sequence[str] | None, k: int) -> list[str]:
+    if labels is None:
+        return [str(i + 1) for i in range(k)]
+    labs = [str(x) for x in labels]
+    if len(labs) != k:
+        raise InvalidStudyError(f"{len(labs)} labels for {k} studies", field="label")
+    return labs
+
+
+def _check_unique(labels: Sequence[Hashable]) -> None:
+    seen: dict[Hashable, int] = {}
+    for i, lab in enumerate(labels):
+        if lab in seen:
+            raise InvalidStudyError(
+                f"duplicate study label (rows {seen[lab]} and {i})", study=str(lab), field="label"
+            )
+        seen[lab] = i
+
+
+def _generic_problems(y: FloatArray, v: FloatArray) -> list[_escalc.Problem]:
+    return [
+        _escalc.Problem("value", "the effect size is missing or infinite", ~np.isfinite(y)),
+        _escalc.Problem(
+            "variance",
+            "the sampling variance must be finite and > 0",
+            ~(np.isfinite(v) & (v > 0)),
+        ),
+    ]
+
+
+def _input_family(given: Mapping[str, str | None]) -> tuple[_Family, dict[str, str]]:
+    sets: dict[_Family, tuple[str, ...]] = {
+        "correlation": ("r", "n"),
+        "means": ("m1", "sd1", "n1", "m2", "sd2", "n2"),
+        "counts": ("a", "b", "c", "d"),
+    }
+    present = {k for k, v in given.items() if v is not None}
+    for family, roles in sets.items():
+        if present & (set(roles) - {"n"}):
+            missing = [x for x in roles if x not in present]
+            if missing:
+                raise AllianceMetaError(
+                    f"{family} input needs columns for {roles}; missing {missing}"
+                )
+            extra = present - set(roles)
+            if extra:
+                raise AllianceMetaError(
+                    f"give one kind of input; {sorted(extra)} do not belong with {family} input"
+                )
+            return family, {x: str(given[x]) for x in roles}
+    if "yi" in present:
+        if ("vi" in present) == ("se" in present):
+            raise AllianceMetaError("give yi with exactly one of vi or se")
+        extra = present - {"yi", "vi", "se", "n"}
+        if extra:
+            raise AllianceMetaError(
+                f"give one kind of input; {sorted(extra)} do not belong with yi"
+            )
+        return "generic", {x: str(given[x]) for x in ("yi", "vi", "se", "n") if x in present}
+    raise AllianceMetaError(
+        "no effect-size input: give r and n; m1, sd1, n1, m2, sd2, n2; a, b, c, d; "
+        "or yi with vi or se"
+    )
