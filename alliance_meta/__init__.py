@@ -6,7 +6,8 @@ start with an underscore are private and may change without notice.
 
 from __future__ import annotations
 
-from alliance_meta import exceptions
+from alliance_meta import datasets, exceptions
+from alliance_meta._data import EffectSize, Moderator, Study, StudySet
 from alliance_meta._pooling import (
     BackTransformed,
     HeterogeneityCI,
@@ -25,12 +26,17 @@ __version__ = "0.1.0"
 __all__ = [
     "BackTransformed",
     "ConfidenceInterval",
+    "EffectSize",
     "HeterogeneityCI",
     "IntervalArray",
     "ManyHeterogeneityCI",
     "ManyPoolResult",
+    "Moderator",
     "PoolResult",
+    "Study",
+    "StudySet",
     "__version__",
+    "datasets",
     "exceptions",
     "fixed_effect",
     "pool_many",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 
 import attrs
@@ -21,8 +20,8 @@ class ConfidenceInterval:
     Parameters
     ----------
     low, high : float
-        The bounds; ``low <= high`` unless a bound is NaN (e.g. an interval that
-        could not be computed).
+        The bounds (converted to float; NaN for an interval that could not be
+        computed).
 
     Examples
     --------
@@ -34,10 +33,6 @@ class ConfidenceInterval:
 
     low: float = attrs.field(converter=_to_float)
     high: float = attrs.field(converter=_to_float)
-
-    def __attrs_post_init__(self) -> None:
-        if not (math.isnan(self.low) or math.isnan(self.high)) and self.low > self.high:
-            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
 
     def __iter__(self) -> Iterator[float]:
         """Iterate over ``(low, high)`` so that ``low, high = ci`` works."""
