@@ -328,8 +328,9 @@ def _solve_decreasing(
     t0: FloatArray,
     rtol: float = RTOL,
     maxiter: int = MAXITER,
+    lo0: FloatArray | None = None,
 ) -> tuple[FloatArray, IntArray, BoolArray]:
-    """Root of ``f`` on ``(0, inf)`` for rows where ``f(0) > 0`` and ``f`` ends negative.
+    """Root of ``f`` on ``(lo0, inf)`` for rows where ``f(lo0) > 0`` and ``f`` ends negative.
 
     ``fun(kernel, t)`` returns ``(f, slope)`` with ``slope < 0`` (a Newton slope, or
     a Fisher-scoring slope where the Newton one has the wrong sign).  Each step is a
@@ -344,7 +345,7 @@ def _solve_decreasing(
     conv = np.zeros(m, dtype=bool)
     active = np.arange(m)
     t = np.maximum(np.asarray(t0, dtype=float), 0.0)
-    lo = np.zeros(m)
+    lo = np.zeros(m) if lo0 is None else np.asarray(lo0, dtype=float).copy()
     hi = np.full(m, np.inf)
     K = kern
     for it in range(1, maxiter + 1):
@@ -377,9 +378,19 @@ def _solve_decreasing(
 
 
 def _positive_root(
-    kern: Kernel, fun: RootFun, t0: FloatArray
+    kern: Kernel,
+    fun: RootFun,
+    t0: FloatArray,
+    loglik: Callable[[Kernel, FloatArray], FloatArray] | None = None,
 ) -> tuple[FloatArray, IntArray, BoolArray]:
-    """Root of a decreasing ``f`` on ``[0, inf)``; 0 where ``f(0) <= 0``."""
+    """Root of a decreasing ``f`` on ``[0, inf)``; 0 where ``f(0) <= 0``.
+
+    With ``loglik`` (ML, REML), rows whose score is negative at 0 but positive at
+    the starting value ``t0`` have a second, interior local maximum beyond ``t0``;
+    it is found too and kept where its log-likelihood exceeds that at τ² = 0, so
+    the global maximum on ``[0, inf)`` is returned (metafor instead keeps whichever
+    point its Fisher scoring from ``t0`` reaches, then checks it against 0).
+    """
     m = kern.m
     f0, s0 = fun(kern, np.zeros(m))
     tau2 = np.zeros(m)
@@ -393,7 +404,41 @@ def _positive_root(
         tau2[need] = r
         iters[need] = it + 1
         conv[need] = c
+    if loglik is not None:
+        other = np.flatnonzero(~need & (t0 > 0))
+        if other.size:
+            Ko = kern.take(other)
+            fo, _ = fun(Ko, t0[other])
+            up = fo > 0
+            if up.any():
+                idx = other[up]
+                Ku = kern.take(idx)
+                r, it, c = _solve_decreasing(Ku, fun, t0[idx], lo0=t0[idx])
+                better = loglik(Ku, r) > loglik(Ku, np.zeros(idx.size))
+                tau2[idx[better]] = r[better]
+                iters[idx] += it + 1
+                conv[idx] = c | ~better
     return tau2, iters, conv
+
+
+def _loglik(K: Kernel, t: FloatArray, reml: bool) -> FloatArray:
+    """(Restricted) log-likelihood up to a constant, profiled over the coefficients."""
+    st = K.weighted(t, 0)
+    w = 1.0 / (K.V + t[:, None])
+    logw = np.log(w, out=np.zeros_like(w), where=w > 0)
+    ll = 0.5 * logw.sum(axis=1) - 0.5 * st.Q
+    if reml:
+        ll = ll + 0.5 * np.linalg.slogdet(st.vb)[1]
+    out: FloatArray = ll
+    return out
+
+
+def _ml_loglik(K: Kernel, t: FloatArray) -> FloatArray:
+    return _loglik(K, t, reml=False)
+
+
+def _reml_loglik(K: Kernel, t: FloatArray) -> FloatArray:
+    return _loglik(K, t, reml=True)
 
 
 def _reml_fun(K: Kernel, t: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -495,7 +540,13 @@ def estimate_tau2(kern: Kernel, method: CoreMethod) -> Tau2Result:
         elif method in ("ML", "REML"):
             rss, trPV, _ = kern.unweighted()
             he = np.maximum((rss - trPV) / dfr, 0.0)
-            tau2, it, conv = _positive_root(kern, _reml_fun if method == "REML" else _ml_fun, he)
+            reml = method == "REML"
+            tau2, it, conv = _positive_root(
+                kern,
+                _reml_fun if reml else _ml_fun,
+                he,
+                _reml_loglik if reml else _ml_loglik,
+            )
             st = kern.weighted(tau2, 1)
             assert st.trPP is not None and st.S2 is not None
             se = np.sqrt(2.0 / (st.trPP if method == "REML" else st.S2))
