@@ -51,7 +51,9 @@ def make() -> pd.DataFrame:
         z[idx] += np.arctanh(rho) - np.sum(w[idx] * z[idx]) / np.sum(w[idx])
     r = np.round(np.tanh(z), 2)
     labels = [f"Simulated study {i + 1:02d}" for i in range(k)]
-    return pd.DataFrame({"study": labels, "r": r, "n": n, "rater": rater, "experience": experience})
+    columns = {"study": labels, "r": r, "n": n, "rater": rater, "experience": experience}
+    frame: pd.DataFrame = pd.DataFrame(columns)
+    return frame
 
 
 def main() -> None:
