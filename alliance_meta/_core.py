@@ -709,7 +709,7 @@ def fit_given_tau2(
             btt = np.arange(1, p) if p > 1 else np.arange(1)
         b = beta[:, btt]
         vsub = vb[:, btt[:, None], btt[None, :]]
-        QM = np.einsum("mi,mi->m", b, np.linalg.solve(vsub, b[:, :, None])[:, :, 0])
+        QM = np.einsum("mi,mi->m", b, _solve_or_nan(vsub, b))
         q = float(btt.size)
         if t_based:
             QM = QM / q
@@ -753,6 +753,21 @@ def fit_given_tau2(
         pi_low=pi_low,
         pi_high=pi_high,
     )
+
+
+def _solve_or_nan(A: FloatArray, b: FloatArray) -> FloatArray:
+    """Batched ``A^{-1} b``; rows with a singular ``A`` give NaN (metafor's QM = NA)."""
+    try:
+        out: FloatArray = np.linalg.solve(A, b[:, :, None])[:, :, 0]
+        return out
+    except np.linalg.LinAlgError:
+        res = np.full_like(b, np.nan)
+        for i in range(A.shape[0]):  # degenerate fallback only (e.g. all yi equal + knha)
+            try:
+                res[i] = np.linalg.solve(A[i], b[i])
+            except np.linalg.LinAlgError:
+                pass
+        return res
 
 
 def _center_shift(kern: Kernel) -> FloatArray:
