@@ -170,14 +170,17 @@ class Kernel:
             st.yPPPy = _rowdot(we * we, w) - _rowdot(w, we) ** 2 / S1
             st.trP = S1 - S2 / S1
             st.trPP = S2 - 2.0 * S3 / S1 + (S2 / S1) ** 2
+            # Those closed forms cancel catastrophically when one weight dominates
+            # (max w / sum w -> 1, e.g. a study with a tiny variance); such rows are
+            # recomputed from sums of positive terms only.
+            dom = w.max(axis=1) > 0.5 * S1
+            if dom.any():
+                trP, trPP = _stable_traces(w[dom], S1[dom])
+                st.trP[dom] = trP
+                st.trPP[dom] = trPP
             if level >= 2:
                 Vz = np.where(np.isfinite(self.V), self.V, 0.0)
-                wv = w * Vz
-                Swwv = _rowdot(w, wv)
-                # tr(PVPV) = sum w^2v^2 - 2 sum w^3 v^2 / S1 + (sum w^2 v)^2 / S1^2
-                st.trPVPV = _rowdot(wv, wv) - 2.0 * _rowdot(wv * wv, w) / S1 + (Swwv / S1) ** 2
-                # tr(PVP) = sum w^2 v - 2 sum w^3 v / S1 + (sum w^2 v)(sum w^2) / S1^2
-                st.trPVP = Swwv - 2.0 * _rowdot(w2, wv) / S1 + Swwv * S2 / S1**2
+                st.trPVPV, st.trPVP = _stable_v_traces(w, Vz, S1)
         return st
 
     def _weighted_general(self, w: FloatArray, level: int) -> Stats:
@@ -232,6 +235,53 @@ class Kernel:
         rss = _rowdot(Py, self.Y)
         PV = P * Vz[:, None, :]
         return rss, np.einsum("mii->m", PV), np.einsum("mij,mji->m", PV, PV)
+
+
+def _rest_sums(a: FloatArray) -> FloatArray:
+    """For each entry of non-negative rows, the sum of the other entries of its row.
+
+    ``total - a`` is exact to a few ulps except for an entry holding most of its
+    row's total; that one entry per row is summed directly instead.
+    """
+    total = a.sum(axis=1)
+    rest = total[:, None] - a
+    j = np.argmax(a, axis=1)
+    rows = np.arange(a.shape[0])
+    others = a.copy()
+    others[rows, j] = 0.0
+    rest[rows, j] = others.sum(axis=1)
+    out: FloatArray = rest
+    return out
+
+
+def _stable_traces(w: FloatArray, S1: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """``tr(P)`` and ``tr(PP)`` of the intercept-only projection, without cancellation.
+
+    With ``r_i = Σ_{j≠i} w_j`` and ``s_i = Σ_{j≠i} w_j²``:
+    ``P_ii = w_i r_i / S1``, ``P_ij = -w_i w_j / S1``, so
+    ``tr(P) = Σ w_i r_i / S1`` and ``tr(PP) = (Σ (w_i r_i)² + Σ w_i² s_i) / S1²``.
+    """
+    u = w * _rest_sums(w)
+    w2 = w * w
+    trP = u.sum(axis=1) / S1
+    trPP = (_rowdot(u, u) + _rowdot(w2, _rest_sums(w2))) / S1**2
+    return trP, trPP
+
+
+def _stable_v_traces(w: FloatArray, v: FloatArray, S1: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """``tr(PVPV)`` and ``tr(PVP)`` of the intercept-only projection (SJ's SE).
+
+    ``tr(PVPV) = (Σ (w_i r_i v_i)² + Σ a_i Σ_{j≠i} a_j) / S1²`` with ``a = w² v``;
+    ``tr(PVP) = Σ v_i ((w_i r_i)² + w_i² s_i) / S1²`` (notation of
+    :func:`_stable_traces`).
+    """
+    u = w * _rest_sums(w)
+    uv = u * v
+    a = w * w * v
+    w2 = w * w
+    trPVPV = (_rowdot(uv, uv) + _rowdot(a, _rest_sums(a))) / S1**2
+    trPVP = _rowdot(v, u * u + w2 * _rest_sums(w2)) / S1**2
+    return trPVPV, trPVP
 
 
 # ---------------------------------------------------------------------------
@@ -758,8 +808,7 @@ def fit_given_tau2(
 def _solve_or_nan(A: FloatArray, b: FloatArray) -> FloatArray:
     """Batched ``A^{-1} b``; rows with a singular ``A`` give NaN (metafor's QM = NA)."""
     try:
-        out: FloatArray = np.linalg.solve(A, b[:, :, None])[:, :, 0]
-        return out
+        return np.asarray(np.linalg.solve(A, b[:, :, None])[:, :, 0], dtype=np.float64)
     except np.linalg.LinAlgError:
         res = np.full_like(b, np.nan)
         for i in range(A.shape[0]):  # degenerate fallback only (e.g. all yi equal + knha)

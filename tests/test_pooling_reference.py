@@ -1,0 +1,165 @@
+"""Pooled fits against metafor 3.8.1 (tests/reference/pool_*.json, see PROVENANCE.md).
+
+Tolerances
+----------
+* ``RTOL = 1e-6``: the project's accuracy contract with metafor for every reported
+  number (estimate, SE, statistic, p, CI, τ², Q, I², H², PI).  The references were
+  solved to 1e-12 and ours to 1e-10 relative, so agreement is usually ~1e-10; the
+  contract leaves room for platform differences in BLAS/libm.
+* ``RTOL_SECONDARY = 1e-5`` for τ²'s standard error and the Q-profile CIs: these are
+  evaluated at (or are themselves) iteratively solved roots, and a relative error
+  of ε in a root propagates into them amplified by the local slope of the Q-profile
+  (or the variance formula), so we allow one more digit, as the issue specifies.
+* ``ATOL`` guards quantities whose true value is 0 (τ² on the boundary, I² = 0)
+  where metafor returns round-off like 1e-13 instead of an exact 0.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import alliance_meta as am
+from alliance_meta.exceptions import AllianceMetaWarning
+
+REF = Path(__file__).parent / "reference"
+RTOL = 1e-6
+RTOL_SECONDARY = 1e-5
+ATOL = 1e-9
+
+PRIMARY = {
+    "estimate": "estimate",
+    "se": "se",
+    "statistic": "statistic",
+    "p_value": "pvalue",
+    "ci_lb": "ci_low",
+    "ci_ub": "ci_high",
+    "tau2": "tau2",
+    "Q": "Q",
+    "Q_p": "Q_pvalue",
+    "I2": "I2",
+    "H2": "H2",
+    "pi_lb": "pi_low",
+    "pi_ub": "pi_high",
+}
+
+
+def _cases() -> list[Any]:
+    params = []
+    for path in sorted(REF.glob("pool_*.json")):
+        data = json.loads(path.read_text())
+        for i, case in enumerate(data["cases"]):
+            yi = case.get("yi", data.get("yi"))
+            vi = case.get("vi", data.get("vi"))
+            tag = case.get("scenario", "")
+            cid = f"{path.stem}-{i}-{tag}{case['method']}-{case['test']}-{case['level']}"
+            params.append(
+                pytest.param(yi, vi, data.get("measure", "GEN"), case, id=cid)
+            )
+    return params
+
+
+def _get(res: am.PoolResult, name: str) -> float:
+    return {
+        "ci_low": res.ci.low,
+        "ci_high": res.ci.high,
+        "pi_low": res.pi.low,
+        "pi_high": res.pi.high,
+    }.get(name, getattr(res, name, math.nan))
+
+
+def _close(got: float, want: float | None, rtol: float) -> bool:
+    if want is None:  # metafor gave NA/Inf (stored as null): we must not invent a finite value
+        return not math.isfinite(got) or got == 0.0
+    return math.isclose(got, want, rel_tol=rtol, abs_tol=ATOL)
+
+
+@pytest.mark.parametrize(("yi", "vi", "measure", "case"), _cases())
+def test_pool_matches_metafor(yi: list[float], vi: list[float], measure: str, case: Any) -> None:
+    exp = case["expected"]
+    with warnings.catch_warnings():
+        # k = 2 / Knapp-Hartung-with-EE cases warn, as metafor does; not under test here
+        warnings.simplefilter("ignore", AllianceMetaWarning)
+        res = am.random_effects(
+            yi=yi, vi=vi, measure=measure, method=case["method"], test=case["test"],
+            level=case["level"],
+        )
+    assert res.k == exp["k"]
+    for key, attr in PRIMARY.items():
+        if key not in exp:
+            continue
+        if key == "statistic" and exp[key] is None:  # metafor: zval = Inf when se = 0
+            assert math.isinf(res.statistic) or math.isnan(res.statistic)
+            continue
+        got = _get(res, attr)
+        assert _close(got, exp[key], RTOL), f"{key}: got {got!r}, metafor {exp[key]!r}"
+    if "Q_df" in exp:
+        assert res.Q_df == exp["Q_df"]
+    if exp.get("df") is not None:
+        assert res.df == exp["df"]
+    elif case["test"] == "z":
+        assert res.df is None
+    if exp.get("se_tau2") is not None:
+        assert res.tau2_se is not None
+        assert _close(res.tau2_se, exp["se_tau2"], RTOL_SECONDARY)
+    if exp.get("tau2_ci"):
+        hci = res.heterogeneity_ci()
+        lo, hi = exp["tau2_ci"]
+        # metafor searches the upper bound only up to tau2.max = max(100, 10 tau2) and
+        # reports the cap itself when the root lies beyond; we solve without a cap
+        # (documented in docs/validation.rst), so only uncapped bounds are compared.
+        capped = hi is not None and hi >= max(100.0, 10 * exp["tau2"]) * (1 - 1e-12)
+        assert _close(hci.tau2.low, lo, RTOL_SECONDARY)
+        assert _close(hci.I2.low, exp["I2_ci"][0], RTOL_SECONDARY)
+        assert _close(hci.H2.low, exp["H2_ci"][0], RTOL_SECONDARY)
+        if capped:
+            assert hci.tau2.high >= hi
+        else:
+            assert _close(hci.tau2.high, hi, RTOL_SECONDARY)
+            assert _close(hci.I2.high, exp["I2_ci"][1], RTOL_SECONDARY)
+            assert _close(hci.H2.high, exp["H2_ci"][1], RTOL_SECONDARY)
+
+
+@pytest.mark.parametrize("path", sorted(REF.glob("pool_*zcor.json")), ids=lambda p: p.stem)
+def test_back_transformed_reml_matches_metafor(path: Path) -> None:
+    data = json.loads(path.read_text())
+    bt_ref = data["back_transformed_REML"]
+    res = am.random_effects(yi=data["yi"], vi=data["vi"], measure="ZCOR", method="REML")
+    bt = res.back_transformed()
+    assert bt.scale == "r"
+    # RTOL: the same contract as the pooled numbers; tanh is well conditioned here
+    for key, got in (
+        ("estimate", bt.estimate),
+        ("ci_lb", bt.ci.low),
+        ("ci_ub", bt.ci.high),
+        ("pi_lb", bt.pi.low),
+        ("pi_ub", bt.pi.high),
+    ):
+        assert math.isclose(got, bt_ref[key], rel_tol=RTOL), key
+
+
+def test_reml_stress_set_never_fails() -> None:
+    """500 random k = 20 data sets (several of them hard): every REML fit converges
+    and matches metafor's tightly-converged τ²."""
+    data = json.loads((REF / "stress_reml_k20.json").read_text())
+    sets = data["datasets"]
+    kmax = max(len(s["yi"]) for s in sets)
+    Y = np.full((len(sets), kmax), np.nan)
+    V = np.full((len(sets), kmax), np.nan)
+    for i, s in enumerate(sets):
+        Y[i, : len(s["yi"])] = s["yi"]
+        V[i, : len(s["vi"])] = s["vi"]
+    many = am.pool_many(Y, V, method="REML")
+    assert many.converged.all()
+    want = np.array([s["tau2"] for s in sets])
+    # RTOL on τ² (the contract); the absolute floor covers boundary fits where metafor
+    # stops at round-off (~1e-13) instead of exactly 0 (see PROVENANCE.md)
+    np.testing.assert_allclose(many.tau2, want, rtol=RTOL, atol=1e-10)
+    est = np.array([s["estimate"] for s in sets])
+    np.testing.assert_allclose(many.estimate, est, rtol=RTOL, atol=1e-10)
