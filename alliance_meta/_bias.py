@@ -1,0 +1,641 @@
+"""Small-study effects and publication bias: Egger, Begg, trim-and-fill, fail-safe N.
+
+Every function takes a fitted :class:`~alliance_meta.PoolResult` and reproduces the
+corresponding function of R's metafor (``regtest``, ``ranktest``, ``trimfill``,
+``fsn``; checked against metafor 3.8.1).  Model fits go through the vectorised core
+(:mod:`alliance_meta._core`), so they use exactly the estimators of the pooling API.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import attrs
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import statsmodels.api as sm
+from scipy import stats as sps
+
+from alliance_meta import _core
+from alliance_meta._pooling import PoolResult, _pool_single, check_method, check_test
+from alliance_meta._types import FloatArray
+from alliance_meta.exceptions import AllianceMetaError, ModelSpecificationError
+
+__all__ = [
+    "EggerTest",
+    "FailSafeN",
+    "RankCorrelationTest",
+    "TrimAndFillResult",
+    "egger_test",
+    "fail_safe_n",
+    "rank_correlation_test",
+    "trim_and_fill",
+]
+
+BoolArray = npt.NDArray[np.bool_]
+
+
+# ---------------------------------------------------------------------------
+# Egger's regression test
+# ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class EggerTest:
+    """Result of :func:`egger_test` (metafor's ``regtest`` with ``predictor="sei"``).
+
+    Attributes
+    ----------
+    statistic : float
+        t (``model="lm"``, or ``"rma"`` under a t-based test) or z statistic of the
+        slope on the standard error.
+    pvalue : float
+        Two-sided p-value of the slope.
+    df : float or None
+        Degrees of freedom of the t statistic (``None`` for a z statistic).
+    intercept : float
+        ``b0``, the limit estimate: the predicted effect of a study with standard
+        error 0.
+    intercept_se : float
+        Standard error of ``intercept``.
+    slope : float
+        ``b1``, the coefficient of the standard error.
+    slope_se : float
+        Standard error of ``slope``.
+    model : {"lm", "rma"}
+        Which regression was fitted.
+    method : str
+        τ² estimator of the mixed-effects model (``"lm"`` uses none; the field then
+        repeats the input result's method for reference).
+    k : int
+        Number of studies.
+    """
+
+    statistic: float
+    pvalue: float
+    df: float | None
+    intercept: float
+    intercept_se: float
+    slope: float
+    slope_se: float
+    model: str
+    method: str
+    k: int
+
+    def to_frame(self) -> pd.DataFrame:
+        """One-row DataFrame of every field."""
+        frame: pd.DataFrame = pd.DataFrame([attrs.asdict(self)])
+        return frame
+
+
+def egger_test(result: PoolResult, model: Literal["lm", "rma"] = "rma") -> EggerTest:
+    """Egger's regression test for funnel-plot asymmetry.
+
+    Parameters
+    ----------
+    result : PoolResult
+        A fitted pooled result; its ``yi``, ``vi``, ``method`` and ``test`` are used.
+    model : {"rma", "lm"}
+        ``"rma"`` (metafor's default): the meta-regression
+        ``rma(yi, vi, mods = ~ sqrt(vi), method = result.method, test = result.test)``;
+        the statistic is a z (a t with k-2 df under ``t``/``knha``/``adhoc``).
+        ``"lm"``: the classical test, a weighted least-squares regression of ``yi``
+        on ``sqrt(vi)`` with weights ``1/vi`` (statsmodels' WLS) and a t test of the
+        slope on k-2 df.
+
+    Returns
+    -------
+    EggerTest
+
+    Notes
+    -----
+    With ``sei = sqrt(vi)`` the model is ``y_i = b0 + b1 sei_i + e_i``.  Under
+    ``"lm"``, ``e_i ~ N(0, φ v_i)`` with a free dispersion ``φ`` estimated by the
+    residual mean square, which is the original weighted form of Egger et al.
+    (1997): regressing the standard normal deviate ``y_i/sei_i`` on the precision
+    ``1/sei_i`` gives the same test, with the roles of intercept and slope swapped.
+    Under ``"rma"``, ``e_i ~ N(0, v_i + τ²)`` (Sterne & Egger, 2005; Viechtbauer,
+    2010).  The test is of ``H0: b1 = 0``; ``b0`` is the "limit estimate".
+
+    References
+    ----------
+    Egger, M., Davey Smith, G., Schneider, M., & Minder, C. (1997). Bias in
+    meta-analysis detected by a simple, graphical test. *BMJ*, 315, 629-634.
+
+    Sterne, J. A. C., & Egger, M. (2005). Regression methods to detect publication
+    and other bias in meta-analysis. In *Publication bias in meta-analysis*
+    (pp. 99-110). Wiley.
+    """
+    yi, vi = result.yi, result.vi
+    k = int(yi.size)
+    if k < 3:
+        raise ModelSpecificationError(f"Egger's test needs at least 3 studies, got k = {k}")
+    sei = np.sqrt(vi)
+    X = np.column_stack([np.ones(k), sei])
+    if np.ptp(sei) == 0.0:
+        raise ModelSpecificationError(
+            "all standard errors are equal: the regression on sqrt(vi) is not identifiable"
+        )
+    if model == "lm":
+        wls = sm.WLS(yi, X, weights=1.0 / vi).fit()
+        params = np.asarray(wls.params, dtype=np.float64)
+        bse = np.asarray(wls.bse, dtype=np.float64)
+        tvals = np.asarray(wls.tvalues, dtype=np.float64)
+        pvals = np.asarray(wls.pvalues, dtype=np.float64)
+        return EggerTest(
+            statistic=float(tvals[1]),
+            pvalue=float(pvals[1]),
+            df=float(wls.df_resid),
+            intercept=float(params[0]),
+            intercept_se=float(bse[0]),
+            slope=float(params[1]),
+            slope_se=float(bse[1]),
+            model="lm",
+            method=result.method,
+            k=k,
+        )
+    if model != "rma":
+        raise ModelSpecificationError(f"model must be 'lm' or 'rma', got {model!r}")
+    fit = _sei_regression(result)
+    df = float(fit.df[0])
+    return EggerTest(
+        statistic=float(fit.statistic[0, 1]),
+        pvalue=float(fit.pvalue[0, 1]),
+        df=None if math.isnan(df) else df,
+        intercept=float(fit.beta[0, 0]),
+        intercept_se=float(fit.se[0, 0]),
+        slope=float(fit.beta[0, 1]),
+        slope_se=float(fit.se[0, 1]),
+        model="rma",
+        method=result.method,
+        k=k,
+    )
+
+
+def _sei_regression(result: PoolResult, test: str | None = None) -> _core.CoreFit:
+    """One core fit of ``yi ~ 1 + sqrt(vi)`` with the result's τ² estimator."""
+    yi, vi = result.yi, result.vi
+    X = np.column_stack([np.ones(yi.size), np.sqrt(vi)])
+    kern = _core.kernel_from_padded(yi[None, :], vi[None, :], X)
+    core_test = check_test(result.test if test is None else test)
+    return _core.fit(kern, check_method(result.method), core_test, result.level)
+
+
+# ---------------------------------------------------------------------------
+# Begg & Mazumdar's rank correlation test
+# ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class RankCorrelationTest:
+    """Result of :func:`rank_correlation_test` (metafor's ``ranktest``).
+
+    Attributes
+    ----------
+    tau : float
+        Kendall's τ_b between the standardised effects and the sampling variances.
+    pvalue : float
+        Two-sided p-value.
+    exact : bool
+        Whether the p-value is the exact permutation p-value (no ties) or the
+        tie-corrected normal approximation.
+    k : int
+        Number of studies.
+    """
+
+    tau: float
+    pvalue: float
+    exact: bool
+    k: int
+
+    def to_frame(self) -> pd.DataFrame:
+        """One-row DataFrame of every field."""
+        frame: pd.DataFrame = pd.DataFrame([attrs.asdict(self)])
+        return frame
+
+
+def rank_correlation_test(result: PoolResult, *, exact: bool = True) -> RankCorrelationTest:
+    """Begg and Mazumdar's rank correlation test for funnel-plot asymmetry.
+
+    Parameters
+    ----------
+    result : PoolResult
+        A fitted pooled result (only its ``yi`` and ``vi`` are used).
+    exact : bool
+        Use the exact null distribution of Kendall's statistic when there are no
+        ties (metafor's default, ``cor.test(..., exact = TRUE)``).  With ties, or
+        when ``exact=False``, the normal approximation with the tie-corrected
+        variance is used, as in R.
+
+    Returns
+    -------
+    RankCorrelationTest
+
+    Notes
+    -----
+    With equal-effects weights ``w_i = 1/v_i``, ``θ̂ = Σ w_i y_i / Σ w_i`` and
+    ``v_θ = 1/Σ w_i``, the standardised effects are
+    ``y*_i = (y_i - θ̂) / sqrt(v_i - v_θ)``; the statistic is Kendall's τ_b between
+    ``y*`` and ``v`` (Begg & Mazumdar, 1994), computed with
+    :func:`scipy.stats.kendalltau`.
+
+    References
+    ----------
+    Begg, C. B., & Mazumdar, M. (1994). Operating characteristics of a rank
+    correlation test for publication bias. *Biometrics*, 50(4), 1088-1101.
+    """
+    yi, vi = result.yi, result.vi
+    k = int(yi.size)
+    if k < 3:
+        raise ModelSpecificationError(f"the rank correlation test needs k >= 3, got k = {k}")
+    wi = 1.0 / vi
+    theta = float(np.sum(wi * yi) / np.sum(wi))
+    vb = 1.0 / float(np.sum(wi))
+    ystar = (yi - theta) / np.sqrt(vi - vb)
+    ties = np.unique(ystar).size < k or np.unique(vi).size < k
+    use_exact = exact and not ties
+    res = sps.kendalltau(ystar, vi, method="exact" if use_exact else "asymptotic")
+    pval = float(res.pvalue)
+    if use_exact and not math.isfinite(pval):  # as metafor: fall back to the approximation
+        res = sps.kendalltau(ystar, vi, method="asymptotic")
+        pval = float(res.pvalue)
+        use_exact = False
+    return RankCorrelationTest(tau=float(res.statistic), pvalue=pval, exact=use_exact, k=k)
+
+
+# ---------------------------------------------------------------------------
+# Trim and fill
+# ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class TrimAndFillResult:
+    """Result of :func:`trim_and_fill` (metafor's ``trimfill``).
+
+    Attributes
+    ----------
+    k0 : int
+        Estimated number of missing studies.
+    k0_se : float
+        Its standard error (as metafor's ``se.k0``).
+    side : {"left", "right"}
+        Side of the funnel on which studies were imputed.
+    estimator : {"L0", "R0", "Q0"}
+        Estimator of ``k0``.
+    result : PoolResult
+        The model fitted to the augmented data (observed plus filled studies), with
+        the method, test and level of the input result.  When ``k0 == 0`` this is
+        the input result itself.
+    yi, vi : ndarray
+        Effects and variances of the augmented data (observed first).
+    labels : tuple of str
+        Labels of the augmented data (filled studies are ``"Filled 1"``, ...).
+    filled : ndarray of bool
+        True for the filled (imputed) studies of the augmented data.
+    iterations : int
+        Iterations of the trimming algorithm.
+    """
+
+    k0: int
+    k0_se: float
+    side: str
+    estimator: str
+    result: PoolResult
+    yi: FloatArray = attrs.field(eq=False, repr=False)
+    vi: FloatArray = attrs.field(eq=False, repr=False)
+    labels: tuple[str, ...] = attrs.field(repr=False)
+    filled: BoolArray = attrs.field(eq=False, repr=False)
+    iterations: int = 0
+
+    @property
+    def filled_yi(self) -> FloatArray:
+        """Effects of the filled studies."""
+        out: FloatArray = self.yi[self.filled]
+        return out
+
+    @property
+    def filled_vi(self) -> FloatArray:
+        """Variances of the filled studies."""
+        out: FloatArray = self.vi[self.filled]
+        return out
+
+    def to_frame(self) -> pd.DataFrame:
+        """The augmented data: one row per study with ``yi``, ``vi`` and ``filled``."""
+        frame: pd.DataFrame = pd.DataFrame(
+            {"yi": self.yi, "vi": self.vi, "filled": self.filled},
+            index=pd.Index(list(self.labels), name="study"),
+        )
+        return frame
+
+
+def _rank_first(a: FloatArray) -> npt.NDArray[np.int64]:
+    """1-based ranks, ties broken by position (R's ``rank(ties.method="first")``)."""
+    order = np.argsort(a, kind="stable")
+    ranks = np.empty(a.size, dtype=np.int64)
+    ranks[order] = np.arange(1, a.size + 1)
+    return ranks
+
+
+def trim_and_fill(
+    result: PoolResult,
+    estimator: Literal["L0", "R0", "Q0"] = "L0",
+    side: Literal["left", "right"] | None = None,
+    *,
+    maxiter: int = 100,
+) -> TrimAndFillResult:
+    """Duval and Tweedie's trim-and-fill method.
+
+    Parameters
+    ----------
+    result : PoolResult
+        A fitted pooled result; its data, method, test and level are used.
+    estimator : {"L0", "R0", "Q0"}
+        Estimator of the number of missing studies.
+    side : {"left", "right"}, optional
+        Side on which studies are missing.  By default it is estimated as metafor
+        does: from the sign of the slope ``b1`` of the meta-regression
+        ``yi ~ sqrt(vi)`` fitted with the result's method ("right" if ``b1 < 0``,
+        "left" otherwise).
+    maxiter : int
+        Maximum number of trimming iterations (metafor's default 100).
+
+    Returns
+    -------
+    TrimAndFillResult
+
+    Raises
+    ------
+    AllianceMetaError
+        If the algorithm does not converge in ``maxiter`` iterations or trims all
+        studies.
+
+    Notes
+    -----
+    For the right side the effects are negated, so that missing studies are always
+    on the left.  Studies are sorted by effect; at each iteration the model is
+    refitted to the ``k - k0`` smallest effects, giving ``μ̂``, and the signed ranks
+    ``r_i`` of ``|y_i - μ̂|`` over all k studies give, with ``S_r`` the sum of the
+    positive ranks and ``γ*`` the length of the rightmost run of positive ranks
+    (Duval & Tweedie, 2000)::
+
+        L0 = (4 S_r - k(k+1)) / (2k - 1)
+        R0 = γ* - 1
+        Q0 = k - 1/2 - sqrt(2k² - 4 S_r + 1/4)
+
+    each rounded (half to even, as R) and floored at 0, until ``k0`` stops changing.
+    The ``k0`` largest effects are then reflected about the last ``μ̂``,
+    ``y_fill = 2 μ̂ - y_i``, with their own variances, and the model is refitted to
+    the augmented data.  ``k0_se`` follows metafor's formulas.
+
+    Unlike metafor 3.8.1, which refits the augmented data with its default
+    ``test="z"`` and ``level=0.95``, the augmented fit keeps the input's test and
+    level; under the default z test at 95% the two coincide.
+
+    References
+    ----------
+    Duval, S., & Tweedie, R. (2000). Trim and fill: A simple funnel-plot-based
+    method of testing and adjusting for publication bias in meta-analysis.
+    *Biometrics*, 56(2), 455-463.
+
+    Duval, S., & Tweedie, R. (2000). A nonparametric "trim and fill" method of
+    accounting for publication bias in meta-analysis. *Journal of the American
+    Statistical Association*, 95(449), 89-98.
+    """
+    if estimator not in ("L0", "R0", "Q0"):
+        raise ModelSpecificationError(f"estimator must be 'L0', 'R0' or 'Q0', got {estimator!r}")
+    yi0, vi0 = result.yi, result.vi
+    k = int(yi0.size)
+    if k == 1:
+        raise ModelSpecificationError("trim and fill needs more than one study (k = 1)")
+    method = check_method(result.method)
+    if side is None:
+        if k < 3:
+            raise ModelSpecificationError("cannot estimate the side with k = 2; give side")
+        slope = float(_sei_regression(result, test="z").beta[0, 1])
+        side = "right" if slope < 0 else "left"
+    elif side not in ("left", "right"):
+        raise ModelSpecificationError(f"side must be 'left' or 'right', got {side!r}")
+
+    yflip = -yi0 if side == "right" else yi0.copy()
+    ix = np.argsort(yflip, kind="stable")  # R's sort(): radix, stable
+    ys, vs = yflip[ix], vi0[ix]
+
+    k0_prev, k0, iters = -1, 0, 0
+    beta = math.nan
+    se_k0 = math.nan
+    while k0 != k0_prev:
+        k0_prev = k0
+        iters += 1
+        if iters > maxiter:
+            raise AllianceMetaError(
+                f"trim and fill did not converge in {maxiter} iterations"
+            )
+        if k - k0 < 1:
+            raise AllianceMetaError("trim and fill trimmed every study; k0 is not estimable")
+        kern = _core.kernel_from_padded(ys[None, : k - k0], vs[None, : k - k0])
+        beta = float(_core.fit(kern, method, "z", 0.95).beta[0, 0])
+        yc = ys - beta
+        signed = np.sign(yc) * _rank_first(np.abs(yc))
+        if estimator == "R0":
+            neg = signed[signed < 0]
+            if neg.size == 0:
+                raise AllianceMetaError("R0 is not defined: no study lies below the estimate")
+            k0f = float(k - np.max(-neg) - 1)
+            se_k0 = math.sqrt(2.0 * max(0.0, k0f) + 2.0)
+        else:
+            Sr = float(np.sum(signed[signed > 0]))
+            if estimator == "L0":
+                k0f = (4.0 * Sr - k * (k + 1)) / (2.0 * k - 1.0)
+            else:
+                k0f = k - 0.5 - math.sqrt(max(0.0, 2.0 * k * k - 4.0 * Sr + 0.25))
+            varSr = (
+                k * (k + 1) * (2 * k + 1)
+                + 10 * k0f**3
+                + 27 * k0f**2
+                + 17 * k0f
+                - 18 * k * k0f**2
+                - 18 * k * k0f
+                + 6 * k**2 * k0f
+            ) / 24.0
+            sd = math.sqrt(max(varSr, 0.0))
+            if estimator == "L0":
+                se_k0 = 4.0 * sd / (2.0 * k - 1.0)
+            else:
+                denom = (k - 0.5) ** 2 - k0f * (2 * k - k0f - 1)
+                se_k0 = 2.0 * sd / math.sqrt(denom) if denom > 0 else math.nan
+        k0 = max(0, int(np.round(k0f)))
+        se_k0 = max(0.0, se_k0) if math.isfinite(se_k0) else se_k0
+
+    if k0 == 0:
+        return TrimAndFillResult(
+            k0=0,
+            k0_se=se_k0,
+            side=side,
+            estimator=estimator,
+            result=result,
+            yi=yi0.copy(),
+            vi=vi0.copy(),
+            labels=result.labels,
+            filled=np.zeros(k, dtype=bool),
+            iterations=iters,
+        )
+    # reflect the k0 most extreme effects about beta, back on the original scale
+    fill_flip = 2.0 * beta - ys[k - k0 :]
+    fill_y = -fill_flip if side == "right" else fill_flip
+    fill_v = vs[k - k0 :]
+    yi = np.concatenate([yi0, fill_y])
+    vi = np.concatenate([vi0, fill_v])
+    labels = (*result.labels, *(f"Filled {j + 1}" for j in range(k0)))
+    filled = np.concatenate([np.zeros(k, dtype=bool), np.ones(k0, dtype=bool)])
+    aug = _pool_single(
+        yi,
+        vi,
+        labels,
+        method=result.method,
+        test=result.test,
+        level=result.level,
+        measure=result.measure,
+    )
+    return TrimAndFillResult(
+        k0=k0,
+        k0_se=se_k0,
+        side=side,
+        estimator=estimator,
+        result=aug,
+        yi=yi,
+        vi=vi,
+        labels=labels,
+        filled=filled,
+        iterations=iters,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Fail-safe N
+# ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class FailSafeN:
+    """Result of :func:`fail_safe_n` (metafor's ``fsn``).
+
+    Attributes
+    ----------
+    n : int or float
+        The fail-safe N (an integer; ``inf`` for Orwin's method when the target is
+        0 or has the opposite sign of the mean effect).
+    method : {"rosenthal", "orwin", "rosenberg"}
+        The method.
+    target : float or None
+        Orwin's target effect (``None`` for the other methods).
+    pvalue : float or None
+        Rosenthal: one-sided p-value of Stouffer's combined z; Rosenberg: two-sided
+        p-value of the equal-effects estimate; ``None`` for Orwin.
+    mean_effect : float or None
+        Orwin: unweighted mean effect; Rosenberg: inverse-variance weighted mean.
+    alpha : float
+        Significance level.
+    k : int
+        Number of studies.
+    """
+
+    n: int | float
+    method: str
+    target: float | None
+    pvalue: float | None
+    mean_effect: float | None
+    alpha: float
+    k: int
+
+    def to_frame(self) -> pd.DataFrame:
+        """One-row DataFrame of every field."""
+        frame: pd.DataFrame = pd.DataFrame([attrs.asdict(self)])
+        return frame
+
+
+def fail_safe_n(
+    result: PoolResult,
+    method: Literal["rosenthal", "orwin", "rosenberg"] = "rosenthal",
+    target: float | None = None,
+    *,
+    alpha: float = 0.05,
+) -> FailSafeN:
+    """The fail-safe N: how many null studies would overturn the conclusion.
+
+    Parameters
+    ----------
+    result : PoolResult
+        A fitted pooled result (only its ``yi`` and ``vi`` are used, as ``fsn``).
+    method : {"rosenthal", "orwin", "rosenberg"}
+        The file-drawer method (case-insensitive).
+    target : float, optional
+        Orwin's target (trivial) effect; default half the unweighted mean effect.
+    alpha : float
+        Significance level (metafor's default .05).
+
+    Returns
+    -------
+    FailSafeN
+
+    Notes
+    -----
+    With ``z_i = y_i/√v_i`` and ``z_α`` the upper α quantile of the normal:
+
+    * Rosenthal (1979): ``N = ceil(max(0, (Σ z_i)² / z_α² - k))``, the number of
+      studies with z = 0 that bring Stouffer's ``|Σ z_i| / √(k + N)`` down to
+      ``z_α`` (one-sided).
+    * Orwin (1983): ``N = ceil(max(0, k (ȳ - t) / t))`` with ``ȳ`` the unweighted
+      mean effect and target ``t`` (``ȳ/2`` by default); infinite if ``t = 0`` or
+      ``t`` has the opposite sign of ``ȳ``.
+    * Rosenberg (2005): with ``w_i = 1/v_i``,
+      ``N = ceil(max(0, k ((Σ w_i y_i / z_{α/2})² - Σ w_i) / Σ w_i))``, the number of
+      studies of average weight and zero effect that make the equal-effects
+      estimate non-significant (two-sided).
+
+    References
+    ----------
+    Rosenthal, R. (1979). The "file drawer problem" and tolerance for null results.
+    *Psychological Bulletin*, 86(3), 638-641.
+
+    Orwin, R. G. (1983). A fail-safe N for effect size in meta-analysis. *Journal of
+    Educational Statistics*, 8(2), 157-159.
+
+    Rosenberg, M. S. (2005). The file-drawer problem revisited: A general weighted
+    method for calculating fail-safe numbers in meta-analysis. *Evolution*, 59(2),
+    464-468.
+    """
+    yi, vi = result.yi, result.vi
+    k = int(yi.size)
+    meth = str(method).lower()
+    if not 0.0 < alpha < 1.0:
+        raise ModelSpecificationError(f"alpha must be in (0, 1), got {alpha!r}")
+    if meth == "rosenthal":
+        zi = yi / np.sqrt(vi)
+        z_avg = abs(float(np.sum(zi)) / math.sqrt(k))
+        pval = float(sps.norm.sf(z_avg))
+        zcrit = float(sps.norm.isf(alpha))
+        n = math.ceil(max(0.0, k * (z_avg / zcrit) ** 2 - k))
+        return FailSafeN(n, "rosenthal", None, pval, None, alpha, k)
+    if meth == "orwin":
+        mean = float(np.mean(yi))
+        tgt = mean / 2.0 if target is None else float(target)
+        if tgt == 0.0 or np.sign(tgt) != np.sign(mean):
+            n_o: int | float = math.inf
+        else:
+            n_o = math.ceil(max(0.0, k * (mean - tgt) / tgt))
+        return FailSafeN(n_o, "orwin", tgt, None, mean, alpha, k)
+    if meth == "rosenberg":
+        wi = 1.0 / vi
+        sw = float(np.sum(wi))
+        swy = float(np.sum(wi * yi))
+        mean = swy / sw
+        zval = mean * math.sqrt(sw)
+        pval = float(2.0 * sps.norm.sf(abs(zval)))
+        wp = (swy / float(sps.norm.isf(alpha / 2.0))) ** 2 - sw
+        n = math.ceil(max(0.0, k * wp / sw))
+        return FailSafeN(n, "rosenberg", None, pval, mean, alpha, k)
+    raise ModelSpecificationError(
+        f"method must be 'rosenthal', 'orwin' or 'rosenberg', got {method!r}"
+    )
