@@ -8,6 +8,12 @@ from __future__ import annotations
 
 from alliance_meta import datasets, exceptions
 from alliance_meta._data import EffectSize, Moderator, Study, StudySet
+from alliance_meta._metareg import (
+    MetaRegressionResult,
+    PermutationTestResult,
+    Prediction,
+    meta_regression,
+)
 from alliance_meta._pooling import (
     BackTransformed,
     HeterogeneityCI,
@@ -20,6 +26,7 @@ from alliance_meta._pooling import (
     random_effects,
 )
 from alliance_meta._results_base import ConfidenceInterval
+from alliance_meta._subgroup import SubgroupResult, subgroup_analysis
 
 __version__ = "0.1.0"
 
@@ -31,14 +38,20 @@ __all__ = [
     "IntervalArray",
     "ManyHeterogeneityCI",
     "ManyPoolResult",
+    "MetaRegressionResult",
     "Moderator",
+    "PermutationTestResult",
     "PoolResult",
+    "Prediction",
     "Study",
     "StudySet",
+    "SubgroupResult",
     "__version__",
     "datasets",
     "exceptions",
     "fixed_effect",
+    "meta_regression",
     "pool_many",
     "random_effects",
+    "subgroup_analysis",
 ]
