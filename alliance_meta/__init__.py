@@ -7,7 +7,25 @@ start with an underscore are private and may change without notice.
 from __future__ import annotations
 
 from alliance_meta import datasets, exceptions
+from alliance_meta._bias import (
+    EggerTest,
+    FailSafeN,
+    RankCorrelationTest,
+    TrimAndFillResult,
+    egger_test,
+    fail_safe_n,
+    rank_correlation_test,
+    trim_and_fill,
+)
 from alliance_meta._data import EffectSize, Moderator, Study, StudySet
+from alliance_meta._influence import (
+    CumulativeResult,
+    InfluenceResult,
+    LeaveOneOutResult,
+    cumulative,
+    influence,
+    leave_one_out,
+)
 from alliance_meta._metareg import (
     MetaRegressionResult,
     PermutationTestResult,
@@ -33,9 +51,14 @@ __version__ = "0.1.0"
 __all__ = [
     "BackTransformed",
     "ConfidenceInterval",
+    "CumulativeResult",
     "EffectSize",
+    "EggerTest",
+    "FailSafeN",
     "HeterogeneityCI",
+    "InfluenceResult",
     "IntervalArray",
+    "LeaveOneOutResult",
     "ManyHeterogeneityCI",
     "ManyPoolResult",
     "MetaRegressionResult",
@@ -43,15 +66,24 @@ __all__ = [
     "PermutationTestResult",
     "PoolResult",
     "Prediction",
+    "RankCorrelationTest",
     "Study",
     "StudySet",
     "SubgroupResult",
+    "TrimAndFillResult",
     "__version__",
+    "cumulative",
     "datasets",
+    "egger_test",
     "exceptions",
+    "fail_safe_n",
     "fixed_effect",
+    "influence",
+    "leave_one_out",
     "meta_regression",
     "pool_many",
     "random_effects",
+    "rank_correlation_test",
     "subgroup_analysis",
+    "trim_and_fill",
 ]
