@@ -1,0 +1,190 @@
+"""Leave-one-out, influence and cumulative diagnostics against metafor 3.8.1."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+import pytest
+
+import alliance_meta as am
+from alliance_meta import _core
+from alliance_meta._types import Method, Test
+
+REF_DIR = Path(__file__).parent / "reference"
+FILES = sorted(REF_DIR.glob("bias_*.json"))
+IDS = [f.stem for f in FILES]
+
+# Refit-based quantities: each of the k refits solves τ² iteratively; metafor's
+# references are roots to 1e-12, ours to 1e-10 relative, and quantities such as
+# cook_d or dffits combine several such roots (and differences of nearly equal
+# estimates), so the contract for them is 1e-5 relative (observed: <= 4e-9).
+RTOL_REFIT = 1e-5
+
+
+@pytest.fixture(params=FILES, ids=IDS)
+def ref(request: pytest.FixtureRequest) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(Path(request.param).read_text())
+    return data
+
+
+def _fit(ref: dict[str, Any], **kw: Any) -> am.PoolResult:
+    return am.random_effects(yi=np.array(ref["yi"]), vi=np.array(ref["vi"]), **kw)
+
+
+# ---------------------------------------------------------------------------
+# Leave-one-out
+# ---------------------------------------------------------------------------
+
+
+def test_leave_one_out_reference(ref: dict[str, Any]) -> None:
+    exp = ref["leave1out_REML"]
+    loo = am.leave_one_out(_fit(ref))
+    for name in ("estimate", "se", "tau2", "Q", "I2"):
+        np.testing.assert_allclose(getattr(loo, name), exp[name], rtol=RTOL_REFIT, err_msg=name)
+    assert loo.labels == tuple(f"Study {i + 1}" for i in range(len(ref["yi"])))
+
+
+@pytest.mark.parametrize(
+    ("method", "test"),
+    [(m, t) for m in ("REML", "DL", "PM", "ML", "SJ") for t in ("z", "knha")] + [("EE", "z")],
+)
+def test_leave_one_out_equals_loop(ref: dict[str, Any], method: Method, test: Test) -> None:
+    fit = _fit(ref, method=method, test=test, level=0.9)
+    loo = am.leave_one_out(fit)
+    y, v = fit.yi, fit.vi
+    for i in range(fit.k):
+        keep = np.arange(fit.k) != i
+        r = am.random_effects(yi=y[keep], vi=v[keep], method=method, test=test, level=0.9)
+        got = [loo.estimate[i], loo.se[i], loo.tau2[i], loo.Q[i], loo.I2[i], loo.H2[i],
+               loo.ci.low[i], loo.ci.high[i], loo.pvalue[i], loo.statistic[i]]
+        want = [r.estimate, r.se, r.tau2, r.Q, r.I2, r.H2, r.ci.low, r.ci.high, r.pvalue,
+                r.statistic]
+        # Same estimator, one batched call vs k single calls: the batched root search
+        # stops at the same 1e-10 relative tolerance but may take different Newton
+        # steps per row, so agreement is to ~1e-10 (absolute floor for τ² = 0 rows).
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-14, err_msg=f"study {i}")
+
+
+def _count_core_fits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    real = _core.fit
+
+    def counting(*args: Any, **kwargs: Any) -> _core.CoreFit:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_core, "fit", counting)
+    return calls
+
+
+def test_refits_are_one_core_call(ref: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    fit = _fit(ref)
+    calls = _count_core_fits(monkeypatch)
+    am.leave_one_out(fit)
+    assert len(calls) == 1
+    am.influence(fit)
+    assert len(calls) == 2
+    am.cumulative(fit)
+    assert len(calls) == 3
+
+
+def test_leave_one_out_frame_and_frozen(ref: dict[str, Any]) -> None:
+    loo = am.leave_one_out(_fit(ref))
+    df = loo.to_frame()
+    assert df.shape == (len(ref["yi"]), 11)
+    assert df.index.name == "omitted"
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        loo.method = "DL"  # type: ignore[misc]
+
+
+# ---------------------------------------------------------------------------
+# Influence
+# ---------------------------------------------------------------------------
+
+
+def test_influence_reference(ref: dict[str, Any]) -> None:
+    exp = ref["influence_REML"]
+    inf = am.influence(_fit(ref))
+    for name in ("rstudent", "dffits", "cook_d", "cov_r", "tau2_del", "QE_del", "hat", "weight"):
+        np.testing.assert_allclose(getattr(inf, name), exp[name], rtol=RTOL_REFIT, err_msg=name)
+    if "influence_REML_is_infl" in ref:
+        np.testing.assert_array_equal(inf.influential, ref["influence_REML_is_infl"])
+
+
+def test_influence_shares_leave_one_out(ref: dict[str, Any]) -> None:
+    fit = _fit(ref)
+    inf = am.influence(fit)
+    loo = am.leave_one_out(fit)
+    # Identical computation (the same batched refit): exact equality.
+    np.testing.assert_array_equal(inf.tau2_del, loo.tau2)
+    np.testing.assert_array_equal(inf.QE_del, loo.Q)
+    # weights are the result's percentage weights (closed form: round-off only).
+    np.testing.assert_allclose(inf.weight, fit.weights, rtol=1e-12)
+    np.testing.assert_allclose(inf.hat.sum(), 1.0, rtol=1e-12)
+
+
+def test_influence_flags_an_outlier() -> None:
+    yi = np.array([0.10, 0.12, 0.08, 0.11, 0.09, 0.10, 1.50])
+    vi = np.array([0.010, 0.012, 0.011, 0.009, 0.010, 0.012, 0.010])
+    inf = am.influence(am.random_effects(yi=yi, vi=vi, method="DL"))
+    assert inf.influential[-1]
+    assert not inf.influential[:-1].any()
+    assert inf.rstudent[-1] > 3
+    text = str(inf)
+    assert "rstudent" in text and "*" in text
+    assert list(inf.to_frame().index) == list(inf.labels)
+
+
+# ---------------------------------------------------------------------------
+# Cumulative
+# ---------------------------------------------------------------------------
+
+
+def test_cumulative_reference(ref: dict[str, Any]) -> None:
+    if "cumulative_REML" not in ref:
+        pytest.skip("no cumulative reference in this file")
+    exp = ref["cumulative_REML"]
+    cum = am.cumulative(_fit(ref))
+    for name in ("estimate", "se", "Q"):
+        np.testing.assert_allclose(getattr(cum, name), exp[name], rtol=RTOL_REFIT, err_msg=name)
+    np.testing.assert_allclose(cum.ci.low, exp["ci_lb"], rtol=RTOL_REFIT)
+    np.testing.assert_allclose(cum.ci.high, exp["ci_ub"], rtol=RTOL_REFIT)
+    # Where the REML root is at the boundary, metafor reports τ² ~ 1e-13 instead
+    # of 0 (its Fisher scoring stops just inside), hence the absolute floors: 1e-10
+    # for τ² and, since I² ≈ 100 τ²/ṽ with ṽ ~ 1e-2 here, 1e-6 (percent) for I².
+    np.testing.assert_allclose(cum.tau2, exp["tau2"], rtol=RTOL_REFIT, atol=1e-10)
+    np.testing.assert_allclose(cum.I2, exp["I2"], rtol=RTOL_REFIT, atol=1e-6)
+    assert cum.k.tolist() == list(range(1, len(ref["yi"]) + 1))
+
+
+def test_cumulative_order(ref: dict[str, Any]) -> None:
+    fit = _fit(ref)
+    k = fit.k
+    key = -fit.vi  # sort key: most variable studies first
+    by_key = am.cumulative(fit, order=key)
+    idx = np.argsort(key, kind="stable")
+    by_idx = am.cumulative(fit, order=idx)
+    np.testing.assert_array_equal(by_key.order, idx)
+    np.testing.assert_array_equal(by_key.estimate, by_idx.estimate)
+    assert by_key.labels == tuple(fit.labels[i] for i in idx)
+    # First step is the first study alone; last step is the full fit (same estimator,
+    # batched vs single root search: 1e-10 relative).
+    assert by_key.estimate[0] == pytest.approx(fit.yi[idx[0]], rel=1e-12)
+    assert by_key.tau2[0] == 0.0
+    assert by_key.estimate[-1] == pytest.approx(fit.estimate, rel=1e-10)
+    assert by_key.tau2[-1] == pytest.approx(fit.tau2, rel=1e-10)
+    # A middle step equals random_effects on that prefix.
+    j = k // 2
+    r = am.random_effects(yi=fit.yi[idx[: j + 1]], vi=fit.vi[idx[: j + 1]])
+    assert by_key.estimate[j] == pytest.approx(r.estimate, rel=1e-10)
+    assert by_key.to_frame().shape[0] == k
+
+
+def test_cumulative_bad_order() -> None:
+    fit = am.random_effects(yi=[0.1, 0.2, 0.3], vi=[0.01, 0.02, 0.03])
+    with pytest.raises(am.exceptions.ModelSpecificationError):
+        am.cumulative(fit, order=[0, 1])
