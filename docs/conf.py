@@ -22,7 +22,7 @@ import alliance_meta  # noqa: E402
 
 project = "alliance_meta"
 author = "alliance_meta developers"
-copyright = "alliance_meta developers"  # noqa: A001
+copyright = "alliance_meta developers"
 version = alliance_meta.__version__
 release = alliance_meta.__version__
 
