@@ -90,20 +90,20 @@ class EggerTest:
         return frame
 
 
-def egger_test(result: PoolResult, model: Literal["lm", "rma"] = "rma") -> EggerTest:
+def egger_test(result: PoolResult, model: Literal["lm", "rma"] = "lm") -> EggerTest:
     """Egger's regression test for funnel-plot asymmetry.
 
     Parameters
     ----------
     result : PoolResult
         A fitted pooled result; its ``yi``, ``vi``, ``method`` and ``test`` are used.
-    model : {"rma", "lm"}
-        ``"rma"`` (metafor's default): the meta-regression
+    model : {"lm", "rma"}
+        ``"lm"`` (the default): the classical test, a weighted least-squares
+        regression of ``yi`` on ``sqrt(vi)`` with weights ``1/vi`` (statsmodels'
+        WLS) and a t test of the slope on k-2 df (metafor's ``regtest(model="lm")``).
+        ``"rma"`` (metafor's ``regtest`` default): the meta-regression
         ``rma(yi, vi, mods = ~ sqrt(vi), method = result.method, test = result.test)``;
         the statistic is a z (a t with k-2 df under ``t``/``knha``/``adhoc``).
-        ``"lm"``: the classical test, a weighted least-squares regression of ``yi``
-        on ``sqrt(vi)`` with weights ``1/vi`` (statsmodels' WLS) and a t test of the
-        slope on k-2 df.
 
     Returns
     -------
