@@ -45,7 +45,7 @@ html_static_path: list[str] = []
 # -- autodoc ---------------------------------------------------------------
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
-autodoc_preserve_defaults = True
+autodoc_preserve_defaults = False
 autodoc_default_options: dict[str, Any] = {}
 
 # -- numpydoc --------------------------------------------------------------
