@@ -126,6 +126,7 @@ def _report(
     level: float,
     out_png: str | None,
     out: TextIO,
+    plot_title: str | None = None,
 ) -> int:
     """Run the pipeline on ``studies`` and print the report to ``out``."""
     _section(out, f"Effect sizes ({studies.measure}), k = {studies.k}")
@@ -168,7 +169,7 @@ def _report(
 
     if out_png is not None:
         _section(out, "Forest plot")
-        print(_write_forest(sg if sg is not None else res, out_png), file=out)
+        print(_write_forest(sg if sg is not None else res, out_png, plot_title), file=out)
 
     bt = res.back_transformed()
     _section(out, "Result")
@@ -181,7 +182,7 @@ def _report(
     return 0
 
 
-def _write_forest(result: PoolResult | SubgroupResult, path: str) -> str:
+def _write_forest(result: PoolResult | SubgroupResult, path: str, title: str | None) -> str:
     """Draw and save the forest plot; the message to print."""
     try:
         import matplotlib
@@ -198,7 +199,6 @@ def _write_forest(result: PoolResult | SubgroupResult, path: str) -> str:
     target = Path(path)
     if target.parent and not target.parent.exists():
         raise _UsageError(f"cannot write the forest plot: no directory {str(target.parent)!r}")
-    title = None
     if isinstance(result, SubgroupResult):
         fig = forest(result, subgroup_title=result.by.capitalize(), title=title)
     else:
@@ -231,6 +231,10 @@ def _demo(args: argparse.Namespace, out: TextIO) -> int:
         level=args.level,
         out_png=None if args.no_plot else args.out,
         out=out,
+        plot_title=(
+            "Therapist attachment anxiety and the working alliance "
+            f"(SIMULATED data, seed {ALLIANCE_EXAMPLE_SEED})"
+        ),
     )
 
 

@@ -1,0 +1,327 @@
+"""Tests of :mod:`alliance_meta.plot`: what is drawn, not merely that nothing crashes."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+matplotlib = pytest.importorskip("matplotlib")
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Polygon  # noqa: E402
+
+import alliance_meta as am  # noqa: E402
+from alliance_meta.plot import forest, funnel  # noqa: E402
+
+# Plotted coordinates are float64 copies of the results' values, passed through
+# tanh/exp at most once; 1e-12 absolute allows for that rounding only.
+ATOL = 1e-12
+
+
+@pytest.fixture(autouse=True)
+def _close_figures() -> Iterator[None]:
+    yield
+    plt.close("all")
+
+
+def by_gid(fig: Figure, gid: str) -> list[Any]:
+    """Every artist of ``fig`` with this gid."""
+    return [a for a in fig.findobj(lambda a: a.get_gid() == gid)]
+
+
+def main_axes(fig: Figure) -> Axes:
+    return fig.axes[0]
+
+
+def diamond_xy(poly: Polygon) -> tuple[float, float, float]:
+    """``(low, centre, high)`` x of a diamond polygon: left, top and right vertices."""
+    xy = np.asarray(poly.get_xy())
+    return float(xy[0, 0]), float(xy[1, 0]), float(xy[2, 0])
+
+
+@pytest.fixture(scope="module")
+def alliance() -> am.PoolResult:
+    return am.random_effects(am.datasets.load_alliance_example().studies())
+
+
+@pytest.fixture(scope="module")
+def bcg() -> am.PoolResult:
+    return am.random_effects(am.datasets.load_bcg().studies(measure="RR"))
+
+
+@pytest.fixture(scope="module")
+def molloy() -> am.PoolResult:
+    return am.random_effects(am.datasets.load_molloy2014().studies())
+
+
+# ---------------------------------------------------------------------------
+# forest
+# ---------------------------------------------------------------------------
+
+
+def test_forest_rows_and_labels(alliance: am.PoolResult) -> None:
+    fig = forest(alliance)
+    assert isinstance(fig, Figure)
+    assert len(by_gid(fig, "study-row")) == alliance.k == 12
+    assert len(by_gid(fig, "study-ci")) == alliance.k
+    labels = [t.get_text() for t in by_gid(fig, "study-label")]
+    assert labels == list(alliance.labels)
+    assert len(by_gid(fig, "diamond-overall")) == 1
+    assert len(by_gid(fig, "diamond-subgroup")) == 0
+    assert len(by_gid(fig, "prediction-interval")) == 1
+    weights = [t.get_text() for t in by_gid(fig, "weight-text")]
+    assert weights == [f"{w:.1f}%" for w in alliance.weights]
+
+
+def test_forest_zcor_is_drawn_in_r_on_a_z_spaced_axis(alliance: am.PoolResult) -> None:
+    fig = forest(alliance)
+    ax = main_axes(fig)
+    # natural scale (r) with atanh spacing
+    assert ax.get_xscale() == "function"
+    lo, mid, hi = diamond_xy(by_gid(fig, "diamond-overall")[0])
+    bt = alliance.back_transformed()
+    assert mid == pytest.approx(bt.estimate, abs=ATOL)
+    assert lo == pytest.approx(bt.ci.low, abs=ATOL)
+    assert hi == pytest.approx(bt.ci.high, abs=ATOL)
+    # squares at tanh(z_i), whiskers at tanh(z_i ± 1.96 se_i)
+    xs = [float(line.get_xdata()[0]) for line in by_gid(fig, "study-row")]
+    np.testing.assert_allclose(xs, np.tanh(alliance.yi), atol=ATOL)
+    whisk = np.array([line.get_xdata() for line in by_gid(fig, "study-ci")], dtype=float)
+    crit = 1.959963984540054  # qnorm(0.975)
+    np.testing.assert_allclose(
+        whisk[:, 0], np.tanh(alliance.yi - crit * np.sqrt(alliance.vi)), atol=1e-9
+    )  # 1e-9: crit above is rounded to 16 digits
+    # the display is linear in z: equal z steps are equal pixel steps
+    tr = ax.transData
+    p = [tr.transform((math.tanh(z), 1.0))[0] for z in (-0.4, -0.2, 0.0)]
+    assert p[1] - p[0] == pytest.approx(p[2] - p[1], rel=1e-9)  # float rounding only
+    # tick labels are correlations, all within (-1, 1)
+    ticks = [float(t.get_text().replace("\u2212", "-")) for t in ax.get_xticklabels()]
+    assert ticks and all(-1 < t < 1 for t in ticks)
+    assert 0.0 in ticks
+    # reference line at r = 0
+    null = by_gid(fig, "null-line")[0]
+    assert list(null.get_xdata()) == [0.0, 0.0]
+    # text column: pooled r and CI as "est [lo, hi]" with true minus signs
+    texts = [t.get_text() for t in by_gid(fig, "estimate-text")]
+    expected = f"{bt.estimate:.2f} [{bt.ci.low:.2f}, {bt.ci.high:.2f}]".replace("-", "\u2212")
+    assert expected in texts
+    assert ax.get_xlabel() == "Correlation (r)"
+
+
+def test_forest_untransformed_is_linear_in_z(alliance: am.PoolResult) -> None:
+    fig = forest(alliance, transform=False)
+    ax = main_axes(fig)
+    assert ax.get_xscale() == "linear"
+    lo, mid, hi = diamond_xy(by_gid(fig, "diamond-overall")[0])
+    assert (lo, mid, hi) == pytest.approx(
+        (alliance.ci.low, alliance.estimate, alliance.ci.high), abs=ATOL
+    )
+    assert ax.get_xlabel() == "Fisher's z"
+
+
+def test_forest_log_ratio_uses_log_axis(bcg: am.PoolResult) -> None:
+    fig = forest(bcg)
+    ax = main_axes(fig)
+    assert ax.get_xscale() == "log"
+    lo, mid, hi = diamond_xy(by_gid(fig, "diamond-overall")[0])
+    assert (lo, mid, hi) == pytest.approx(
+        (math.exp(bcg.ci.low), math.exp(bcg.estimate), math.exp(bcg.ci.high)), rel=1e-12
+    )  # exp of the stored value: rounding only
+    assert list(by_gid(fig, "null-line")[0].get_xdata()) == [1.0, 1.0]
+    ticks = [float(t.get_text()) for t in ax.get_xticklabels()]
+    assert 1.0 in ticks and all(t > 0 for t in ticks)
+    assert "Risk ratio" in ax.get_xlabel()
+    pi = by_gid(fig, "prediction-interval")[0]
+    np.testing.assert_allclose(pi.get_xdata(), np.exp([bcg.pi.low, bcg.pi.high]), rtol=1e-12)
+
+
+def test_forest_square_area_proportional_to_weight(alliance: am.PoolResult) -> None:
+    fig = forest(alliance)
+    sizes = np.array([line.get_markersize() for line in by_gid(fig, "study-row")])
+    w = alliance.weights
+    # side ∝ sqrt(weight) (area ∝ weight) unless floored at the minimum size
+    ratio = sizes**2 / w
+    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-9)  # float rounding only
+
+
+def test_forest_subgroups() -> None:
+    studies = am.datasets.load_alliance_example().studies()
+    sg = am.subgroup_analysis(studies, by="rater")
+    fig = forest(sg, subgroup_title="Rater")
+    assert len(by_gid(fig, "study-row")) == 12
+    diamonds = by_gid(fig, "diamond-subgroup")
+    assert len(diamonds) == len(sg.groups) == 2
+    for poly, res in zip(diamonds, sg.groups.values(), strict=True):
+        lo, mid, hi = diamond_xy(poly)
+        bt = res.back_transformed()
+        assert (lo, mid, hi) == pytest.approx((bt.ci.low, bt.estimate, bt.ci.high), abs=ATOL)
+    overall = am.random_effects(studies)
+    _, mid, _ = diamond_xy(by_gid(fig, "diamond-overall")[0])
+    # the overall diamond is all 12 studies re-pooled; REML converges to 1e-10 relative
+    assert mid == pytest.approx(overall.back_transformed().estimate, abs=1e-8)
+    headers = [t.get_text() for t in by_gid(fig, "header-label")]
+    assert headers == [f"Rater: {g}" for g in sg.groups]
+    notes = " ".join(t.get_text() for t in by_gid(fig, "note-text"))
+    assert "Test for subgroup differences: Q(1)" in notes
+
+
+def test_forest_draws_into_given_axes(alliance: am.PoolResult) -> None:
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 5))
+    out = forest(alliance, ax=ax2)
+    assert out is fig
+    assert len(by_gid(fig, "study-row")) == alliance.k
+    assert not ax1.lines  # nothing leaked into the other axes
+    assert all(line.axes is ax2 for line in by_gid(fig, "study-row"))
+
+
+def test_forest_text_does_not_overlap(alliance: am.PoolResult) -> None:
+    """Left labels, estimate and weight columns do not overlap each other or the plot."""
+    fig = forest(alliance, title="A title")
+    fig.canvas.draw()
+    ax = main_axes(fig)
+    axbox = ax.get_window_extent()
+    figbox = fig.bbox
+    labels = by_gid(fig, "study-label")
+    ests = by_gid(fig, "estimate-text")
+    wts = by_gid(fig, "weight-text")
+    for t in labels:
+        box = t.get_window_extent()
+        assert box.x1 < axbox.x0 and box.x0 >= figbox.x0
+    for t in ests:
+        assert t.get_window_extent().x0 > axbox.x1
+    max_est = max(t.get_window_extent().x1 for t in ests)
+    for t in wts:
+        box = t.get_window_extent()
+        assert box.x0 > max_est and box.x1 <= figbox.x1
+    # rows do not overlap vertically
+    boxes = sorted((t.get_window_extent() for t in labels), key=lambda b: b.y0)
+    for a, b in itertools.pairwise(boxes):
+        assert a.y1 <= b.y0
+
+
+def test_forest_height_grows_with_rows(molloy: am.PoolResult, alliance: am.PoolResult) -> None:
+    h16 = forest(molloy).get_figheight()
+    h12 = forest(alliance).get_figheight()
+    assert h16 > h12
+
+
+def test_forest_rejects_wrong_number_of_labels(alliance: am.PoolResult) -> None:
+    with pytest.raises(ValueError, match="labels"):
+        forest(alliance, labels=["a", "b"])
+
+
+def test_forest_custom_labels(alliance: am.PoolResult) -> None:
+    names = [f"S{i}" for i in range(alliance.k)]
+    fig = forest(alliance, labels=names, show_weights=False, show_pi=False)
+    assert [t.get_text() for t in by_gid(fig, "study-label")] == names
+    assert not by_gid(fig, "weight-text")
+    assert not by_gid(fig, "prediction-interval")
+
+
+# ---------------------------------------------------------------------------
+# funnel
+# ---------------------------------------------------------------------------
+
+
+def test_funnel_points_and_inverted_axis(molloy: am.PoolResult) -> None:
+    fig = funnel(molloy, transform=False)
+    ax = main_axes(fig)
+    pts = by_gid(fig, "study-point")
+    assert len(pts) == molloy.k
+    xy = np.array([(line.get_xdata()[0], line.get_ydata()[0]) for line in pts], dtype=float)
+    np.testing.assert_allclose(xy[:, 0], molloy.yi, atol=ATOL)
+    np.testing.assert_allclose(xy[:, 1], np.sqrt(molloy.vi), atol=ATOL)
+    y0, y1 = ax.get_ylim()
+    assert y0 > y1 == 0.0  # inverted: SE 0 at the top
+    tri = by_gid(fig, "funnel-triangle")[0]
+    tx = np.asarray(tri.get_xdata(), dtype=float)
+    assert tx[1] == pytest.approx(molloy.estimate, abs=ATOL)
+    # the triangle's half-width at the bottom is 1.96 * SE_max (to rounding of qnorm)
+    assert (tx[2] - tx[1]) == pytest.approx(1.959963984540054 * y0, rel=1e-12)
+    assert not by_gid(fig, "filled-study")
+
+
+def test_funnel_trim_and_fill_filled_points(molloy: am.PoolResult) -> None:
+    tf = am.trim_and_fill(molloy)
+    assert tf.k0 > 0  # molloy2014: metafor's trimfill imputes studies on the left
+    fig = funnel(molloy, trim_and_fill=tf, transform=False)
+    filled = by_gid(fig, "filled-study")
+    assert len(filled) == tf.k0
+    assert len(by_gid(fig, "study-point")) == molloy.k
+    fx = sorted(float(line.get_xdata()[0]) for line in filled)
+    np.testing.assert_allclose(fx, np.sort(tf.yi[tf.filled]), atol=ATOL)
+    for line in filled:  # drawn as open markers
+        assert line.get_markerfacecolor() in ("white", (1.0, 1.0, 1.0, 1.0))
+    # centred on the adjusted estimate
+    tri = by_gid(fig, "funnel-triangle")[0]
+    assert float(tri.get_xdata()[1]) == pytest.approx(tf.result.estimate, abs=ATOL)
+
+
+def test_funnel_contours(molloy: am.PoolResult) -> None:
+    fig = funnel(molloy, contours=True)
+    ax = main_axes(fig)
+    assert ax.get_xscale() == "function"
+    for p in (0.1, 0.05, 0.01):
+        assert len(by_gid(fig, f"contour-{p:g}")) == 1
+    legend = ax.get_legend()
+    assert legend is not None
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert "p < .01" in labels and "p > .10" in labels
+    fig2 = funnel(molloy, contours=(0.05,))
+    assert len(by_gid(fig2, "contour-0.05")) == 1
+    assert not by_gid(fig2, "contour-0.1")
+    with pytest.raises(ValueError, match="contour"):
+        funnel(molloy, contours=(1.5,))
+
+
+def test_funnel_contour_width_matches_critical_value(molloy: am.PoolResult) -> None:
+    fig = funnel(molloy, contours=(0.05,), transform=False)
+    coll = by_gid(fig, "contour-0.05")[0]
+    verts = np.concatenate([p.vertices for p in coll.get_paths()])
+    se_max = main_axes(fig).get_ylim()[0]
+    # widest vertex: 1.96 * se_max from zero (to rounding of qnorm)
+    assert np.max(np.abs(verts[:, 0])) == pytest.approx(1.959963984540054 * se_max, rel=1e-9)
+
+
+def test_funnel_log_scale(bcg: am.PoolResult) -> None:
+    fig = funnel(bcg)
+    assert main_axes(fig).get_xscale() == "log"
+
+
+def test_plot_module_not_imported_by_package() -> None:
+    code = (
+        "import sys, alliance_meta; "
+        "print('matplotlib' in sys.modules, 'alliance_meta.plot' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == ["False", "False"]
+
+
+def test_missing_matplotlib_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    import alliance_meta.plot as plot_mod
+
+    real_import = builtins.__import__
+
+    def fake_import(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "matplotlib" or name.startswith("matplotlib."):
+            raise ImportError("No module named 'matplotlib'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    with pytest.raises(ImportError, match=r"alliance_meta\[plot\]"):
+        plot_mod.forest(am.random_effects(yi=[0.1, 0.2], vi=[0.01, 0.02]))
