@@ -216,8 +216,11 @@ make_metareg <- function(dataset, yi, vi, formula, moddata, file,
 }
 
 ## ---------------------------------------------------------------- bias
-trimfill_block <- function(fit, side = NULL, tau2 = TRUE, what = "") {
-  tf <- tryCatch(if (is.null(side)) trimfill(fit) else trimfill(fit, side = side),
+trimfill_block <- function(fit, side = NULL, tau2 = TRUE, what = "", control = NULL) {
+  targs <- list(fit)
+  if (!is.null(side)) targs$side <- side
+  if (!is.null(control)) targs$control <- control  # forwarded to trimfill's rma() refits
+  tf <- tryCatch(do.call(trimfill, targs),
                  error = function(e) note_fail(paste("trimfill", what), e))
   if (is.null(tf)) return(NULL)
   out <- list(k0 = tf$k0, side = tf$side, estimate = num(tf$beta[1]), se = num(tf$se[1]))
@@ -267,6 +270,9 @@ make_bias <- function(dataset, yi, vi, file) {
          ci_lb = arr(cu$ci.lb), ci_ub = arr(cu$ci.ub), Q = arr(cu$Q), I2 = arr(cu$I2))
   })
   out$trimfill_REML_right <- trimfill_block(re, side = "right", what = "REML right")
+  ## trimfill() forwards `...` (incl. control) to its internal rma() refits;
+  ## without it those refits stop at metafor's default threshold (1e-5)
+  out$trimfill_REML_tight <- trimfill_block(re, what = "REML tight", control = CTL)
   out$egger_mixed_DL <- safe("egger_mixed_DL", {
     r <- regtest(dl); list(statistic = num(r$zval), p_value = num(r$pval))
   })
