@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
@@ -197,8 +198,6 @@ def _write_forest(result: PoolResult | SubgroupResult, path: str, title: str | N
     from alliance_meta.plot import forest
 
     target = Path(path)
-    if target.parent and not target.parent.exists():
-        raise _UsageError(f"cannot write the forest plot: no directory {str(target.parent)!r}")
     if isinstance(result, SubgroupResult):
         fig = forest(result, subgroup_title=result.by.capitalize(), title=title)
     else:
@@ -290,13 +289,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: --level must lie strictly between 0 and 1, got {args.level}",
               file=sys.stderr)  # fmt: skip
         return 2
-    try:
-        if args.command == "demo":
-            return _demo(args, sys.stdout)
-        return _analyze(args, sys.stdout)
-    except (AllianceMetaError, _UsageError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = _show_warning
+        try:
+            if not args.no_plot and args.out is not None:
+                _check_writable(args.out)
+            if args.command == "demo":
+                return _demo(args, sys.stdout)
+            return _analyze(args, sys.stdout)
+        except (AllianceMetaError, _UsageError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Print a warning as one line on standard error (no source line)."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _check_writable(path: str) -> None:
+    """Fail early (before the report) when the plot's directory does not exist."""
+    parent = Path(path).parent
+    if not parent.is_dir():
+        raise _UsageError(f"cannot write the forest plot: no directory {str(parent)!r}")
 
 
 if __name__ == "__main__":
