@@ -304,9 +304,9 @@ def test_plot_module_not_imported_by_package() -> None:
         "import sys, alliance_meta; "
         "print('matplotlib' in sys.modules, 'alliance_meta.plot' in sys.modules)"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout.split()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.split()
     assert out == ["False", "False"]
 
 
