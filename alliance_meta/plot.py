@@ -39,14 +39,16 @@ look symmetric, while data and tick labels are in r or in ratios.  With
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import numpy as np
 from scipy import stats
 
+from alliance_meta._bias import TrimAndFillResult
 from alliance_meta._pooling import PoolResult, random_effects
+from alliance_meta._subgroup import SubgroupResult
 from alliance_meta._transforms import back_transform
 from alliance_meta._types import FloatArray
 
@@ -115,15 +117,6 @@ def _require_matplotlib() -> None:
             "alliance_meta.plot needs matplotlib, which is the optional 'plot' extra: "
             f"{_INSTALL_HINT}"
         ) from exc
-
-
-class SubgroupLike(Protocol):
-    """What :func:`forest` needs from a subgroup result (``alliance_meta`` subgroups)."""
-
-    @property
-    def groups(self) -> Mapping[Any, PoolResult]:
-        """Mapping of subgroup label to its pooled result."""
-        ...
 
 
 # ---------------------------------------------------------------------------
@@ -328,11 +321,8 @@ def _model_name(res: PoolResult) -> str:
     return f"Random-effects model ({res.method})"
 
 
-def _overall_of(result: SubgroupLike) -> PoolResult:
-    """The overall pooled result of a subgroup analysis (refitted if not stored)."""
-    stored = getattr(result, "overall", None)
-    if isinstance(stored, PoolResult):
-        return stored
+def _overall_of(result: SubgroupResult) -> PoolResult:
+    """The overall pooled result of a subgroup analysis: all studies re-pooled."""
     parts = list(result.groups.values())
     first = parts[0]
     yi = np.concatenate([p.yi for p in parts])
@@ -347,16 +337,13 @@ def _overall_of(result: SubgroupLike) -> PoolResult:
     )
 
 
-def _subgroup_test_text(result: SubgroupLike) -> str | None:
-    q = getattr(result, "Q_between", None)
-    df = getattr(result, "Q_between_df", None)
-    p = getattr(result, "Q_between_pvalue", None)
-    if q is None or df is None or p is None:
-        return None
-    return (
-        f"Test for subgroup differences: Q({int(df)}) = {float(q):.2f}, "
-        f"{_minus(_pvalue_text(float(p)))}"
-    )
+def _subgroup_test_text(result: SubgroupResult) -> str:
+    q, df, p = result.Q_between, result.Q_between_df, result.Q_between_pvalue
+    if result.Q_between_df2 is not None:  # F test under a common tau^2 with t-type tests
+        stat = f"F({df}, {result.Q_between_df2}) = {q:.2f}"
+    else:
+        stat = f"Q({df}) = {q:.2f}"
+    return f"Test for subgroup differences: {stat}, {_minus(_pvalue_text(p))}"
 
 
 def _ci_text(scale: _Scale, est: float, lo: float, hi: float, digits: int) -> str:
@@ -365,7 +352,7 @@ def _ci_text(scale: _Scale, est: float, lo: float, hi: float, digits: int) -> st
 
 
 def forest(
-    result: PoolResult | SubgroupLike,
+    result: PoolResult | SubgroupResult,
     *,
     ax: Axes | None = None,
     labels: Sequence[str] | None = None,
@@ -452,10 +439,9 @@ def forest(
     from matplotlib import transforms
     from matplotlib.patches import Polygon
 
-    is_subgroup = not isinstance(result, PoolResult)
-    if is_subgroup:
+    is_subgroup = isinstance(result, SubgroupResult)
+    if isinstance(result, SubgroupResult):
         sub = result
-        assert not isinstance(sub, PoolResult)
         if not sub.groups:
             raise ValueError("the subgroup result has no groups")
         overall = _overall_of(sub)
@@ -463,7 +449,6 @@ def forest(
             (str(name), res) for name, res in sub.groups.items()
         ]
     else:
-        assert isinstance(result, PoolResult)
         overall = result
         blocks = [(None, result)]
 
@@ -514,10 +499,8 @@ def forest(
         )  # fmt: skip
     if show_heterogeneity:
         rows.append(_Row("note", text=_heterogeneity_text(overall)))
-    if is_subgroup:
-        sub_text = _subgroup_test_text(result)  # type: ignore[arg-type]
-        if sub_text is not None:
-            rows.append(_Row("note", text=sub_text))
+    if isinstance(result, SubgroupResult):
+        rows.append(_Row("note", text=_subgroup_test_text(result)))
 
     for r in rows:
         if r.kind in ("study", "group-diamond", "overall", "pi"):
@@ -704,32 +687,11 @@ def forest(
 # ---------------------------------------------------------------------------
 
 
-class TrimFillLike(Protocol):
-    """What :func:`funnel` needs from a trim-and-fill result."""
-
-    @property
-    def k0(self) -> int:
-        """Number of imputed studies."""
-        ...
-
-    @property
-    def result(self) -> PoolResult:
-        """The pooled result of the augmented data."""
-        ...
-
-
-def _filled_data(tf: TrimFillLike) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+def _filled_data(tf: TrimAndFillResult) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
     """``(yi_obs, vi_obs, yi_filled, vi_filled)`` from a trim-and-fill result."""
-    aug = tf.result
-    yi = np.asarray(getattr(tf, "yi", aug.yi), dtype=np.float64)
-    vi = np.asarray(getattr(tf, "vi", aug.vi), dtype=np.float64)
-    filled_attr = getattr(tf, "filled", None)
-    if filled_attr is not None and np.asarray(filled_attr).shape == yi.shape:
-        mask = np.asarray(filled_attr, dtype=bool)
-    else:  # the imputed studies are appended after the observed ones
-        mask = np.zeros(yi.shape, dtype=bool)
-        if tf.k0 > 0:
-            mask[-tf.k0 :] = True
+    yi = np.asarray(tf.yi, dtype=np.float64)
+    vi = np.asarray(tf.vi, dtype=np.float64)
+    mask = np.asarray(tf.filled, dtype=np.bool_)
     return yi[~mask], vi[~mask], yi[mask], vi[mask]
 
 
@@ -738,7 +700,7 @@ def funnel(
     *,
     ax: Axes | None = None,
     contours: bool | Sequence[float] = False,
-    trim_and_fill: TrimFillLike | None = None,
+    trim_and_fill: TrimAndFillResult | None = None,
     transform: bool = True,
     level: float = 0.95,
     title: str | None = None,
