@@ -34,6 +34,7 @@ Viechtbauer, W. (2010). Conducting meta-analyses in R with the metafor package.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -76,6 +77,12 @@ CHUNK_ROWS = 16384
 
 _EPS = float(np.finfo(np.float64).eps)
 
+# Internal levels of Kernel.weighted for the intercept-only kernel: only the
+# coefficients (no Q), and Q with the weight moments S2, S3 (traces of P) but not
+# the residual moments y'PPy, y'PPPy that only the likelihood/Q-root searches need.
+_BETA_ONLY = -1.0
+_LIGHT = 0.5
+
 
 def _rowdot(a: FloatArray, b: FloatArray) -> FloatArray:
     """Row-wise inner product ``sum(a * b, axis=1)``."""
@@ -109,6 +116,15 @@ def _chi2_sf(x: FloatArray, df: FloatArray | float) -> FloatArray:
     """
     x = np.asarray(x, dtype=np.float64)
     d = np.broadcast_to(np.asarray(df, dtype=np.float64), x.shape)
+    if x.size and x.ndim == 1:
+        d0 = float(d[0])
+        if (
+            1 <= d0 <= _CHI2_SERIES_MAXDF
+            and d0 == math.floor(d0)
+            and bool((d == d0).all())
+            and bool((x <= 1200).all())
+        ):
+            return _chi2_sf_int(x, int(d0))
     out = np.empty(x.shape)
     with np.errstate(invalid="ignore"):
         ok = (d >= 1) & (d <= _CHI2_SERIES_MAXDF) & (d == np.floor(d)) & (x >= 0) & (x <= 1200)
@@ -137,6 +153,23 @@ def _chi2_sf(x: FloatArray, df: FloatArray | float) -> FloatArray:
     if xs is x:
         return np.asarray(res, dtype=np.float64)
     out[ok] = res
+    return out
+
+
+def _chi2_sf_int(x: FloatArray, df: int) -> FloatArray:
+    """:func:`_chi2_sf` for one integer ``1 <= df <= 64`` and ``x <= 1200`` (NaN passes)."""
+    h = 0.5 * x
+    odd = df % 2 == 1
+    a = 0.5 if odd else 0.0
+    term = 2.0 * np.sqrt(h / np.pi) if odd else np.ones_like(h)
+    total = term.copy() if df // 2 > 0 else np.zeros_like(h)
+    for j in range(1, df // 2):
+        term = term * (h / (j + a))
+        total += term
+    res = np.exp(-h) * total
+    if odd:
+        res += spc.erfc(np.sqrt(h))
+    out: FloatArray = np.where(x < 0, np.nan, res) if bool((x < 0).any()) else res
     return out
 
 
@@ -182,7 +215,7 @@ class Kernel:
     p: int = field(init=False)
     # Cache of weighted() results: the last τ² (with its level) and τ² = 0, which
     # the estimators, heterogeneity() and the final fit all ask for again.
-    _cache: dict[str, tuple[FloatArray, int, Stats]] = field(
+    _cache: dict[str, tuple[FloatArray, float, Stats]] = field(
         init=False, repr=False, compare=False, default_factory=dict
     )
     _vmin: FloatArray | None = field(init=False, repr=False, compare=False, default=None)
@@ -220,7 +253,7 @@ class Kernel:
         return self.X
 
     # -- weighted quantities -------------------------------------------------
-    def weighted(self, tau2: FloatArray, level: int = 0) -> Stats:
+    def weighted(self, tau2: FloatArray, level: float = 0) -> Stats:
         """Quantities of ``P`` with weights ``1 / (v + tau2)``.
 
         ``level`` 0 gives the fit (beta, vb, Q); 1 adds what the likelihood and
@@ -236,20 +269,21 @@ class Kernel:
         if self.X is None:
             st = self._weighted_io(tau2, level)
         else:
+            level = 1 if level == _LIGHT else max(level, 0)
             w = np.add(self.V, tau2[:, None])
             np.divide(1.0, w, out=w)
             st = self._weighted_general(w, level)
         self._cache[slot] = (tau2.copy(), level, st)
         return st
 
-    def _weighted_io(self, tau2: FloatArray, level: int) -> Stats:
+    def _weighted_io(self, tau2: FloatArray, level: float) -> Stats:
         # Work study-major, on ``(n, m)`` transposes: broadcasting a per-analysis
         # value and summing over studies are then passes over contiguous length-m
         # vectors instead of numpy inner loops over a dozen studies per row.
         # kernel_from_padded stores Y and V so that these transposes are contiguous.
         YT, VT = self.Y.T, self.V.T
         n, m = YT.shape
-        nb = 2 if level == 0 else 7
+        nb = 2 if level <= 0 else (4 if level == _LIGHT else 7)
         B = np.empty((nb, n, m))
         w = np.add(VT, tau2)
         np.divide(1.0, w, out=w)
@@ -260,21 +294,29 @@ class Kernel:
         mu = r[1] / S1
         e = np.subtract(YT, mu, out=B[0])
         we = np.multiply(w, e, out=B[1])
+        if level == _BETA_ONLY:
+            return Stats(S1=S1, Q=np.full(m, np.nan), beta=mu[:, None], vb=(1.0 / S1)[:, None, None])
         if level == 0:
             Q = np.multiply(we, e, out=B[0]).sum(axis=0)
             return Stats(S1=S1, Q=Q, beta=mu[:, None], vb=(1.0 / S1)[:, None, None])
         np.multiply(we, e, out=B[2])  # w e^2
         np.multiply(w, w, out=B[3])  # w^2
-        np.multiply(B[3], w, out=B[4])  # w^3
-        np.multiply(we, we, out=B[5])  # w^2 e^2
-        np.multiply(B[3], e, out=B[6])  # w^2 e
-        np.multiply(B[5], w, out=B[0])  # w^3 e^2
-        Sw3e2, _, Q, S2, S3, yPPy, Sw2e = B.sum(axis=1)
-        st = Stats(S1=S1, Q=Q, beta=mu[:, None], vb=(1.0 / S1)[:, None, None])
-        st.S2 = S2
-        st.yPPy = yPPy
-        # y'PPPy = sum w^3 e^2 - (sum w^2 e)^2 / S1
-        st.yPPPy = Sw3e2 - Sw2e**2 / S1
+        if level == _LIGHT:
+            np.multiply(B[3], w, out=B[1])  # w^3
+            _, S3, Q, S2 = B.sum(axis=1)
+            st = Stats(S1=S1, Q=Q, beta=mu[:, None], vb=(1.0 / S1)[:, None, None])
+            st.S2 = S2
+        else:
+            np.multiply(B[3], w, out=B[4])  # w^3
+            np.multiply(we, we, out=B[5])  # w^2 e^2
+            np.multiply(B[3], e, out=B[6])  # w^2 e
+            np.multiply(B[5], w, out=B[0])  # w^3 e^2
+            Sw3e2, _, Q, S2, S3, yPPy, Sw2e = B.sum(axis=1)
+            st = Stats(S1=S1, Q=Q, beta=mu[:, None], vb=(1.0 / S1)[:, None, None])
+            st.S2 = S2
+            st.yPPy = yPPy
+            # y'PPPy = sum w^3 e^2 - (sum w^2 e)^2 / S1
+            st.yPPPy = Sw3e2 - Sw2e**2 / S1
         st.trP = S1 - S2 / S1
         st.trPP = S2 - 2.0 * S3 / S1 + (S2 / S1) ** 2
         # Those closed forms cancel catastrophically when one weight dominates
@@ -690,7 +732,7 @@ def estimate_tau2(kern: Kernel, method: CoreMethod) -> Tau2Result:
 
     with np.errstate(divide="ignore", invalid="ignore"):
         if method in ("DL", "HS", "HSk"):
-            st = kern.weighted(zeros, 1)
+            st = kern.weighted(zeros, _LIGHT)
             assert st.trP is not None and st.trPP is not None
             if method == "DL":
                 raw = (st.Q - dfr) / st.trP
@@ -742,7 +784,7 @@ def estimate_tau2(kern: Kernel, method: CoreMethod) -> Tau2Result:
                 d = _df_resid(K)
                 return np.asarray(sps.chi2.ppf(0.5, d), dtype=np.float64) if method == "PMM" else d
 
-            st0 = kern.weighted(zeros, 1)
+            st0 = kern.weighted(zeros, _LIGHT)
             assert st0.trP is not None
             dl = np.maximum((st0.Q - dfr) / st0.trP, 0.0)
             tau2, it, conv = _q_root(kern, target, dl)
@@ -811,7 +853,7 @@ def heterogeneity(
 ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
     """``(QE, QE_df, QE_p, I2, H2, vt)`` as in metafor (typical variance ``(k-p)/tr(P)``)."""
     dfr = _df_resid(kern)
-    st = kern.weighted(np.zeros(kern.m), 1)
+    st = kern.weighted(np.zeros(kern.m), _LIGHT)
     assert st.trP is not None
     with np.errstate(divide="ignore", invalid="ignore"):
         QE = np.maximum(st.Q, 0.0)
@@ -861,7 +903,8 @@ def fit_given_tau2(
     """The fixed-effects part of the fit for given τ² values."""
     m, p = kern.m, kern.p
     tau2 = est.tau2
-    st = kern.weighted(tau2, 0)
+    # Q at τ² is needed by the Knapp-Hartung scaling only
+    st = kern.weighted(tau2, 0 if test in ("knha", "adhoc") else _BETA_ONLY)
     beta, vb = st.beta + _center_shift(kern), st.vb
     dfr = _df_resid(kern)
     single = kern.k <= 1
@@ -1009,7 +1052,7 @@ def qprofile(kern: Kernel, level: float = 0.95) -> QProfile:
             return np.asarray(q, dtype=np.float64)
 
         # start at the DL-type moment solution of Q(t) = target
-        st0 = kern.weighted(zeros, 1)
+        st0 = kern.weighted(zeros, _LIGHT)
         assert st0.trP is not None
         with np.errstate(divide="ignore", invalid="ignore"):
             t0 = np.maximum((st0.Q - target(kern)) / st0.trP, 0.0)

@@ -9,9 +9,11 @@ classes.  The scalar functions are the m = 1 case of the same core call that
 from __future__ import annotations
 
 import math
+import os
 import warnings
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import numpy as np
@@ -569,6 +571,7 @@ class _ManyData:
     long_y: FloatArray | None
     long_v: FloatArray | None
     layout: _core.RaggedLayout | None
+    grouped: _GroupedLong | None = None
 
 
 @attrs.frozen
@@ -611,8 +614,10 @@ class ManyPoolResult:
         lv = self.level if level is None else check_level(level)
         parts = []
         order_parts = []
-        for kern, rows in _iter_kernels(self._data):
-            parts.append(_core.qprofile(kern, lv))
+        for (_, rows), qp_part in _map_chunks(
+            lambda kr: _core.qprofile(kr[0], lv), _iter_kernels(self._data)
+        ):
+            parts.append(qp_part)
             order_parts.append(rows)
         qp = _core.concat_qprofiles(parts)
         order = np.concatenate(order_parts)
@@ -658,17 +663,129 @@ class ManyPoolResult:
         return frame
 
 
+#: Target number of cells (analyses x studies) per chunk: large enough that numpy's
+#: per-call overhead is negligible, small enough that a chunk's temporaries stay in
+#: cache (see docs/benchmarks.rst).
+CHUNK_CELLS = 131072
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def _n_threads() -> int:
+    """Worker threads for chunked pooling (``ALLIANCE_META_NUM_THREADS``, default: CPUs)."""
+    env = os.environ.get("ALLIANCE_META_NUM_THREADS")
+    if env:
+        return max(1, int(env))
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+def _map_chunks(fn: Callable[[_T], _R], items: Iterable[_T]) -> Iterator[tuple[_T, _R]]:
+    """``(item, fn(item))`` in order, on a few threads with a bounded number in flight.
+
+    numpy and BLAS release the GIL inside their loops, so chunks pool in parallel;
+    at most two chunks per thread are materialised at a time, keeping memory flat.
+    """
+    nt = _n_threads()
+    if nt == 1:
+        for it in items:
+            yield it, fn(it)
+        return
+    with ThreadPoolExecutor(max_workers=nt) as ex:
+        pending: list[tuple[_T, Future[_R]]] = []
+        for it in items:
+            pending.append((it, ex.submit(fn, it)))
+            if len(pending) >= 2 * nt:
+                first, fut = pending.pop(0)
+                yield first, fut.result()
+        for it, fut in pending:
+            yield it, fut.result()
+
+
+def _chunk_rows(width: int) -> int:
+    return max(1, min(_core.CHUNK_ROWS, CHUNK_CELLS // max(width, 1)))
+
+
+@attrs.frozen
+class _GroupedLong:
+    """Long-format rows sorted by (group size, group code), ready to slice into chunks."""
+
+    y: FloatArray  # values in sorted order
+    v: FloatArray
+    groups: npt.NDArray[np.int64]  # group codes in by-size order
+    sizes: npt.NDArray[np.int64]  # their sizes
+    starts: npt.NDArray[np.int64]  # first sorted row of each group (len G + 1)
+
+
+def _group_long(y: FloatArray, v: FloatArray, codes: npt.NDArray[np.int64], G: int) -> _GroupedLong:
+    """Sort long-format rows by (size of their group, group code, original position).
+
+    One ``np.sort`` of a combined int64 key replaces a stable argsort (which numpy
+    runs as a much slower merge sort); groups of equal size end up adjacent, so most
+    chunks are plain reshapes of a contiguous slice.
+    """
+    N = codes.size
+    counts = np.bincount(codes, minlength=G).astype(np.int64)
+    by_size = np.argsort(counts, kind="stable").astype(np.int64)
+    rank = np.empty(G, dtype=np.int64)
+    rank[by_size] = np.arange(G, dtype=np.int64)
+    if G * N < 2**62:
+        key = rank[codes] * N + np.arange(N, dtype=np.int64)
+        key.sort()
+        order = key % N
+    else:  # pragma: no cover - astronomically large inputs
+        order = np.argsort(rank[codes], kind="stable")
+    sizes = counts[by_size]
+    starts = np.zeros(G + 1, dtype=np.int64)
+    np.cumsum(sizes, out=starts[1:])
+    return _GroupedLong(y[order], v[order], by_size, sizes, starts)
+
+
+def _iter_grouped(gl: _GroupedLong) -> Iterator[tuple[_core.Kernel, npt.NDArray[np.int64]]]:
+    G = gl.groups.size
+    i = 0
+    while i < G:
+        width = int(gl.sizes[i])
+        j = min(G, i + _chunk_rows(width))
+        # groups are sorted by size: close the chunk where padding to the largest
+        # group would exceed twice the chunk's cells
+        if gl.sizes[j - 1] != width:
+            cells = gl.starts[i + 1 : j + 1] - gl.starts[i]
+            rows = np.arange(1, j - i + 1)
+            ok = rows * gl.sizes[i:j] <= 2 * cells + 4096
+            if not ok.all():
+                j = i + max(1, int(np.argmin(ok)))
+        a, b = int(gl.starts[i]), int(gl.starts[j])
+        sz = gl.sizes[i:j]
+        w = int(sz[-1])
+        if int(sz[0]) == w:
+            Y = gl.y[a:b].reshape(j - i, w)
+            V = gl.v[a:b].reshape(j - i, w)
+        else:
+            row = np.repeat(np.arange(j - i), sz)
+            pos = np.arange(b - a) - np.repeat(gl.starts[i:j] - a, sz)
+            Y = np.full((j - i, w), np.nan)
+            V = np.full((j - i, w), np.nan)
+            Y[row, pos] = gl.y[a:b]
+            V[row, pos] = gl.v[a:b]
+        yield _core.kernel_from_padded(Y, V), gl.groups[i:j]
+        i = j
+
+
 def _iter_kernels(data: _ManyData) -> Iterable[tuple[_core.Kernel, npt.NDArray[np.int64]]]:
     """Kernels of consecutive chunks with the analysis indices they hold."""
     if data.padded_y is not None:
         assert data.padded_v is not None
-        m = data.padded_y.shape[0]
-        for start in range(0, m, _core.CHUNK_ROWS):
-            stop = min(start + _core.CHUNK_ROWS, m)
+        m, n = data.padded_y.shape
+        step = _chunk_rows(n)
+        for start in range(0, m, step):
+            stop = min(start + step, m)
             kern = _core.kernel_from_padded(
                 data.padded_y[start:stop], data.padded_v[start:stop]
             )
             yield kern, np.arange(start, stop, dtype=np.int64)
+    elif data.grouped is not None:
+        yield from _iter_grouped(data.grouped)
     else:
         assert data.layout is not None and data.long_y is not None and data.long_v is not None
         for grp, rows_idx in data.layout.chunks:
@@ -712,6 +829,51 @@ def _validate_padded(Y: FloatArray, V: FloatArray) -> None:
         i = int(np.argmax(empty))
         raise InvalidStudyError("analysis has no studies (empty group)", study=f"analysis {i}",
                                 field="yi")
+
+
+def _factorize(g: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], npt.NDArray[np.int64]]:
+    """Sorted unique labels and the code of each row (``np.unique(..., return_inverse)``).
+
+    Non-negative integer labels of moderate range take an O(n) path through
+    ``bincount`` instead of a sort.
+    """
+    if g.size and g.dtype.kind in "iu":
+        lo, hi = int(g.min()), int(g.max())
+        if lo >= 0 and hi < 4 * g.size + 1024:
+            present = np.bincount(g, minlength=hi + 1) > 0
+            labels = np.flatnonzero(present).astype(g.dtype)
+            remap = np.cumsum(present, dtype=np.int64) - 1
+            return labels, remap[g]
+    labels, codes = np.unique(g, return_inverse=True)
+    return labels, codes.astype(np.int64).reshape(-1)
+
+
+#: CoreFit fields that ManyPoolResult keeps (first column of the (m, p) ones).
+_MANY_FIELDS = (
+    "beta", "se", "statistic", "pvalue", "ci_low", "ci_high", "df", "pi_low", "pi_high",
+    "tau2", "tau2_se", "QE", "QE_df", "QE_pvalue", "I2", "H2", "k", "iterations", "converged",
+)
+
+
+def _fit_chunks(
+    data: _ManyData, m: int, method: _core.CoreMethod, test: _core.CoreTest, level: float
+) -> dict[str, npt.NDArray[Any]]:
+    """Fit every chunk (on a few threads) and scatter the kept fields into m-arrays."""
+    out: dict[str, npt.NDArray[Any]] = {}
+    for (_, rows), part in _map_chunks(
+        lambda kr: _core.fit(kr[0], method, test, level), _iter_kernels(data)
+    ):
+        for name in _MANY_FIELDS:
+            val = getattr(part, name)
+            if val.ndim == 2:
+                val = val[:, 0]
+            if name not in out:
+                out[name] = np.empty(m, dtype=val.dtype)
+            if rows.size and int(rows[-1]) - int(rows[0]) == rows.size - 1:
+                out[name][int(rows[0]) : int(rows[-1]) + 1] = val  # consecutive rows
+            else:
+                out[name][rows] = val
+    return out
 
 
 def pool_many(
@@ -760,7 +922,14 @@ def pool_many(
                 "pool_many needs 2-D (n_analyses, n_studies) arrays or 1-D arrays with groups",
                 field="yi",
             )
-        _validate_padded(y, v)
+        if not (
+            y.shape == v.shape
+            and y.size > 0
+            and bool(np.isfinite(y).all())
+            and bool(np.isfinite(v).all())
+            and float(v.min()) > 0
+        ):  # the quick checks pass for complete data; otherwise locate the problem
+            _validate_padded(y, v)
         data = _ManyData(y, v, None, None, None)
         labels: npt.NDArray[Any] = np.arange(y.shape[0])
         m = y.shape[0]
@@ -773,18 +942,12 @@ def pool_many(
                 f"lengths differ: yi {y.size}, vi {v.size}, groups {g.size}", field="groups"
             )
         validate_studies(y, v)
-        labels, codes = np.unique(g, return_inverse=True)
+        labels, codes = _factorize(g)
         m = labels.size
-        layout = _core.ragged_layout(codes.astype(np.int64), m)
-        data = _ManyData(None, None, y, v, layout)
+        data = _ManyData(None, None, y, v, None, _group_long(y, v, codes, m))
 
-    fits: list[_core.CoreFit] = []
-    orders: list[npt.NDArray[np.int64]] = []
-    for kern, rows in _iter_kernels(data):
-        fits.append(_core.fit(kern, core_method, core_test, lv))
-        orders.append(rows)
-    fit = _core.permute_rows(_core.concat_fits(fits), np.concatenate(orders).astype(np.intp))
-    n_bad = int((~fit.converged).sum())
+    fit = _fit_chunks(data, m, core_method, core_test, lv)
+    n_bad = int((~fit["converged"]).sum())
     if n_bad:
         warnings.warn(
             f"the {core_method} estimator did not converge for {n_bad} of {m} analyses "
@@ -792,31 +955,31 @@ def pool_many(
             ConvergenceWarning,
             stacklevel=2,
         )
-    if (fit.k == 1).any():
+    if (fit["k"] == 1).any():
         warnings.warn(
-            f"{int((fit.k == 1).sum())} analyses have k = 1: tau^2 is 0 and inference uses z",
+            f"{int((fit['k'] == 1).sum())} analyses have k = 1: tau^2 is 0 and inference uses z",
             FewStudiesWarning,
             stacklevel=2,
         )
     return ManyPoolResult(
         groups=labels,
-        estimate=fit.beta[:, 0],
-        se=fit.se[:, 0],
-        statistic=fit.statistic[:, 0],
-        pvalue=fit.pvalue[:, 0],
-        df=fit.df,
-        ci=IntervalArray(fit.ci_low[:, 0], fit.ci_high[:, 0]),
-        pi=IntervalArray(fit.pi_low, fit.pi_high),
-        tau2=fit.tau2,
-        tau2_se=fit.tau2_se,
-        Q=fit.QE,
-        Q_df=fit.QE_df,
-        Q_pvalue=fit.QE_pvalue,
-        I2=fit.I2,
-        H2=fit.H2,
-        k=fit.k,
-        iterations=fit.iterations,
-        converged=fit.converged,
+        estimate=fit["beta"],
+        se=fit["se"],
+        statistic=fit["statistic"],
+        pvalue=fit["pvalue"],
+        df=fit["df"],
+        ci=IntervalArray(fit["ci_low"], fit["ci_high"]),
+        pi=IntervalArray(fit["pi_low"], fit["pi_high"]),
+        tau2=fit["tau2"],
+        tau2_se=fit["tau2_se"],
+        Q=fit["QE"],
+        Q_df=fit["QE_df"],
+        Q_pvalue=fit["QE_pvalue"],
+        I2=fit["I2"],
+        H2=fit["H2"],
+        k=fit["k"],
+        iterations=fit["iterations"],
+        converged=fit["converged"],
         method=core_method,
         test=core_test,
         level=lv,
