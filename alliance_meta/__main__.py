@@ -157,12 +157,11 @@ def _report(
 
     _section(out, "Small-study effects (Egger's regression test)")
     if res.k >= 3:
-        eg = egger_test(res)
-        stat = "z" if eg.df is None else f"t({eg.df:g})"
+        eg = egger_test(res, model="lm")
         print(
-            f"{stat} = {eg.statistic:.3f}, p = {eg.pvalue:.4g} "
-            f"(mixed-effects model with the standard error as predictor, as metafor's "
-            "regtest)",
+            f"t({eg.df:g}) = {eg.statistic:.3f}, p = {eg.pvalue:.4g}, limit estimate "
+            f"{eg.intercept:.4f} (classical weighted regression of the effects on their "
+            "standard errors; metafor's regtest(model = \"lm\"))",
             file=out,
         )
     else:
