@@ -901,6 +901,25 @@ def fit_given_tau2(
     btt: npt.NDArray[np.intp] | None = None,
 ) -> CoreFit:
     """The fixed-effects part of the fit for given τ² values."""
+    return _fit_given_tau2(kern, est, method, test, level, btt, omnibus=True)
+
+
+def _fit_many(kern: Kernel, method: CoreMethod, test: CoreTest, level: float) -> CoreFit:
+    """:func:`fit` for ``pool_many``: the omnibus test (QM), which repeats the z or t
+    test of the intercept-only model and is not reported there, is left NaN."""
+    est = estimate_tau2(kern, method)
+    return _fit_given_tau2(kern, est, method, test, level, None, omnibus=False)
+
+
+def _fit_given_tau2(
+    kern: Kernel,
+    est: Tau2Result,
+    method: CoreMethod,
+    test: CoreTest,
+    level: float,
+    btt: npt.NDArray[np.intp] | None,
+    omnibus: bool,
+) -> CoreFit:
     m, p = kern.m, kern.p
     tau2 = est.tau2
     # Q at τ² is needed by the Knapp-Hartung scaling only
@@ -936,22 +955,25 @@ def fit_given_tau2(
 
         if btt is None:
             btt = np.arange(1, p) if p > 1 else np.arange(1)
-        b = beta[:, btt]
-        vsub = vb[:, btt[:, None], btt[None, :]]
-        if btt.size == 1:
-            # 1x1 system: b^2 / v, NaN where v == 0 (singular, metafor's NA)
-            v11 = vsub[:, 0, 0]
-            QM = np.where(v11 != 0, b[:, 0] * (b[:, 0] / v11), np.nan)
-        else:
-            QM = np.einsum("mi,mi->m", b, _solve_or_nan(vsub, b))
         q = float(btt.size)
-        if t_based:
-            QM = QM / q
-            QM_df2 = np.where(single, np.nan, dfr)
-            QMp = np.asarray(sps.f.sf(QM, q, QM_df2), dtype=np.float64)
+        if not omnibus:
+            QM = QMp = QM_df2 = np.full(m, np.nan)
         else:
-            QM_df2 = np.full(m, np.nan)
-            QMp = _chi2_sf(QM, q)
+            b = beta[:, btt]
+            vsub = vb[:, btt[:, None], btt[None, :]]
+            if btt.size == 1:
+                # 1x1 system: b^2 / v, NaN where v == 0 (singular, metafor's NA)
+                v11 = vsub[:, 0, 0]
+                QM = np.where(v11 != 0, b[:, 0] * (b[:, 0] / v11), np.nan)
+            else:
+                QM = np.einsum("mi,mi->m", b, _solve_or_nan(vsub, b))
+            if t_based:
+                QM = QM / q
+                QM_df2 = np.where(single, np.nan, dfr)
+                QMp = np.asarray(sps.f.sf(QM, q, QM_df2), dtype=np.float64)
+            else:
+                QM_df2 = np.full(m, np.nan)
+                QMp = _chi2_sf(QM, q)
 
         QE, QE_df, QEp, I2, H2, vt = heterogeneity(kern, tau2, method == "EE")
         half = np.sqrt(se[:, 0] ** 2 + tau2)

@@ -861,7 +861,7 @@ def _fit_chunks(
     """Fit every chunk (on a few threads) and scatter the kept fields into m-arrays."""
     out: dict[str, npt.NDArray[Any]] = {}
     for (_, rows), part in _map_chunks(
-        lambda kr: _core.fit(kr[0], method, test, level), _iter_kernels(data)
+        lambda kr: _core._fit_many(kr[0], method, test, level), _iter_kernels(data)
     ):
         for name in _MANY_FIELDS:
             val = getattr(part, name)
