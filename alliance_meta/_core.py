@@ -269,7 +269,7 @@ class Kernel:
         if self.X is None:
             st = self._weighted_io(tau2, level)
         else:
-            level = 1 if level == _LIGHT else max(level, 0)
+            level = 1 if level == _LIGHT else max(int(level), 0)
             w = np.add(self.V, tau2[:, None])
             np.divide(1.0, w, out=w)
             st = self._weighted_general(w, level)
@@ -292,10 +292,11 @@ class Kernel:
         r = B[:2].sum(axis=1)
         S1 = r[0]
         mu = r[1] / S1
+        if level == _BETA_ONLY:
+            nan = np.full(m, np.nan)
+            return Stats(S1=S1, Q=nan, beta=mu[:, None], vb=(1.0 / S1)[:, None, None])
         e = np.subtract(YT, mu, out=B[0])
         we = np.multiply(w, e, out=B[1])
-        if level == _BETA_ONLY:
-            return Stats(S1=S1, Q=np.full(m, np.nan), beta=mu[:, None], vb=(1.0 / S1)[:, None, None])
         if level == 0:
             Q = np.multiply(we, e, out=B[0]).sum(axis=0)
             return Stats(S1=S1, Q=Q, beta=mu[:, None], vb=(1.0 / S1)[:, None, None])
@@ -336,7 +337,7 @@ class Kernel:
             st.trPVPV, st.trPVP = _stable_v_traces(wf, Vz, S1)
         return st
 
-    def _weighted_general(self, w: FloatArray, level: int) -> Stats:
+    def _weighted_general(self, w: FloatArray, level: float) -> Stats:
         X = self._Xfull()
         XtW = np.swapaxes(X, 1, 2) * w[:, None, :]  # (m, p, n)
         A = XtW @ X  # (m, p, p)

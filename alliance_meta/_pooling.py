@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
@@ -794,6 +794,19 @@ def _iter_kernels(data: _ManyData) -> Iterable[tuple[_core.Kernel, npt.NDArray[n
             yield _core.kernel_from_padded(Y, V), grp
 
 
+def _prepare_padded(y: FloatArray, v: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Validated 2-D input (quick checks for complete data, else locate the problem)."""
+    if not (
+        y.shape == v.shape
+        and y.size > 0
+        and bool(np.isfinite(y).all())
+        and bool(np.isfinite(v).all())
+        and float(v.min()) > 0
+    ):
+        _validate_padded(y, v)
+    return y, v
+
+
 def _validate_padded(Y: FloatArray, V: FloatArray) -> None:
     if Y.shape != V.shape:
         raise InvalidStudyError(f"yi has shape {Y.shape} but vi has shape {V.shape}", field="vi")
@@ -831,6 +844,12 @@ def _validate_padded(Y: FloatArray, V: FloatArray) -> None:
                                 field="yi")
 
 
+def _is_dask(obj: object) -> bool:
+    """dask collections, detected without importing dask."""
+    mod = type(obj).__module__
+    return mod.split(".")[0] in ("dask", "dask_expr")
+
+
 def _factorize(g: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], npt.NDArray[np.int64]]:
     """Sorted unique labels and the code of each row (``np.unique(..., return_inverse)``).
 
@@ -863,13 +882,18 @@ def _fit_chunks(
     for (_, rows), part in _map_chunks(
         lambda kr: _core._fit_many(kr[0], method, test, level), _iter_kernels(data)
     ):
+        consecutive = bool(
+            rows.size
+            and int(rows[-1]) - int(rows[0]) == rows.size - 1
+            and (np.diff(rows) == 1).all()
+        )
         for name in _MANY_FIELDS:
             val = getattr(part, name)
             if val.ndim == 2:
                 val = val[:, 0]
             if name not in out:
                 out[name] = np.empty(m, dtype=val.dtype)
-            if rows.size and int(rows[-1]) - int(rows[0]) == rows.size - 1:
+            if consecutive:
                 out[name][int(rows[0]) : int(rows[-1]) + 1] = val  # consecutive rows
             else:
                 out[name][rows] = val
@@ -907,6 +931,11 @@ def pool_many(
 
     Notes
     -----
+    dask input (the ``dask`` extra) -- a 2-D dask array chunked along rows, or dask
+    Series ``yi``, ``vi``, ``groups`` of one DataFrame partitioned so that no analysis
+    spans two partitions -- returns a lazy
+    :class:`alliance_meta._dask.DaskPoolResult` computed blockwise by the same core.
+
     Row ``i`` equals ``random_effects(yi=..., vi=...)`` on that analysis alone (the
     scalar API is the m = 1 case of the same core).  Data are processed in chunks
     of rows, ragged groups sorted by size so padding stays below twice the data.
@@ -914,6 +943,12 @@ def pool_many(
     core_method = check_method(method)
     core_test = check_test(test)
     lv = check_level(level)
+    if _is_dask(yi):
+        from alliance_meta._dask import pool_many_dask
+
+        return pool_many_dask(  # type: ignore[return-value]
+            yi, vi, groups, method=core_method, test=core_test, level=lv
+        )
     y = as_float_array(yi, "yi")
     v = as_float_array(vi, "vi")
     if groups is None:
@@ -922,14 +957,7 @@ def pool_many(
                 "pool_many needs 2-D (n_analyses, n_studies) arrays or 1-D arrays with groups",
                 field="yi",
             )
-        if not (
-            y.shape == v.shape
-            and y.size > 0
-            and bool(np.isfinite(y).all())
-            and bool(np.isfinite(v).all())
-            and float(v.min()) > 0
-        ):  # the quick checks pass for complete data; otherwise locate the problem
-            _validate_padded(y, v)
+        y, v = _prepare_padded(y, v)
         data = _ManyData(y, v, None, None, None)
         labels: npt.NDArray[Any] = np.arange(y.shape[0])
         m = y.shape[0]

@@ -1,0 +1,189 @@
+"""pool_many (vectorised, chunked, threaded) against a loop of the scalar API.
+
+The scalar ``random_effects`` is the m = 1 call of the same core, so agreement is
+limited only by floating-point summation order (chunking, padding and the study-major
+layout change which terms are added together), hence the tolerances below.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import alliance_meta as am
+from alliance_meta import _core
+from alliance_meta._pooling import pool_many
+
+METHODS = ["EE", "DL", "HE", "HS", "HSk", "SJ", "ML", "REML", "EB", "PM", "PMM"]
+# τ² and estimates agree to 1e-10: the iterative estimators stop at 1e-10 relative
+# step size, and two paths that sum in a different order can stop one Newton step
+# apart; closed-form estimators agree to a few ulps.
+RTOL = 1e-10
+ATOL = 1e-12  # absolute floor for quantities that are exactly 0 on one side (τ² = 0)
+
+
+def _ragged(seed: int, G: int = 300) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    # very unequal group sizes including k = 1 and k = 2
+    sizes = rng.choice([1, 2, 3, 5, 12, 40, 150], size=G, p=[0.1, 0.15, 0.2, 0.2, 0.2, 0.1, 0.05])
+    labels = rng.permutation(G) * 3 + 7  # non-contiguous integer labels
+    g = np.repeat(labels, sizes)
+    n = g.size
+    v = rng.uniform(0.005, 0.3, n) * rng.choice([1.0, 10.0], n)
+    tau = rng.choice([0.0, 0.1, 0.4], G)
+    mu = rng.normal(0.2, 1, G).repeat(sizes) * 0.3
+    y = mu + rng.normal(0, np.repeat(tau, sizes)) + rng.normal(0, np.sqrt(v))
+    perm = rng.permutation(n)
+    return y[perm], v[perm], g[perm]
+
+
+def _scalar(y: np.ndarray, v: np.ndarray, method: str) -> am.PoolResult:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return am.random_effects(yi=y, vi=v, method=method)  # type: ignore[arg-type]
+
+
+def _close(a: np.ndarray, b: np.ndarray) -> None:
+    np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_ragged_equals_scalar_loop(method: str) -> None:
+    y, v, g = _ragged(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = pool_many(y, v, g, method=method)  # type: ignore[arg-type]
+    assert np.array_equal(res.groups, np.unique(g))
+    for i, lab in enumerate(res.groups):
+        sel = g == lab
+        ref = _scalar(y[sel], v[sel], method)
+        assert res.k[i] == ref.k
+        _close(np.array([res.tau2[i], res.estimate[i], res.se[i], res.Q[i], res.I2[i]]),
+               np.array([ref.tau2, ref.estimate, ref.se, ref.Q, ref.I2]))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_nan_padded_equals_scalar_loop(method: str) -> None:
+    rng = np.random.default_rng(2)
+    m, n = 200, 15
+    v = rng.uniform(0.01, 0.2, (m, n))
+    y = rng.normal(0, 0.4, (m, n))
+    kk = rng.integers(1, n + 1, m)
+    absent = np.arange(n)[None, :] >= kk[:, None]
+    # scatter the absences so they are not all trailing
+    for i in range(m):
+        absent[i] = rng.permutation(absent[i])
+    y[absent] = np.nan
+    v[absent] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = pool_many(y, v, method=method)  # type: ignore[arg-type]
+    for i in range(m):
+        keep = ~absent[i]
+        ref = _scalar(y[i, keep], v[i, keep], method)
+        _close(np.array([res.tau2[i], res.estimate[i], res.se[i], res.Q[i]]),
+               np.array([ref.tau2, ref.estimate, ref.se, ref.Q]))
+
+
+def test_many_chunks_and_threads_equal_one_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    y, v, g = _ragged(3, G=2000)
+    res = pool_many(y, v, g, method="REML")
+    monkeypatch.setenv("ALLIANCE_META_NUM_THREADS", "1")
+    monkeypatch.setattr("alliance_meta._pooling.CHUNK_CELLS", 37)
+    small = pool_many(y, v, g, method="REML")
+    # same per-analysis arithmetic; only the chunk boundaries differ
+    np.testing.assert_allclose(small.tau2, res.tau2, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(small.estimate, res.estimate, rtol=RTOL, atol=ATOL)
+
+
+def test_heterogeneity_ci_equals_scalar() -> None:
+    y, v, g = _ragged(4, G=60)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = pool_many(y, v, g, method="REML")
+    ci = res.heterogeneity_ci()
+    for i, lab in enumerate(res.groups):
+        sel = g == lab
+        if sel.sum() < 2:
+            continue
+        ref = _scalar(y[sel], v[sel], "REML").heterogeneity_ci()
+        _close(np.array([ci.tau2.low[i], ci.tau2.high[i]]), np.array([ref.tau2.low, ref.tau2.high]))
+
+
+def test_chi2_sf_matches_scipy() -> None:
+    from scipy import stats
+
+    x = np.concatenate([np.linspace(0, 200, 2001), [1e-300, 1199.0, 1500.0, np.nan]])
+    for d in [1, 2, 3, 11, 12, 63, 64, 65, 2.5]:
+        got = _core._chi2_sf(x, d)
+        ref = stats.chi2.sf(x, d)
+        ok = ref > 1e-290
+        # a finite sum of positive terms: a few ulps per term, 64 terms at most
+        np.testing.assert_allclose(got[ok], ref[ok], rtol=1e-12)
+        assert np.array_equal(np.isnan(got), np.isnan(ref))
+
+
+# -- properties -------------------------------------------------------------
+
+_data = st.integers(min_value=0, max_value=2**32 - 1)
+
+
+def _random_2d(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    m, n = 30, int(rng.integers(2, 12))
+    v = rng.uniform(0.01, 0.5, (m, n))
+    y = rng.normal(0, 1, (m, n)) * rng.uniform(0.05, 1.0, (m, 1))
+    return y, v
+
+
+PROP = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@PROP
+@given(_data, st.sampled_from(["DL", "REML", "PM", "ML", "SJ"]))
+def test_order_invariance(seed: int, method: str) -> None:
+    y, v = _random_2d(seed)
+    perm = np.random.default_rng(seed + 1).permutation(y.shape[1])
+    a = pool_many(y, v, method=method)  # type: ignore[arg-type]
+    b = pool_many(y[:, perm], v[:, perm], method=method)  # type: ignore[arg-type]
+    # permuting studies only reorders sums: ulp-level changes, amplified by the
+    # 1e-10 stopping rule of the iterative estimators
+    np.testing.assert_allclose(b.tau2, a.tau2, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(b.estimate, a.estimate, rtol=1e-9, atol=1e-12)
+
+
+@PROP
+@given(_data, st.sampled_from(METHODS))
+def test_ranges(seed: int, method: str) -> None:
+    y, v = _random_2d(seed)
+    r = pool_many(y, v, method=method)  # type: ignore[arg-type]
+    assert (r.tau2 >= 0).all()  # exact: every estimator is truncated at 0
+    assert ((r.I2 >= 0) & (r.I2 <= 100)).all()  # exact: a ratio of non-negatives
+
+
+@PROP
+@given(_data, st.floats(min_value=-50, max_value=50), st.sampled_from(["DL", "REML", "PM"]))
+def test_shift(seed: int, c: float, method: str) -> None:
+    y, v = _random_2d(seed)
+    a = pool_many(y, v, method=method)  # type: ignore[arg-type]
+    b = pool_many(y + c, v, method=method)  # type: ignore[arg-type]
+    # y is centred per row before pooling, so a shift only perturbs y + c - centre by
+    # rounding of order eps * |c|; τ² then moves by a relative 1e-10 at most (stop rule)
+    np.testing.assert_allclose(b.estimate, a.estimate + c, rtol=0, atol=1e-12 * (1 + abs(c)) * 100)
+    np.testing.assert_allclose(b.tau2, a.tau2, rtol=1e-8, atol=1e-12 * (1 + abs(c)))
+
+
+@PROP
+@given(_data, st.floats(min_value=0.01, max_value=100), st.sampled_from(["DL", "REML", "PM", "HE"]))
+def test_scale(seed: int, c: float, method: str) -> None:
+    y, v = _random_2d(seed)
+    a = pool_many(y, v, method=method)  # type: ignore[arg-type]
+    b = pool_many(y * c, v * c * c, method=method)  # type: ignore[arg-type]
+    # every estimator is equivariant: τ² scales by c²; rounding of the scaled inputs
+    # and the 1e-10 stopping rule allow ~1e-9 relative
+    np.testing.assert_allclose(b.tau2, a.tau2 * c * c, rtol=1e-8, atol=1e-14 * c * c)
+    np.testing.assert_allclose(b.estimate, a.estimate * c, rtol=1e-8, atol=1e-13 * c)
