@@ -684,7 +684,7 @@ def _map_chunks(fn: Callable[[_T], _R], items: Iterable[_T]) -> Iterator[tuple[_
     """``(item, fn(item))`` in order, on a few threads with a bounded number in flight.
 
     numpy and BLAS release the GIL inside their loops, so chunks pool in parallel;
-    at most two chunks per thread are materialised at a time, keeping memory flat.
+    at most one chunk per thread (plus one) is materialised at a time, keeping memory flat.
     """
     nt = _n_threads()
     if nt == 1:
@@ -695,7 +695,7 @@ def _map_chunks(fn: Callable[[_T], _R], items: Iterable[_T]) -> Iterator[tuple[_
         pending: list[tuple[_T, Future[_R]]] = []
         for it in items:
             pending.append((it, ex.submit(fn, it)))
-            if len(pending) >= 2 * nt:
+            if len(pending) > nt:
                 first, fut = pending.pop(0)
                 yield first, fut.result()
         for it, fut in pending:
