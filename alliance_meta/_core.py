@@ -34,7 +34,6 @@ Viechtbauer, W. (2010). Conducting meta-analyses in R with the metafor package.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -82,6 +81,8 @@ _EPS = float(np.finfo(np.float64).eps)
 # the residual moments y'PPy, y'PPPy that only the likelihood/Q-root searches need.
 _BETA_ONLY = -1.0
 _LIGHT = 0.5
+#: Scratch arrays the intercept-only kernel needs at its deepest level.
+_IO_SLOTS = 7
 
 
 def _rowdot(a: FloatArray, b: FloatArray) -> FloatArray:
@@ -96,80 +97,6 @@ def _rowsum(a: FloatArray) -> FloatArray:
     row; a BLAS ``gemv`` with a vector of ones is 10-20x faster on such shapes.
     """
     out: FloatArray = a @ np.ones(a.shape[1])
-    return out
-
-
-#: Largest integer degrees of freedom summed by the closed form in :func:`_chi2_sf`.
-_CHI2_SERIES_MAXDF = 64
-
-
-def _chi2_sf(x: FloatArray, df: FloatArray | float) -> FloatArray:
-    """``P(χ²_df > x)``, elementwise; ``scipy.stats.chi2.sf`` to a few ulps, faster.
-
-    For integer ``df ≤ 64`` the survival function is a finite sum of positive terms
-    (Abramowitz & Stegun 26.4.4-5): with ``h = x/2``,
-    ``e^{-h} Σ_{j<df/2} h^j/j!`` for even ``df`` and
-    ``erfc(√h) + e^{-h} Σ_{j<(df-1)/2} h^{j+1/2}/Γ(j+3/2)`` for odd ``df``; that costs a
-    few vector operations where ``scipy.special.chdtrc`` evaluates an incomplete
-    gamma function per element (7 ms per 100,000 values here).  Other ``df``,
-    ``x > 1200`` (where ``e^{-h}`` underflows) and NaN go to ``chdtrc``.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    d = np.broadcast_to(np.asarray(df, dtype=np.float64), x.shape)
-    if x.size and x.ndim == 1:
-        d0 = float(d[0])
-        if (
-            1 <= d0 <= _CHI2_SERIES_MAXDF
-            and d0 == math.floor(d0)
-            and bool((d == d0).all())
-            and bool((x <= 1200).all())
-        ):
-            return _chi2_sf_int(x, int(d0))
-    out = np.empty(x.shape)
-    with np.errstate(invalid="ignore"):
-        ok = (d >= 1) & (d <= _CHI2_SERIES_MAXDF) & (d == np.floor(d)) & (x >= 0) & (x <= 1200)
-    if not ok.all():
-        bad = ~ok
-        out[bad] = spc.chdtrc(d[bad], x[bad])
-        if not ok.any():
-            return out
-        xs, ds = x[ok], d[ok]
-    else:
-        xs, ds = x, d
-    h = 0.5 * xs
-    odd = (ds % 2) == 1
-    nterms = np.floor(0.5 * ds)
-    a = np.where(odd, 0.5, 0.0)
-    term = np.where(odd, 2.0 * np.sqrt(h / np.pi), 1.0)
-    total = np.where(nterms > 0, term, 0.0)
-    nmax = int(nterms.max())
-    uniform = bool(nterms.min() == nmax)
-    for j in range(1, nmax):
-        term = term * h / (j + a)
-        total = total + (term if uniform else np.where(j < nterms, term, 0.0))
-    res = np.exp(-h) * total
-    if odd.any():
-        res = np.where(odd, res + spc.erfc(np.sqrt(h)), res)
-    if xs is x:
-        return np.asarray(res, dtype=np.float64)
-    out[ok] = res
-    return out
-
-
-def _chi2_sf_int(x: FloatArray, df: int) -> FloatArray:
-    """:func:`_chi2_sf` for one integer ``1 <= df <= 64`` and ``x <= 1200`` (NaN passes)."""
-    h = 0.5 * x
-    odd = df % 2 == 1
-    a = 0.5 if odd else 0.0
-    term = 2.0 * np.sqrt(h / np.pi) if odd else np.ones_like(h)
-    total = term.copy() if df // 2 > 0 else np.zeros_like(h)
-    for j in range(1, df // 2):
-        term = term * (h / (j + a))
-        total += term
-    res = np.exp(-h) * total
-    if odd:
-        res += spc.erfc(np.sqrt(h))
-    out: FloatArray = np.where(x < 0, np.nan, res) if bool((x < 0).any()) else res
     return out
 
 
@@ -218,7 +145,9 @@ class Kernel:
     _cache: dict[str, tuple[FloatArray, float, Stats]] = field(
         init=False, repr=False, compare=False, default_factory=dict
     )
-    _vmin: FloatArray | None = field(init=False, repr=False, compare=False, default=None)
+    # Scratch space of the intercept-only kernel, (slots, rows, studies); kernels made
+    # by take() share their parent's, so iterations allocate nothing new.
+    _work: FloatArray | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
         self.p = 1 if self.X is None else int(self.X.shape[-1])
@@ -235,16 +164,18 @@ class Kernel:
         X = self.X
         if X is not None and X.ndim == 3:
             X = X[idx]
-        if self.X is None and self.Y.T.flags.c_contiguous and self.V.T.flags.c_contiguous:
-            # keep the study-major layout of the intercept-only kernel (see _weighted_io)
-            ix = np.flatnonzero(idx) if np.asarray(idx).dtype == np.bool_ else idx
-            Y, V = np.take(self.Y.T, ix, axis=1).T, np.take(self.V.T, ix, axis=1).T
-        else:
-            Y, V = self.Y[idx], self.V[idx]
-        out = Kernel(Y, V, self.k[idx], self.center[idx], X)
-        if self._vmin is not None:
-            out._vmin = self._vmin[idx]
+        out = Kernel(self.Y[idx], self.V[idx], self.k[idx], self.center[idx], X)
+        out._work = self._work
         return out
+
+    def _scratch(self, slots: int) -> FloatArray:
+        """``slots`` scratch arrays shaped like ``Y`` (views into a reused buffer)."""
+        m, n = self.Y.shape
+        work = self._work
+        if work is None or work.shape[0] < slots or work.shape[1] < m or work.shape[2] != n:
+            work = np.empty((max(slots, _IO_SLOTS), m, n))
+            self._work = work
+        return work[:slots, :m]
 
     def _Xfull(self) -> FloatArray:
         assert self.X is not None
@@ -277,63 +208,53 @@ class Kernel:
         return st
 
     def _weighted_io(self, tau2: FloatArray, level: float) -> Stats:
-        # Work study-major, on ``(n, m)`` transposes: broadcasting a per-analysis
-        # value and summing over studies are then passes over contiguous length-m
-        # vectors instead of numpy inner loops over a dozen studies per row.
-        # kernel_from_padded stores Y and V so that these transposes are contiguous.
-        YT, VT = self.Y.T, self.V.T
-        n, m = YT.shape
-        nb = 2 if level <= 0 else (4 if level == _LIGHT else 7)
-        B = np.empty((nb, n, m))
-        w = np.add(VT, tau2)
+        # Row-major (analyses x studies) passes into reused scratch arrays; every
+        # per-analysis sum is a BLAS matrix-vector product with a vector of ones,
+        # which is much faster than numpy's reductions over a dozen studies per row.
+        Y, V = self.Y, self.V
+        m, n = Y.shape
+        ones = np.ones(n)
+        B = self._scratch(7)
+        w = np.add(V, tau2[:, None], out=B[0])
         np.divide(1.0, w, out=w)
-        B[0] = w
-        np.multiply(w, YT, out=B[1])
-        r = B[:2].sum(axis=1)
-        S1 = r[0]
-        mu = r[1] / S1
+        S1 = w @ ones
+        mu = (np.multiply(w, Y, out=B[1]) @ ones) / S1
+        vb = (1.0 / S1)[:, None, None]
         if level == _BETA_ONLY:
-            nan = np.full(m, np.nan)
-            return Stats(S1=S1, Q=nan, beta=mu[:, None], vb=(1.0 / S1)[:, None, None])
-        e = np.subtract(YT, mu, out=B[0])
-        we = np.multiply(w, e, out=B[1])
+            return Stats(S1=S1, Q=np.full(m, np.nan), beta=mu[:, None], vb=vb)
+        e = np.subtract(Y, mu[:, None], out=B[1])
+        we = np.multiply(w, e, out=B[2])
+        Q = np.multiply(we, e, out=B[3]) @ ones
+        st = Stats(S1=S1, Q=Q, beta=mu[:, None], vb=vb)
         if level == 0:
-            Q = np.multiply(we, e, out=B[0]).sum(axis=0)
-            return Stats(S1=S1, Q=Q, beta=mu[:, None], vb=(1.0 / S1)[:, None, None])
-        np.multiply(we, e, out=B[2])  # w e^2
-        np.multiply(w, w, out=B[3])  # w^2
-        if level == _LIGHT:
-            np.multiply(B[3], w, out=B[1])  # w^3
-            _, S3, Q, S2 = B.sum(axis=1)
-            st = Stats(S1=S1, Q=Q, beta=mu[:, None], vb=(1.0 / S1)[:, None, None])
-            st.S2 = S2
-        else:
-            np.multiply(B[3], w, out=B[4])  # w^3
-            np.multiply(we, we, out=B[5])  # w^2 e^2
-            np.multiply(B[3], e, out=B[6])  # w^2 e
-            np.multiply(B[5], w, out=B[0])  # w^3 e^2
-            Sw3e2, _, Q, S2, S3, yPPy, Sw2e = B.sum(axis=1)
-            st = Stats(S1=S1, Q=Q, beta=mu[:, None], vb=(1.0 / S1)[:, None, None])
-            st.S2 = S2
-            st.yPPy = yPPy
+            return st
+        ww = np.multiply(w, w, out=B[3])
+        S2 = ww @ ones
+        S3 = np.multiply(ww, w, out=B[4]) @ ones
+        st.S2 = S2
+        if level != _LIGHT:
+            w2e2 = np.multiply(we, we, out=B[5])
+            st.yPPy = w2e2 @ ones
             # y'PPPy = sum w^3 e^2 - (sum w^2 e)^2 / S1
+            Sw3e2 = np.multiply(w2e2, w, out=B[5]) @ ones
+            Sw2e = np.multiply(ww, e, out=B[6]) @ ones
             st.yPPPy = Sw3e2 - Sw2e**2 / S1
         st.trP = S1 - S2 / S1
         st.trPP = S2 - 2.0 * S3 / S1 + (S2 / S1) ** 2
         # Those closed forms cancel catastrophically when one weight dominates
         # (max w / sum w -> 1, e.g. a study with a tiny variance); such rows are
-        # recomputed from sums of positive terms only.  max w = 1 / (min v + τ²).
-        if self._vmin is None:
-            self._vmin = VT.min(axis=0)
-        dom = 1.0 / (self._vmin + tau2) > 0.5 * S1
-        if dom.any():
-            wd = 1.0 / (self.V[dom] + tau2[dom, None])
-            trP, trPP = _stable_traces(wd, S1[dom])
-            st.trP[dom] = trP
-            st.trPP[dom] = trPP
+        # recomputed from sums of positive terms only.  A row can only be dominated
+        # if S2 > S1^2/4 (since S2 >= max(w)^2), which screens out the others cheaply.
+        cand = np.flatnonzero(S2 > 0.25 * S1 * S1)
+        if cand.size:
+            wc = 1.0 / (V[cand] + tau2[cand, None])
+            dom = cand[wc.max(axis=1) > 0.5 * S1[cand]]
+            if dom.size:
+                wd = 1.0 / (V[dom] + tau2[dom, None])
+                st.trP[dom], st.trPP[dom] = _stable_traces(wd, S1[dom])
         if level >= 2:
-            Vz = np.where(np.isfinite(self.V), self.V, 0.0)
-            wf = 1.0 / (self.V + tau2[:, None])
+            Vz = np.where(np.isfinite(V), V, 0.0)
+            wf = 1.0 / (V + tau2[:, None])
             st.trPVPV, st.trPVP = _stable_v_traces(wf, Vz, S1)
         return st
 
@@ -368,21 +289,19 @@ class Kernel:
         """``(RSS, tr(PV), tr(PVPV))`` of the ordinary least-squares projection."""
         kf = self.k.astype(np.float64)
         if self.X is None:
-            YT, VT = self.Y.T, self.V.T
-            n, m = YT.shape
-            ybar = YT.sum(axis=0) / kf
-            B = np.empty((3, n, m))
-            e = np.subtract(YT, ybar, out=B[0])
-            if m and int(self.k.min()) != n:
-                maskT = np.isfinite(VT)
-                e[~maskT] = 0.0
-                VzT = np.where(maskT, VT, 0.0)
+            Y, V = self.Y, self.V
+            ones = np.ones(Y.shape[1])
+            ybar = (Y @ ones) / kf
+            e = Y - ybar[:, None]
+            if self.m and int(self.k.min()) != Y.shape[1]:
+                mask = np.isfinite(V)
+                e[~mask] = 0.0
+                Vz = np.where(mask, V, 0.0)
             else:
-                VzT = VT
-            np.multiply(e, e, out=B[0])
-            B[1] = VzT
-            np.multiply(VzT, VzT, out=B[2])
-            rss, sv, sv2 = B.sum(axis=1)
+                Vz = V
+            rss = (e * e) @ ones
+            sv = Vz @ ones
+            sv2 = (Vz * Vz) @ ones
             trPV = sv * (kf - 1.0) / kf
             trPVPV = sv2 - 2.0 * sv2 / kf + (sv / kf) ** 2
             return rss, trPV, trPVPV
@@ -461,22 +380,17 @@ def kernel_from_padded(
     The caller has validated that NaNs coincide and that present variances are > 0.
     """
     if X is None:
-        # study-major storage: Y.T and V.T are C-contiguous (see Kernel._weighted_io)
-        YT = np.asarray(Y, dtype=np.float64).T
-        VT = np.asarray(V, dtype=np.float64).T
-        n = YT.shape[0]
-        if n > 0 and not np.isnan(YT).any():  # dense: no study is absent
-            center = YT.sum(axis=0) / n
-            YcT = np.subtract(YT, center, out=np.empty(YT.shape))
-            k = np.full(YT.shape[1], n, dtype=np.int64)
-            return Kernel(YcT.T, np.ascontiguousarray(VT).T, k, center)
-        maskT = ~np.isnan(YT)
-        k = maskT.sum(axis=0).astype(np.int64)
-        YzT = np.where(maskT, YT, 0.0)
-        center = YzT.sum(axis=0) / np.maximum(k, 1)
-        YcT = np.ascontiguousarray(np.where(maskT, YzT - center, 0.0))
-        ViT = np.ascontiguousarray(np.where(maskT, VT, np.inf))
-        return Kernel(YcT.T, ViT.T, k, center)
+        # Intercept-only: row-major and uncentred (every quadratic form of this
+        # kernel is taken of explicit residuals y - mu, so centring buys nothing).
+        Y = np.ascontiguousarray(Y, dtype=np.float64)
+        V = np.ascontiguousarray(V, dtype=np.float64)
+        m, n = Y.shape
+        zero = np.zeros(m)
+        if n > 0 and not np.isnan(Y @ np.ones(n)).any():  # dense: no study is absent
+            return Kernel(Y, V, np.full(m, n, dtype=np.int64), zero)
+        mask = ~np.isnan(Y)
+        k = mask.sum(axis=1).astype(np.int64)
+        return Kernel(np.where(mask, Y, 0.0), np.where(mask, V, np.inf), k, zero)
     mask = ~np.isnan(Y)
     k = mask.sum(axis=1).astype(np.int64)
     Yz = np.where(mask, Y, 0.0)
@@ -849,17 +763,41 @@ class CoreFit:
     pi_high: FloatArray
 
 
-def heterogeneity(
-    kern: Kernel, tau2: FloatArray, fixed: bool
-) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
-    """``(QE, QE_df, QE_p, I2, H2, vt)`` as in metafor (typical variance ``(k-p)/tr(P)``)."""
+def q_statistic(kern: Kernel) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """``(QE, k-p, vt)``: Cochran's Q (FE weights) and metafor's typical variance.
+
+    ``vt = (k-p)/tr(P)`` with ``P`` at weights ``1/v`` (Higgins & Thompson, 2002).
+    Saturated rows (``k <= p``) get ``QE = 0`` and ``vt = 0``, as in metafor.
+    """
     dfr = _df_resid(kern)
     st = kern.weighted(np.zeros(kern.m), _LIGHT)
     assert st.trP is not None
     with np.errstate(divide="ignore", invalid="ignore"):
         QE = np.maximum(st.Q, 0.0)
-        QEp = _chi2_sf(QE, dfr)
         vt = dfr / st.trP
+    sat = dfr <= 0
+    if sat.any():
+        QE = np.where(sat, 0.0, QE)
+        vt = np.where(sat, 0.0, vt)
+    return QE, dfr, vt
+
+
+def q_pvalue(QE: FloatArray, dfr: FloatArray) -> FloatArray:
+    """``P(χ²_{k-p} > QE)``; 1 for saturated rows (metafor's QEp)."""
+    with np.errstate(invalid="ignore"):
+        p = np.asarray(sps.chi2.sf(QE, dfr), dtype=np.float64)
+    return np.where(dfr <= 0, 1.0, p)
+
+
+def i2_h2(
+    QE: FloatArray, dfr: FloatArray, tau2: FloatArray, vt: FloatArray, fixed: bool
+) -> tuple[FloatArray, FloatArray]:
+    """I² (percent) and H² as metafor defines them.
+
+    Random effects: ``I² = 100 τ²/(vt + τ²)``, ``H² = τ²/vt + 1``; equal effects:
+    ``I² = max(0, 100 (QE - (k-p))/QE)``, ``H² = QE/(k-p)``; 0 and 1 when saturated.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
         if fixed:
             I2 = np.maximum(0.0, 100.0 * (QE - dfr) / QE)
             H2 = QE / dfr
@@ -867,14 +805,127 @@ def heterogeneity(
             I2 = 100.0 * tau2 / (vt + tau2)
             H2 = tau2 / vt + 1.0
     sat = dfr <= 0
-    if sat.any():
-        QE = np.where(sat, 0.0, QE)
-        QEp = np.where(sat, 1.0, QEp)
-        I2 = np.where(sat, 0.0, I2)
-        H2 = np.where(sat, 1.0, H2)
-        vt = np.where(sat, 0.0, vt)
-    I2 = np.where(np.isnan(I2) & (QE == 0), 0.0, I2)
-    return QE, dfr, QEp, I2, H2, vt
+    I2 = np.where(sat | (np.isnan(I2) & (QE == 0)), 0.0, I2)
+    H2 = np.where(sat, 1.0, H2)
+    return I2, H2
+
+
+def heterogeneity(
+    kern: Kernel, tau2: FloatArray, fixed: bool
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
+    """``(QE, QE_df, QE_p, I2, H2, vt)`` as in metafor (typical variance ``(k-p)/tr(P)``)."""
+    QE, dfr, vt = q_statistic(kern)
+    I2, H2 = i2_h2(QE, dfr, tau2, vt, fixed)
+    return QE, dfr, q_pvalue(QE, dfr), I2, H2, vt
+
+
+def inference_df(k: IntArray, p: int, test: CoreTest) -> FloatArray:
+    """Degrees of freedom of the coefficient tests: ``k-p`` under t/knha/adhoc, else NaN.
+
+    Rows with ``k = 1`` use z (metafor switches to ``test="z"`` when k = 1).
+    """
+    if test == "z":
+        return np.full(k.shape, np.nan)
+    return np.where(k <= 1, np.nan, (k - p).astype(np.float64))
+
+
+def critical_value(df: FloatArray, level: float) -> FloatArray:
+    """Two-sided critical value: t with ``df`` where finite, normal where NaN."""
+    alpha2 = (1.0 - level) / 2.0
+    crit = np.full(df.shape, float(sps.norm.isf(alpha2)))
+    tb = np.isfinite(df)
+    if tb.any():
+        # one quantile per distinct df (usually a handful), broadcast back
+        uniq, inv = np.unique(df[tb], return_inverse=True)
+        crit[tb] = np.asarray(sps.t.isf(alpha2, uniq), dtype=np.float64)[inv]
+    return crit
+
+
+def coef_tests(
+    beta: FloatArray, se: FloatArray, df: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """Wald statistics ``beta/se`` and two-sided p-values (t with ``df``, or normal).
+
+    ``beta`` and ``se`` are ``(m,)`` or ``(m, p)``; ``df`` is ``(m,)``.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        stat = beta / se
+        a = np.abs(stat)
+        dfb = df if stat.ndim == 1 else df[:, None]
+        pz = 2.0 * _norm_sf(a)
+        if np.isfinite(df).any():
+            pt = 2.0 * np.asarray(sps.t.sf(a, dfb), dtype=np.float64)
+            pval = np.where(np.isfinite(dfb), pt, pz)
+        else:
+            pval = pz
+    return stat, pval
+
+
+def prediction_interval(
+    beta0: FloatArray, se0: FloatArray, tau2: FloatArray, crit: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """``beta0 ± crit √(se0² + τ²)``, metafor's ``predict`` for the intercept."""
+    half = crit * np.sqrt(se0**2 + tau2)
+    return beta0 - half, beta0 + half
+
+
+def _location(
+    kern: Kernel, tau2: FloatArray, test: CoreTest
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """``(beta, vb, s2w)`` at the given τ², with the Knapp-Hartung scaling of ``vb``.
+
+    ``s2w = Σ w (y - Xβ)²/(k-p)`` (0 when that sum is below machine epsilon, as in
+    metafor; floored at 1 under ``adhoc``); 1 for z and t.
+    """
+    knha = test in ("knha", "adhoc")
+    # Q at τ² is needed by the Knapp-Hartung scaling only
+    st = kern.weighted(tau2, 0 if knha else _BETA_ONLY)
+    beta, vb = st.beta + _center_shift(kern), st.vb
+    s2w = np.ones(kern.m)
+    if knha:
+        dfr = _df_resid(kern)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s2w = np.where(st.Q <= _EPS, 0.0, st.Q / np.where(dfr > 0, dfr, np.nan))
+        if test == "adhoc":
+            s2w = np.maximum(s2w, 1.0)
+        s2w = np.where(kern.k <= 1, 1.0, s2w)
+        vb = vb * s2w[:, None, None]
+    return beta, vb, s2w
+
+
+@dataclass(frozen=True)
+class SlimFit:
+    """What :func:`pool_many` keeps of an intercept-only fit; the rest (tests, CIs,
+    I², H², p-values) follows from these by :func:`coef_tests`, :func:`i2_h2`, ...
+    """
+
+    estimate: FloatArray
+    se: FloatArray
+    tau2: FloatArray
+    tau2_se: FloatArray
+    QE: FloatArray
+    vt: FloatArray
+    k: IntArray
+    iterations: IntArray
+    converged: BoolArray
+
+
+def fit_slim(kern: Kernel, method: CoreMethod, test: CoreTest) -> SlimFit:
+    """The estimation part of :func:`fit` for an intercept-only kernel."""
+    est = estimate_tau2(kern, method)
+    beta, vb, _ = _location(kern, est.tau2, test)
+    QE, _, vt = q_statistic(kern)
+    return SlimFit(
+        estimate=beta[:, 0],
+        se=np.sqrt(vb[:, 0, 0]),
+        tau2=est.tau2,
+        tau2_se=est.se,
+        QE=QE,
+        vt=vt,
+        k=kern.k,
+        iterations=est.iterations,
+        converged=est.converged,
+    )
 
 
 def fit(
@@ -901,85 +952,41 @@ def fit_given_tau2(
     level: float,
     btt: npt.NDArray[np.intp] | None = None,
 ) -> CoreFit:
-    """The fixed-effects part of the fit for given τ² values."""
-    return _fit_given_tau2(kern, est, method, test, level, btt, omnibus=True)
-
-
-def _fit_many(kern: Kernel, method: CoreMethod, test: CoreTest, level: float) -> CoreFit:
-    """:func:`fit` for ``pool_many``: the omnibus test (QM), which repeats the z or t
-    test of the intercept-only model and is not reported there, is left NaN."""
-    est = estimate_tau2(kern, method)
-    return _fit_given_tau2(kern, est, method, test, level, None, omnibus=False)
-
-
-def _fit_given_tau2(
-    kern: Kernel,
-    est: Tau2Result,
-    method: CoreMethod,
-    test: CoreTest,
-    level: float,
-    btt: npt.NDArray[np.intp] | None,
-    omnibus: bool,
-) -> CoreFit:
+    """The fixed-effects part of the fit, tests and heterogeneity for given τ² values."""
     m, p = kern.m, kern.p
     tau2 = est.tau2
-    # Q at τ² is needed by the Knapp-Hartung scaling only
-    st = kern.weighted(tau2, 0 if test in ("knha", "adhoc") else _BETA_ONLY)
-    beta, vb = st.beta + _center_shift(kern), st.vb
+    beta, vb, s2w = _location(kern, tau2, test)
     dfr = _df_resid(kern)
-    single = kern.k <= 1
-    t_based = test in ("t", "knha", "adhoc")
-    s2w = np.ones(m)
-    if test in ("knha", "adhoc"):
-        s2w = np.where(st.Q <= _EPS, 0.0, st.Q / np.where(dfr > 0, dfr, np.nan))
-        if test == "adhoc":
-            s2w = np.maximum(s2w, 1.0)
-        s2w = np.where(single, 1.0, s2w)
-        vb = vb * s2w[:, None, None]
+    df = inference_df(kern.k, p, test)
     with np.errstate(divide="ignore", invalid="ignore"):
         se = np.sqrt(np.einsum("mii->mi", vb))
-        stat = beta / se
-        if t_based:
-            df = np.where(single, np.nan, dfr)
-            pval_t = 2.0 * sps.t.sf(np.abs(stat), df[:, None])
-            crit_t = sps.t.isf((1.0 - level) / 2.0, df)
-            pz = 2.0 * _norm_sf(np.abs(stat))
-            cz = sps.norm.isf((1.0 - level) / 2.0)
-            pval = np.where(single[:, None], pz, pval_t)
-            crit = np.where(single, cz, crit_t)
-        else:
-            df = np.full(m, np.nan)
-            pval = 2.0 * _norm_sf(np.abs(stat))
-            crit = np.full(m, sps.norm.isf((1.0 - level) / 2.0))
+        stat, pval = coef_tests(beta, se, df)
+        crit = critical_value(df, level)
         ci_low = beta - crit[:, None] * se
         ci_high = beta + crit[:, None] * se
 
         if btt is None:
             btt = np.arange(1, p) if p > 1 else np.arange(1)
         q = float(btt.size)
-        if not omnibus:
-            QM = QMp = QM_df2 = np.full(m, np.nan)
+        b = beta[:, btt]
+        vsub = vb[:, btt[:, None], btt[None, :]]
+        if btt.size == 1:
+            # 1x1 system: b^2 / v, NaN where v == 0 (singular, metafor's NA)
+            v11 = vsub[:, 0, 0]
+            QM = np.where(v11 != 0, b[:, 0] * (b[:, 0] / v11), np.nan)
         else:
-            b = beta[:, btt]
-            vsub = vb[:, btt[:, None], btt[None, :]]
-            if btt.size == 1:
-                # 1x1 system: b^2 / v, NaN where v == 0 (singular, metafor's NA)
-                v11 = vsub[:, 0, 0]
-                QM = np.where(v11 != 0, b[:, 0] * (b[:, 0] / v11), np.nan)
-            else:
-                QM = np.einsum("mi,mi->m", b, _solve_or_nan(vsub, b))
-            if t_based:
-                QM = QM / q
-                QM_df2 = np.where(single, np.nan, dfr)
-                QMp = np.asarray(sps.f.sf(QM, q, QM_df2), dtype=np.float64)
-            else:
-                QM_df2 = np.full(m, np.nan)
-                QMp = _chi2_sf(QM, q)
+            QM = np.einsum("mi,mi->m", b, _solve_or_nan(vsub, b))
+        if test == "z":
+            QM_df2 = np.full(m, np.nan)
+            QMp = np.asarray(sps.chi2.sf(QM, q), dtype=np.float64)
+        else:
+            QM = QM / q
+            QM_df2 = np.where(kern.k <= 1, np.nan, dfr)
+            QMp = np.asarray(sps.f.sf(QM, q, QM_df2), dtype=np.float64)
+            QMp = np.where(np.isnan(QM_df2), np.asarray(sps.chi2.sf(QM * q, q)), QMp)
 
         QE, QE_df, QEp, I2, H2, vt = heterogeneity(kern, tau2, method == "EE")
-        half = np.sqrt(se[:, 0] ** 2 + tau2)
-        pi_low = beta[:, 0] - crit * half
-        pi_high = beta[:, 0] + crit * half
+        pi_low, pi_high = prediction_interval(beta[:, 0], se[:, 0], tau2, crit)
     return CoreFit(
         beta=beta,
         vb=vb,

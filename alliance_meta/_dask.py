@@ -47,19 +47,27 @@ def _block_fields(
     out = np.empty((m, len(DASK_FIELDS)))
     if m == 0:
         return out
-    from alliance_meta._pooling import _prepare_padded, check_method, check_test
-
+    from alliance_meta._pooling import (
+        _many_result,
+        _prepare_padded,
+        check_method,
+        check_test,
+    )
 
     yy, vv = _prepare_padded(np.asarray(y, dtype=np.float64), np.asarray(v, dtype=np.float64))
-    fit = _fit_chunks(
-        _ManyData(yy, vv, None, None, None), m, check_method(method), check_test(test), level
-    )
+    core_test = check_test(test)
+    data = _ManyData(yy, vv, None, None, None)
+    fit = _fit_chunks(data, m, check_method(method), core_test)
+    res = _many_result(fit, np.arange(m), method, core_test, level, "GEN", data)
     for j, name in enumerate(DASK_FIELDS):
-        out[:, j] = fit[_CORE_NAME.get(name, name)]
+        if name in ("ci_low", "ci_high", "pi_low", "pi_high"):
+            iv = res.ci if name.startswith("ci") else res.pi
+            out[:, j] = iv.low if name.endswith("low") else iv.high
+        else:
+            out[:, j] = getattr(res, name)
     return out
 
 
-_CORE_NAME = {"estimate": "beta", "Q": "QE", "Q_df": "QE_df", "Q_pvalue": "QE_pvalue"}
 
 
 @attrs.frozen

@@ -8,12 +8,13 @@ classes.  The scalar functions are the m = 1 case of the same core call that
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import attrs
 import numpy as np
@@ -579,24 +580,21 @@ class ManyPoolResult:
     """Pooled results of many analyses; every field is an array with one entry each.
 
     Field names match :class:`PoolResult`.  ``groups`` holds the sorted group labels
-    (or ``0..m-1`` for 2-D input).
+    (or ``0..m-1`` for 2-D input).  The estimation results (``estimate``, ``se``,
+    ``tau2``, ``tau2_se``, ``Q``, ``k``, ``iterations``, ``converged``) are computed
+    by :func:`pool_many`; the quantities derived from them (``statistic``,
+    ``pvalue``, ``df``, ``ci``, ``pi``, ``Q_df``, ``Q_pvalue``, ``I2``, ``H2``) are
+    computed on first access by the same core functions as for :class:`PoolResult`,
+    and cached, like statsmodels' results (p-values over millions of analyses cost
+    more than the pooling itself, and many uses never read them).
     """
 
     groups: npt.NDArray[Any] = attrs.field(eq=False)
     estimate: FloatArray = attrs.field(eq=False)
     se: FloatArray = attrs.field(eq=False)
-    statistic: FloatArray = attrs.field(eq=False)
-    pvalue: FloatArray = attrs.field(eq=False)
-    df: FloatArray = attrs.field(eq=False)
-    ci: IntervalArray
-    pi: IntervalArray
     tau2: FloatArray = attrs.field(eq=False)
     tau2_se: FloatArray = attrs.field(eq=False)
     Q: FloatArray = attrs.field(eq=False)
-    Q_df: FloatArray = attrs.field(eq=False)
-    Q_pvalue: FloatArray = attrs.field(eq=False)
-    I2: FloatArray = attrs.field(eq=False)
-    H2: FloatArray = attrs.field(eq=False)
     k: npt.NDArray[np.int64] = attrs.field(eq=False)
     iterations: npt.NDArray[np.int64] = attrs.field(eq=False)
     converged: npt.NDArray[np.bool_] = attrs.field(eq=False)
@@ -604,7 +602,67 @@ class ManyPoolResult:
     test: str
     level: float
     measure: str
+    _vt: FloatArray = attrs.field(eq=False, repr=False, alias="vt")
     _data: _ManyData = attrs.field(eq=False, repr=False, alias="data")
+
+    @functools.cached_property
+    def df(self) -> FloatArray:
+        """Degrees of freedom of the test (NaN under z, and where k = 1)."""
+        return _core.inference_df(self.k, 1, cast(_core.CoreTest, self.test))
+
+    @functools.cached_property
+    def _tests(self) -> tuple[FloatArray, FloatArray]:
+        return _core.coef_tests(self.estimate, self.se, self.df)
+
+    @property
+    def statistic(self) -> FloatArray:
+        """z or t statistic of the pooled estimate."""
+        return self._tests[0]
+
+    @property
+    def pvalue(self) -> FloatArray:
+        """Two-sided p-value of the pooled estimate."""
+        return self._tests[1]
+
+    @functools.cached_property
+    def _crit(self) -> FloatArray:
+        return _core.critical_value(self.df, self.level)
+
+    @functools.cached_property
+    def ci(self) -> IntervalArray:
+        """Confidence interval of the pooled estimate."""
+        half = self._crit * self.se
+        return IntervalArray(self.estimate - half, self.estimate + half)
+
+    @functools.cached_property
+    def pi(self) -> IntervalArray:
+        """Prediction interval (metafor's ``predict``)."""
+        lo, hi = _core.prediction_interval(self.estimate, self.se, self.tau2, self._crit)
+        return IntervalArray(lo, hi)
+
+    @functools.cached_property
+    def Q_df(self) -> FloatArray:
+        """Degrees of freedom of Q, ``k - 1``."""
+        return (self.k - 1).astype(np.float64)
+
+    @functools.cached_property
+    def Q_pvalue(self) -> FloatArray:
+        """p-value of the Q test of heterogeneity."""
+        return _core.q_pvalue(self.Q, self.Q_df)
+
+    @functools.cached_property
+    def _i2_h2(self) -> tuple[FloatArray, FloatArray]:
+        return _core.i2_h2(self.Q, self.Q_df, self.tau2, self._vt, self.method == "EE")
+
+    @property
+    def I2(self) -> FloatArray:
+        """I² in percent."""
+        return self._i2_h2[0]
+
+    @property
+    def H2(self) -> FloatArray:
+        """H²."""
+        return self._i2_h2[1]
 
     def __len__(self) -> int:
         return int(self.estimate.shape[0])
@@ -666,7 +724,7 @@ class ManyPoolResult:
 #: Target number of cells (analyses x studies) per chunk: large enough that numpy's
 #: per-call overhead is negligible, small enough that a chunk's temporaries stay in
 #: cache (see docs/benchmarks.rst).
-CHUNK_CELLS = 131072
+CHUNK_CELLS = 98304
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -867,20 +925,19 @@ def _factorize(g: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], npt.NDArray[np.in
     return labels, codes.astype(np.int64).reshape(-1)
 
 
-#: CoreFit fields that ManyPoolResult keeps (first column of the (m, p) ones).
+#: SlimFit fields that pool_many computes; the rest of ManyPoolResult derives from them.
 _MANY_FIELDS = (
-    "beta", "se", "statistic", "pvalue", "ci_low", "ci_high", "df", "pi_low", "pi_high",
-    "tau2", "tau2_se", "QE", "QE_df", "QE_pvalue", "I2", "H2", "k", "iterations", "converged",
+    "estimate", "se", "tau2", "tau2_se", "QE", "vt", "k", "iterations", "converged",
 )
 
 
 def _fit_chunks(
-    data: _ManyData, m: int, method: _core.CoreMethod, test: _core.CoreTest, level: float
+    data: _ManyData, m: int, method: _core.CoreMethod, test: _core.CoreTest
 ) -> dict[str, npt.NDArray[Any]]:
-    """Fit every chunk (on a few threads) and scatter the kept fields into m-arrays."""
+    """Fit every chunk and scatter the estimation results into m-arrays."""
     out: dict[str, npt.NDArray[Any]] = {}
     for (_, rows), part in _map_chunks(
-        lambda kr: _core._fit_many(kr[0], method, test, level), _iter_kernels(data)
+        lambda kr: _core.fit_slim(kr[0], method, test), _iter_kernels(data)
     ):
         consecutive = bool(
             rows.size
@@ -889,8 +946,6 @@ def _fit_chunks(
         )
         for name in _MANY_FIELDS:
             val = getattr(part, name)
-            if val.ndim == 2:
-                val = val[:, 0]
             if name not in out:
                 out[name] = np.empty(m, dtype=val.dtype)
             if consecutive:
@@ -898,6 +953,34 @@ def _fit_chunks(
             else:
                 out[name][rows] = val
     return out
+
+
+def _many_result(
+    fit: dict[str, npt.NDArray[Any]],
+    labels: npt.NDArray[Any],
+    method: str,
+    test: str,
+    level: float,
+    measure: str,
+    data: _ManyData,
+) -> ManyPoolResult:
+    return ManyPoolResult(
+        groups=labels,
+        estimate=fit["estimate"],
+        se=fit["se"],
+        tau2=fit["tau2"],
+        tau2_se=fit["tau2_se"],
+        Q=fit["QE"],
+        k=fit["k"],
+        iterations=fit["iterations"],
+        converged=fit["converged"],
+        method=method,
+        test=test,
+        level=level,
+        measure=measure,
+        vt=fit["vt"],
+        data=data,
+    )
 
 
 def pool_many(
@@ -974,7 +1057,7 @@ def pool_many(
         m = labels.size
         data = _ManyData(None, None, y, v, None, _group_long(y, v, codes, m))
 
-    fit = _fit_chunks(data, m, core_method, core_test, lv)
+    fit = _fit_chunks(data, m, core_method, core_test)
     n_bad = int((~fit["converged"]).sum())
     if n_bad:
         warnings.warn(
@@ -989,28 +1072,4 @@ def pool_many(
             FewStudiesWarning,
             stacklevel=2,
         )
-    return ManyPoolResult(
-        groups=labels,
-        estimate=fit["beta"],
-        se=fit["se"],
-        statistic=fit["statistic"],
-        pvalue=fit["pvalue"],
-        df=fit["df"],
-        ci=IntervalArray(fit["ci_low"], fit["ci_high"]),
-        pi=IntervalArray(fit["pi_low"], fit["pi_high"]),
-        tau2=fit["tau2"],
-        tau2_se=fit["tau2_se"],
-        Q=fit["QE"],
-        Q_df=fit["QE_df"],
-        Q_pvalue=fit["QE_pvalue"],
-        I2=fit["I2"],
-        H2=fit["H2"],
-        k=fit["k"],
-        iterations=fit["iterations"],
-        converged=fit["converged"],
-        method=core_method,
-        test=core_test,
-        level=lv,
-        measure=measure,
-        data=data,
-    )
+    return _many_result(fit, labels, core_method, core_test, lv, measure, data)
