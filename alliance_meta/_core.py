@@ -34,6 +34,7 @@ Viechtbauer, W. (2010). Conducting meta-analyses in R with the metafor package.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -82,7 +83,9 @@ _EPS = float(np.finfo(np.float64).eps)
 _BETA_ONLY = -1.0
 _LIGHT = 0.5
 #: Scratch arrays the intercept-only kernel needs at its deepest level.
-_IO_SLOTS = 7
+_IO_SLOTS = 9
+#: Per-thread scratch buffer of the intercept-only kernel (see Kernel._scratch).
+_SCRATCH = threading.local()
 
 
 def _rowdot(a: FloatArray, b: FloatArray) -> FloatArray:
@@ -145,9 +148,6 @@ class Kernel:
     _cache: dict[str, tuple[FloatArray, float, Stats]] = field(
         init=False, repr=False, compare=False, default_factory=dict
     )
-    # Scratch space of the intercept-only kernel, (slots, rows, studies); kernels made
-    # by take() share their parent's, so iterations allocate nothing new.
-    _work: FloatArray | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
         self.p = 1 if self.X is None else int(self.X.shape[-1])
@@ -164,18 +164,22 @@ class Kernel:
         X = self.X
         if X is not None and X.ndim == 3:
             X = X[idx]
-        out = Kernel(self.Y[idx], self.V[idx], self.k[idx], self.center[idx], X)
-        out._work = self._work
-        return out
+        return Kernel(self.Y[idx], self.V[idx], self.k[idx], self.center[idx], X)
 
     def _scratch(self, slots: int) -> FloatArray:
-        """``slots`` scratch arrays shaped like ``Y`` (views into a reused buffer)."""
+        """``slots`` scratch arrays shaped like ``Y`` (views into a reused buffer).
+
+        The buffer is kept per thread and reused by every kernel of that thread, so
+        pooling chunk after chunk touches the same (cache-resident) memory instead of
+        faulting in fresh pages; no result returned by the kernel is a view into it.
+        """
         m, n = self.Y.shape
-        work = self._work
-        if work is None or work.shape[0] < slots or work.shape[1] < m or work.shape[2] != n:
-            work = np.empty((max(slots, _IO_SLOTS), m, n))
-            self._work = work
-        return work[:slots, :m]
+        need = max(slots, _IO_SLOTS) * m * n
+        flat = getattr(_SCRATCH, "buf", None)
+        if flat is None or flat.size < need:
+            flat = np.empty(need)
+            _SCRATCH.buf = flat
+        return flat[: slots * m * n].reshape(slots, m, n)
 
     def _Xfull(self) -> FloatArray:
         assert self.X is not None
@@ -208,50 +212,60 @@ class Kernel:
         return st
 
     def _weighted_io(self, tau2: FloatArray, level: float) -> Stats:
-        # Row-major (analyses x studies) passes into reused scratch arrays; every
-        # per-analysis sum is a BLAS matrix-vector product with a vector of ones,
-        # which is much faster than numpy's reductions over a dozen studies per row.
+        # Row-major (analyses x studies) passes into reused scratch arrays; the
+        # per-analysis sums of several arrays are one BLAS product of the stacked
+        # scratch slots with a vector of ones, much faster than numpy reductions over
+        # a dozen studies per row.
         Y, V = self.Y, self.V
         m, n = Y.shape
         ones = np.ones(n)
-        B = self._scratch(7)
-        w = np.add(V, tau2[:, None], out=B[0])
-        np.divide(1.0, w, out=w)
-        S1 = w @ ones
-        mu = (np.multiply(w, Y, out=B[1]) @ ones) / S1
+        B = self._scratch(9)
+
+        def sums(lo: int, hi: int) -> FloatArray:
+            out: FloatArray = (B[lo:hi].reshape((hi - lo) * m, n) @ ones).reshape(hi - lo, m)
+            return out
+
+        if tau2.any():
+            w = np.add(V, tau2[:, None], out=B[0])
+            np.divide(1.0, w, out=w)
+        else:
+            w = np.divide(1.0, V, out=B[0])
+        np.multiply(w, Y, out=B[1])
+        S1, Swy = sums(0, 2)
+        mu = Swy / S1
         vb = (1.0 / S1)[:, None, None]
         if level == _BETA_ONLY:
             return Stats(S1=S1, Q=np.full(m, np.nan), beta=mu[:, None], vb=vb)
         e = np.subtract(Y, mu[:, None], out=B[1])
         we = np.multiply(w, e, out=B[2])
-        Q = np.multiply(we, e, out=B[3]) @ ones
-        st = Stats(S1=S1, Q=Q, beta=mu[:, None], vb=vb)
+        np.multiply(we, e, out=B[3])
         if level == 0:
-            return st
-        ww = np.multiply(w, w, out=B[3])
-        S2 = ww @ ones
-        S3 = np.multiply(ww, w, out=B[4]) @ ones
+            return Stats(S1=S1, Q=B[3] @ ones, beta=mu[:, None], vb=vb)
+        ww = np.multiply(w, w, out=B[4])
+        np.multiply(ww, w, out=B[5])
+        if level == _LIGHT:
+            Q, S2, S3 = sums(3, 6)
+        else:
+            w2e2 = np.multiply(we, we, out=B[6])
+            np.multiply(w2e2, w, out=B[7])
+            np.multiply(ww, e, out=B[8])
+            Q, S2, S3, yPPy, Sw3e2, Sw2e = sums(3, 9)
+        st = Stats(S1=S1, Q=Q, beta=mu[:, None], vb=vb)
         st.S2 = S2
         if level != _LIGHT:
-            w2e2 = np.multiply(we, we, out=B[5])
-            st.yPPy = w2e2 @ ones
+            st.yPPy = yPPy
             # y'PPPy = sum w^3 e^2 - (sum w^2 e)^2 / S1
-            Sw3e2 = np.multiply(w2e2, w, out=B[5]) @ ones
-            Sw2e = np.multiply(ww, e, out=B[6]) @ ones
             st.yPPPy = Sw3e2 - Sw2e**2 / S1
         st.trP = S1 - S2 / S1
         st.trPP = S2 - 2.0 * S3 / S1 + (S2 / S1) ** 2
-        # Those closed forms cancel catastrophically when one weight dominates
-        # (max w / sum w -> 1, e.g. a study with a tiny variance); such rows are
-        # recomputed from sums of positive terms only.  A row can only be dominated
-        # if S2 > S1^2/4 (since S2 >= max(w)^2), which screens out the others cheaply.
-        cand = np.flatnonzero(S2 > 0.25 * S1 * S1)
-        if cand.size:
-            wc = 1.0 / (V[cand] + tau2[cand, None])
-            dom = cand[wc.max(axis=1) > 0.5 * S1[cand]]
-            if dom.size:
-                wd = 1.0 / (V[dom] + tau2[dom, None])
-                st.trP[dom], st.trPP[dom] = _stable_traces(wd, S1[dom])
+        # Those closed forms cancel catastrophically when one weight dominates: with
+        # q = max w / S1 their relative error is about eps/(1-q)^2.  Rows with
+        # S2/S1^2 > 0.98 (1-q below about 0.01, error above about 1e-12) are
+        # recomputed from sums of positive terms only (exact for every row).
+        dom = np.flatnonzero(S2 > 0.98 * S1 * S1)
+        if dom.size:
+            wd = 1.0 / (V[dom] + tau2[dom, None])
+            st.trP[dom], st.trPP[dom] = _stable_traces(wd, S1[dom])
         if level >= 2:
             Vz = np.where(np.isfinite(V), V, 0.0)
             wf = 1.0 / (V + tau2[:, None])

@@ -731,11 +731,14 @@ _R = TypeVar("_R")
 
 
 def _n_threads() -> int:
-    """Worker threads for chunked pooling (``ALLIANCE_META_NUM_THREADS``, default: CPUs)."""
+    """Worker threads for chunked pooling (``ALLIANCE_META_NUM_THREADS``, default 1)."""
     env = os.environ.get("ALLIANCE_META_NUM_THREADS")
     if env:
         return max(1, int(env))
-    return max(1, min(os.cpu_count() or 1, 8))
+    # One thread by default: on this 2-core reference machine a second thread made
+    # every pool_many benchmark slower (memory-bound passes, GIL hand-offs between
+    # short numpy calls); see docs/benchmarks.rst.
+    return 1
 
 
 def _map_chunks(fn: Callable[[_T], _R], items: Iterable[_T]) -> Iterator[tuple[_T, _R]]:
@@ -787,10 +790,14 @@ def _group_long(y: FloatArray, v: FloatArray, codes: npt.NDArray[np.int64], G: i
     by_size = np.argsort(counts, kind="stable").astype(np.int64)
     rank = np.empty(G, dtype=np.int64)
     rank[by_size] = np.arange(G, dtype=np.int64)
-    if G * N < 2**62:
-        key = rank[codes] * N + np.arange(N, dtype=np.int64)
+    bits = max(1, int(N - 1).bit_length())
+    if G < 2 ** (62 - bits):
+        # (rank, position) packed into one int64: sort the keys, then mask out the
+        # positions (cheaper than an argsort, and than a modulo)
+        key = np.left_shift(rank[codes], bits)
+        key |= np.arange(N, dtype=np.int64)
         key.sort()
-        order = key % N
+        order = key & ((1 << bits) - 1)
     else:  # pragma: no cover - astronomically large inputs
         order = np.argsort(rank[codes], kind="stable")
     sizes = counts[by_size]
@@ -853,13 +860,18 @@ def _iter_kernels(data: _ManyData) -> Iterable[tuple[_core.Kernel, npt.NDArray[n
 
 
 def _prepare_padded(y: FloatArray, v: FloatArray) -> tuple[FloatArray, FloatArray]:
-    """Validated 2-D input (quick checks for complete data, else locate the problem)."""
+    """Validated 2-D input (quick checks for complete data, else locate the problem).
+
+    min/max reductions propagate NaN and expose ±inf, so four of them prove complete
+    data valid; anything else goes to :func:`_validate_padded`, which names the entry.
+    """
     if not (
         y.shape == v.shape
         and y.size > 0
-        and bool(np.isfinite(y).all())
-        and bool(np.isfinite(v).all())
+        and math.isfinite(float(y.min()))
+        and math.isfinite(float(y.max()))
         and float(v.min()) > 0
+        and float(v.max()) < math.inf
     ):
         _validate_padded(y, v)
     return y, v
