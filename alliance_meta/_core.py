@@ -82,6 +82,17 @@ _EPS = float(np.finfo(np.float64).eps)
 # the residual moments y'PPy, y'PPPy that only the likelihood/Q-root searches need.
 _BETA_ONLY = -1.0
 _LIGHT = 0.5
+#: Level of the Q-root searches (PM, PMM, EB, Q-profile): Q and y'PPy only.
+_QROOT = 0.75
+
+
+def _covers(have: float, want: float) -> bool:
+    """Whether Stats computed at level ``have`` contain everything of level ``want``.
+
+    Levels -1 < 0 < {LIGHT, QROOT} < 1 < 2 nest, except LIGHT and QROOT, which hold
+    different extras (weight moments vs. residual moments).
+    """
+    return have == want or want <= 0 <= have or (have >= 1 and want <= have)
 #: Scratch arrays the intercept-only kernel needs at its deepest level.
 _IO_SLOTS = 9
 #: Per-thread scratch buffer of the intercept-only kernel (see Kernel._scratch).
@@ -197,14 +208,14 @@ class Kernel:
         tau2 = np.asarray(tau2, dtype=np.float64)
         slot = "zero" if not tau2.any() else "last"
         hit = self._cache.get(slot)
-        if hit is not None and hit[1] >= level and (
+        if hit is not None and _covers(hit[1], level) and (
             hit[0] is tau2 or np.array_equal(hit[0], tau2)
         ):
             return hit[2]
         if self.X is None:
             st = self._weighted_io(tau2, level)
         else:
-            level = 1 if level == _LIGHT else max(int(level), 0)
+            level = 1 if level in (_LIGHT, _QROOT) else max(int(level), 0)
             w = np.add(self.V, tau2[:, None])
             np.divide(1.0, w, out=w)
             st = self._weighted_general(w, level)
@@ -241,6 +252,10 @@ class Kernel:
         np.multiply(we, e, out=B[3])
         if level == 0:
             return Stats(S1=S1, Q=B[3] @ ones, beta=mu[:, None], vb=vb)
+        if level == _QROOT:
+            np.multiply(we, we, out=B[4])
+            Q, yPPy = sums(3, 5)
+            return Stats(S1=S1, Q=Q, beta=mu[:, None], vb=vb, yPPy=yPPy)
         ww = np.multiply(w, w, out=B[4])
         np.multiply(ww, w, out=B[5])
         if level == _LIGHT:
@@ -619,7 +634,7 @@ def _q_root(kern: Kernel, target_of: Callable[[Kernel], FloatArray], t0: FloatAr
     FloatArray, IntArray, BoolArray
 ]:
     def fun(K: Kernel, t: FloatArray) -> tuple[FloatArray, FloatArray]:
-        st = K.weighted(t, 1)
+        st = K.weighted(t, _QROOT)
         assert st.yPPy is not None
         return st.Q - target_of(K), -np.maximum(st.yPPy, np.finfo(float).tiny)
 
@@ -711,7 +726,7 @@ def estimate_tau2(kern: Kernel, method: CoreMethod) -> Tau2Result:
             # EB's estimating equation Q(t) k/(k-p) = k has the same root as PM's Q(t) = k-p.
             def target(K: Kernel) -> FloatArray:
                 d = _df_resid(K)
-                return np.asarray(sps.chi2.ppf(0.5, d), dtype=np.float64) if method == "PMM" else d
+                return chi2_quantile(0.5, d) if method == "PMM" else d
 
             st0 = kern.weighted(zeros, _LIGHT)
             assert st0.trP is not None
@@ -841,6 +856,13 @@ def inference_df(k: IntArray, p: int, test: CoreTest) -> FloatArray:
     if test == "z":
         return np.full(k.shape, np.nan)
     return np.where(k <= 1, np.nan, (k - p).astype(np.float64))
+
+
+def chi2_quantile(q: float, df: FloatArray) -> FloatArray:
+    """``χ²_df`` quantiles, one scipy evaluation per distinct df (usually a handful)."""
+    uniq, inv = np.unique(df, return_inverse=True)
+    out: FloatArray = np.asarray(sps.chi2.ppf(q, uniq), dtype=np.float64)[inv.reshape(df.shape)]
+    return out
 
 
 def critical_value(df: FloatArray, level: float) -> FloatArray:
@@ -1092,7 +1114,7 @@ def qprofile(kern: Kernel, level: float = 0.95) -> QProfile:
     def bound(upper_quantile: bool) -> FloatArray:
         def target(K: Kernel) -> FloatArray:
             d = _df_resid(K)
-            q = sps.chi2.isf(alpha / 2, d) if upper_quantile else sps.chi2.ppf(alpha / 2, d)
+            q = chi2_quantile(1.0 - alpha / 2 if upper_quantile else alpha / 2, d)
             return np.asarray(q, dtype=np.float64)
 
         # start at the DL-type moment solution of Q(t) = target
