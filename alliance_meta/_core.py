@@ -559,9 +559,10 @@ def _positive_root(
 
     With ``loglik`` (ML, REML), rows whose score is negative at 0 but positive at
     the starting value ``t0`` have a second, interior local maximum beyond ``t0``;
-    it is found too and kept where its log-likelihood exceeds that at τ² = 0, so
-    the global maximum on ``[0, inf)`` is returned (metafor instead keeps whichever
-    point its Fisher scoring from ``t0`` reaches, then checks it against 0).
+    it is found too and kept where its log-likelihood exceeds that at τ² = 0 (the
+    counterpart of metafor's check of the point its Fisher scoring reaches from
+    ``t0`` against τ² = 0).  Elsewhere the root reached from ``t0`` is returned, as
+    metafor does; with two interior peaks that need not be the higher one.
     """
     m = kern.m
     f0, s0 = fun(kern, np.zeros(m))
