@@ -310,7 +310,10 @@ def check_correlation(
             Problem("r", f"r = ±1 has a zero sampling variance ({measure})", np.abs(rf) == 1.0)
         )
         if measure == "COR":
-            problems.append(Problem("n", "COR needs n > 1 (its variance is /(n − 1))", nf <= 1))
+            # metafor's escalc gives no sampling variance (NA) for COR when n <= 3
+            problems.append(
+                Problem("n", "COR needs n > 3 (metafor gives no variance for n <= 3)", nf <= 3)
+            )
         else:
             problems.append(Problem("n", "UCOR needs n > 4", nf <= 4))
     return problems

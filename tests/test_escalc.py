@@ -214,8 +214,14 @@ def test_bad_correlation(measure: str, r: float, n: float, field: str) -> None:
     assert repr(field) in str(exc.value)
 
 
-def test_cor_accepts_small_n_that_zcor_rejects() -> None:
-    assert E.from_correlation([0.3], [3], "COR").vi[0] == pytest.approx((1 - 0.09) ** 2 / 2)
+def test_cor_small_n_follows_metafor() -> None:
+    # metafor's escalc("COR") returns vi = NA for n <= 3 and (1 - r^2)^2 / (n - 1)
+    # from n = 4 on (checked in R 4.2.2 / metafor 3.8.1): n = 3 is an error here.
+    with pytest.raises(InvalidStudyError) as exc:
+        E.from_correlation([0.3], [3], "COR")
+    assert exc.value.field == "n"
+    # exact formula at n = 4; 1e-15 is round-off only
+    assert E.from_correlation([0.3], [4], "COR").vi[0] == pytest.approx(0.91**2 / 3, rel=1e-15)
 
 
 @pytest.mark.parametrize(
