@@ -10,6 +10,7 @@ Python loop.  The formulas follow R's metafor (``leave1out``, ``influence`` and
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import attrs
 import numpy as np
@@ -116,23 +117,48 @@ class LeaveOneOutResult:
 
     def to_frame(self) -> pd.DataFrame:
         """DataFrame indexed by the omitted study."""
-        frame: pd.DataFrame = pd.DataFrame(
-            {
-                "estimate": self.estimate,
-                "se": self.se,
-                "statistic": self.statistic,
-                "pvalue": self.pvalue,
-                "ci_low": self.ci.low,
-                "ci_high": self.ci.high,
-                "Q": self.Q,
-                "Q_pvalue": self.Q_pvalue,
-                "tau2": self.tau2,
-                "I2": self.I2,
-                "H2": self.H2,
-            },
-            index=pd.Index(list(self.labels), name="omitted"),
-        )
-        return frame
+        return _series_frame(self, "omitted", {})
+
+
+def _series_frame(
+    res: LeaveOneOutResult | CumulativeResult, index_name: str, extra: dict[str, Any]
+) -> pd.DataFrame:
+    """The shared DataFrame of leave-one-out and cumulative results."""
+    frame: pd.DataFrame = pd.DataFrame(
+        {
+            **extra,
+            "estimate": res.estimate,
+            "se": res.se,
+            "statistic": res.statistic,
+            "pvalue": res.pvalue,
+            "ci_low": res.ci.low,
+            "ci_high": res.ci.high,
+            "Q": res.Q,
+            "Q_pvalue": res.Q_pvalue,
+            "tau2": res.tau2,
+            "I2": res.I2,
+            "H2": res.H2,
+        },
+        index=pd.Index(list(res.labels), name=index_name),
+    )
+    return frame
+
+
+def _series_fields(fit: _core.CoreFit) -> dict[str, Any]:
+    """The per-refit fields shared by leave-one-out and cumulative results."""
+    return {
+        "estimate": _col(fit.beta[:, 0]),
+        "se": _col(fit.se[:, 0]),
+        "statistic": _col(fit.statistic[:, 0]),
+        "pvalue": _col(fit.pvalue[:, 0]),
+        "df": _df_or_nan(fit),
+        "ci": IntervalArray(_col(fit.ci_low[:, 0]), _col(fit.ci_high[:, 0])),
+        "tau2": _col(fit.tau2),
+        "Q": _col(fit.QE),
+        "Q_pvalue": _col(fit.QE_pvalue),
+        "I2": _col(fit.I2),
+        "H2": _col(fit.H2),
+    }
 
 
 def _loo_fit(result: PoolResult) -> _core.CoreFit:
@@ -169,17 +195,7 @@ def leave_one_out(result: PoolResult) -> LeaveOneOutResult:
     """
     fit = _loo_fit(result)
     return LeaveOneOutResult(
-        estimate=_col(fit.beta[:, 0]),
-        se=_col(fit.se[:, 0]),
-        statistic=_col(fit.statistic[:, 0]),
-        pvalue=_col(fit.pvalue[:, 0]),
-        df=_df_or_nan(fit),
-        ci=IntervalArray(_col(fit.ci_low[:, 0]), _col(fit.ci_high[:, 0])),
-        tau2=_col(fit.tau2),
-        Q=_col(fit.QE),
-        Q_pvalue=_col(fit.QE_pvalue),
-        I2=_col(fit.I2),
-        H2=_col(fit.H2),
+        **_series_fields(fit),
         labels=result.labels,
         method=result.method,
         test=result.test,
@@ -414,24 +430,7 @@ class CumulativeResult:
 
     def to_frame(self) -> pd.DataFrame:
         """DataFrame indexed by the study added at each step."""
-        frame: pd.DataFrame = pd.DataFrame(
-            {
-                "k": self.k,
-                "estimate": self.estimate,
-                "se": self.se,
-                "statistic": self.statistic,
-                "pvalue": self.pvalue,
-                "ci_low": self.ci.low,
-                "ci_high": self.ci.high,
-                "Q": self.Q,
-                "Q_pvalue": self.Q_pvalue,
-                "tau2": self.tau2,
-                "I2": self.I2,
-                "H2": self.H2,
-            },
-            index=pd.Index(list(self.labels), name="added"),
-        )
-        return frame
+        return _series_frame(self, "added", {"k": self.k})
 
 
 def _resolve_order(order: npt.ArrayLike | None, k: int) -> npt.NDArray[np.intp]:
@@ -489,17 +488,7 @@ def cumulative(result: PoolResult, order: npt.ArrayLike | None = None) -> Cumula
     include[:, idx] = np.tril(np.ones((k, k), dtype=bool))
     fit = _refit_subsets(result, include)
     return CumulativeResult(
-        estimate=_col(fit.beta[:, 0]),
-        se=_col(fit.se[:, 0]),
-        statistic=_col(fit.statistic[:, 0]),
-        pvalue=_col(fit.pvalue[:, 0]),
-        df=_df_or_nan(fit),
-        ci=IntervalArray(_col(fit.ci_low[:, 0]), _col(fit.ci_high[:, 0])),
-        tau2=_col(fit.tau2),
-        Q=_col(fit.QE),
-        Q_pvalue=_col(fit.QE_pvalue),
-        I2=_col(fit.I2),
-        H2=_col(fit.H2),
+        **_series_fields(fit),
         k=np.asarray(fit.k, dtype=np.int64),
         order=idx,
         labels=tuple(result.labels[i] for i in idx),
