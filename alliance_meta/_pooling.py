@@ -300,30 +300,11 @@ class PoolResult:
 
     def to_frame(self) -> pd.DataFrame:
         """One-row DataFrame of every scalar field."""
-        row = {
-            "estimate": self.estimate,
-            "se": self.se,
-            "statistic": self.statistic,
-            "pvalue": self.pvalue,
-            "df": self.df,
-            "ci_low": self.ci.low,
-            "ci_high": self.ci.high,
-            "pi_low": self.pi.low,
-            "pi_high": self.pi.high,
-            "tau2": self.tau2,
-            "tau2_se": self.tau2_se,
-            "Q": self.Q,
-            "Q_df": self.Q_df,
-            "Q_pvalue": self.Q_pvalue,
-            "I2": self.I2,
-            "H2": self.H2,
-            "k": self.k,
-            "method": self.method,
-            "test": self.test,
-            "level": self.level,
-            "measure": self.measure,
-        }
-        frame: pd.DataFrame = pd.DataFrame([row])
+        row = {name: [value] for name, value in _frame_columns(self).items()}
+        row.update(
+            method=[self.method], test=[self.test], level=[self.level], measure=[self.measure]
+        )
+        frame: pd.DataFrame = pd.DataFrame(row)
         return frame
 
     def summary(self) -> Summary:
@@ -694,31 +675,33 @@ class ManyPoolResult:
 
     def to_frame(self) -> pd.DataFrame:
         """One row per analysis, indexed by group."""
-        frame: pd.DataFrame = pd.DataFrame(
-            {
-                "k": self.k,
-                "estimate": self.estimate,
-                "se": self.se,
-                "statistic": self.statistic,
-                "pvalue": self.pvalue,
-                "df": self.df,
-                "ci_low": self.ci.low,
-                "ci_high": self.ci.high,
-                "pi_low": self.pi.low,
-                "pi_high": self.pi.high,
-                "tau2": self.tau2,
-                "tau2_se": self.tau2_se,
-                "Q": self.Q,
-                "Q_df": self.Q_df,
-                "Q_pvalue": self.Q_pvalue,
-                "I2": self.I2,
-                "H2": self.H2,
-                "iterations": self.iterations,
-                "converged": self.converged,
-            },
-            index=pd.Index(self.groups, name="group"),
-        )
+        cols = _frame_columns(self)
+        cols.update(iterations=self.iterations, converged=self.converged)
+        frame: pd.DataFrame = pd.DataFrame(cols, index=pd.Index(self.groups, name="group"))
         return frame
+
+
+def _frame_columns(res: PoolResult | ManyPoolResult) -> dict[str, Any]:
+    """The columns shared by the frames of single and many pooled results."""
+    return {
+        "k": res.k,
+        "estimate": res.estimate,
+        "se": res.se,
+        "statistic": res.statistic,
+        "pvalue": res.pvalue,
+        "df": res.df,
+        "ci_low": res.ci.low,
+        "ci_high": res.ci.high,
+        "pi_low": res.pi.low,
+        "pi_high": res.pi.high,
+        "tau2": res.tau2,
+        "tau2_se": res.tau2_se,
+        "Q": res.Q,
+        "Q_df": res.Q_df,
+        "Q_pvalue": res.Q_pvalue,
+        "I2": res.I2,
+        "H2": res.H2,
+    }
 
 
 #: Target number of cells (analyses x studies) per chunk: large enough that numpy's
