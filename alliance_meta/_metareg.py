@@ -20,7 +20,6 @@ findings from meta-regression. *Statistics in Medicine*, 23(11), 1663-1682.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -37,12 +36,12 @@ from alliance_meta._pooling import (
     check_level,
     check_method,
     check_test,
+    fit_one,
     resolve_input,
 )
 from alliance_meta._summary import info_table, make_summary, value_table
 from alliance_meta._types import FloatArray, Measure, Method, Test
 from alliance_meta.exceptions import (
-    ConvergenceWarning,
     InvalidStudyError,
     ModelSpecificationError,
 )
@@ -786,14 +785,7 @@ def meta_regression(
     sset = _studyset(studies)
     names, X, terms = build_design(moderators, sset, y.size, labels)
     _check_design(X, names)
-    kern = _core.kernel_from_padded(y[None, :], v[None, :], None if X.shape[1] == 1 else X)
-    fit = _core.fit(kern, core_method, core_test, lv)
-    if not fit.converged[0]:
-        warnings.warn(
-            f"the {core_method} estimator did not converge in {fit.iterations[0]} iterations",
-            ConvergenceWarning,
-            stacklevel=2,
-        )
+    fit = fit_one(y, v, None if X.shape[1] == 1 else X, core_method, core_test, lv)
     tau2 = float(fit.tau2[0])
     df = float(fit.df[0])
     tau2_se = float(fit.tau2_se[0])

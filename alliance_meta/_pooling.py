@@ -397,6 +397,27 @@ def result_from_core(
     )
 
 
+def fit_one(
+    yi: FloatArray,
+    vi: FloatArray,
+    X: FloatArray | None,
+    method: _core.CoreMethod,
+    test: _core.CoreTest,
+    level: float,
+    what: str = "",
+) -> _core.CoreFit:
+    """One model (m = 1) through the vectorised core, warning if it did not converge."""
+    fit = _core.fit(_core.kernel_from_padded(yi[None, :], vi[None, :], X), method, test, level)
+    if not fit.converged[0]:
+        warnings.warn(
+            f"the {method} estimator did not converge in {fit.iterations[0]} iterations"
+            + (f" ({what})" if what else ""),
+            ConvergenceWarning,
+            stacklevel=4,
+        )
+    return fit
+
+
 def _pool_single(
     yi: FloatArray,
     vi: FloatArray,
@@ -418,14 +439,7 @@ def _pool_single(
             FewStudiesWarning,
             stacklevel=3,
         )
-    kern = _core.kernel_from_padded(yi[None, :], vi[None, :])
-    fit = _core.fit(kern, core_method, core_test, lv)
-    if not fit.converged[0]:
-        warnings.warn(
-            f"the {core_method} estimator did not converge in {fit.iterations[0]} iterations",
-            ConvergenceWarning,
-            stacklevel=3,
-        )
+    fit = fit_one(yi, vi, None, core_method, core_test, lv)
     shown_test = "z" if yi.size == 1 else core_test
     return result_from_core(fit, 0, yi, vi, labels, core_method, shown_test, lv, measure)
 

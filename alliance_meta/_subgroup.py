@@ -35,6 +35,7 @@ from alliance_meta._pooling import (
     check_level,
     check_method,
     check_test,
+    fit_one,
     resolve_input,
     result_from_core,
 )
@@ -393,14 +394,7 @@ def subgroup_analysis(
         X = np.ones((y.size, G))
         for j, g in enumerate(others):
             X[:, j + 1] = codes == g
-        kc = _core.kernel_from_padded(y[None, :], v[None, :], X)
-        common = _core.fit(kc, core_method, core_test, lv)
-        if not common.converged[0]:
-            warnings.warn(
-                f"the {core_method} estimator did not converge in the common-tau^2 model",
-                ConvergenceWarning,
-                stacklevel=2,
-            )
+        common = fit_one(y, v, X, core_method, core_test, lv, "common-tau^2 model")
         Qb = float(common.QM[0])
         Qb_df = int(common.QM_df1[0])
         Qb_p = float(common.QM_pvalue[0])
