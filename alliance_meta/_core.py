@@ -430,63 +430,6 @@ def kernel_from_padded(
     return Kernel(Yc, Vi, k, center, Xz)
 
 
-@dataclass(frozen=True)
-class RaggedLayout:
-    """How long-format rows map onto padded chunks.
-
-    ``chunks`` holds, per chunk, the group codes it pools (rows of the chunk) and the
-    flat row indices of ``yi`` laid out as a padded ``(rows, width)`` array, with -1
-    for padding.
-    """
-
-    n_groups: int
-    counts: IntArray
-    chunks: tuple[tuple[IntArray, npt.NDArray[np.intp]], ...]
-
-
-def ragged_layout(codes: IntArray, n_groups: int, chunk_rows: int = CHUNK_ROWS) -> RaggedLayout:
-    """Plan padded chunks for long-format data with integer group codes.
-
-    Groups are sorted by size so each chunk is padded only to the size of its
-    largest group, and a chunk is closed early when padding would more than double
-    its cells; memory therefore stays proportional to the input.
-    """
-    counts = np.bincount(codes, minlength=n_groups).astype(np.int64)
-    order = np.argsort(codes, kind="stable")  # rows grouped by code
-    starts = np.zeros(n_groups + 1, dtype=np.int64)
-    np.cumsum(counts, out=starts[1:])
-    by_size = np.argsort(counts, kind="stable")
-    chunks: list[tuple[IntArray, npt.NDArray[np.intp]]] = []
-    i = 0
-    G = n_groups
-    sizes = counts[by_size]
-    while i < G:
-        j = min(i + chunk_rows, G)
-        # shrink j until padding (rows * max size) <= 2 * cells + slack
-        cells = np.cumsum(sizes[i:j])
-        width_at = sizes[i:j]
-        rows = np.arange(1, j - i + 1)
-        ok = rows * width_at <= 2 * cells + 65536
-        if not ok.all():
-            j = i + max(1, int(np.argmin(ok)))
-        grp = by_size[i:j]
-        width = int(max(1, counts[grp].max()))
-        pos = np.arange(width)[None, :]
-        cnt = counts[grp][:, None]
-        flat = np.where(pos < cnt, starts[grp][:, None] + pos, -1)
-        rows_idx = np.where(flat >= 0, order[np.maximum(flat, 0)], -1).astype(np.intp)
-        chunks.append((grp.astype(np.int64), rows_idx))
-        i = j
-    return RaggedLayout(n_groups, counts, tuple(chunks))
-
-
-def gather_padded(values: FloatArray, rows_idx: npt.NDArray[np.intp]) -> FloatArray:
-    """Padded ``(rows, width)`` view of long-format ``values`` (NaN in padding)."""
-    out = values[np.maximum(rows_idx, 0)]
-    out[rows_idx < 0] = np.nan
-    return out
-
-
 # ---------------------------------------------------------------------------
 # Safeguarded root finding, vectorised over rows
 # ---------------------------------------------------------------------------
@@ -1184,17 +1127,14 @@ __all__ = [
     "CoreFit",
     "Kernel",
     "QProfile",
-    "RaggedLayout",
     "Tau2Result",
     "concat_fits",
     "concat_qprofiles",
     "estimate_tau2",
     "fit",
     "fit_given_tau2",
-    "gather_padded",
     "heterogeneity",
     "kernel_from_padded",
     "permute_rows",
     "qprofile",
-    "ragged_layout",
 ]

@@ -56,7 +56,7 @@ def _block_fields(
 
     yy, vv = _prepare_padded(np.asarray(y, dtype=np.float64), np.asarray(v, dtype=np.float64))
     core_test = check_test(test)
-    data = _ManyData(yy, vv, None, None, None)
+    data = _ManyData(yy, vv)
     fit = _fit_chunks(data, m, check_method(method), core_test)
     res = _many_result(fit, np.arange(m), method, core_test, level, "GEN", data)
     for j, name in enumerate(DASK_FIELDS):

@@ -564,9 +564,6 @@ class _ManyData:
 
     padded_y: FloatArray | None
     padded_v: FloatArray | None
-    long_y: FloatArray | None
-    long_v: FloatArray | None
-    layout: _core.RaggedLayout | None
     grouped: _GroupedLong | None = None
 
 
@@ -846,14 +843,32 @@ def _iter_kernels(data: _ManyData) -> Iterable[tuple[_core.Kernel, npt.NDArray[n
                 data.padded_y[start:stop], data.padded_v[start:stop]
             )
             yield kern, np.arange(start, stop, dtype=np.int64)
-    elif data.grouped is not None:
-        yield from _iter_grouped(data.grouped)
     else:
-        assert data.layout is not None and data.long_y is not None and data.long_v is not None
-        for grp, rows_idx in data.layout.chunks:
-            Y = _core.gather_padded(data.long_y, rows_idx)
-            V = _core.gather_padded(data.long_v, rows_idx)
-            yield _core.kernel_from_padded(Y, V), grp
+        assert data.grouped is not None
+        yield from _iter_grouped(data.grouped)
+
+
+def fit_groups(
+    y: FloatArray,
+    v: FloatArray,
+    codes: npt.NDArray[np.int64],
+    n_groups: int,
+    method: _core.CoreMethod,
+    test: _core.CoreTest,
+    level: float,
+) -> _core.CoreFit:
+    """Full core fits of every group of long-format data, row ``g`` for code ``g``.
+
+    The groups are laid out exactly as in :func:`pool_many` (one grouping, chunked
+    by size) and fitted chunk by chunk with :func:`alliance_meta._core.fit`.
+    """
+    data = _ManyData(None, None, _group_long(y, v, codes, n_groups))
+    fits: list[_core.CoreFit] = []
+    rows: list[npt.NDArray[np.int64]] = []
+    for kern, grp in _iter_kernels(data):
+        fits.append(_core.fit(kern, method, test, level))
+        rows.append(grp)
+    return _core.permute_rows(_core.concat_fits(fits), np.concatenate(rows).astype(np.intp))
 
 
 def _prepare_padded(y: FloatArray, v: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -1050,7 +1065,7 @@ def pool_many(
                 field="yi",
             )
         y, v = _prepare_padded(y, v)
-        data = _ManyData(y, v, None, None, None)
+        data = _ManyData(y, v)
         labels: npt.NDArray[Any] = np.arange(y.shape[0])
         m = y.shape[0]
     else:
@@ -1064,7 +1079,7 @@ def pool_many(
         validate_studies(y, v)
         labels, codes = _factorize(g)
         m = labels.size
-        data = _ManyData(None, None, y, v, None, _group_long(y, v, codes, m))
+        data = _ManyData(None, None, _group_long(y, v, codes, m))
 
     fit = _fit_chunks(data, m, core_method, core_test)
     n_bad = int((~fit["converged"]).sum())

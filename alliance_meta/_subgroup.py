@@ -35,6 +35,7 @@ from alliance_meta._pooling import (
     check_level,
     check_method,
     check_test,
+    fit_groups,
     fit_one,
     resolve_input,
     result_from_core,
@@ -339,16 +340,7 @@ def subgroup_analysis(
         )
 
     # -- every subgroup in one core call over a ragged layout --------------------
-    layout = _core.ragged_layout(codes, G)
-    fits: list[_core.CoreFit] = []
-    orders: list[npt.NDArray[np.int64]] = []
-    for grp, rows_idx in layout.chunks:
-        kern = _core.kernel_from_padded(
-            _core.gather_padded(y, rows_idx), _core.gather_padded(v, rows_idx)
-        )
-        fits.append(_core.fit(kern, core_method, core_test, lv))
-        orders.append(grp)
-    fit = _core.permute_rows(_core.concat_fits(fits), np.concatenate(orders).astype(np.intp))
+    fit = fit_groups(y, v, codes.astype(np.int64), G, core_method, core_test, lv)
     if not fit.converged.all():
         warnings.warn(
             f"the {core_method} estimator did not converge in some subgroups",
