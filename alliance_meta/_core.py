@@ -8,10 +8,11 @@ arrays it returns.
 Layout
 ------
 An *analysis* is one meta-analysis (one row).  Studies of m analyses are held in
-padded 2-D arrays of shape ``(m, n)``:
+padded 2-D arrays of shape ``(m, n)`` (ragged groups are padded chunk by chunk by
+the shell, groups of similar size together):
 
-* ``Y``: effects, centred per row by their unweighted mean (``center`` is kept so
-  that estimates can be shifted back), 0 where a study is absent;
+* ``Y``: effects, 0 where a study is absent; for meta-regression centred per row
+  by their unweighted mean, as metafor does (``center`` shifts the intercept back);
 * ``V``: sampling variances, ``+inf`` where a study is absent, so that every
   inverse-variance weight ``1 / (V + tau2)`` of an absent study is exactly 0;
 * ``X``: the design, ``None`` for the intercept-only model (the fast kernel), or an
