@@ -193,7 +193,8 @@ class EffectSize:
         r : float
             Pearson correlation, in [-1, 1] (and not ±1).
         n : float
-            Sample size: > 3 for ``"ZCOR"``, > 1 for ``"COR"``, > 4 for ``"UCOR"``.
+            Sample size: > 3 for ``"ZCOR"`` and ``"COR"`` (metafor has no variance
+            below), > 4 for ``"UCOR"``.
         measure : {"ZCOR", "COR", "UCOR"}
             Fisher's z, the raw correlation, or the unbiased correlation.
         label : str, optional
