@@ -35,6 +35,7 @@ Viechtbauer, W. (2010). Conducting meta-analyses in R with the metafor package.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -82,6 +83,8 @@ _EPS = float(np.finfo(np.float64).eps)
 # coefficients (no Q), and Q with the weight moments S2, S3 (traces of P) but not
 # the residual moments y'PPy, y'PPPy that only the likelihood/Q-root searches need.
 _BETA_ONLY = -1.0
+#: Q with S2 and tr(P) only (what DL's estimate needs; LIGHT adds S3 and tr(PP)).
+_TRP = 0.25
 _LIGHT = 0.5
 #: Level of the Q-root searches (PM, PMM, EB, Q-profile): Q and y'PPy only.
 _QROOT = 0.75
@@ -90,12 +93,22 @@ _QROOT = 0.75
 def _covers(have: float, want: float) -> bool:
     """Whether Stats computed at level ``have`` contain everything of level ``want``.
 
-    Levels -1 < 0 < {LIGHT, QROOT} < 1 < 2 nest, except LIGHT and QROOT, which hold
-    different extras (weight moments vs. residual moments).
+    Levels -1 < 0 < TRP < LIGHT < 1 < 2 nest, and 0 < QROOT < 1; QROOT holds other
+    extras (residual moments) than TRP and LIGHT (weight moments).
     """
-    return have == want or want <= 0 <= have or (have >= 1 and want <= have)
+    return (
+        have == want
+        or want <= 0 <= have
+        or (have >= 1 and want <= have)
+        or (have == _LIGHT and want == _TRP)
+    )
 #: Scratch arrays the intercept-only kernel needs at its deepest level.
 _IO_SLOTS = 9
+#: Cells per block of the intercept-only kernel's elementwise passes (its scratch
+#: slots then stay in a 2 MiB L2 cache; see docs/benchmarks.rst).
+BLOCK_CELLS = 98304
+#: Moment-form Q is kept where Q exceeds Σwy² / _MOMENT_COND (error below ~k 1e-13).
+_MOMENT_COND = 1e3
 #: Per-thread scratch buffer of the intercept-only kernel (see Kernel._scratch).
 _SCRATCH = threading.local()
 
@@ -155,6 +168,7 @@ class Kernel:
     center: FloatArray
     X: FloatArray | None = None
     p: int = field(init=False)
+    kmin: int = field(init=False)
     # Cache of weighted() results: the last τ² (with its level) and τ² = 0, which
     # the estimators, heterogeneity() and the final fit all ask for again.
     _cache: dict[str, tuple[FloatArray, float, Stats]] = field(
@@ -163,6 +177,14 @@ class Kernel:
 
     def __post_init__(self) -> None:
         self.p = 1 if self.X is None else int(self.X.shape[-1])
+        #: the fewest studies of any row (rows with k <= p need special cases)
+        self.kmin = int(self.k.min()) if self.k.size else 0
+
+    @functools.cached_property
+    def dfr(self) -> FloatArray:
+        """Residual degrees of freedom ``k - p`` per row."""
+        out: FloatArray = (self.k - self.p).astype(np.float64)
+        return out
 
     @property
     def m(self) -> int:
@@ -178,20 +200,19 @@ class Kernel:
             X = X[idx]
         return Kernel(self.Y[idx], self.V[idx], self.k[idx], self.center[idx], X)
 
-    def _scratch(self, slots: int) -> FloatArray:
-        """``slots`` scratch arrays shaped like ``Y`` (views into a reused buffer).
+    def _scratch(self, size: int) -> FloatArray:
+        """A flat scratch array of ``size`` floats (a view into a reused buffer).
 
         The buffer is kept per thread and reused by every kernel of that thread, so
-        pooling chunk after chunk touches the same (cache-resident) memory instead of
+        block after block touches the same (cache-resident) memory instead of
         faulting in fresh pages; no result returned by the kernel is a view into it.
         """
-        m, n = self.Y.shape
-        need = max(slots, _IO_SLOTS) * m * n
         flat = getattr(_SCRATCH, "buf", None)
-        if flat is None or flat.size < need:
-            flat = np.empty(need)
+        if flat is None or flat.size < size:
+            flat = np.empty(max(size, _IO_SLOTS * BLOCK_CELLS))
             _SCRATCH.buf = flat
-        return flat[: slots * m * n].reshape(slots, m, n)
+        out: FloatArray = flat[:size]
+        return out
 
     def _Xfull(self) -> FloatArray:
         assert self.X is not None
@@ -210,78 +231,134 @@ class Kernel:
         slot = "zero" if not tau2.any() else "last"
         hit = self._cache.get(slot)
         if hit is not None and _covers(hit[1], level) and (
-            hit[0] is tau2 or np.array_equal(hit[0], tau2)
+            slot == "zero" or hit[0] is tau2 or np.array_equal(hit[0], tau2)
         ):
             return hit[2]
         if self.X is None:
             st = self._weighted_io(tau2, level)
         else:
-            level = 1 if level in (_LIGHT, _QROOT) else max(int(level), 0)
+            level = 1 if level in (_TRP, _LIGHT, _QROOT) else max(int(level), 0)
             w = np.add(self.V, tau2[:, None])
             np.divide(1.0, w, out=w)
             st = self._weighted_general(w, level)
-        self._cache[slot] = (tau2.copy(), level, st)
+        self._cache[slot] = (tau2 if slot == "zero" else tau2.copy(), level, st)
         return st
 
     def _weighted_io(self, tau2: FloatArray, level: float) -> Stats:
-        # Row-major (analyses x studies) passes into reused scratch arrays; the
-        # per-analysis sums of several arrays are one BLAS product of the stacked
-        # scratch slots with a vector of ones, much faster than numpy reductions over
-        # a dozen studies per row.
+        # The elementwise passes run block by block over the rows, into scratch
+        # slots small enough to stay in cache; the per-analysis sums of several
+        # slots are one BLAS product of the stacked slots with a vector of ones, much
+        # faster than numpy reductions over a dozen studies per row.  What follows
+        # the sums (the per-analysis algebra) runs once over all rows.
         Y, V = self.Y, self.V
         m, n = Y.shape
         ones = np.ones(n)
-        B = self._scratch(9)
-
-        def sums(lo: int, hi: int) -> FloatArray:
-            out: FloatArray = (B[lo:hi].reshape((hi - lo) * m, n) @ ones).reshape(hi - lo, m)
-            return out
-
-        if tau2.any():
-            w = np.add(V, tau2[:, None], out=B[0])
-            np.divide(1.0, w, out=w)
+        shifted = bool(tau2.any())
+        # Levels up to LIGHT need Q only at weights fixed by the level, so it comes
+        # from moments, Q = Σwy² - (Σwy)²/S1, checked for cancellation below; the
+        # Q-root and likelihood levels take every quadratic form of explicit residuals.
+        moments = level in (_BETA_ONLY, 0, _TRP, _LIGHT)
+        if moments:
+            nsum = {_BETA_ONLY: 2, 0: 3, _TRP: 4, _LIGHT: 5}[level]
         else:
-            w = np.divide(1.0, V, out=B[0])
-        np.multiply(w, Y, out=B[1])
-        S1, Swy = sums(0, 2)
+            nsum = 4 if level == _QROOT else 8
+        slots = nsum if moments else nsum + 1
+        # One vector per sum: arrays above malloc's mmap threshold (128 KiB) would
+        # be faulted in afresh on every call, so the BLAS products write into the
+        # scratch buffer and are copied out.
+        sums = [np.empty(m) for _ in range(nsum)]
+        rows = max(1, min(m, BLOCK_CELLS // max(n, 1)))
+        buf = self._scratch(slots * rows * n + nsum * rows)
+        res = buf[slots * rows * n :]
+
+        def rowsums(lo: int, hi: int, slot: int, first: int, count: int) -> None:
+            # row sums of scratch slots slot.. into sums[first..] (rows lo:hi)
+            b = hi - lo
+            out = res[: count * b]
+            np.matmul(B[slot : slot + count].reshape(count * b, n), ones, out=out)
+            for i in range(count):
+                sums[first + i][lo:hi] = out[i * b : (i + 1) * b]
+
+        for lo in range(0, m, rows):
+            hi = min(m, lo + rows)
+            b = hi - lo
+            B = buf[: slots * b * n].reshape(slots, b, n)
+            Yb = Y[lo:hi]
+            w = B[0]
+            if shifted:
+                np.add(V[lo:hi], tau2[lo:hi, None], out=w)
+                np.divide(1.0, w, out=w)
+            else:
+                np.divide(1.0, V[lo:hi], out=w)
+            wy = np.multiply(w, Yb, out=B[1])
+            if moments:
+                if nsum >= 3:
+                    np.multiply(wy, Yb, out=B[2])
+                if nsum >= 4:
+                    ww = np.multiply(w, w, out=B[3])
+                if nsum == 5:
+                    np.multiply(ww, w, out=B[4])
+                rowsums(lo, hi, 0, 0, nsum)
+                continue
+            rowsums(lo, hi, 0, 0, 2)
+            e = np.subtract(Yb, (sums[1][lo:hi] / sums[0][lo:hi])[:, None], out=B[1])
+            we = np.multiply(w, e, out=B[2])
+            np.multiply(we, e, out=B[3])  # Q
+            np.multiply(we, we, out=B[4])  # y'PPy
+            if nsum == 8:
+                ww = np.multiply(w, w, out=B[5])  # S2
+                np.multiply(ww, w, out=B[6])  # S3
+                np.multiply(B[4], w, out=B[7])  # w^3 e^2
+                np.multiply(ww, e, out=B[8])  # w^2 e
+            rowsums(lo, hi, 3, 2, nsum - 2)
+
+        S1, Swy = sums[0], sums[1]
         mu = Swy / S1
         vb = (1.0 / S1)[:, None, None]
         if level == _BETA_ONLY:
             return Stats(S1=S1, Q=np.full(m, np.nan), beta=mu[:, None], vb=vb)
-        e = np.subtract(Y, mu[:, None], out=B[1])
-        we = np.multiply(w, e, out=B[2])
-        np.multiply(we, e, out=B[3])
-        if level == 0:
-            return Stats(S1=S1, Q=B[3] @ ones, beta=mu[:, None], vb=vb)
-        if level == _QROOT:
-            np.multiply(we, we, out=B[4])
-            Q, yPPy = sums(3, 5)
-            return Stats(S1=S1, Q=Q, beta=mu[:, None], vb=vb, yPPy=yPPy)
-        ww = np.multiply(w, w, out=B[4])
-        np.multiply(ww, w, out=B[5])
-        if level == _LIGHT:
-            Q, S2, S3 = sums(3, 6)
+        if moments:
+            Q = sums[2] - Swy * mu
+            # Relative rounding error of the moment form is about k eps Σwy²/Q; rows
+            # where Σwy² exceeds _MOMENT_COND Q (a pooled z² above ~1000 (k-1)), or
+            # Q <= 0, take Q from explicit residuals instead.  One study: Q = 0.
+            if self.kmin <= 1:
+                Q[self.k <= 1] = 0.0
+                bad = np.flatnonzero(~(Q * _MOMENT_COND > sums[2]) & (self.k > 1))
+            else:
+                bad = np.flatnonzero(~(Q * _MOMENT_COND > sums[2]))
+            if bad.size:
+                wb = 1.0 / (V[bad] + tau2[bad, None])
+                eb = Y[bad] - mu[bad, None]
+                Q[bad] = _rowsum(wb * eb * eb)
+            st = Stats(S1=S1, Q=Q, beta=mu[:, None], vb=vb)
+            if level == 0:
+                return st
+            S2 = sums[3]
+            S3: FloatArray | None = sums[4] if level == _LIGHT else None
         else:
-            w2e2 = np.multiply(we, we, out=B[6])
-            np.multiply(w2e2, w, out=B[7])
-            np.multiply(ww, e, out=B[8])
-            Q, S2, S3, yPPy, Sw3e2, Sw2e = sums(3, 9)
-        st = Stats(S1=S1, Q=Q, beta=mu[:, None], vb=vb)
-        st.S2 = S2
-        if level != _LIGHT:
-            st.yPPy = yPPy
+            st = Stats(S1=S1, Q=sums[2], beta=mu[:, None], vb=vb, yPPy=sums[3])
+            if level == _QROOT:
+                return st
+            S2, S3, Sw3e2, Sw2e = sums[4], sums[5], sums[6], sums[7]
             # y'PPPy = sum w^3 e^2 - (sum w^2 e)^2 / S1
             st.yPPPy = Sw3e2 - Sw2e**2 / S1
-        st.trP = S1 - S2 / S1
-        st.trPP = S2 - 2.0 * S3 / S1 + (S2 / S1) ** 2
+        st.S2 = S2
+        r = S2 / S1
+        st.trP = S1 - r
+        if S3 is not None:
+            st.trPP = S2 - (2.0 * S3 - S2 * r) / S1
         # Those closed forms cancel catastrophically when one weight dominates: with
         # q = max w / S1 their relative error is about eps/(1-q)^2.  Rows with
         # S2/S1^2 > 0.98 (1-q below about 0.01, error above about 1e-12) are
         # recomputed from sums of positive terms only (exact for every row).
-        dom = np.flatnonzero(S2 > 0.98 * S1 * S1)
+        dom = np.flatnonzero(r > 0.98 * S1)
         if dom.size:
             wd = 1.0 / (V[dom] + tau2[dom, None])
-            st.trP[dom], st.trPP[dom] = _stable_traces(wd, S1[dom])
+            trP, trPP = _stable_traces(wd, S1[dom])
+            st.trP[dom] = trP
+            if st.trPP is not None:
+                st.trPP[dom] = trPP
         if level >= 2:
             Vz = np.where(np.isfinite(V), V, 0.0)
             wf = 1.0 / (V + tau2[:, None])
@@ -315,6 +392,7 @@ class Kernel:
         return st
 
     # -- unweighted quantities (HE estimator, SJ start) ----------------------
+    @functools.cached_property
     def unweighted(self) -> tuple[FloatArray, FloatArray, FloatArray]:
         """``(RSS, tr(PV), tr(PVPV))`` of the ordinary least-squares projection."""
         kf = self.k.astype(np.float64)
@@ -403,11 +481,12 @@ def _stable_v_traces(w: FloatArray, v: FloatArray, S1: FloatArray) -> tuple[Floa
 
 
 def kernel_from_padded(
-    Y: FloatArray, V: FloatArray, X: FloatArray | None = None
+    Y: FloatArray, V: FloatArray, X: FloatArray | None = None, *, complete: bool = False
 ) -> Kernel:
     """Kernel from padded arrays where NaN (in both Y and V) marks an absent study.
 
-    The caller has validated that NaNs coincide and that present variances are > 0.
+    The caller has validated that NaNs coincide and that present variances are > 0;
+    ``complete=True`` asserts that no study is absent (skips the check for NaN).
     """
     if X is None:
         # Intercept-only: row-major and uncentred (every quadratic form of this
@@ -416,7 +495,7 @@ def kernel_from_padded(
         V = np.ascontiguousarray(V, dtype=np.float64)
         m, n = Y.shape
         zero = np.zeros(m)
-        if n > 0 and not np.isnan(Y @ np.ones(n)).any():  # dense: no study is absent
+        if complete or (n > 0 and not np.isnan(Y @ np.ones(n)).any()):  # no study absent
             return Kernel(Y, V, np.full(m, n, dtype=np.int64), zero)
         mask = ~np.isnan(Y)
         k = mask.sum(axis=1).astype(np.int64)
@@ -600,62 +679,46 @@ class Tau2Result:
 
 
 def _df_resid(K: Kernel) -> FloatArray:
-    return (K.k - K.p).astype(np.float64)
+    return K.dfr
 
 
-def estimate_tau2(kern: Kernel, method: CoreMethod) -> Tau2Result:
+def estimate_tau2(kern: Kernel, method: CoreMethod, with_se: bool = True) -> Tau2Result:
     """τ² and its standard error for every row, as metafor's ``rma.uni`` defines them.
 
-    Rows with ``k == 1`` get τ² = 0 (the caller warns).  The standard errors follow
-    metafor's formulas for each estimator (see ``rma.uni``'s source and Viechtbauer,
-    2005); ``nan`` for EE.
+    Rows with ``k == 1`` get τ² = 0 (the caller warns).  The standard errors are
+    those of :func:`tau2_se`; with ``with_se=False`` they are left out (``se`` is
+    NaN) and the closed-form estimators skip the weight moments only they need.
     """
     m = kern.m
-    kf = kern.k.astype(np.float64)
     dfr = _df_resid(kern)
     zeros = np.zeros(m)
     one_iter = np.zeros(m, dtype=np.int64)
     ok = np.ones(m, dtype=bool)
+    it, conv = one_iter, ok
     if method == "EE":
         return Tau2Result(zeros, np.full(m, np.nan), one_iter, ok)
 
     with np.errstate(divide="ignore", invalid="ignore"):
         if method in ("DL", "HS", "HSk"):
-            st = kern.weighted(zeros, _LIGHT)
-            assert st.trP is not None and st.trPP is not None
+            st = kern.weighted(zeros, _LIGHT if with_se else _TRP)
+            assert st.trP is not None
             if method == "DL":
                 raw = (st.Q - dfr) / st.trP
-                denom = st.trP
             elif method == "HS":
-                raw = (st.Q - kf) / st.S1
-                denom = st.S1
+                raw = (st.Q - kern.k) / st.S1
             else:
+                kf = kern.k.astype(np.float64)
                 raw = (kf / dfr * st.Q - kf) / st.S1
-                denom = st.S1
             tau2 = np.maximum(raw, 0.0)
-            se = np.sqrt((2.0 * dfr + 4.0 * tau2 * st.trP + 2.0 * tau2**2 * st.trPP) / denom**2)
-            if method == "HSk":
-                se = kf / dfr * se
-            it = one_iter
-            conv = ok
         elif method == "HE":
-            rss, trPV, trPVPV = kern.unweighted()
+            rss, trPV, _ = kern.unweighted
             tau2 = np.maximum((rss - trPV) / dfr, 0.0)
-            se = np.sqrt((2.0 * trPVPV + 4.0 * tau2 * trPV + 2.0 * tau2**2 * dfr) / dfr**2)
-            it, conv = one_iter, ok
         elif method == "SJ":
             tau0 = _sj_start(kern)
             st = kern.weighted(tau0, 2)
-            assert st.trPVPV is not None and st.trPVP is not None and st.trPP is not None
             tau2 = np.maximum(tau0 * st.Q / dfr, 0.0)
-            se = np.sqrt(
-                tau0**2
-                / dfr**2
-                * (2.0 * st.trPVPV + 4.0 * tau2 * st.trPVP + 2.0 * tau2**2 * st.trPP)
-            )
-            it, conv = one_iter, ok
         elif method in ("ML", "REML"):
-            rss, trPV, _ = kern.unweighted()
+            rss, trPV, _ = kern.unweighted
             he = np.maximum((rss - trPV) / dfr, 0.0)
             reml = method == "REML"
             tau2, it, conv = _positive_root(
@@ -664,29 +727,81 @@ def estimate_tau2(kern: Kernel, method: CoreMethod) -> Tau2Result:
                 he,
                 _reml_loglik if reml else _ml_loglik,
             )
-            st = kern.weighted(tau2, 1)
-            assert st.trPP is not None and st.S2 is not None
-            se = np.sqrt(2.0 / (st.trPP if method == "REML" else st.S2))
         elif method in ("EB", "PM", "PMM"):
             # EB's estimating equation Q(t) k/(k-p) = k has the same root as PM's Q(t) = k-p.
             def target(K: Kernel) -> FloatArray:
                 d = _df_resid(K)
                 return chi2_quantile(0.5, d) if method == "PMM" else d
 
-            st0 = kern.weighted(zeros, _LIGHT)
+            st0 = kern.weighted(zeros, _TRP)
             assert st0.trP is not None
             dl = np.maximum((st0.Q - dfr) / st0.trP, 0.0)
             tau2, it, conv = _q_root(kern, target, dl)
-            st = kern.weighted(tau2, 0)
-            se = np.sqrt(2.0 * kf**2 / dfr / st.S1**2)
         else:  # pragma: no cover - guarded by the shell
             raise ValueError(f"unknown method {method!r}")
 
-    single = kern.k <= 1
-    if single.any():
-        tau2 = np.where(single, 0.0, tau2)
-        se = np.where(single, np.nan, se)
+    if kern.kmin <= 1:
+        tau2 = np.where(kern.k <= 1, 0.0, tau2)
+    se = tau2_se(kern, method, tau2) if with_se else np.full(m, np.nan)
     return Tau2Result(tau2, se, it, conv)
+
+
+def tau2_se(kern: Kernel, method: CoreMethod, tau2: FloatArray) -> FloatArray:
+    """Standard error of the τ² estimates ``tau2`` of each row, as in metafor.
+
+    Notes
+    -----
+    Each estimator's own formula, from ``rma.uni``'s source (Viechtbauer, 2005;
+    Sidik & Jonkman, 2005 for SJ), with ``P`` the projection at the weights shown:
+
+    * DL: ``sqrt(2(k-p) + 4τ² tr(P) + 2τ⁴ tr(PP)) / tr(P)`` at ``1/v``; HS the same
+      over ``Σ 1/v`` (times ``k/(k-p)`` for HSk);
+    * HE: ``sqrt(2 tr(PVPV) + 4τ² tr(PV) + 2τ⁴ (k-p)) / (k-p)`` with OLS ``P``;
+    * SJ: ``τ₀/(k-p) sqrt(2 tr(PVPV) + 4τ² tr(PVP) + 2τ⁴ tr(PP))`` at ``1/(v+τ₀)``;
+    * ML/REML: ``sqrt(2 / Σw²)`` and ``sqrt(2 / tr(PP))`` at ``1/(v+τ²)``;
+    * EB, PM, PMM: ``sqrt(2k² / ((k-p) (Σw)²))`` at ``1/(v+τ²)``.
+
+    NaN for EE and for rows with one study.  The kernel's cache makes this free
+    right after :func:`estimate_tau2` has computed ``tau2``.
+    """
+    m = kern.m
+    dfr = _df_resid(kern)
+    zeros = np.zeros(m)
+    if method == "EE":
+        return np.full(m, np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if method in ("DL", "HS", "HSk"):
+            st = kern.weighted(zeros, _LIGHT)
+            assert st.trP is not None and st.trPP is not None
+            denom = st.trP if method == "DL" else st.S1
+            se = np.sqrt(2.0 * dfr + tau2 * (4.0 * st.trP + 2.0 * tau2 * st.trPP)) / denom
+            if method == "HSk":
+                se = kern.k / dfr * se
+        elif method == "HE":
+            _, trPV, trPVPV = kern.unweighted
+            se = np.sqrt((2.0 * trPVPV + 4.0 * tau2 * trPV + 2.0 * tau2**2 * dfr) / dfr**2)
+        elif method == "SJ":
+            tau0 = _sj_start(kern)
+            st = kern.weighted(tau0, 2)
+            assert st.trPVPV is not None and st.trPVP is not None and st.trPP is not None
+            se = np.sqrt(
+                tau0**2
+                / dfr**2
+                * (2.0 * st.trPVPV + 4.0 * tau2 * st.trPVP + 2.0 * tau2**2 * st.trPP)
+            )
+        elif method in ("ML", "REML"):
+            st = kern.weighted(tau2, 1)
+            assert st.trPP is not None and st.S2 is not None
+            se = np.sqrt(2.0 / (st.trPP if method == "REML" else st.S2))
+        elif method in ("EB", "PM", "PMM"):
+            st = kern.weighted(tau2, 0)
+            se = np.sqrt(2.0 * kern.k**2 / dfr / st.S1**2)
+        else:  # pragma: no cover - guarded by the shell
+            raise ValueError(f"unknown method {method!r}")
+    if kern.kmin <= 1:
+        se = np.where(kern.k <= 1, np.nan, se)
+    out: FloatArray = se
+    return out
 
 
 def _sj_start(kern: Kernel) -> FloatArray:
@@ -744,13 +859,13 @@ def q_statistic(kern: Kernel) -> tuple[FloatArray, FloatArray, FloatArray]:
     Saturated rows (``k <= p``) get ``QE = 0`` and ``vt = 0``, as in metafor.
     """
     dfr = _df_resid(kern)
-    st = kern.weighted(np.zeros(kern.m), _LIGHT)
+    st = kern.weighted(np.zeros(kern.m), _TRP)
     assert st.trP is not None
     with np.errstate(divide="ignore", invalid="ignore"):
         QE = np.maximum(st.Q, 0.0)
         vt = dfr / st.trP
-    sat = dfr <= 0
-    if sat.any():
+    if kern.kmin <= kern.p:
+        sat = dfr <= 0
         QE = np.where(sat, 0.0, QE)
         vt = np.where(sat, 0.0, vt)
     return QE, dfr, vt
@@ -861,7 +976,9 @@ def _location(
     knha = test in ("knha", "adhoc")
     # Q at τ² is needed by the Knapp-Hartung scaling only
     st = kern.weighted(tau2, 0 if knha else _BETA_ONLY)
-    beta, vb = st.beta + _center_shift(kern), st.vb
+    beta, vb = st.beta, st.vb
+    if kern.X is not None:  # only meta-regression kernels are centred
+        beta = beta + _center_shift(kern)
     s2w = np.ones(kern.m)
     if knha:
         dfr = _df_resid(kern)
@@ -883,7 +1000,6 @@ class SlimFit:
     estimate: FloatArray
     se: FloatArray
     tau2: FloatArray
-    tau2_se: FloatArray
     QE: FloatArray
     vt: FloatArray
     k: IntArray
@@ -892,15 +1008,17 @@ class SlimFit:
 
 
 def fit_slim(kern: Kernel, method: CoreMethod, test: CoreTest) -> SlimFit:
-    """The estimation part of :func:`fit` for an intercept-only kernel."""
-    est = estimate_tau2(kern, method)
+    """The estimation part of :func:`fit` for an intercept-only kernel.
+
+    The standard error of τ² is left to :func:`tau2_se` (computed on demand).
+    """
+    est = estimate_tau2(kern, method, with_se=False)
     beta, vb, _ = _location(kern, est.tau2, test)
     QE, _, vt = q_statistic(kern)
     return SlimFit(
         estimate=beta[:, 0],
         se=np.sqrt(vb[:, 0, 0]),
         tau2=est.tau2,
-        tau2_se=est.se,
         QE=QE,
         vt=vt,
         k=kern.k,
@@ -1063,7 +1181,7 @@ def qprofile(kern: Kernel, level: float = 0.95) -> QProfile:
             return np.asarray(q, dtype=np.float64)
 
         # start at the DL-type moment solution of Q(t) = target
-        st0 = kern.weighted(zeros, _LIGHT)
+        st0 = kern.weighted(zeros, _TRP)
         assert st0.trP is not None
         with np.errstate(divide="ignore", invalid="ignore"):
             t0 = np.maximum((st0.Q - target(kern)) / st0.trP, 0.0)
@@ -1138,4 +1256,5 @@ __all__ = [
     "kernel_from_padded",
     "permute_rows",
     "qprofile",
+    "tau2_se",
 ]

@@ -48,16 +48,19 @@ def _block_fields(
     if m == 0:
         return out
     from alliance_meta._pooling import (
+        _check_complete_fit,
         _many_result,
         _prepare_padded,
         check_method,
         check_test,
     )
 
-    yy, vv = _prepare_padded(np.asarray(y, dtype=np.float64), np.asarray(v, dtype=np.float64))
+    yy, vv = np.asarray(y, dtype=np.float64), np.asarray(v, dtype=np.float64)
     core_test = check_test(test)
-    data = _ManyData(yy, vv)
+    data = _ManyData(yy, vv, complete=_prepare_padded(yy, vv))
     fit = _fit_chunks(data, m, check_method(method), core_test)
+    if data.complete:
+        _check_complete_fit(yy, vv, fit["estimate"])
     res = _many_result(fit, np.arange(m), method, core_test, level, "GEN", data)
     for j, name in enumerate(DASK_FIELDS):
         if name in ("ci_low", "ci_high", "pi_low", "pi_high"):

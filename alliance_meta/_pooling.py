@@ -565,6 +565,8 @@ class _ManyData:
     padded_y: FloatArray | None
     padded_v: FloatArray | None
     grouped: _GroupedLong | None = None
+    #: the padded input is known to have no absent study (no NaN)
+    complete: bool = False
 
 
 @attrs.frozen
@@ -573,19 +575,20 @@ class ManyPoolResult:
 
     Field names match :class:`PoolResult`.  ``groups`` holds the sorted group labels
     (or ``0..m-1`` for 2-D input).  The estimation results (``estimate``, ``se``,
-    ``tau2``, ``tau2_se``, ``Q``, ``k``, ``iterations``, ``converged``) are computed
-    by :func:`pool_many`; the quantities derived from them (``statistic``,
-    ``pvalue``, ``df``, ``ci``, ``pi``, ``Q_df``, ``Q_pvalue``, ``I2``, ``H2``) are
-    computed on first access by the same core functions as for :class:`PoolResult`,
-    and cached, like statsmodels' results (p-values over millions of analyses cost
-    more than the pooling itself, and many uses never read them).
+    ``tau2``, ``Q``, ``k``, ``iterations``, ``converged``) are computed by
+    :func:`pool_many`; the quantities derived from them and the data (``tau2_se``,
+    ``statistic``, ``pvalue``, ``df``, ``ci``, ``pi``, ``Q_df``, ``Q_pvalue``,
+    ``I2``, ``H2``) are computed on first access by the same core functions as for
+    :class:`PoolResult`, and cached, like statsmodels' results (p-values over
+    millions of analyses cost more than the pooling itself, and many uses never
+    read them; the standard error of a DL τ² needs a weight moment that nothing
+    else does).
     """
 
     groups: npt.NDArray[Any] = attrs.field(eq=False)
     estimate: FloatArray = attrs.field(eq=False)
     se: FloatArray = attrs.field(eq=False)
     tau2: FloatArray = attrs.field(eq=False)
-    tau2_se: FloatArray = attrs.field(eq=False)
     Q: FloatArray = attrs.field(eq=False)
     k: npt.NDArray[np.int64] = attrs.field(eq=False)
     iterations: npt.NDArray[np.int64] = attrs.field(eq=False)
@@ -596,6 +599,15 @@ class ManyPoolResult:
     measure: str
     _vt: FloatArray = attrs.field(eq=False, repr=False, alias="vt")
     _data: _ManyData = attrs.field(eq=False, repr=False, alias="data")
+
+    @functools.cached_property
+    def tau2_se(self) -> FloatArray:
+        """Standard error of τ² (NaN for EE and where k = 1), as :class:`PoolResult`."""
+        out = np.empty(len(self))
+        method = cast(_core.CoreMethod, self.method)
+        for kern, rows in _iter_kernels(self._data):
+            out[rows] = _core.tau2_se(kern, method, self.tau2[rows])
+        return out
 
     @functools.cached_property
     def df(self) -> FloatArray:
@@ -668,7 +680,7 @@ class ManyPoolResult:
             lambda kr: _core.qprofile(kr[0], lv), _iter_kernels(self._data)
         ):
             parts.append(qp_part)
-            order_parts.append(rows)
+            order_parts.append(_row_indices(rows))
         qp = _core.concat_qprofiles(parts)
         order = np.concatenate(order_parts)
         fields = {}
@@ -831,8 +843,18 @@ def _iter_grouped(gl: _GroupedLong) -> Iterator[tuple[_core.Kernel, npt.NDArray[
         i = j
 
 
-def _iter_kernels(data: _ManyData) -> Iterable[tuple[_core.Kernel, npt.NDArray[np.int64]]]:
-    """Kernels of consecutive chunks with the analysis indices they hold."""
+#: The analyses a chunk holds: a slice of consecutive rows (2-D input) or indices.
+Rows = slice | npt.NDArray[np.int64]
+
+
+def _row_indices(rows: Rows) -> npt.NDArray[np.int64]:
+    if isinstance(rows, slice):
+        return np.arange(rows.start, rows.stop, dtype=np.int64)
+    return rows
+
+
+def _iter_kernels(data: _ManyData) -> Iterable[tuple[_core.Kernel, Rows]]:
+    """Kernels of consecutive chunks with the analyses they hold."""
     if data.padded_y is not None:
         assert data.padded_v is not None
         m, n = data.padded_y.shape
@@ -840,9 +862,9 @@ def _iter_kernels(data: _ManyData) -> Iterable[tuple[_core.Kernel, npt.NDArray[n
         for start in range(0, m, step):
             stop = min(start + step, m)
             kern = _core.kernel_from_padded(
-                data.padded_y[start:stop], data.padded_v[start:stop]
+                data.padded_y[start:stop], data.padded_v[start:stop], complete=data.complete
             )
-            yield kern, np.arange(start, stop, dtype=np.int64)
+            yield kern, slice(start, stop)
     else:
         assert data.grouped is not None
         yield from _iter_grouped(data.grouped)
@@ -867,26 +889,34 @@ def fit_groups(
     rows: list[npt.NDArray[np.int64]] = []
     for kern, grp in _iter_kernels(data):
         fits.append(_core.fit(kern, method, test, level))
-        rows.append(grp)
+        rows.append(_row_indices(grp))
     return _core.permute_rows(_core.concat_fits(fits), np.concatenate(rows).astype(np.intp))
 
 
-def _prepare_padded(y: FloatArray, v: FloatArray) -> tuple[FloatArray, FloatArray]:
-    """Validated 2-D input (quick checks for complete data, else locate the problem).
+def _prepare_padded(y: FloatArray, v: FloatArray) -> bool:
+    """Validate 2-D input; True if it is complete (no absent study) and valid.
 
-    min/max reductions propagate NaN and expose ±inf, so four of them prove complete
-    data valid; anything else goes to :func:`_validate_padded`, which names the entry.
+    ``min``/``max`` propagate NaN and expose ±inf, so two reductions prove every
+    variance present, finite and positive.  The effects of such input are checked
+    by :func:`_check_complete_fit` after pooling (a NaN or infinite effect makes its
+    analysis's estimate non-finite).  Anything else goes to :func:`_validate_padded`,
+    which names the offending entry.
     """
-    if not (
+    if (
         y.shape == v.shape
         and y.size > 0
-        and math.isfinite(float(y.min()))
-        and math.isfinite(float(y.max()))
         and float(v.min()) > 0
         and float(v.max()) < math.inf
     ):
+        return True
+    _validate_padded(y, v)
+    return False
+
+
+def _check_complete_fit(y: FloatArray, v: FloatArray, estimate: FloatArray) -> None:
+    """Name the bad effect of input :func:`_prepare_padded` passed as complete."""
+    if not np.isfinite(estimate).all():
         _validate_padded(y, v)
-    return y, v
 
 
 def _validate_padded(Y: FloatArray, V: FloatArray) -> None:
@@ -951,7 +981,7 @@ def _factorize(g: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], npt.NDArray[np.in
 
 #: SlimFit fields that pool_many computes; the rest of ManyPoolResult derives from them.
 _MANY_FIELDS = (
-    "estimate", "se", "tau2", "tau2_se", "QE", "vt", "k", "iterations", "converged",
+    "estimate", "se", "tau2", "QE", "vt", "k", "iterations", "converged",
 )
 
 
@@ -963,19 +993,11 @@ def _fit_chunks(
     for (_, rows), part in _map_chunks(
         lambda kr: _core.fit_slim(kr[0], method, test), _iter_kernels(data)
     ):
-        consecutive = bool(
-            rows.size
-            and int(rows[-1]) - int(rows[0]) == rows.size - 1
-            and (np.diff(rows) == 1).all()
-        )
         for name in _MANY_FIELDS:
             val = getattr(part, name)
             if name not in out:
                 out[name] = np.empty(m, dtype=val.dtype)
-            if consecutive:
-                out[name][int(rows[0]) : int(rows[-1]) + 1] = val  # consecutive rows
-            else:
-                out[name][rows] = val
+            out[name][rows] = val
     return out
 
 
@@ -993,7 +1015,6 @@ def _many_result(
         estimate=fit["estimate"],
         se=fit["se"],
         tau2=fit["tau2"],
-        tau2_se=fit["tau2_se"],
         Q=fit["QE"],
         k=fit["k"],
         iterations=fit["iterations"],
@@ -1064,8 +1085,7 @@ def pool_many(
                 "pool_many needs 2-D (n_analyses, n_studies) arrays or 1-D arrays with groups",
                 field="yi",
             )
-        y, v = _prepare_padded(y, v)
-        data = _ManyData(y, v)
+        data = _ManyData(y, v, complete=_prepare_padded(y, v))
         labels: npt.NDArray[Any] = np.arange(y.shape[0])
         m = y.shape[0]
     else:
@@ -1082,6 +1102,8 @@ def pool_many(
         data = _ManyData(None, None, _group_long(y, v, codes, m))
 
     fit = _fit_chunks(data, m, core_method, core_test)
+    if data.complete:
+        _check_complete_fit(y, v, fit["estimate"])
     n_bad = int((~fit["converged"]).sum())
     if n_bad:
         warnings.warn(

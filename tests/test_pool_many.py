@@ -46,6 +46,11 @@ def _scalar(y: np.ndarray, v: np.ndarray, method: str) -> am.PoolResult:
         return am.random_effects(yi=y, vi=v, method=method)  # type: ignore[arg-type]
 
 
+def _se(res: am.PoolResult) -> float:
+    """The scalar result's τ² standard error, NaN where it reports none (EE, k = 1)."""
+    return np.nan if res.tau2_se is None else res.tau2_se
+
+
 def _close(a: np.ndarray, b: np.ndarray) -> None:
     np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
 
@@ -61,8 +66,9 @@ def test_ragged_equals_scalar_loop(method: str) -> None:
         sel = g == lab
         ref = _scalar(y[sel], v[sel], method)
         assert res.k[i] == ref.k
-        _close(np.array([res.tau2[i], res.estimate[i], res.se[i], res.Q[i], res.I2[i]]),
-               np.array([ref.tau2, ref.estimate, ref.se, ref.Q, ref.I2]))
+        _close(np.array([res.tau2[i], res.estimate[i], res.se[i], res.Q[i], res.I2[i],
+                         res.tau2_se[i]]),
+               np.array([ref.tau2, ref.estimate, ref.se, ref.Q, ref.I2, _se(ref)]))
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -84,8 +90,8 @@ def test_nan_padded_equals_scalar_loop(method: str) -> None:
     for i in range(m):
         keep = ~absent[i]
         ref = _scalar(y[i, keep], v[i, keep], method)
-        _close(np.array([res.tau2[i], res.estimate[i], res.se[i], res.Q[i]]),
-               np.array([ref.tau2, ref.estimate, ref.se, ref.Q]))
+        _close(np.array([res.tau2[i], res.estimate[i], res.se[i], res.Q[i], res.tau2_se[i]]),
+               np.array([ref.tau2, ref.estimate, ref.se, ref.Q, _se(ref)]))
 
 
 def test_many_chunks_and_threads_equal_one_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
