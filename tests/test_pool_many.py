@@ -197,3 +197,23 @@ def test_scale(seed: int, c: float, method: str) -> None:
     # and the 1e-10 stopping rule allow ~1e-9 relative
     np.testing.assert_allclose(b.tau2, a.tau2 * c * c, rtol=1e-8, atol=1e-14 * c * c)
     np.testing.assert_allclose(b.estimate, a.estimate * c, rtol=1e-8, atol=1e-13 * c)
+
+
+@pytest.mark.parametrize("method", ["EE", "DL", "HS", "PM"])
+def test_q_is_shift_invariant_for_large_offsets(method: str) -> None:
+    """Q, τ² and the estimate's deviation do not depend on where the effects sit.
+
+    The kernel takes Q at fixed weights from moments, Σwy² - (Σwy)²/S1, which
+    cancels catastrophically when the pooled z² dwarfs Q; those rows must fall back
+    to explicit residuals.  An offset of 1e4 makes Σwy²/Q about 1e9 here, so the
+    moment form alone would lose about 9 digits.  1e-9: the offset itself rounds
+    each effect at 1e4 * eps = 2e-12 absolute, i.e. ~1e-11 relative in Q.
+    """
+    rng = np.random.default_rng(11)
+    y = rng.normal(0, 0.3, (500, 9))
+    v = rng.uniform(0.01, 0.1, (500, 9))
+    base = pool_many(y, v, method=method)  # type: ignore[arg-type]
+    far = pool_many(y + 1e4, v, method=method)  # type: ignore[arg-type]
+    np.testing.assert_allclose(far.Q, base.Q, rtol=1e-9)
+    np.testing.assert_allclose(far.tau2, base.tau2, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(far.estimate - 1e4, base.estimate, rtol=0, atol=1e-9)
