@@ -145,7 +145,7 @@ class Stats:
     S1: FloatArray  # sum of weights
     Q: FloatArray  # y'Py: weighted residual sum of squares
     beta: FloatArray  # (m, p)
-    vb: FloatArray  # (m, p, p)
+    vb: FloatArray | None  # (m, p, p); None from the intercept-only kernel (see _cov)
     S2: FloatArray | None = None  # sum of squared weights
     yPPy: FloatArray | None = None
     yPPPy: FloatArray | None = None
@@ -153,6 +153,11 @@ class Stats:
     trPP: FloatArray | None = None
     trPVPV: FloatArray | None = None
     trPVP: FloatArray | None = None
+
+
+def _cov(st: Stats) -> FloatArray:
+    """``(X'WX)^{-1}``; the intercept-only kernel leaves it to be formed here, 1/S1."""
+    return (1.0 / st.S1)[:, None, None] if st.vb is None else st.vb
 
 
 @dataclass
@@ -179,6 +184,11 @@ class Kernel:
         self.p = 1 if self.X is None else int(self.X.shape[-1])
         #: the fewest studies of any row (rows with k <= p need special cases)
         self.kmin = int(self.k.min()) if self.k.size else 0
+
+    @functools.cached_property
+    def zeros(self) -> FloatArray:
+        """τ² = 0 for every row; :meth:`weighted` recognises it without a scan."""
+        return np.zeros(self.m)
 
     @functools.cached_property
     def dfr(self) -> FloatArray:
@@ -228,14 +238,14 @@ class Kernel:
         Q-based estimators need; 2 adds the traces with ``V`` used by SJ and HE.
         """
         tau2 = np.asarray(tau2, dtype=np.float64)
-        slot = "zero" if not tau2.any() else "last"
+        slot = "zero" if tau2 is self.zeros or not tau2.any() else "last"
         hit = self._cache.get(slot)
         if hit is not None and _covers(hit[1], level) and (
             slot == "zero" or hit[0] is tau2 or np.array_equal(hit[0], tau2)
         ):
             return hit[2]
         if self.X is None:
-            st = self._weighted_io(tau2, level)
+            st = self._weighted_io(tau2, level, slot == "last")
         else:
             level = 1 if level in (_TRP, _LIGHT, _QROOT) else max(int(level), 0)
             w = np.add(self.V, tau2[:, None])
@@ -244,7 +254,7 @@ class Kernel:
         self._cache[slot] = (tau2 if slot == "zero" else tau2.copy(), level, st)
         return st
 
-    def _weighted_io(self, tau2: FloatArray, level: float) -> Stats:
+    def _weighted_io(self, tau2: FloatArray, level: float, shifted: bool) -> Stats:
         # The elementwise passes run block by block over the rows, into scratch
         # slots small enough to stay in cache; the per-analysis sums of several
         # slots are one BLAS product of the stacked slots with a vector of ones, much
@@ -253,7 +263,6 @@ class Kernel:
         Y, V = self.Y, self.V
         m, n = Y.shape
         ones = np.ones(n)
-        shifted = bool(tau2.any())
         # Levels up to LIGHT need Q only at weights fixed by the level, so it comes
         # from moments, Q = Σwy² - (Σwy)²/S1, checked for cancellation below; the
         # Q-root and likelihood levels take every quadratic form of explicit residuals.
@@ -314,7 +323,7 @@ class Kernel:
 
         S1, Swy = sums[0], sums[1]
         mu = Swy / S1
-        vb = (1.0 / S1)[:, None, None]
+        vb = None  # 1 / S1, formed by _cov where it is needed
         if level == _BETA_ONLY:
             return Stats(S1=S1, Q=np.full(m, np.nan), beta=mu[:, None], vb=vb)
         if moments:
@@ -624,7 +633,7 @@ def _loglik(K: Kernel, t: FloatArray, reml: bool) -> FloatArray:
     logw = np.log(w, out=np.zeros_like(w), where=w > 0)
     ll = 0.5 * logw.sum(axis=1) - 0.5 * st.Q
     if reml:
-        ll = ll + 0.5 * np.linalg.slogdet(st.vb)[1]
+        ll = ll + 0.5 * np.linalg.slogdet(_cov(st))[1]
     out: FloatArray = ll
     return out
 
@@ -691,12 +700,12 @@ def estimate_tau2(kern: Kernel, method: CoreMethod, with_se: bool = True) -> Tau
     """
     m = kern.m
     dfr = _df_resid(kern)
-    zeros = np.zeros(m)
+    zeros = kern.zeros
     one_iter = np.zeros(m, dtype=np.int64)
     ok = np.ones(m, dtype=bool)
     it, conv = one_iter, ok
     if method == "EE":
-        return Tau2Result(zeros, np.full(m, np.nan), one_iter, ok)
+        return Tau2Result(np.zeros(m), np.full(m, np.nan), one_iter, ok)
 
     with np.errstate(divide="ignore", invalid="ignore"):
         if method in ("DL", "HS", "HSk"):
@@ -766,7 +775,7 @@ def tau2_se(kern: Kernel, method: CoreMethod, tau2: FloatArray) -> FloatArray:
     """
     m = kern.m
     dfr = _df_resid(kern)
-    zeros = np.zeros(m)
+    zeros = kern.zeros
     if method == "EE":
         return np.full(m, np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -859,7 +868,7 @@ def q_statistic(kern: Kernel) -> tuple[FloatArray, FloatArray, FloatArray]:
     Saturated rows (``k <= p``) get ``QE = 0`` and ``vt = 0``, as in metafor.
     """
     dfr = _df_resid(kern)
-    st = kern.weighted(np.zeros(kern.m), _TRP)
+    st = kern.weighted(kern.zeros, _TRP)
     assert st.trP is not None
     with np.errstate(divide="ignore", invalid="ignore"):
         QE = np.maximum(st.Q, 0.0)
@@ -976,7 +985,7 @@ def _location(
     knha = test in ("knha", "adhoc")
     # Q at τ² is needed by the Knapp-Hartung scaling only
     st = kern.weighted(tau2, 0 if knha else _BETA_ONLY)
-    beta, vb = st.beta, st.vb
+    beta, vb = st.beta, _cov(st)
     if kern.X is not None:  # only meta-regression kernels are centred
         beta = beta + _center_shift(kern)
     s2w = np.ones(kern.m)
@@ -1172,7 +1181,7 @@ def qprofile(kern: Kernel, level: float = 0.95) -> QProfile:
     meta-analysis. *Statistics in Medicine*, 26(1), 37-52.
     """
     alpha = 1.0 - level
-    zeros = np.zeros(kern.m)
+    zeros = kern.zeros
 
     def bound(upper_quantile: bool) -> FloatArray:
         def target(K: Kernel) -> FloatArray:

@@ -775,41 +775,70 @@ def _chunk_rows(width: int) -> int:
 
 @attrs.frozen
 class _GroupedLong:
-    """Long-format rows sorted by (group size, group code), ready to slice into chunks."""
+    """Long-format rows with their order by (group size, group code), to slice into chunks."""
 
-    y: FloatArray  # values in sorted order
+    y: FloatArray  # values in input order
     v: FloatArray
+    order: npt.NDArray[np.int64]  # input positions in by-size, by-group order
     groups: npt.NDArray[np.int64]  # group codes in by-size order
     sizes: npt.NDArray[np.int64]  # their sizes
     starts: npt.NDArray[np.int64]  # first sorted row of each group (len G + 1)
 
 
-def _group_long(y: FloatArray, v: FloatArray, codes: npt.NDArray[np.int64], G: int) -> _GroupedLong:
-    """Sort long-format rows by (size of their group, group code, original position).
+#: Rows per block when building the sort keys (keeps temporaries under 128 KiB).
+_KEY_BLOCK = 16000
+
+
+def _group_long(
+    y: FloatArray,
+    v: FloatArray,
+    codes: npt.NDArray[np.int64],
+    G: int,
+    counts: npt.NDArray[np.int64] | None = None,
+) -> _GroupedLong:
+    """Order long-format rows by (size of their group, group code, original position).
 
     One ``np.sort`` of a combined int64 key replaces a stable argsort (which numpy
     runs as a much slower merge sort); groups of equal size end up adjacent, so most
-    chunks are plain reshapes of a contiguous slice.
+    chunks are plain reshapes.  Only the key array is as long as the input: it is
+    built block by block, sorted and masked in place, and the values are gathered
+    chunk by chunk when the chunks are fitted (large fresh arrays cost page faults
+    that dominate this step).
     """
     N = codes.size
-    counts = np.bincount(codes, minlength=G).astype(np.int64)
-    by_size = np.argsort(counts, kind="stable").astype(np.int64)
-    rank = np.empty(G, dtype=np.int64)
-    rank[by_size] = np.arange(G, dtype=np.int64)
+    if counts is None:
+        counts = np.bincount(codes, minlength=G).astype(np.int64)
+    if G and int(counts.min()) == int(counts.max()):
+        by_size = np.arange(G, dtype=np.int64)  # equal sizes: the code is the rank
+        rank = None
+    else:
+        by_size = np.argsort(counts, kind="stable").astype(np.int64)
+        rank = np.empty(G, dtype=np.int64)
+        rank[by_size] = np.arange(G, dtype=np.int64)
     bits = max(1, int(N - 1).bit_length())
     if G < 2 ** (62 - bits):
         # (rank, position) packed into one int64: sort the keys, then mask out the
         # positions (cheaper than an argsort, and than a modulo)
-        key = np.left_shift(rank[codes], bits)
-        key |= np.arange(N, dtype=np.int64)
+        key = np.empty(N, dtype=np.int64)
+        pos = np.arange(_KEY_BLOCK, dtype=np.int64)
+        for lo in range(0, N, _KEY_BLOCK):
+            hi = min(N, lo + _KEY_BLOCK)
+            kb = key[lo:hi]
+            if rank is None:
+                np.left_shift(codes[lo:hi], bits, out=kb)
+            else:
+                np.take(rank, codes[lo:hi], out=kb)
+                np.left_shift(kb, bits, out=kb)
+            kb |= pos[: hi - lo]
+            pos += hi - lo
         key.sort()
-        order = key & ((1 << bits) - 1)
+        order = np.bitwise_and(key, (1 << bits) - 1, out=key)
     else:  # pragma: no cover - astronomically large inputs
-        order = np.argsort(rank[codes], kind="stable")
+        order = np.argsort(codes if rank is None else rank[codes], kind="stable")
     sizes = counts[by_size]
     starts = np.zeros(G + 1, dtype=np.int64)
     np.cumsum(sizes, out=starts[1:])
-    return _GroupedLong(y[order], v[order], by_size, sizes, starts)
+    return _GroupedLong(y, v, order.astype(np.int64, copy=False), by_size, sizes, starts)
 
 
 def _iter_grouped(gl: _GroupedLong) -> Iterator[tuple[_core.Kernel, npt.NDArray[np.int64]]]:
@@ -829,17 +858,19 @@ def _iter_grouped(gl: _GroupedLong) -> Iterator[tuple[_core.Kernel, npt.NDArray[
         a, b = int(gl.starts[i]), int(gl.starts[j])
         sz = gl.sizes[i:j]
         w = int(sz[-1])
+        idx = gl.order[a:b]
         if int(sz[0]) == w:
-            Y = gl.y[a:b].reshape(j - i, w)
-            V = gl.v[a:b].reshape(j - i, w)
+            Y = np.take(gl.y, idx).reshape(j - i, w)
+            V = np.take(gl.v, idx).reshape(j - i, w)
+            yield _core.kernel_from_padded(Y, V, complete=True), gl.groups[i:j]
         else:
             row = np.repeat(np.arange(j - i), sz)
             pos = np.arange(b - a) - np.repeat(gl.starts[i:j] - a, sz)
             Y = np.full((j - i, w), np.nan)
             V = np.full((j - i, w), np.nan)
-            Y[row, pos] = gl.y[a:b]
-            V[row, pos] = gl.v[a:b]
-        yield _core.kernel_from_padded(Y, V), gl.groups[i:j]
+            Y[row, pos] = np.take(gl.y, idx)
+            V[row, pos] = np.take(gl.v, idx)
+            yield _core.kernel_from_padded(Y, V), gl.groups[i:j]
         i = j
 
 
@@ -962,21 +993,39 @@ def _is_dask(obj: object) -> bool:
     return mod.split(".")[0] in ("dask", "dask_expr")
 
 
-def _factorize(g: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], npt.NDArray[np.int64]]:
-    """Sorted unique labels and the code of each row (``np.unique(..., return_inverse)``).
+def _factorize(
+    g: npt.NDArray[Any],
+) -> tuple[npt.NDArray[Any], npt.NDArray[np.int64], npt.NDArray[np.int64] | None]:
+    """Sorted unique labels, the code of each row and, when known, each code's count.
 
-    Non-negative integer labels of moderate range take an O(n) path through
-    ``bincount`` instead of a sort.
+    Like ``np.unique(..., return_inverse=True)``.  Non-negative integer labels of
+    moderate range take an O(n) path through ``bincount`` instead of a sort; labels
+    that are already ``0..G-1`` are their own codes.
     """
     if g.size and g.dtype.kind in "iu":
         lo, hi = int(g.min()), int(g.max())
         if lo >= 0 and hi < 4 * g.size + 1024:
-            present = np.bincount(g, minlength=hi + 1) > 0
+            counts = np.bincount(g, minlength=hi + 1).astype(np.int64, copy=False)
+            present = counts > 0
+            if present.all():
+                return np.arange(hi + 1, dtype=g.dtype), g.astype(np.int64, copy=False), counts
             labels = np.flatnonzero(present).astype(g.dtype)
             remap = np.cumsum(present, dtype=np.int64) - 1
-            return labels, remap[g]
+            return labels, remap[g], counts[present]
     labels, codes = np.unique(g, return_inverse=True)
-    return labels, codes.astype(np.int64).reshape(-1)
+    return labels, codes.astype(np.int64).reshape(-1), None
+
+
+def _validate_long(y: FloatArray, v: FloatArray) -> None:
+    """Validate long-format input: four reductions prove it valid, else name the entry."""
+    if not (
+        y.size
+        and math.isfinite(float(y.min()))
+        and math.isfinite(float(y.max()))
+        and float(v.min()) > 0
+        and float(v.max()) < math.inf
+    ):
+        validate_studies(y, v)
 
 
 #: SlimFit fields that pool_many computes; the rest of ManyPoolResult derives from them.
@@ -1096,10 +1145,10 @@ def pool_many(
             raise InvalidStudyError(
                 f"lengths differ: yi {y.size}, vi {v.size}, groups {g.size}", field="groups"
             )
-        validate_studies(y, v)
-        labels, codes = _factorize(g)
+        _validate_long(y, v)
+        labels, codes, counts = _factorize(g)
         m = labels.size
-        data = _ManyData(None, None, _group_long(y, v, codes, m))
+        data = _ManyData(None, None, _group_long(y, v, codes, m, counts))
 
     fit = _fit_chunks(data, m, core_method, core_test)
     if data.complete:
