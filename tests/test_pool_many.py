@@ -105,6 +105,37 @@ def test_many_chunks_and_threads_equal_one_chunk(monkeypatch: pytest.MonkeyPatch
     np.testing.assert_allclose(small.estimate, res.estimate, rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.parametrize("ragged", [False, True])
+@pytest.mark.parametrize("method", ["DL", "REML"])
+def test_long_with_labels_0_to_g_equals_2d(method: str, ragged: bool) -> None:
+    """Shuffled long input labelled 0..G-1 (its own group codes) equals the 2-D input.
+
+    Equal group sizes take the path where the code is the size rank; ``ragged``
+    removes studies so that sizes differ (compared with the NaN-padded 2-D input).
+    """
+    rng = np.random.default_rng(5)
+    m, n = 700, 7
+    y = rng.normal(0.2, 0.5, (m, n))
+    v = rng.uniform(0.01, 0.3, (m, n))
+    if ragged:
+        absent = rng.random((m, n)) < 0.3
+        absent[:, 0] = False  # every analysis keeps a study, so every label occurs
+        y[absent] = np.nan
+        v[absent] = np.nan
+    g = np.repeat(np.arange(m), n)
+    keep = ~np.isnan(y.ravel())
+    perm = rng.permutation(int(keep.sum()))
+    yl, vl, gl = y.ravel()[keep][perm], v.ravel()[keep][perm], g[keep][perm]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        wide = pool_many(y, v, method=method)  # type: ignore[arg-type]
+        long = pool_many(yl, vl, gl, method=method)  # type: ignore[arg-type]
+    assert np.array_equal(long.groups, np.arange(m))
+    assert np.array_equal(long.k, wide.k)
+    for name in ("tau2", "estimate", "se", "Q"):
+        _close(getattr(long, name), getattr(wide, name))
+
+
 def test_heterogeneity_ci_equals_scalar() -> None:
     y, v, g = _ragged(4, G=60)
     with warnings.catch_warnings():
@@ -181,8 +212,9 @@ def test_shift(seed: int, c: float, method: str) -> None:
     y, v = _random_2d(seed)
     a = pool_many(y, v, method=method)  # type: ignore[arg-type]
     b = pool_many(y + c, v, method=method)  # type: ignore[arg-type]
-    # y is centred per row before pooling, so a shift only perturbs y + c - centre by
-    # rounding of order eps * |c|; τ² then moves by a relative 1e-10 at most (stop rule)
+    # a shift perturbs the effects by rounding of order eps * |c|, and Q keeps its
+    # moment form only where that is accurate to ~1e-12 relative (else residuals);
+    # τ² then moves by a relative 1e-10 at most (stop rule)
     np.testing.assert_allclose(b.estimate, a.estimate + c, rtol=0, atol=1e-12 * (1 + abs(c)) * 100)
     np.testing.assert_allclose(b.tau2, a.tau2, rtol=1e-8, atol=1e-12 * (1 + abs(c)))
 
