@@ -186,6 +186,10 @@ class Kernel:
         self.kmin = int(self.k.min()) if self.k.size else 0
 
     @functools.cached_property
+    def _ones(self) -> FloatArray:
+        return np.ones(self.Y.shape[1])
+
+    @functools.cached_property
     def zeros(self) -> FloatArray:
         """τ² = 0 for every row; :meth:`weighted` recognises it without a scan."""
         return np.zeros(self.m)
@@ -262,7 +266,7 @@ class Kernel:
         # the sums (the per-analysis algebra) runs once over all rows.
         Y, V = self.Y, self.V
         m, n = Y.shape
-        ones = np.ones(n)
+        ones = self._ones
         # Levels up to LIGHT need Q only at weights fixed by the level, so it comes
         # from moments, Q = Σwy² - (Σwy)²/S1, checked for cancellation below; the
         # Q-root and likelihood levels take every quadratic form of explicit residuals.
@@ -333,9 +337,9 @@ class Kernel:
             # Q <= 0, take Q from explicit residuals instead.  One study: Q = 0.
             if self.kmin <= 1:
                 Q[self.k <= 1] = 0.0
-                bad = np.flatnonzero(~(Q * _MOMENT_COND > sums[2]) & (self.k > 1))
+                bad = np.flatnonzero((Q * _MOMENT_COND <= sums[2]) & (self.k > 1))
             else:
-                bad = np.flatnonzero(~(Q * _MOMENT_COND > sums[2]))
+                bad = np.flatnonzero(Q * _MOMENT_COND <= sums[2])
             if bad.size:
                 wb = 1.0 / (V[bad] + tau2[bad, None])
                 eb = Y[bad] - mu[bad, None]
