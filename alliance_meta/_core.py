@@ -1018,14 +1018,18 @@ class SlimFit:
     k: IntArray
     iterations: IntArray
     converged: BoolArray
+    tau2_se: FloatArray | None = None
 
 
-def fit_slim(kern: Kernel, method: CoreMethod, test: CoreTest) -> SlimFit:
+def fit_slim(
+    kern: Kernel, method: CoreMethod, test: CoreTest, with_se: bool = False
+) -> SlimFit:
     """The estimation part of :func:`fit` for an intercept-only kernel.
 
-    The standard error of τ² is left to :func:`tau2_se` (computed on demand).
+    The standard error of τ² is left to :func:`tau2_se` (computed on demand) unless
+    ``with_se``, which computes it in the same passes.
     """
-    est = estimate_tau2(kern, method, with_se=False)
+    est = estimate_tau2(kern, method, with_se=with_se)
     beta, vb, _ = _location(kern, est.tau2, test)
     QE, _, vt = q_statistic(kern)
     return SlimFit(
@@ -1037,6 +1041,7 @@ def fit_slim(kern: Kernel, method: CoreMethod, test: CoreTest) -> SlimFit:
         k=kern.k,
         iterations=est.iterations,
         converged=est.converged,
+        tau2_se=est.se if with_se else None,
     )
 
 

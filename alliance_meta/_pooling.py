@@ -599,10 +599,15 @@ class ManyPoolResult:
     measure: str
     _vt: FloatArray = attrs.field(eq=False, repr=False, alias="vt")
     _data: _ManyData = attrs.field(eq=False, repr=False, alias="data")
+    _tau2_se_known: FloatArray | None = attrs.field(
+        default=None, eq=False, repr=False, alias="tau2_se_known"
+    )
 
     @functools.cached_property
     def tau2_se(self) -> FloatArray:
         """Standard error of τ² (NaN for EE and where k = 1), as :class:`PoolResult`."""
+        if self._tau2_se_known is not None:
+            return self._tau2_se_known
         out = np.empty(len(self))
         method = cast(_core.CoreMethod, self.method)
         for kern, rows in _iter_kernels(self._data):
@@ -1035,14 +1040,23 @@ _MANY_FIELDS = (
 
 
 def _fit_chunks(
-    data: _ManyData, m: int, method: _core.CoreMethod, test: _core.CoreTest
+    data: _ManyData,
+    m: int,
+    method: _core.CoreMethod,
+    test: _core.CoreTest,
+    with_se: bool = False,
 ) -> dict[str, npt.NDArray[Any]]:
-    """Fit every chunk and scatter the estimation results into m-arrays."""
+    """Fit every chunk and scatter the estimation results into m-arrays.
+
+    ``with_se`` adds ``tau2_se`` (in the same passes), for callers that need every
+    field anyway.
+    """
     out: dict[str, npt.NDArray[Any]] = {}
+    names = (*_MANY_FIELDS, "tau2_se") if with_se else _MANY_FIELDS
     for (_, rows), part in _map_chunks(
-        lambda kr: _core.fit_slim(kr[0], method, test), _iter_kernels(data)
+        lambda kr: _core.fit_slim(kr[0], method, test, with_se), _iter_kernels(data)
     ):
-        for name in _MANY_FIELDS:
+        for name in names:
             val = getattr(part, name)
             if name not in out:
                 out[name] = np.empty(m, dtype=val.dtype)
@@ -1074,6 +1088,7 @@ def _many_result(
         measure=measure,
         vt=fit["vt"],
         data=data,
+        tau2_se_known=fit.get("tau2_se"),
     )
 
 
