@@ -1,0 +1,1 @@
+"""asv benchmarks of alliance_meta's vectorised core (see docs/benchmarks.rst)."""
