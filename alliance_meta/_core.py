@@ -276,21 +276,17 @@ class Kernel:
         else:
             nsum = 4 if level == _QROOT else 8
         slots = nsum if moments else nsum + 1
-        # One vector per sum: arrays above malloc's mmap threshold (128 KiB) would
-        # be faulted in afresh on every call, so the BLAS products write into the
-        # scratch buffer and are copied out.
+        # One vector per sum (a stacked array above malloc's mmap threshold, 128 KiB,
+        # would be faulted in afresh on every call); BLAS writes the row sums of each
+        # scratch slot straight into its slice.
         sums = [np.empty(m) for _ in range(nsum)]
         rows = max(1, min(m, BLOCK_CELLS // max(n, 1)))
-        buf = self._scratch(slots * rows * n + nsum * rows)
-        res = buf[slots * rows * n :]
+        buf = self._scratch(slots * rows * n)
 
         def rowsums(lo: int, hi: int, slot: int, first: int, count: int) -> None:
             # row sums of scratch slots slot.. into sums[first..] (rows lo:hi)
-            b = hi - lo
-            out = res[: count * b]
-            np.matmul(B[slot : slot + count].reshape(count * b, n), ones, out=out)
             for i in range(count):
-                sums[first + i][lo:hi] = out[i * b : (i + 1) * b]
+                np.matmul(B[slot + i], ones, out=sums[first + i][lo:hi])
 
         for lo in range(0, m, rows):
             hi = min(m, lo + rows)
