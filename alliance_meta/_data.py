@@ -847,7 +847,11 @@ class StudySet:
         for s in self.studies:
             if name not in s.moderators:
                 if name not in self.moderator_names:
-                    raise KeyError(f"no moderator named {name!r}")
+                    known = ", ".join(repr(n) for n in self.moderator_names) or "none"
+                    raise InvalidStudyError(
+                        f"no study has a moderator of this name (moderators: {known})",
+                        field=name,
+                    )
                 raise InvalidStudyError("missing moderator value", study=s.label, field=name)
             out.append(s.moderators[name])
         return out
@@ -863,10 +867,9 @@ class StudySet:
 
         Raises
         ------
-        KeyError
-            If no study has the moderator.
         InvalidStudyError
-            If a study lacks it or its values mix kinds, naming the study.
+            If no study has the moderator (naming it and the known ones), or if a
+            study lacks it or its values mix kinds (naming the study).
         """
         vals = self._moderator_values(name)
         spec = Moderator.infer(name, vals, labels=self.labels)  # checks kinds are uniform

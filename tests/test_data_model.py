@@ -298,6 +298,14 @@ def test_from_arrays_bad_variance(vi: float, field: str) -> None:
     assert exc.value.study == "Lee 2010" and exc.value.field == field
 
 
+def test_unknown_moderator_names_it_and_the_known_ones() -> None:
+    s = StudySet([Study("a", EffectSize(0.1, 0.1), moderators={"rater": "patient"})])
+    with pytest.raises(InvalidStudyError, match="'rater'") as exc:
+        s.moderator("rated_by")
+    assert exc.value.field == "rated_by" and exc.value.study is None
+    assert isinstance(exc.value, ValueError)
+
+
 def test_moderator_mixed_kind_across_studies() -> None:
     s = StudySet(
         [
