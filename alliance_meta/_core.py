@@ -523,7 +523,16 @@ def kernel_from_padded(
 # Safeguarded root finding, vectorised over rows
 # ---------------------------------------------------------------------------
 
-RootFun = Callable[[Kernel, FloatArray], tuple[FloatArray, FloatArray]]
+#: ``fun(kernel, t) -> (f, df/dt, -information)``: a decreasing estimating function,
+#: its derivative, and minus its Fisher information (< 0); metafor's Fisher scoring
+#: steps by ``-f / (-information)``.
+RootFun = Callable[[Kernel, FloatArray], tuple[FloatArray, FloatArray, FloatArray]]
+
+
+def _slope(deriv: FloatArray, fisher: FloatArray) -> FloatArray:
+    """The Newton slope where it is negative, else the Fisher-scoring one (< 0)."""
+    out: FloatArray = np.where(deriv < 0, deriv, fisher)
+    return out
 
 
 def _solve_decreasing(
@@ -533,12 +542,13 @@ def _solve_decreasing(
     rtol: float = RTOL,
     maxiter: int = MAXITER,
     lo0: FloatArray | None = None,
+    hi0: FloatArray | None = None,
 ) -> tuple[FloatArray, IntArray, BoolArray]:
-    """Root of ``f`` on ``(lo0, inf)`` for rows where ``f(lo0) > 0`` and ``f`` ends negative.
+    """Root of ``f`` on ``(lo0, hi0)`` for rows where ``f(lo0) > 0`` and ``f(hi0) < 0``.
 
-    ``fun(kernel, t)`` returns ``(f, slope)`` with ``slope < 0`` (a Newton slope, or
-    a Fisher-scoring slope where the Newton one has the wrong sign).  Each step is a
-    Newton step kept strictly inside the current bracket ``(lo, hi)``; a step that
+    ``lo0`` defaults to 0 and ``hi0`` to infinity (``f`` must then end negative).
+    Each step is a Newton step (a Fisher-scoring step where the Newton slope has the
+    wrong sign) kept strictly inside the current bracket ``(lo, hi)``; a step that
     would leave it is replaced by bisection (or doubling while no upper end is
     known).  Rows stop as soon as their step is below ``rtol`` relative, and are
     dropped from later iterations.
@@ -550,14 +560,14 @@ def _solve_decreasing(
     active = np.arange(m)
     t = np.maximum(np.asarray(t0, dtype=float), 0.0)
     lo = np.zeros(m) if lo0 is None else np.asarray(lo0, dtype=float).copy()
-    hi = np.full(m, np.inf)
+    hi = np.full(m, np.inf) if hi0 is None else np.asarray(hi0, dtype=float).copy()
     K = kern
     for it in range(1, maxiter + 1):
-        f, slope = fun(K, t)
+        f, deriv, fisher = fun(K, t)
         pos = f > 0
         lo = np.where(pos, t, lo)
         hi = np.where(pos, hi, t)
-        cand = t - f / slope
+        cand = t - f / _slope(deriv, fisher)
         inside = (cand > lo) & (cand < hi) & np.isfinite(cand)
         fallback = np.where(np.isfinite(hi), 0.5 * (lo + hi), np.maximum(2.0 * t, lo + 1.0))
         new = np.where(inside, cand, fallback)
@@ -589,41 +599,96 @@ def _positive_root(
 ) -> tuple[FloatArray, IntArray, BoolArray]:
     """Root of a decreasing ``f`` on ``[0, inf)``; 0 where ``f(0) <= 0``.
 
-    With ``loglik`` (ML, REML), rows whose score is negative at 0 but positive at
-    the starting value ``t0`` have a second, interior local maximum beyond ``t0``;
-    it is found too and kept where its log-likelihood exceeds that at τ² = 0 (the
-    counterpart of metafor's check of the point its Fisher scoring reaches from
-    ``t0`` against τ² = 0).  Elsewhere the root reached from ``t0`` is returned, as
-    metafor does; with two interior peaks that need not be the higher one.
+    With ``loglik`` (ML, REML), rows whose score is negative at 0 (a local maximum
+    on the boundary) may still have an interior local maximum, which metafor's
+    Fisher scoring from the start ``t0`` reaches: beyond ``t0`` where the score
+    there is positive, or below it where the score is negative at ``t0`` but rising
+    at 0 (see :func:`_score_grid_below`).  Such a peak is kept where its
+    log-likelihood exceeds that at τ² = 0, metafor's own check.  Elsewhere the root
+    reached from ``t0`` is returned, as metafor does; with two interior peaks that
+    need not be the higher one.
     """
     m = kern.m
-    f0, s0 = fun(kern, np.zeros(m))
+    f0, d0, i0 = fun(kern, np.zeros(m))
     tau2 = np.zeros(m)
     iters = np.ones(m, dtype=np.int64)
     conv = np.ones(m, dtype=bool)
-    need = f0 > 0
+    # a single study has τ² = 0 (its score is 0 up to rounding, which must not
+    # send it searching)
+    need = (f0 > 0) & (kern.k > 1)
     if need.any():
         # start at the closed-form estimate, or one Newton step from 0 where it is 0
-        start = np.where(t0 > 0, t0, -f0 / s0)[need]
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            start = np.where(t0 > 0, t0, -f0 / _slope(d0, i0))[need]
         r, it, c = _solve_decreasing(kern.take(need), fun, start)
         tau2[need] = r
         iters[need] = it + 1
         conv[need] = c
-    if loglik is not None:
-        other = np.flatnonzero(~need & (t0 > 0))
-        if other.size:
-            Ko = kern.take(other)
-            fo, _ = fun(Ko, t0[other])
-            up = fo > 0
-            if up.any():
-                idx = other[up]
-                Ku = kern.take(idx)
-                r, it, c = _solve_decreasing(Ku, fun, t0[idx], lo0=t0[idx])
-                better = loglik(Ku, r) > loglik(Ku, np.zeros(idx.size))
-                tau2[idx[better]] = r[better]
-                iters[idx] += it + 1
-                conv[idx] = c | ~better
+    if loglik is None:
+        return tau2, iters, conv
+    other = np.flatnonzero(~need & (t0 > 0) & (kern.k > 1))
+    if other.size == 0:
+        return tau2, iters, conv
+    Ko = kern.take(other)
+    fo, _, _ = fun(Ko, t0[other])
+    up = fo > 0
+    lo = t0[other].copy()
+    hi = np.full(other.size, np.inf)
+    # score negative at t0 too, but rising at 0 so steeply that its tangent there
+    # turns positive before t0 (were the score concave, it could not turn positive
+    # otherwise; every peak of this kind seen so far had f'(0) t0 > 19 |f(0)|)
+    down = np.flatnonzero((fo < 0) & (d0[other] * t0[other] > -f0[other]))
+    if down.size:
+        od = other[down]
+        g, ok = _score_grid_below(Ko.take(down), fun, t0[od], -f0[od] / d0[od])
+        lo[down[ok]] = g[ok]
+        hi[down[ok]] = g[ok] * _GRID_RATIO
+        up[down[ok]] = True
+    if up.any():
+        idx = other[up]
+        Ku = Ko.take(up)
+        r, it, c = _solve_decreasing(Ku, fun, lo[up], lo0=lo[up], hi0=hi[up])
+        iters[idx] += it + 1
+        better = loglik(Ku, r) > loglik(Ku, np.zeros(idx.size))
+        tau2[idx[better]] = r[better]
+        conv[idx] = c | ~better
     return tau2, iters, conv
+
+
+#: Points below the start where the ML/REML score is probed for an interior peak:
+#: t0 / 3, t0 / 9, ..., at most t0 / 3**8 (one batched evaluation).
+_GRID_RATIO = 3.0
+_GRID_POINTS = 8
+
+
+def _score_grid_below(
+    kern: Kernel, fun: RootFun, t0: FloatArray, tmin: FloatArray
+) -> tuple[FloatArray, BoolArray]:
+    """The largest grid point below ``t0`` with a positive score, per row.
+
+    metafor's Fisher scoring from ``t0`` (score negative there) moves down, halving
+    steps that would pass 0, and converges to the first peak it meets: one exists
+    where the score turns positive below ``t0``.  The score is probed at
+    ``t0 / 3**j`` for j = 1..8, down to the point ``tmin`` where its tangent at 0
+    turns positive (below that it stays negative if the score is concave), in one
+    evaluation of all rows x points.  A row's peak is then bracketed by its largest
+    positive point ``g`` and ``3 g`` (where the score is negative, or ``3 g = t0``).
+    A positive region narrower than a factor 3, or below the last point, is not
+    seen (such a row keeps τ² = 0).
+    """
+    m = kern.m
+    with np.errstate(divide="ignore", invalid="ignore"):
+        span = np.log(t0 / tmin) / np.log(_GRID_RATIO)
+    npts = np.clip(np.ceil(np.nan_to_num(span, nan=1.0)), 1, _GRID_POINTS).astype(np.int64)
+    rows = np.repeat(np.arange(m), npts)
+    j = np.arange(rows.size) - np.repeat(np.cumsum(npts) - npts, npts)  # 0.. per row
+    f, _, _ = fun(kern.take(rows), t0[rows] / _GRID_RATIO ** (j + 1))
+    pos = np.zeros((m, _GRID_POINTS), dtype=bool)
+    pos[rows, j] = f > 0
+    ok: BoolArray = np.asarray(pos.any(axis=1))
+    first = np.argmax(pos, axis=1)  # the largest positive point (j increases downward)
+    g: FloatArray = t0 / _GRID_RATIO ** (first + 1)
+    return g, ok
 
 
 def _loglik(K: Kernel, t: FloatArray, reml: bool) -> FloatArray:
@@ -646,30 +711,29 @@ def _reml_loglik(K: Kernel, t: FloatArray) -> FloatArray:
     return _loglik(K, t, reml=True)
 
 
-def _reml_fun(K: Kernel, t: FloatArray) -> tuple[FloatArray, FloatArray]:
+def _reml_fun(K: Kernel, t: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Twice the REML score ``y'PPy - tr(P)``, its derivative and -2 x information."""
     st = K.weighted(t, 1)
     assert st.yPPy is not None and st.trP is not None
     assert st.trPP is not None and st.yPPPy is not None
-    f = st.yPPy - st.trP
-    newton = st.trPP - 2.0 * st.yPPPy
-    return f, np.where(newton < 0, newton, -st.trPP)
+    return st.yPPy - st.trP, st.trPP - 2.0 * st.yPPPy, -st.trPP
 
 
-def _ml_fun(K: Kernel, t: FloatArray) -> tuple[FloatArray, FloatArray]:
+def _ml_fun(K: Kernel, t: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Twice the ML score ``y'PPy - Σw``, its derivative and -2 x information."""
     st = K.weighted(t, 1)
     assert st.yPPy is not None and st.S2 is not None and st.yPPPy is not None
-    f = st.yPPy - st.S1
-    newton = st.S2 - 2.0 * st.yPPPy
-    return f, np.where(newton < 0, newton, -st.S2)
+    return st.yPPy - st.S1, st.S2 - 2.0 * st.yPPPy, -st.S2
 
 
 def _q_root(kern: Kernel, target_of: Callable[[Kernel], FloatArray], t0: FloatArray) -> tuple[
     FloatArray, IntArray, BoolArray
 ]:
-    def fun(K: Kernel, t: FloatArray) -> tuple[FloatArray, FloatArray]:
+    def fun(K: Kernel, t: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
         st = K.weighted(t, _QROOT)
         assert st.yPPy is not None
-        return st.Q - target_of(K), -np.maximum(st.yPPy, np.finfo(float).tiny)
+        slope = -np.maximum(st.yPPy, np.finfo(float).tiny)  # dQ/dτ² = -y'PPy
+        return st.Q - target_of(K), slope, slope
 
     return _positive_root(kern, fun, t0)
 

@@ -163,3 +163,51 @@ def test_reml_stress_set_never_fails() -> None:
     np.testing.assert_allclose(many.tau2, want, rtol=RTOL, atol=1e-10)
     est = np.array([s["estimate"] for s in sets])
     np.testing.assert_allclose(many.estimate, est, rtol=RTOL, atol=1e-10)
+
+
+OFFSET_METHODS = ["EE", "DL", "HE", "HS", "HSk", "SJ", "ML", "REML", "EB", "PM", "PMM"]
+
+
+@pytest.mark.parametrize("method", OFFSET_METHODS)
+def test_stress_offsets_every_estimator(method: str) -> None:
+    """60 sets built to stress the intercept-only core (effects up to 1000 from zero,
+    variances over 4 orders of magnitude, one dominant study, k from 2 to 30): the
+    scalar path per set, and pool_many on all 60 at once in shuffled long format,
+    against metafor (stress_offsets.json, generate_stress_offsets.R).
+
+    The dominant-study sets include ML and REML likelihoods with a boundary peak at
+    τ² = 0 and a higher interior peak below the HE start, which metafor's Fisher
+    scoring reaches from above.  Tolerances as in the module docstring; the τ² and
+    I² floors are metafor stopping at ~1e-13 instead of an exact 0 on the boundary.
+    """
+    data = json.loads((REF / "stress_offsets.json").read_text())
+    sets = [s for s in data["datasets"] if method in s["fits"]]
+    yl = np.concatenate([s["yi"] for s in sets])
+    vl = np.concatenate([s["vi"] for s in sets])
+    gl = np.concatenate([[s["id"]] * len(s["yi"]) for s in sets])
+    perm = np.random.default_rng(3).permutation(yl.size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AllianceMetaWarning)
+        many = am.pool_many(yl[perm], vl[perm], gl[perm], method=method)  # type: ignore[arg-type]
+    assert many.converged.all()
+    for s in sets:
+        exp = s["fits"][method]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AllianceMetaWarning)
+            one = am.random_effects(yi=s["yi"], vi=s["vi"], method=method)  # type: ignore[arg-type]
+        i = int(np.searchsorted(many.groups, s["id"]))
+        for got in (
+            {"estimate": one.estimate, "se": one.se, "Q": one.Q, "tau2": one.tau2,
+             "I2": one.I2, "se_tau2": one.tau2_se},
+            {"estimate": many.estimate[i], "se": many.se[i], "Q": many.Q[i],
+             "tau2": many.tau2[i], "I2": many.I2[i], "se_tau2": many.tau2_se[i]},
+        ):
+            for key in ("estimate", "se", "Q"):
+                assert math.isclose(got[key], exp[key], rel_tol=RTOL), (s["id"], key)
+            assert math.isclose(got["tau2"], exp["tau2"], rel_tol=RTOL, abs_tol=1e-10), s["id"]
+            assert math.isclose(got["I2"], exp["I2"], rel_tol=RTOL, abs_tol=1e-6), s["id"]
+            if exp["se_tau2"] is None:
+                assert got["se_tau2"] is None or math.isnan(got["se_tau2"])
+            else:
+                assert math.isclose(got["se_tau2"], exp["se_tau2"], rel_tol=RTOL_SECONDARY), (
+                    s["id"], "se_tau2")
