@@ -20,6 +20,7 @@ from scipy import stats as sps
 from statsmodels.iolib.summary import Summary
 
 from alliance_meta import _core
+from alliance_meta._metareg import MetaRegressionResult
 from alliance_meta._pooling import IntervalArray, PoolResult, check_method, check_test
 from alliance_meta._summary import info_table, make_summary, value_table
 from alliance_meta._types import FloatArray
@@ -231,13 +232,19 @@ class InfluenceResult:
     weight : ndarray
         Weights in percent.
     dfbetas : ndarray
-        DFBETAS of the pooled estimate.
+        DFBETAS: of the pooled estimate, shape ``(k,)``, for a pooled result; of
+        every coefficient, shape ``(k, p)``, for a meta-regression.
     influential : ndarray of bool
         metafor's ``is.infl`` flag (see :func:`influence`).
     labels : tuple of str
         Study labels.
     k, p : int
-        Number of studies and of coefficients (1).
+        Number of studies and of coefficients.
+    coef_names : tuple of str
+        Names of the coefficients (the columns of a 2-D ``dfbetas``).
+
+    A study whose deletion leaves a coefficient inestimable (the only study of a
+    level) has NaN diagnostics and is not flagged, as metafor reports NA.
     """
 
     rstudent: FloatArray = attrs.field(eq=False)
@@ -253,12 +260,20 @@ class InfluenceResult:
     labels: tuple[str, ...]
     k: int
     p: int = 1
+    coef_names: tuple[str, ...] = ("intrcpt",)
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    def _dfbetas_columns(self) -> dict[str, FloatArray]:
+        if self.dfbetas.ndim == 1:
+            return {"dfbetas": self.dfbetas}
+        return {f"dfbetas[{n}]": self.dfbetas[:, j] for j, n in enumerate(self.coef_names)}
+
     def to_frame(self) -> pd.DataFrame:
-        """DataFrame indexed by study, columns as metafor's ``influence()$inf``."""
+        """DataFrame indexed by study, columns as metafor's ``influence()`` (``$inf``
+        and ``$dfbs``; one ``dfbetas[name]`` column per coefficient of a
+        meta-regression)."""
         frame: pd.DataFrame = pd.DataFrame(
             {
                 "rstudent": self.rstudent,
@@ -269,7 +284,7 @@ class InfluenceResult:
                 "QE_del": self.QE_del,
                 "hat": self.hat,
                 "weight": self.weight,
-                "dfbetas": self.dfbetas,
+                **self._dfbetas_columns(),
                 "influential": self.influential,
             },
             index=pd.Index(list(self.labels), name="study"),
@@ -278,6 +293,7 @@ class InfluenceResult:
 
     def summary(self) -> Summary:
         """A statsmodels Summary table like metafor's ``print(influence(fit))``."""
+        dfbs = self._dfbetas_columns()
         rows = [
             [
                 f"{self.rstudent[i]:.4f}",
@@ -288,14 +304,14 @@ class InfluenceResult:
                 f"{self.QE_del[i]:.4f}",
                 f"{self.hat[i]:.4f}",
                 f"{self.weight[i]:.4f}",
-                f"{self.dfbetas[i]:.4f}",
+                *(f"{col[i]:.4f}" for col in dfbs.values()),
                 "*" if self.influential[i] else "",
             ]
             for i in range(self.k)
         ]
         headers = [
             "rstudent", "dffits", "cook.d", "cov.r", "tau2.del", "QE.del", "hat",
-            "weight", "dfbs", "inf",
+            "weight", *(n.replace("dfbetas", "dfbs") for n in dfbs), "inf",
         ]
         n_infl = int(np.sum(self.influential))
         tables = [
@@ -312,14 +328,36 @@ class InfluenceResult:
         return str(self.summary())
 
 
-def influence(result: PoolResult) -> InfluenceResult:
-    """Outlier and influence diagnostics of a pooled result.
+def _loo_fit_regression(result: MetaRegressionResult) -> tuple[_core.CoreFit, BoolArray]:
+    """Leave-one-out refits of a meta-regression in one core call.
+
+    Returns the fits of the deletions that leave the design of full rank, and a
+    mask of those deletions (the others leave a coefficient inestimable).
+    """
+    k = result.k
+    include = ~np.eye(k, dtype=bool)
+    Xs = np.where(include[:, :, None], result.X[None, :, :], 0.0)
+    valid = np.linalg.matrix_rank(Xs) == result.p
+    if not valid.any():
+        raise ModelSpecificationError(
+            f"influence needs a study whose deletion leaves all {result.p} coefficients "
+            f"estimable (k = {k})"
+        )
+    Y = np.where(include[valid], result.yi[None, :], np.nan)
+    V = np.where(include[valid], result.vi[None, :], np.nan)
+    kern = _core.kernel_from_padded(Y, V, result.X)
+    fit = _core.fit(kern, check_method(result.method), check_test(result.test), result.level)
+    return fit, valid
+
+
+def influence(result: PoolResult | MetaRegressionResult) -> InfluenceResult:
+    """Outlier and influence diagnostics of a pooled result or a meta-regression.
 
     Parameters
     ----------
-    result : PoolResult
-        A fitted pooled result.  The deleted fits are the leave-one-out refits of
-        :func:`leave_one_out` (one call of the vectorised core).
+    result : PoolResult or MetaRegressionResult
+        A fitted model.  The deleted fits are the k leave-one-out refits (one call
+        of the vectorised core), with the model's method, test and level.
 
     Returns
     -------
@@ -327,21 +365,24 @@ def influence(result: PoolResult) -> InfluenceResult:
 
     Notes
     -----
-    With full-model weights ``w_i = 1/(v_i + τ̂²)``, estimate ``μ̂`` and variance
-    ``Var(μ̂)`` (Knapp-Hartung scaled when the test is), and the fit without study
-    i giving ``μ̂₍ᵢ₎``, ``Var(μ̂₍ᵢ₎)``, ``τ̂²₍ᵢ₎``, ``Q₍ᵢ₎`` and Knapp-Hartung factor
-    ``s²₍ᵢ₎`` (1 unless ``test="knha"``/``"adhoc"``), following Viechtbauer & Cheung
-    (2010) and metafor's ``influence.rma.uni``:
+    With design ``X`` (a column of ones for a pooled result), full-model weights
+    ``W = diag(1/(v_i + τ̂²))``, coefficients ``b`` with covariance ``Vb`` (Knapp-
+    Hartung scaled when the test is), and the fit without study i giving ``b₍ᵢ₎``,
+    ``Vb₍ᵢ₎``, ``τ̂²₍ᵢ₎``, ``Q₍ᵢ₎`` and Knapp-Hartung factor ``s²₍ᵢ₎`` (1 unless
+    ``test="knha"``/``"adhoc"``), following Viechtbauer & Cheung (2010) and
+    metafor's ``influence.rma.uni``:
 
-    * hat ``h_i = w_i / Σ w``; weight ``100 h_i``;
-    * rstudent ``(y_i - μ̂₍ᵢ₎) / sqrt(s²₍ᵢ₎ (v_i + τ̂²₍ᵢ₎) + Var(μ̂₍ᵢ₎))``;
-    * DFFITS ``(μ̂ - μ̂₍ᵢ₎) / sqrt(s²₍ᵢ₎ h_i (τ̂²₍ᵢ₎ + v_i))``;
-    * Cook's distance ``(μ̂ - μ̂₍ᵢ₎)² / Var(μ̂)``;
-    * covariance ratio ``Var(μ̂₍ᵢ₎) / Var(μ̂)``;
-    * DFBETAS ``(μ̂ - μ̂₍ᵢ₎) / sqrt(s²₍ᵢ₎ / Σⱼ 1/(v_j + τ̂²₍ᵢ₎))`` (all k studies);
+    * hat ``h_i``: the diagonal of ``X (X'WX)⁻¹ X'W``; weight ``100 w_i / Σ w``;
+    * rstudent ``(y_i - x_i b₍ᵢ₎) / sqrt(s²₍ᵢ₎ (v_i + τ̂²₍ᵢ₎) + x_i Vb₍ᵢ₎ x_i')``;
+    * DFFITS ``(x_i b - x_i b₍ᵢ₎) / sqrt(s²₍ᵢ₎ h_i (τ̂²₍ᵢ₎ + v_i))``;
+    * Cook's distance ``d' Vb⁻¹ d`` with ``d = b - b₍ᵢ₎``;
+    * covariance ratio ``det Vb₍ᵢ₎ / det Vb``;
+    * DFBETAS ``(b - b₍ᵢ₎) / sqrt(s²₍ᵢ₎ diag((X'W₍ᵢ₎X)⁻¹))`` with
+      ``W₍ᵢ₎ = diag(1/(v_j + τ̂²₍ᵢ₎))`` over all k studies;
     * a study is flagged influential (metafor's ``is.infl``) when any of
-      ``|DFFITS| > 3 sqrt(p/(k-p))``, ``F_χ²₁(Cook's d) > 0.5``, ``h_i > 3p/k`` or
-      ``|DFBETAS| > 1`` holds (p = 1).
+      ``|DFFITS| > 3 sqrt(p/(k-p))``, ``F_χ²_p(Cook's d) > 0.5``, ``h_i > 3p/k`` or
+      ``|DFBETAS| > 1`` (any coefficient) holds, with ``p`` the number of
+      coefficients (metafor's default ``btt``: all of them).
 
     References
     ----------
@@ -349,31 +390,53 @@ def influence(result: PoolResult) -> InfluenceResult:
     for meta-analysis. *Research Synthesis Methods*, 1(2), 112-125.
     """
     k = result.k
-    p = 1
-    fit = _loo_fit(result)
     yi, vi = result.yi, result.vi
+    if isinstance(result, MetaRegressionResult):
+        X = np.asarray(result.X, dtype=np.float64)
+        coef = np.asarray(result.coef, dtype=np.float64)
+        vb_full = np.asarray(result.vcov, dtype=np.float64)
+        coef_names = result.coef_names
+        fit, valid = _loo_fit_regression(result)
+    else:
+        X = np.ones((k, 1))
+        coef = np.array([result.estimate])
+        vb_full = np.array([[result.se**2]])
+        coef_names = ("intrcpt",)
+        fit, valid = _loo_fit(result), np.ones(k, dtype=bool)
+    p = X.shape[1]
     w = 1.0 / (vi + result.tau2)
-    hat = w / w.sum()
-    vb_full = result.se**2
-    beta_del = fit.beta[:, 0]
-    vb_del = fit.vb[:, 0, 0]
-    tau2_del = fit.tau2
-    s2w = fit.s2w
-    dfb = result.estimate - beta_del
+    xtwx_inv = np.linalg.inv((X * w[:, None]).T @ X)
+    hat = np.einsum("ij,jk,ik->i", X, xtwx_inv, X) * w
+    pred_full = X @ coef
+
+    def full(values: FloatArray) -> FloatArray:
+        out = np.full((k, *values.shape[1:]), np.nan)
+        out[valid] = values
+        return out
+
+    Xv = X[valid]
+    beta_del = fit.beta
+    tau2_del = full(fit.tau2)
+    s2w = full(fit.s2w)
+    delpred = full(np.einsum("ij,ij->i", Xv, beta_del))
+    vdelpred = full(np.einsum("ij,ijk,ik->i", Xv, fit.vb, Xv))
+    dfb = full(coef[None, :] - beta_del)
+    wd = 1.0 / (vi[None, :] + fit.tau2[:, None])  # all k studies, per deletion
+    xtwx_del = np.einsum("jk,ij,jl->ikl", X, wd, X)
+    vb_plug = full(np.diagonal(np.linalg.inv(xtwx_del), axis1=1, axis2=2))
     with np.errstate(divide="ignore", invalid="ignore"):
-        resid = yi - beta_del
+        resid = yi - delpred
         resid = np.where(np.abs(resid) < _RESID_ZERO, 0.0, resid)
-        rstudent = resid / np.sqrt(vi * s2w + vb_del + tau2_del * s2w)
-        dffits = dfb / np.sqrt(s2w * hat * (tau2_del + vi))
-        cook_d = dfb**2 / vb_full
-        cov_r = vb_del / vb_full
-        vb_plug = 1.0 / np.sum(1.0 / (vi[None, :] + tau2_del[:, None]), axis=1)
-        dfbetas = dfb / np.sqrt(s2w * vb_plug)
+        rstudent = resid / np.sqrt(vi * s2w + vdelpred + tau2_del * s2w)
+        dffits = (pred_full - delpred) / np.sqrt(s2w * hat * (tau2_del + vi))
+        cook_d = np.einsum("ij,jk,ik->i", dfb, np.linalg.inv(vb_full), dfb)
+        cov_r = full(np.linalg.det(fit.vb)) / np.linalg.det(vb_full)
+        dfbetas = dfb / np.sqrt(s2w[:, None] * vb_plug)
         influential = (
-            (np.abs(dffits) > 3.0 * math.sqrt(p / (k - p)))
+            (np.abs(dffits) > (3.0 * math.sqrt(p / (k - p)) if k > p else math.inf))
             | (sps.chi2.cdf(cook_d, p) > 0.5)
             | (hat > 3.0 * p / k)
-            | (np.abs(dfbetas) > 1.0)
+            | np.any(np.abs(dfbetas) > 1.0, axis=1)
         )
     return InfluenceResult(
         rstudent=_col(rstudent),
@@ -381,14 +444,15 @@ def influence(result: PoolResult) -> InfluenceResult:
         cook_d=_col(cook_d),
         cov_r=_col(cov_r),
         tau2_del=_col(tau2_del),
-        QE_del=_col(fit.QE),
+        QE_del=_col(full(fit.QE)),
         hat=_col(hat),
-        weight=_col(100.0 * hat),
-        dfbetas=_col(dfbetas),
+        weight=_col(100.0 * w / w.sum()),
+        dfbetas=_col(dfbetas[:, 0] if isinstance(result, PoolResult) else dfbetas),
         influential=np.asarray(influential & ~np.isnan(dffits), dtype=bool),
         labels=result.labels,
         k=k,
         p=p,
+        coef_names=coef_names,
     )
 
 

@@ -701,6 +701,8 @@ def pseudo_r2(
     if method == "EE":
         if float(np.var(yi)) == 0.0:
             return 0.0
+        if X.shape[0] <= X.shape[1]:  # saturated: adjusted R² undefined (metafor: NaN)
+            return None
         adj = float(sm.WLS(yi, X, weights=1.0 / vi).fit().rsquared_adj)
         return max(0.0, 100.0 * adj)
     kern0 = _core.kernel_from_padded(yi[None, :], vi[None, :])

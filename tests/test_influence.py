@@ -188,3 +188,61 @@ def test_cumulative_bad_order() -> None:
     fit = am.random_effects(yi=[0.1, 0.2, 0.3], vi=[0.01, 0.02, 0.03])
     with pytest.raises(am.exceptions.ModelSpecificationError):
         am.cumulative(fit, order=[0, 1])
+
+
+# ---------------------------------------------------------------------------
+# Influence of meta-regressions (tests/reference/influence_metareg.json)
+# ---------------------------------------------------------------------------
+
+_INFL_MR = json.loads((REF_DIR / "influence_metareg.json").read_text())["cases"]
+
+
+def _nan(values: list[Any]) -> np.ndarray:
+    return np.array([np.nan if x is None else x for x in values], dtype=float)
+
+
+@pytest.mark.parametrize("case", _INFL_MR, ids=[c["name"] for c in _INFL_MR])
+def test_influence_meta_regression_reference(case: dict[str, Any]) -> None:
+    """influence() of a meta-regression equals metafor's influence.rma.uni.
+
+    The design is passed as numeric columns (factor dummies included), which gives
+    metafor's X exactly.  RTOL_REFIT as above; DFBETAS that are 0 in exact
+    arithmetic (EE fits of a factor model) come out as ~1e-15 on both sides, hence
+    the absolute floor.  The synthetic case deletes the only study of a level:
+    metafor reports NA for it, and so do we (NaN, not flagged).
+    """
+    X = np.array(case["X"], dtype=float)
+    names = case["coef_names"]
+    mods = {names[j]: X[:, j] for j in range(1, X.shape[1])}
+    res = am.meta_regression(
+        yi=case["yi"], vi=case["vi"], moderators=mods, method=case["method"], test=case["test"]
+    )
+    np.testing.assert_allclose(res.X, X, rtol=0, atol=0)  # same design as metafor's
+    inf = am.influence(res)
+    assert inf.p == X.shape[1] and inf.coef_names == tuple(res.coef_names)
+    for ours, theirs in (
+        ("rstudent", "rstudent"), ("dffits", "dffits"), ("cook_d", "cook_d"),
+        ("cov_r", "cov_r"), ("tau2_del", "tau2_del"), ("QE_del", "QE_del"),
+        ("hat", "hat"), ("weight", "weight"),
+    ):
+        np.testing.assert_allclose(getattr(inf, ours), _nan(case[theirs]), rtol=RTOL_REFIT,
+                                   atol=1e-10, err_msg=ours)
+    want_dfbs = np.array([_nan(row) for row in case["dfbetas"]])
+    assert inf.dfbetas.shape == want_dfbs.shape
+    np.testing.assert_allclose(inf.dfbetas, want_dfbs, rtol=RTOL_REFIT, atol=1e-10)
+    want_flag = np.array([bool(x) for x in case["is_infl"]])
+    np.testing.assert_array_equal(inf.influential, want_flag)
+    frame = inf.to_frame()
+    assert [c for c in frame.columns if c.startswith("dfbetas")] == [
+        f"dfbetas[{n}]" for n in res.coef_names
+    ]
+
+
+def test_influence_of_a_saturated_regression_is_an_error() -> None:
+    """k = p: every deletion leaves a coefficient inestimable (metafor: all NA)."""
+    res = am.meta_regression(
+        yi=[0.1, 0.4, 0.2], vi=[0.02, 0.03, 0.04],
+        moderators={"x": [0.0, 1.0, 3.0], "z": [1.0, 0.0, 2.0]}, method="EE",
+    )
+    with pytest.raises(am.exceptions.ModelSpecificationError, match="estimable"):
+        am.influence(res)
