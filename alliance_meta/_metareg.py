@@ -20,6 +20,7 @@ findings from meta-regression. *Statistics in Medicine*, 23(11), 1663-1682.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,7 @@ from alliance_meta._types import FloatArray, Measure, Method, Test
 from alliance_meta.exceptions import (
     InvalidStudyError,
     ModelSpecificationError,
+    ModelSpecificationWarning,
 )
 
 if TYPE_CHECKING:
@@ -232,16 +234,34 @@ def build_design(
     return tuple(names), X, tuple(terms)
 
 
+#: A column is redundant when projecting it on the kept columns leaves at most this
+#: fraction of its norm (the tolerance of R's ``lm``, which metafor uses to find them).
+_REDUNDANT_TOL = 1e-7
+
+
+def _independent_columns(X: FloatArray) -> npt.NDArray[np.bool_]:
+    """Columns of ``X`` kept by R's ``lm(yi ~ X - 1)``: each in turn unless it is a
+    linear combination of the kept ones before it (its residual after projecting
+    on them is at most ``_REDUNDANT_TOL`` times its norm)."""
+    keep = np.zeros(X.shape[1], dtype=bool)
+    for j in range(X.shape[1]):
+        col = X[:, j]
+        norm = float(np.linalg.norm(col))
+        if keep.any():
+            basis = X[:, keep]
+            coef = np.linalg.lstsq(basis, col, rcond=None)[0]
+            resid = float(np.linalg.norm(col - basis @ coef))
+        else:
+            resid = norm
+        keep[j] = norm > 0 and resid > _REDUNDANT_TOL * norm
+    return keep
+
+
 def _check_design(X: FloatArray, names: Sequence[str]) -> None:
     k, p = X.shape
     if k < p:
         raise ModelSpecificationError(
             f"too few studies: k = {k} for {p} coefficients ({', '.join(names)})"
-        )
-    if np.linalg.matrix_rank(X) < p:
-        raise ModelSpecificationError(
-            "the design matrix is rank deficient (collinear moderators or an empty "
-            f"level among {', '.join(names[1:])}); metafor would drop columns"
         )
 
 
@@ -368,6 +388,16 @@ class MetaRegressionResult:
     vi: FloatArray = attrs.field(eq=False, repr=False)
     X: FloatArray = attrs.field(eq=False, repr=False)
     _terms: tuple[_Term, ...] = attrs.field(eq=False, repr=False, alias="terms")
+    #: which columns of the full design (intercept, then each moderator's columns)
+    #: the model kept; metafor drops redundant ones
+    _kept: npt.NDArray[np.bool_] = attrs.field(eq=False, repr=False, alias="kept")
+
+    @property
+    def dropped(self) -> tuple[str, ...]:
+        """Names of the redundant design columns dropped from the model (metafor's
+        ``coef.na``); empty when the design had full rank."""
+        full = ["intrcpt", *(c for t in self._terms for c in t.coef_names)]
+        return tuple(n for n, kept in zip(full, self._kept, strict=True) if not kept)
 
     @property
     def p(self) -> int:
@@ -403,7 +433,7 @@ class MetaRegressionResult:
                     vals = vals.astype(object)
                 _, block = t.moderator.design_columns(list(vals), labels)
                 cols.append(block)
-            return np.hstack(cols)
+            return np.hstack(cols)[:, self._kept]
         Xn = np.asarray(new_moderators, dtype=np.float64)
         if Xn.ndim <= 1:
             Xn = Xn.reshape(-1, 1) if p == 2 else Xn.reshape(1, -1)
@@ -624,6 +654,8 @@ class MetaRegressionResult:
                         list(self.coef_names)),
         ]
         notes = [] if self.converged else [f"The {self.method} estimator did not converge."]
+        if self.dropped:
+            notes.append(f"Redundant predictors dropped: {', '.join(self.dropped)}.")
         return make_summary(tables, notes)
 
     def __str__(self) -> str:
@@ -756,7 +788,14 @@ def meta_regression(
     InvalidStudyError
         Unknown moderator, wrong length, missing or mis-typed values (naming it).
     ModelSpecificationError
-        Bad method/test/level, too few studies, or a rank-deficient design.
+        Bad method/test/level, or fewer studies than coefficients.
+
+    Warns
+    -----
+    ModelSpecificationWarning
+        When a design column is a linear combination of the columns before it: it
+        is dropped (listed in ``result.dropped``), as metafor drops "redundant
+        predictors" (with the tolerance of R's ``lm``, 1e-7).
 
     Notes
     -----
@@ -787,6 +826,17 @@ def meta_regression(
     sset = _studyset(studies)
     names, X, terms = build_design(moderators, sset, y.size, labels)
     _check_design(X, names)
+    keep = _independent_columns(X)
+    dropped = tuple(n for n, kept in zip(names, keep, strict=True) if not kept)
+    if dropped:
+        warnings.warn(
+            f"redundant predictors dropped from the model: {', '.join(dropped)} (a linear "
+            "combination of the columns before them), as metafor does",
+            ModelSpecificationWarning,
+            stacklevel=2,
+        )
+        X = X[:, keep]
+        names = tuple(n for n, kept in zip(names, keep, strict=True) if kept)
     fit = fit_one(y, v, None if X.shape[1] == 1 else X, core_method, core_test, lv)
     tau2 = float(fit.tau2[0])
     df = float(fit.df[0])
@@ -824,4 +874,5 @@ def meta_regression(
         vi=v,
         X=X,
         terms=terms,
+        kept=keep,
     )

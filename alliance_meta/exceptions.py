@@ -18,6 +18,7 @@ __all__ = [
     "FewStudiesWarning",
     "InvalidStudyError",
     "ModelSpecificationError",
+    "ModelSpecificationWarning",
 ]
 
 
@@ -64,6 +65,11 @@ class ConvergenceWarning(AllianceMetaWarning):
 
 class FewStudiesWarning(AllianceMetaWarning):
     """Too few studies for the requested quantity (e.g. k = 1: τ² is set to 0)."""
+
+
+class ModelSpecificationWarning(AllianceMetaWarning):
+    """The model was adjusted to be estimable, as metafor does with a warning
+    (e.g. redundant moderator columns dropped from a meta-regression)."""
 
 
 class DataOmittedWarning(AllianceMetaWarning):
