@@ -94,6 +94,7 @@ def test_nan_padded_equals_scalar_loop(method: str) -> None:
                np.array([ref.tau2, ref.estimate, ref.se, ref.Q, _se(ref)]))
 
 
+@pytest.mark.filterwarnings("ignore::alliance_meta.exceptions.FewStudiesWarning")  # k = 1 groups
 def test_many_chunks_and_threads_equal_one_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
     y, v, g = _ragged(3, G=2000)
     res = pool_many(y, v, g, method="REML")
