@@ -178,28 +178,30 @@ class _Scale:
             return {"ZCOR": "z"}.get(self.measure, "log " + self.measure)
         return _SHORT_NAMES.get(self.measure, self.measure)
 
-    def configure(self, ax: Axes, lo: float, hi: float) -> None:
-        """Set the axis scale, limits and natural-scale ticks for plotted range [lo, hi]."""
+    def configure(self, ax: Axes, lo: float, hi: float, exact: bool = False) -> None:
+        """Set the axis scale, limits and natural-scale ticks for plotted range [lo, hi]
+        (padded by 4 % of the range unless ``exact``)."""
         from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
         kind = self.kind
+        frac = 0.0 if exact else 0.04
         if kind == "r":
             ax.set_xscale("function", functions=(_atanh_clipped, np.tanh))
             zlo, zhi = math.atanh(lo), math.atanh(hi)
-            pad = 0.04 * (zhi - zlo)
+            pad = frac * (zhi - zlo)
             ax.set_xlim(math.tanh(zlo - pad), math.tanh(zhi + pad))
             ax.xaxis.set_major_locator(FixedLocator(_nice_ticks(lo, hi, bounded=True)))
             ax.xaxis.set_major_formatter(FuncFormatter(_fmt_tick))
         elif kind == "log":
             ax.set_xscale("log")
             llo, lhi = math.log(lo), math.log(hi)
-            pad = 0.04 * (lhi - llo)
+            pad = frac * (lhi - llo)
             ax.set_xlim(math.exp(llo - pad), math.exp(lhi + pad))
             ax.xaxis.set_major_locator(FixedLocator(_ratio_ticks(lo, hi)))
             ax.xaxis.set_major_formatter(FuncFormatter(_fmt_tick))
             ax.xaxis.set_minor_locator(NullLocator())
         else:
-            pad = 0.04 * (hi - lo)
+            pad = frac * (hi - lo)
             ax.set_xlim(lo - pad, hi + pad)
             ax.xaxis.set_major_locator(FixedLocator(_nice_ticks(lo, hi, bounded=False)))
             ax.xaxis.set_major_formatter(FuncFormatter(_fmt_tick))
@@ -366,6 +368,7 @@ def forest(
     color: str = "black",
     diamond_color: str = "#2f4f6f",
     subgroup_title: str | None = None,
+    xlim: tuple[float, float] | None = None,
 ) -> Figure:
     """Draw a forest plot of a pooled result or a subgroup analysis.
 
@@ -408,6 +411,11 @@ def forest(
         Fill colour of the diamonds.
     subgroup_title : str, optional
         Prefix of subgroup headers, e.g. ``"Rater"`` gives "Rater: patient".
+    xlim : (float, float), optional
+        x-axis limits on the plotted scale (e.g. ``(-0.6, 0.4)`` for r, ``(0.1, 10)``
+        for ratios), instead of limits that hold every interval.  Intervals that
+        extend past a limit are cut there and end in an arrowhead, as in metafor's
+        ``forest(..., alim=)``; the text columns still give their full values.
 
     Returns
     -------
@@ -520,10 +528,20 @@ def forest(
         ax = fig_new.add_subplot(1, 1, 1)
     fig = _root_figure(ax)
 
-    pv = scale.to_plot(np.array(all_vals, dtype=np.float64))
-    lo_all, hi_all = float(np.min(pv)), float(np.max(pv))
-    lo_all, hi_all = min(lo_all, scale.null), max(hi_all, scale.null)
-    scale.configure(ax, lo_all, hi_all)
+    if xlim is not None:
+        x_lo, x_hi = (float(x) for x in xlim)
+        bad = not (x_lo < x_hi) or (scale.kind == "log" and x_lo <= 0) or (
+            scale.kind == "r" and not -1.0 < x_lo < x_hi < 1.0
+        )
+        if bad:
+            raise ValueError(f"xlim {xlim!r} is not an increasing range on the plotted scale")
+        scale.configure(ax, x_lo, x_hi, exact=True)
+    else:
+        pv = scale.to_plot(np.array(all_vals, dtype=np.float64))
+        x_lo, x_hi = float(np.min(pv)), float(np.max(pv))
+        x_lo, x_hi = min(x_lo, scale.null), max(x_hi, scale.null)
+        scale.configure(ax, x_lo, x_hi)
+        x_lo, x_hi = -math.inf, math.inf  # nothing to clip
     title_y = header_y + 1.5
     ax.set_ylim(0.4, (title_y if title else header_y) + 0.6)
 
@@ -543,13 +561,18 @@ def forest(
     for r, y in zip(rows, ys, strict=True):
         if r.kind == "study":
             x, lo, hi = scale.row_values(r)
-            ax.plot([lo, hi], [y, y], color=color, linewidth=0.9, zorder=2, gid="study-ci",
-                    solid_capstyle="butt")  # fmt: skip
+            ax.plot([max(lo, x_lo), min(hi, x_hi)], [y, y], color=color, linewidth=0.9,
+                    zorder=2, gid="study-ci", solid_capstyle="butt")  # fmt: skip
+            for end, beyond, mark in ((x_lo, lo < x_lo, "<"), (x_hi, hi > x_hi, ">")):
+                if beyond:
+                    ax.plot([end], [y], marker=mark, markersize=4.5, color=color,
+                            linestyle="none", zorder=3, clip_on=False,
+                            gid="study-ci-arrow")  # fmt: skip
             size = max(_MIN_SQUARE_PT, _MAX_SQUARE_PT * math.sqrt(r.weight / w_max))
             ax.plot([x], [y], marker="s", markersize=size, color=color, linestyle="none",
                     zorder=3, gid="study-row")  # fmt: skip
         elif r.kind in ("group-diamond", "overall"):
-            x, lo, hi = scale.row_values(r)
+            x, lo, hi = (min(max(v, x_lo), x_hi) for v in scale.row_values(r))
             poly = Polygon(
                 [(lo, y), (x, y + _DIAMOND_HALF_HEIGHT), (hi, y), (x, y - _DIAMOND_HALF_HEIGHT)],
                 closed=True, facecolor=diamond_color if r.kind == "overall" else "white",
@@ -559,12 +582,17 @@ def forest(
             ax.add_patch(poly)
         elif r.kind == "pi":
             _, lo, hi = scale.row_values(r)
-            ax.plot([lo, hi], [y, y], color=diamond_color, linewidth=2.2, zorder=3,
-                    solid_capstyle="butt", gid="prediction-interval")  # fmt: skip
-            ax.plot([lo, lo], [y - 0.18, y + 0.18], color=diamond_color, linewidth=1.0,
-                    zorder=3, gid="prediction-interval-cap")  # fmt: skip
-            ax.plot([hi, hi], [y - 0.18, y + 0.18], color=diamond_color, linewidth=1.0,
-                    zorder=3, gid="prediction-interval-cap")  # fmt: skip
+            ax.plot([max(lo, x_lo), min(hi, x_hi)], [y, y], color=diamond_color,
+                    linewidth=2.2, zorder=3, solid_capstyle="butt",
+                    gid="prediction-interval")  # fmt: skip
+            for end, cut, mark in ((lo, lo < x_lo, "<"), (hi, hi > x_hi, ">")):
+                if cut:  # cut by xlim: an arrowhead at the limit instead of a cap
+                    ax.plot([x_lo if mark == "<" else x_hi], [y], marker=mark, markersize=5.5,
+                            color=diamond_color, linestyle="none", zorder=3, clip_on=False,
+                            gid="prediction-interval-arrow")  # fmt: skip
+                else:
+                    ax.plot([end, end], [y - 0.18, y + 0.18], color=diamond_color,
+                            linewidth=1.0, zorder=3, gid="prediction-interval-cap")  # fmt: skip
 
     # ---- axes styling -------------------------------------------------------
     for side in ("top", "right", "left"):

@@ -146,6 +146,30 @@ def test_forest_log_ratio_uses_log_axis(bcg: am.PoolResult) -> None:
     np.testing.assert_allclose(pi.get_xdata(), np.exp([bcg.pi.low, bcg.pi.high]), rtol=1e-12)
 
 
+def test_forest_xlim_cuts_intervals_with_arrows(bcg: am.PoolResult) -> None:
+    """xlim fixes the axis; intervals past a limit stop there with an arrowhead
+    (one per cut end), the others are drawn whole."""
+    lim = (0.2, 2.0)
+    fig = forest(bcg, xlim=lim)
+    ax = main_axes(fig)
+    assert ax.get_xlim() == pytest.approx(lim, rel=1e-12)  # exact: no padding asked
+    z = 1.959963984540054  # 95% normal quantile: the study whiskers are Wald intervals
+    lo = np.exp(bcg.yi - z * np.sqrt(bcg.vi))
+    hi = np.exp(bcg.yi + z * np.sqrt(bcg.vi))
+    n_cut = int(np.sum(lo < lim[0]) + np.sum(hi > lim[1]))
+    assert n_cut > 0  # the limits do cut this data set
+    arrows = by_gid(fig, "study-ci-arrow")
+    assert len(arrows) == n_cut
+    for seg in by_gid(fig, "study-ci"):
+        x0, x1 = seg.get_xdata()
+        assert lim[0] - 1e-12 <= x0 <= x1 <= lim[1] + 1e-12
+    pi_cut = int(math.exp(bcg.pi.low) < lim[0]) + int(math.exp(bcg.pi.high) > lim[1])
+    assert len(by_gid(fig, "prediction-interval-arrow")) == pi_cut == 1
+    assert len(by_gid(fig, "prediction-interval-cap")) == 1  # the uncut end keeps its cap
+    with pytest.raises(ValueError, match="xlim"):
+        forest(bcg, xlim=(-1.0, 2.0))  # not positive on a ratio axis
+
+
 def test_forest_square_area_proportional_to_weight(alliance: am.PoolResult) -> None:
     fig = forest(alliance)
     sizes = np.array([line.get_markersize() for line in by_gid(fig, "study-row")])
