@@ -5,16 +5,7 @@
 ## Run from the repository root:
 ##     Rscript tests/reference/generate_influence_metareg.R
 
-suppressPackageStartupMessages({
-  library(metafor)
-  library(metadat)
-  library(jsonlite)
-})
-
-OUTDIR <- Sys.getenv("REF_OUTDIR", "tests/reference")
-SOURCE <- paste("metafor", as.character(packageVersion("metafor")))
-CTL <- list(threshold = 1e-12, maxiter = 10000, tol = 1e-12)
-arr <- function(x) I(as.vector(x))
+source("tests/reference/reference_common.R")
 
 bcg <- escalc(measure = "RR", ai = tpos, bi = tneg, ci = cpos, di = cneg, data = dat.bcg)
 rau <- dat.raudenbush1985
@@ -53,7 +44,4 @@ cases <- list(
   ## metafor reports NA for that study (its rows of the diagnostics)
   infl_case("synthetic_singleton_level_REML_z", syn$yi, syn$vi, syn, ~ g, "REML", "z")
 )
-path <- file.path(OUTDIR, "influence_metareg.json")
-write_json(list(source = SOURCE, control = CTL, cases = cases), path, auto_unbox = TRUE,
-           digits = NA, pretty = TRUE, null = "null", na = "null")
-message("wrote ", path)
+write_reference(list(source = SOURCE, control = CTL, cases = cases), "influence_metareg.json")

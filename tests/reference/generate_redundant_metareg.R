@@ -6,16 +6,7 @@
 ## Run from the repository root:
 ##     Rscript tests/reference/generate_redundant_metareg.R
 
-suppressPackageStartupMessages({
-  library(metafor)
-  library(metadat)
-  library(jsonlite)
-})
-
-OUTDIR <- Sys.getenv("REF_OUTDIR", "tests/reference")
-SOURCE <- paste("metafor", as.character(packageVersion("metafor")))
-CTL <- list(threshold = 1e-12, maxiter = 10000, tol = 1e-12)
-arr <- function(x) I(as.vector(x))
+source("tests/reference/reference_common.R")
 
 dat <- escalc(measure = "RR", ai = tpos, bi = tneg, ci = cpos, di = cneg, data = dat.bcg)
 dat$ablat2 <- 2 * dat$ablat + 1          # a linear function of ablat
@@ -36,11 +27,9 @@ cases <- list(
   case("ablat2_ablat_year", ~ ablat2 + ablat + year, "REML", list("ablat2", "ablat", "year")),
   case("alloc_random_DL", ~ factor(alloc) + random, "DL", list("alloc", "random"))
 )
-path <- file.path(OUTDIR, "redundant_metareg.json")
-write_json(list(source = SOURCE, control = CTL, yi = arr(dat$yi), vi = arr(dat$vi),
-                data = list(ablat = arr(dat$ablat), ablat2 = arr(dat$ablat2),
-                            year = arr(dat$year), alloc = arr(dat$alloc),
-                            random = arr(dat$random)),
-                cases = cases),
-           path, auto_unbox = TRUE, digits = NA, pretty = TRUE, null = "null", na = "null")
-message("wrote ", path)
+write_reference(list(source = SOURCE, control = CTL, yi = arr(dat$yi), vi = arr(dat$vi),
+                     data = list(ablat = arr(dat$ablat), ablat2 = arr(dat$ablat2),
+                                 year = arr(dat$year), alloc = arr(dat$alloc),
+                                 random = arr(dat$random)),
+                     cases = cases),
+                "redundant_metareg.json")

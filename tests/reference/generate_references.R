@@ -16,17 +16,7 @@
 ##   REF_HELPERS_ONLY=1  only define the helper functions (used for self-checks
 ##                       that regenerate the original files into a temp dir)
 
-suppressPackageStartupMessages({
-  library(metafor)
-  library(metadat)
-  library(jsonlite)
-})
-
-OUTDIR <- Sys.getenv("REF_OUTDIR", "tests/reference")
-SOURCE <- paste("metafor", as.character(packageVersion("metafor")))
-
-## tight controls, as in PROVENANCE.md
-CTL <- list(threshold = 1e-12, maxiter = 10000, tol = 1e-12)
+source("tests/reference/reference_common.R")  # metafor, OUTDIR, SOURCE, CTL, arr
 CTL_WIDE <- c(CTL, list(tau2.max = 1e6))   # retry with a wider tau2 range
 CI_CTL <- list(tol = 1e-12)
 
@@ -41,17 +31,10 @@ note_fail <- function(what, e) {
   NULL
 }
 
-write_ref <- function(x, name) {
-  path <- file.path(OUTDIR, name)
-  write_json(x, path, auto_unbox = TRUE, digits = NA, pretty = TRUE,
-             null = "null", na = "null")
-  message("wrote ", path)
-  invisible(path)
-}
+write_ref <- write_reference
 
 nn <- function(x) if (is.null(x) || length(x) == 0) NA else x    # NULL -> NA -> null
 num <- function(x) { x <- nn(x); as.numeric(x) }
-arr <- function(x) I(as.vector(x))                             # force JSON array
 
 ## rma() with tight control; retry with a wider tau2.max; error -> NULL
 fit_rma <- function(yi, vi, method, test = "z", level = 95, mods = NULL, what = "") {

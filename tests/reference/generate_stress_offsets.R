@@ -11,17 +11,9 @@
 ## itself loses about eps * offset^2 * sum(w) / Q relative, so much larger offsets
 ## would test metafor's rounding rather than ours.
 
-suppressPackageStartupMessages({
-  library(metafor)
-  library(jsonlite)
-})
-
-OUTDIR <- Sys.getenv("REF_OUTDIR", "tests/reference")
-SOURCE <- paste("metafor", as.character(packageVersion("metafor")))
-CTL <- list(threshold = 1e-12, maxiter = 10000, tol = 1e-12)
+source("tests/reference/reference_common.R")
 METHODS_ALL <- c("EE", "DL", "HE", "HS", "HSk", "SJ", "ML", "REML", "EB", "PM", "PMM")
 num <- function(x) if (is.null(x) || length(x) == 0) NA else as.numeric(x)
-arr <- function(x) I(as.vector(x))
 
 set.seed(20261125)
 N <- 60
@@ -52,9 +44,7 @@ for (i in seq_len(N)) {
   sets[[i]] <- list(id = i, k = k, offset = offset, vi_type = vtype, tau2_true = tau2_true,
                     yi = arr(yi), vi = arr(vi), fits = fits)
 }
-path <- file.path(OUTDIR, "stress_offsets.json")
-write_json(list(source = SOURCE,
-                dataset = sprintf("%d simulated data sets, set.seed(20261125)", N),
-                control = CTL, datasets = sets),
-           path, auto_unbox = TRUE, digits = NA, pretty = TRUE, null = "null", na = "null")
-message("wrote ", path)
+write_reference(list(source = SOURCE,
+                     dataset = sprintf("%d simulated data sets, set.seed(20261125)", N),
+                     control = CTL, datasets = sets),
+                "stress_offsets.json")
