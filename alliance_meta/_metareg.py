@@ -186,11 +186,7 @@ def _moderator_values(
                 "moderator given by name but no studies; pass a mapping name -> values",
                 field=name,
             )
-        if name not in sset.moderator_names:
-            raise InvalidStudyError(
-                f"unknown moderator {name!r}; the studies have {sset.moderator_names}",
-                field=name,
-            )
+        # an unknown name raises InvalidStudyError naming it and the known ones
         arr = np.asarray(sset.moderator(name))
     else:
         arr = np.asarray(vals)

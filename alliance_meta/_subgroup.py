@@ -314,11 +314,7 @@ def subgroup_analysis(
             spec, name = by, by.name
         else:
             name = str(by)
-        if name not in sset.moderator_names:
-            raise InvalidStudyError(
-                f"unknown moderator {name!r}; the studies have {sset.moderator_names}",
-                field=name,
-            )
+        # an unknown name raises InvalidStudyError naming it and the known ones
         values = np.asarray(sset.moderator(name))
     else:
         if groups is None:
