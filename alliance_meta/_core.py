@@ -21,7 +21,9 @@ the shell, groups of similar size together):
 Estimators are written once, in terms of the quadratic forms and traces of the
 projection matrix ``P = W - W X (X'WX)^{-1} X'W`` that metafor's ``rma.uni`` uses
 (Viechtbauer, 2005).  Two kernels supply those quantities: a closed-form one for the
-intercept-only model and a general one with explicit ``P`` for meta-regression.
+intercept-only model and a general one with explicit ``P`` for meta-regression.  The
+closed-form one also reads long-format data ungrouped (:class:`ScatterKernel`: 1-D
+studies with a group code each), for what needs only weight moments.
 
 References
 ----------
@@ -202,7 +204,7 @@ class Kernel:
 
     @property
     def m(self) -> int:
-        return int(self.Y.shape[0])
+        return int(self.k.shape[0])
 
     @property
     def mask(self) -> BoolArray:
@@ -259,14 +261,6 @@ class Kernel:
         return st
 
     def _weighted_io(self, tau2: FloatArray, level: float, shifted: bool) -> Stats:
-        # The elementwise passes run block by block over the rows, into scratch
-        # slots small enough to stay in cache; the per-analysis sums of several
-        # slots are one BLAS product of the stacked slots with a vector of ones, much
-        # faster than numpy reductions over a dozen studies per row.  What follows
-        # the sums (the per-analysis algebra) runs once over all rows.
-        Y, V = self.Y, self.V
-        m, n = Y.shape
-        ones = self._ones
         # Levels up to LIGHT need Q only at weights fixed by the level, so it comes
         # from moments, Q = Σwy² - (Σwy)²/S1, checked for cancellation below; the
         # Q-root and likelihood levels take every quadratic form of explicit residuals.
@@ -275,6 +269,25 @@ class Kernel:
             nsum = {_BETA_ONLY: 2, 0: 3, _TRP: 4, _LIGHT: 5}[level]
         else:
             nsum = 4 if level == _QROOT else 8
+        sums = self._io_sums(tau2, nsum, moments, shifted)
+        return self._io_stats(sums, tau2, level, moments)
+
+    def _io_sums(
+        self, tau2: FloatArray, nsum: int, moments: bool, shifted: bool
+    ) -> list[FloatArray]:
+        """Per-analysis sums of the intercept-only kernel at weights ``1/(v + tau2)``.
+
+        Moment sums (``moments``): ``Σw, Σwy, Σwy², Σw², Σw³`` (the first ``nsum``).
+        Otherwise, with residuals ``e = y - Σwy/Σw``: ``Σw, Σwy, Σwe², Σw²e²`` and for
+        ``nsum = 8`` also ``Σw², Σw³, Σw³e², Σw²e``.  ``shifted=False`` means τ² = 0.
+        """
+        # The elementwise passes run block by block over the rows, into scratch
+        # slots small enough to stay in cache; the per-analysis sums of several
+        # slots are one BLAS product of the stacked slots with a vector of ones, much
+        # faster than numpy reductions over a dozen studies per row.
+        Y, V = self.Y, self.V
+        m, n = Y.shape
+        ones = self._ones
         slots = nsum if moments else nsum + 1
         # One vector per sum (a stacked array above malloc's mmap threshold, 128 KiB,
         # would be faulted in afresh on every call); BLAS writes the row sums of each
@@ -299,16 +312,11 @@ class Kernel:
                 np.divide(1.0, w, out=w)
             else:
                 np.divide(1.0, V[lo:hi], out=w)
-            wy = np.multiply(w, Yb, out=B[1])
             if moments:
-                if nsum >= 3:
-                    np.multiply(wy, Yb, out=B[2])
-                if nsum >= 4:
-                    ww = np.multiply(w, w, out=B[3])
-                if nsum == 5:
-                    np.multiply(ww, w, out=B[4])
+                _moment_terms(B, Yb, nsum)
                 rowsums(lo, hi, 0, 0, nsum)
                 continue
+            np.multiply(w, Yb, out=B[1])
             rowsums(lo, hi, 0, 0, 2)
             e = np.subtract(Yb, (sums[1][lo:hi] / sums[0][lo:hi])[:, None], out=B[1])
             we = np.multiply(w, e, out=B[2])
@@ -320,7 +328,17 @@ class Kernel:
                 np.multiply(B[4], w, out=B[7])  # w^3 e^2
                 np.multiply(ww, e, out=B[8])  # w^2 e
             rowsums(lo, hi, 3, 2, nsum - 2)
+        return sums
 
+    def _rows(self, idx: npt.NDArray[np.intp]) -> tuple[FloatArray, FloatArray]:
+        """Padded ``(Y, V)`` of the analyses ``idx`` (0 and +inf where absent)."""
+        return self.Y[idx], self.V[idx]
+
+    def _io_stats(
+        self, sums: list[FloatArray], tau2: FloatArray, level: float, moments: bool
+    ) -> Stats:
+        """The per-analysis algebra of the intercept-only kernel, from its sums."""
+        m = self.m
         S1, Swy = sums[0], sums[1]
         mu = Swy / S1
         vb = None  # 1 / S1, formed by _cov where it is needed
@@ -337,8 +355,9 @@ class Kernel:
             else:
                 bad = np.flatnonzero(Q * _MOMENT_COND <= sums[2])
             if bad.size:
-                wb = 1.0 / (V[bad] + tau2[bad, None])
-                eb = Y[bad] - mu[bad, None]
+                Yr, Vr = self._rows(bad)
+                wb = 1.0 / (Vr + tau2[bad, None])
+                eb = Yr - mu[bad, None]
                 Q[bad] = _rowsum(wb * eb * eb)
             st = Stats(S1=S1, Q=Q, beta=mu[:, None], vb=vb)
             if level == 0:
@@ -363,12 +382,13 @@ class Kernel:
         # recomputed from sums of positive terms only (exact for every row).
         dom = np.flatnonzero(r > 0.98 * S1)
         if dom.size:
-            wd = 1.0 / (V[dom] + tau2[dom, None])
+            wd = 1.0 / (self._rows(dom)[1] + tau2[dom, None])
             trP, trPP = _stable_traces(wd, S1[dom])
             st.trP[dom] = trP
             if st.trPP is not None:
                 st.trPP[dom] = trPP
         if level >= 2:
+            V = self.V
             Vz = np.where(np.isfinite(V), V, 0.0)
             wf = 1.0 / (V + tau2[:, None])
             st.trPVPV, st.trPVP = _stable_v_traces(wf, Vz, S1)
@@ -435,6 +455,101 @@ class Kernel:
         rss = _rowdot(Py, self.Y)
         PV = P * Vz[:, None, :]
         return rss, np.einsum("mii->m", PV), np.einsum("mij,mji->m", PV, PV)
+
+
+def _moment_terms(B: FloatArray, y: FloatArray, nsum: int) -> None:
+    """Fill scratch slots ``B[1:nsum]`` with ``wy, wy², w², w³`` from ``w = B[0]``."""
+    w = B[0]
+    wy = np.multiply(w, y, out=B[1])
+    if nsum >= 3:
+        np.multiply(wy, y, out=B[2])
+    if nsum >= 4:
+        ww = np.multiply(w, w, out=B[3])
+    if nsum == 5:
+        np.multiply(ww, w, out=B[4])
+
+
+@dataclass
+class ScatterKernel(Kernel):
+    """Intercept-only kernel of long-format data, without grouping the studies.
+
+    ``Y`` and ``V`` are 1-D (one entry per study, in any order) and ``codes`` gives
+    the analysis (row ``0..m-1``) of each study; ``k`` holds the studies per analysis.
+
+    The per-analysis sums of the moment levels (everything the closed-form EE, DL,
+    HS and HSk estimators, their standard errors and the fit need) are scatter-adds
+    (``np.add.at``) over blocks of studies, which costs less than the sort that
+    grouping the studies would take.  The few analyses whose moment form needs an
+    exact fallback are gathered into padded rows (:meth:`_rows`).  Levels that need
+    explicit residuals (likelihood, Q-root searches) need the padded layout of
+    :func:`kernel_from_padded`.
+    """
+
+    codes: IntArray = field(kw_only=True)
+
+    def _io_sums(
+        self, tau2: FloatArray, nsum: int, moments: bool, shifted: bool
+    ) -> list[FloatArray]:
+        if not moments:
+            raise NotImplementedError("this level needs the padded layout")
+        y, v, codes = self.Y, self.V, self.codes
+        sums = [np.zeros(self.m) for _ in range(nsum)]
+        block = BLOCK_CELLS // 4
+        buf = self._scratch(nsum * block)
+        for lo in range(0, y.size, block):
+            hi = min(y.size, lo + block)
+            cb = codes[lo:hi]
+            B = buf[: nsum * (hi - lo)].reshape(nsum, hi - lo)
+            w = B[0]
+            if shifted:
+                np.take(tau2, cb, out=w)
+                np.add(w, v[lo:hi], out=w)
+                np.divide(1.0, w, out=w)
+            else:
+                np.divide(1.0, v[lo:hi], out=w)
+            _moment_terms(B, y[lo:hi], nsum)
+            for i in range(nsum):
+                np.add.at(sums[i], cb, B[i])
+        return sums
+
+    def _rows(self, idx: npt.NDArray[np.intp]) -> tuple[FloatArray, FloatArray]:
+        flag = np.zeros(self.m, dtype=bool)
+        flag[idx] = True
+        pos = np.flatnonzero(flag[self.codes])
+        pos = pos[np.argsort(self.codes[pos], kind="stable")]
+        sizes = self.k[idx]
+        row = np.repeat(np.arange(idx.size), sizes)
+        col = np.arange(pos.size) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        n = int(sizes.max()) if sizes.size else 0
+        Y = np.zeros((idx.size, n))
+        V = np.full((idx.size, n), np.inf)
+        Y[row, col] = self.Y[pos]
+        V[row, col] = self.V[pos]
+        return Y, V
+
+    @property
+    def mask(self) -> BoolArray:
+        raise NotImplementedError("ScatterKernel has no padded layout")
+
+    def take(self, idx: npt.NDArray[np.intp] | BoolArray) -> Kernel:
+        raise NotImplementedError("ScatterKernel has no padded layout")
+
+    @functools.cached_property
+    def unweighted(self) -> tuple[FloatArray, FloatArray, FloatArray]:
+        raise NotImplementedError("ScatterKernel has no padded layout")
+
+
+#: Estimators whose fit and τ² standard error need only the moment levels, which a
+#: :class:`ScatterKernel` provides.
+MOMENT_METHODS: frozenset[CoreMethod] = frozenset({"EE", "DL", "HS", "HSk"})
+
+
+def kernel_from_long(
+    y: FloatArray, v: FloatArray, codes: IntArray, counts: IntArray
+) -> ScatterKernel:
+    """:class:`ScatterKernel` of validated long-format studies with codes ``0..m-1``."""
+    # k is copied: results hand it to users, who may write to it
+    return ScatterKernel(y, v, counts.copy(), np.zeros(counts.size), codes=codes)
 
 
 def _rest_sums(a: FloatArray) -> FloatArray:

@@ -558,13 +558,35 @@ class ManyHeterogeneityCI:
         return frame
 
 
+@attrs.define(eq=False)
+class _LongData:
+    """Validated long-format studies with group codes ``0..m-1``, grouped on demand.
+
+    The moment-level fits read them in input order through a
+    :class:`alliance_meta._core.ScatterKernel`; everything else (likelihood and
+    Q-root searches) needs them grouped into padded chunks, which costs a sort and is
+    done once, when first needed.
+    """
+
+    y: FloatArray
+    v: FloatArray
+    codes: npt.NDArray[np.int64]
+    counts: npt.NDArray[np.int64]
+    _grouped: _GroupedLong | None = attrs.field(default=None, init=False)
+
+    def grouped(self) -> _GroupedLong:
+        if self._grouped is None:
+            self._grouped = _group_long(self.y, self.v, self.codes, self.counts.size, self.counts)
+        return self._grouped
+
+
 @attrs.frozen
 class _ManyData:
     """The validated input of :func:`pool_many`, kept for ``heterogeneity_ci``."""
 
     padded_y: FloatArray | None
     padded_v: FloatArray | None
-    grouped: _GroupedLong | None = None
+    long: _LongData | None = None
     #: the padded input is known to have no absent study (no NaN)
     complete: bool = False
 
@@ -610,7 +632,7 @@ class ManyPoolResult:
             return self._tau2_se_known
         out = np.empty(len(self))
         method = cast(_core.CoreMethod, self.method)
-        for kern, rows in _iter_kernels(self._data):
+        for kern, rows in _iter_kernels(self._data, moments=method in _core.MOMENT_METHODS):
             out[rows] = _core.tau2_se(kern, method, self.tau2[rows])
         return out
 
@@ -889,8 +911,14 @@ def _row_indices(rows: Rows) -> npt.NDArray[np.int64]:
     return rows
 
 
-def _iter_kernels(data: _ManyData) -> Iterable[tuple[_core.Kernel, Rows]]:
-    """Kernels of consecutive chunks with the analyses they hold."""
+def _iter_kernels(
+    data: _ManyData, moments: bool = False
+) -> Iterable[tuple[_core.Kernel, Rows]]:
+    """Kernels of consecutive chunks with the analyses they hold.
+
+    ``moments``: the caller needs only the moment levels of the intercept-only
+    kernel, which long-format data supply ungrouped, as one scatter kernel.
+    """
     if data.padded_y is not None:
         assert data.padded_v is not None
         m, n = data.padded_y.shape
@@ -902,8 +930,13 @@ def _iter_kernels(data: _ManyData) -> Iterable[tuple[_core.Kernel, Rows]]:
             )
             yield kern, slice(start, stop)
     else:
-        assert data.grouped is not None
-        yield from _iter_grouped(data.grouped)
+        long = data.long
+        assert long is not None
+        if moments:
+            kern = _core.kernel_from_long(long.y, long.v, long.codes, long.counts)
+            yield kern, slice(0, long.counts.size)
+        else:
+            yield from _iter_grouped(long.grouped())
 
 
 def fit_groups(
@@ -920,12 +953,11 @@ def fit_groups(
     The groups are laid out exactly as in :func:`pool_many` (one grouping, chunked
     by size) and fitted chunk by chunk with :func:`alliance_meta._core.fit`.
     """
-    data = _ManyData(None, None, _group_long(y, v, codes, n_groups))
     fits: list[_core.CoreFit] = []
     rows: list[npt.NDArray[np.int64]] = []
-    for kern, grp in _iter_kernels(data):
+    for kern, grp in _iter_grouped(_group_long(y, v, codes, n_groups)):
         fits.append(_core.fit(kern, method, test, level))
-        rows.append(_row_indices(grp))
+        rows.append(grp)
     return _core.permute_rows(_core.concat_fits(fits), np.concatenate(rows).astype(np.intp))
 
 
@@ -1000,8 +1032,8 @@ def _is_dask(obj: object) -> bool:
 
 def _factorize(
     g: npt.NDArray[Any],
-) -> tuple[npt.NDArray[Any], npt.NDArray[np.int64], npt.NDArray[np.int64] | None]:
-    """Sorted unique labels, the code of each row and, when known, each code's count.
+) -> tuple[npt.NDArray[Any], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Sorted unique labels, the code of each row and the count of each code.
 
     Like ``np.unique(..., return_inverse=True)``.  Non-negative integer labels of
     moderate range take an O(n) path through ``bincount`` instead of a sort; labels
@@ -1017,19 +1049,28 @@ def _factorize(
             labels = np.flatnonzero(present).astype(g.dtype)
             remap = np.cumsum(present, dtype=np.int64) - 1
             return labels, remap[g], counts[present]
-    labels, codes = np.unique(g, return_inverse=True)
-    return labels, codes.astype(np.int64).reshape(-1), None
+    labels, inverse = np.unique(g, return_inverse=True)
+    codes = inverse.astype(np.int64).reshape(-1)
+    return labels, codes, np.bincount(codes, minlength=labels.size).astype(np.int64)
 
 
 def _validate_long(y: FloatArray, v: FloatArray) -> None:
-    """Validate long-format input: four reductions prove it valid, else name the entry."""
-    if not (
-        y.size
-        and math.isfinite(float(y.min()))
-        and math.isfinite(float(y.max()))
-        and float(v.min()) > 0
-        and float(v.max()) < math.inf
-    ):
+    """Validate long-format variances; else name the offending entry.
+
+    Two reductions prove every variance present, finite and positive.  The effects
+    are checked by :func:`_check_long_fit` after pooling.
+    """
+    if not (v.size and float(v.min()) > 0 and float(v.max()) < math.inf):
+        validate_studies(y, v)
+
+
+def _check_long_fit(y: FloatArray, v: FloatArray, estimate: FloatArray) -> None:
+    """Name the bad effect of long-format input that :func:`_validate_long` passed.
+
+    With valid variances, an analysis's estimate (a weighted mean of its effects with
+    finite positive weights) is finite exactly when all its effects are.
+    """
+    if not np.isfinite(estimate).all():
         validate_studies(y, v)
 
 
@@ -1053,12 +1094,15 @@ def _fit_chunks(
     """
     out: dict[str, npt.NDArray[Any]] = {}
     names = (*_MANY_FIELDS, "tau2_se") if with_se else _MANY_FIELDS
+    kernels = _iter_kernels(data, moments=method in _core.MOMENT_METHODS)
     for (_, rows), part in _map_chunks(
-        lambda kr: _core.fit_slim(kr[0], method, test, with_se), _iter_kernels(data)
+        lambda kr: _core.fit_slim(kr[0], method, test, with_se), kernels
     ):
         for name in names:
             val = getattr(part, name)
-            if name not in out:
+            if isinstance(rows, slice) and rows == slice(0, m):  # one chunk holds all
+                out[name] = val
+            elif name not in out:
                 out[name] = np.empty(m, dtype=val.dtype)
             out[name][rows] = val
     return out
@@ -1163,10 +1207,12 @@ def pool_many(
         _validate_long(y, v)
         labels, codes, counts = _factorize(g)
         m = labels.size
-        data = _ManyData(None, None, _group_long(y, v, codes, m, counts))
+        data = _ManyData(None, None, _LongData(y, v, codes, counts))
 
     fit = _fit_chunks(data, m, core_method, core_test)
-    if data.complete:
+    if data.long is not None:
+        _check_long_fit(y, v, fit["estimate"])
+    elif data.complete:
         _check_complete_fit(y, v, fit["estimate"])
     n_bad = int((~fit["converged"]).sum())
     if n_bad:

@@ -232,21 +232,69 @@ def test_scale(seed: int, c: float, method: str) -> None:
     np.testing.assert_allclose(b.estimate, a.estimate * c, rtol=1e-8, atol=1e-13 * c)
 
 
+@pytest.mark.parametrize("long", [False, True])
 @pytest.mark.parametrize("method", ["EE", "DL", "HS", "PM"])
-def test_q_is_shift_invariant_for_large_offsets(method: str) -> None:
+def test_q_is_shift_invariant_for_large_offsets(method: str, long: bool) -> None:
     """Q, τ² and the estimate's deviation do not depend on where the effects sit.
 
     The kernel takes Q at fixed weights from moments, Σwy² - (Σwy)²/S1, which
     cancels catastrophically when the pooled z² dwarfs Q; those rows must fall back
     to explicit residuals.  An offset of 1e4 makes Σwy²/Q about 1e9 here, so the
     moment form alone would lose about 9 digits.  1e-9: the offset itself rounds
-    each effect at 1e4 * eps = 2e-12 absolute, i.e. ~1e-11 relative in Q.
+    each effect at 1e4 * eps = 2e-12 absolute, i.e. ~1e-11 relative in Q.  Shuffled
+    long input takes the ungrouped scatter kernel for EE, DL and HS, whose fallback
+    gathers those rows.
     """
     rng = np.random.default_rng(11)
     y = rng.normal(0, 0.3, (500, 9))
     v = rng.uniform(0.01, 0.1, (500, 9))
-    base = pool_many(y, v, method=method)  # type: ignore[arg-type]
-    far = pool_many(y + 1e4, v, method=method)  # type: ignore[arg-type]
+    g = None
+    if long:
+        perm = rng.permutation(y.size)
+        y, v = y.ravel()[perm], v.ravel()[perm]
+        g = np.repeat(np.arange(500), 9)[perm]
+    base = pool_many(y, v, g, method=method)  # type: ignore[arg-type]
+    far = pool_many(y + 1e4, v, g, method=method)  # type: ignore[arg-type]
     np.testing.assert_allclose(far.Q, base.Q, rtol=1e-9)
     np.testing.assert_allclose(far.tau2, base.tau2, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(far.estimate - 1e4, base.estimate, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("level", [-1.0, 0.0, 0.25, 0.5])
+def test_scatter_kernel_equals_padded_kernel(level: float) -> None:
+    """The ungrouped long-format kernel gives the padded kernel's moment-level Stats.
+
+    Groups of every size from 1 to 40 (padding), a study dominating its group's
+    weights (the trace fallback) and a 1e5 offset in some groups (the Q fallback);
+    both at τ² = 0 and at positive τ².  The sums are taken in another order, hence
+    1e-12 relative (1e-12 absolute for quantities that cancel to near 0).
+    """
+    from alliance_meta import _core
+
+    rng = np.random.default_rng(5)
+    G = 400
+    sizes = rng.integers(1, 41, G)
+    g = np.repeat(np.arange(G), sizes)
+    v = rng.uniform(0.01, 0.3, g.size)
+    first = np.cumsum(sizes) - sizes
+    v[first[::7]] = 1e-6  # dominant study
+    y = rng.normal(0, 0.5, g.size) + np.repeat(np.where(np.arange(G) % 5 == 0, 1e5, 0.0), sizes)
+    perm = rng.permutation(g.size)
+    scat = _core.kernel_from_long(y[perm], v[perm], g[perm], sizes.astype(np.int64))
+    n = int(sizes.max())
+    Y = np.full((G, n), np.nan)
+    V = np.full((G, n), np.nan)
+    col = np.arange(g.size) - np.repeat(first, sizes)
+    Y[g, col], V[g, col] = y, v
+    pad = _core.kernel_from_padded(Y, V)
+    for tau2 in (np.zeros(G), rng.uniform(0, 0.5, G)):
+        a, b = scat.weighted(tau2, level), pad.weighted(tau2, level)
+        for name in ("S1", "beta", "Q", "S2", "trP", "trPP"):
+            x, z = getattr(a, name), getattr(b, name)
+            if name == "Q" and level < 0:
+                continue  # not computed at this level (NaN)
+            if z is None:
+                assert x is None
+            else:
+                np.testing.assert_allclose(x, z, rtol=1e-12, atol=1e-12, err_msg=name)
+
