@@ -59,7 +59,8 @@ def _block_fields(
     core_test = check_test(test)
     data = _ManyData(yy, vv, complete=_prepare_padded(yy, vv))
     # every field is written out, so the τ² standard error comes with the fit
-    fit = _fit_chunks(data, m, check_method(method), core_test, with_se=True)
+    with np.errstate(invalid="ignore"):  # as in pool_many: bad effects are named below
+        fit = _fit_chunks(data, m, check_method(method), core_test, with_se=True)
     if data.complete:
         _check_complete_fit(yy, vv, fit["estimate"])
     res = _many_result(fit, np.arange(m), method, core_test, level, "GEN", data)

@@ -1209,7 +1209,10 @@ def pool_many(
         m = labels.size
         data = _ManyData(None, None, _LongData(y, v, codes, counts))
 
-    fit = _fit_chunks(data, m, core_method, core_test)
+    # A non-finite effect (found by the checks below, which name it) would make the
+    # core warn of invalid values first; valid input raises no such warning anyway.
+    with np.errstate(invalid="ignore"):
+        fit = _fit_chunks(data, m, core_method, core_test)
     if data.long is not None:
         _check_long_fit(y, v, fit["estimate"])
     elif data.complete:

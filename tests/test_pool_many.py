@@ -298,3 +298,68 @@ def test_scatter_kernel_equals_padded_kernel(level: float) -> None:
             else:
                 np.testing.assert_allclose(x, z, rtol=1e-12, atol=1e-12, err_msg=name)
 
+
+_BAD_METHODS = ["EE", "DL", "HE", "SJ", "REML", "PM"]
+
+
+@pytest.mark.parametrize("method", _BAD_METHODS)
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("yi", np.nan), ("yi", np.inf), ("yi", -np.inf), ("vi", np.nan), ("vi", np.inf),
+     ("vi", 0.0), ("vi", -0.1)],
+)
+def test_long_bad_value_is_named(method: str, field: str, value: float) -> None:
+    """A bad value in long input raises an error naming its row and field, and nothing
+    else is emitted first (no RuntimeWarning from the core, whichever path it took)."""
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(40), 6)[rng.permutation(240)]
+    y, v = rng.normal(size=240), rng.uniform(0.01, 0.2, 240)
+    (y if field == "yi" else v)[37] = value
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(am.exceptions.InvalidStudyError) as info:
+            pool_many(y, v, g, method=method)  # type: ignore[arg-type]
+    assert info.value.field == field
+    assert info.value.study == "#37"
+
+
+@pytest.mark.parametrize("method", _BAD_METHODS)
+@pytest.mark.parametrize(
+    ("yv", "field", "study"),
+    [
+        ((np.inf, 0.1), "yi", "analysis 3, study 2"),
+        ((1.0, 0.0), "vi", "analysis 3, study 2"),
+        ((1.0, -1.0), "vi", "analysis 3, study 2"),
+        # NaN marks an absent study in both arrays; the error names the one lacking it
+        ((np.nan, 0.1), "vi", "analysis 3, study 2"),
+        ((0.5, np.nan), "yi", "analysis 3, study 2"),
+    ],
+)
+def test_padded_bad_value_is_named(
+    method: str, yv: tuple[float, float], field: str, study: str
+) -> None:
+    rng = np.random.default_rng(1)
+    y, v = rng.normal(size=(6, 5)), rng.uniform(0.01, 0.2, (6, 5))
+    y[3, 2], v[3, 2] = yv
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(am.exceptions.InvalidStudyError) as info:
+            pool_many(y, v, method=method)  # type: ignore[arg-type]
+    assert (info.value.field, info.value.study) == (field, study)
+
+
+def test_shape_errors_and_empty_analysis() -> None:
+    y, v = np.ones((3, 4)), np.full((3, 4), 0.1)
+    y[1], v[1] = np.nan, np.nan
+    with pytest.raises(am.exceptions.InvalidStudyError, match="empty") as info:
+        pool_many(y, v)
+    assert info.value.study == "analysis 1"
+    with pytest.raises(am.exceptions.InvalidStudyError) as info:
+        pool_many(np.ones(4), np.ones(4))  # 1-D without groups
+    assert info.value.field == "yi"
+    with pytest.raises(am.exceptions.InvalidStudyError) as info:
+        pool_many(np.ones(4), np.ones(4), [0, 0, 1])
+    assert info.value.field == "groups"
+    with pytest.raises(am.exceptions.InvalidStudyError) as info:
+        pool_many(np.ones((2, 3)), np.ones((2, 4)))
+    assert info.value.field == "vi"
