@@ -1098,11 +1098,11 @@ def _fit_chunks(
     for (_, rows), part in _map_chunks(
         lambda kr: _core.fit_slim(kr[0], method, test, with_se), kernels
     ):
+        if isinstance(rows, slice) and rows == slice(0, m):  # one chunk holds all
+            return {name: getattr(part, name) for name in names}
         for name in names:
             val = getattr(part, name)
-            if isinstance(rows, slice) and rows == slice(0, m):  # one chunk holds all
-                out[name] = val
-            elif name not in out:
+            if name not in out:
                 out[name] = np.empty(m, dtype=val.dtype)
             out[name][rows] = val
     return out
