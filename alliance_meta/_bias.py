@@ -279,7 +279,8 @@ class TrimAndFillResult:
     k0 : int
         Estimated number of missing studies.
     k0_se : float
-        Its standard error (as metafor's ``se.k0``).
+        Its standard error (as metafor's ``se.k0``; NaN, as there, where the
+        variance formula of L0 or Q0 turns negative).
     side : {"left", "right"}
         Side of the funnel on which studies were imputed.
     estimator : {"L0", "R0", "Q0"}
@@ -369,7 +370,8 @@ def trim_and_fill(
     ------
     AllianceMetaError
         If the algorithm does not converge in ``maxiter`` iterations or trims all
-        studies.
+        studies, or if Q0 is not defined (``2k² - 4 S_r + 1/4 < 0``, where
+        metafor stops with an error).
 
     Notes
     -----
@@ -457,7 +459,13 @@ def trim_and_fill(
             if estimator == "L0":
                 k0f = (4.0 * Sr - k * (k + 1)) / (2.0 * k - 1.0)
             else:
-                k0f = k - 0.5 - math.sqrt(max(0.0, 2.0 * k * k - 4.0 * Sr + 0.25))
+                disc = 2.0 * k * k - 4.0 * Sr + 0.25
+                if disc < 0:  # metafor stops here with an error (NaN k0)
+                    raise AllianceMetaError(
+                        f"Q0 is not defined: 2k² - 4 S_r + 1/4 = {disc:g} < 0 (k = {k}, "
+                        f"S_r = {Sr:g}); try the L0 or R0 estimator"
+                    )
+                k0f = k - 0.5 - math.sqrt(disc)
             varSr = (
                 k * (k + 1) * (2 * k + 1)
                 + 10 * k0f**3
@@ -467,7 +475,7 @@ def trim_and_fill(
                 - 18 * k * k0f
                 + 6 * k**2 * k0f
             ) / 24.0
-            sd = math.sqrt(max(varSr, 0.0))
+            sd = math.sqrt(varSr) if varSr >= 0 else math.nan  # NaN as metafor's sqrt
             if estimator == "L0":
                 se_k0 = 4.0 * sd / (2.0 * k - 1.0)
             else:
@@ -533,11 +541,12 @@ class FailSafeN:
     ----------
     n : int or float
         The fail-safe N (an integer; ``inf`` for Orwin's method when the target is
-        0 or has the opposite sign of the mean effect).
+        0).
     method : {"rosenthal", "orwin", "rosenberg"}
         The method.
     target : float or None
-        Orwin's target effect (``None`` for the other methods).
+        Orwin's target effect, its sign set to that of the mean effect (``None`` for
+        the other methods).
     pvalue : float or None
         Rosenthal: one-sided p-value of Stouffer's combined z; Rosenberg: two-sided
         p-value of the equal-effects estimate; ``None`` for Orwin.
@@ -561,6 +570,13 @@ class FailSafeN:
         """One-row DataFrame of every field."""
         frame: pd.DataFrame = pd.DataFrame([attrs.asdict(self)])
         return frame
+
+
+def _fsn_round(n: float) -> int:
+    """Round a fail-safe N up, or to the nearest integer within √ε of it (metafor)."""
+    if abs(n - round(n)) >= math.sqrt(_core._EPS):
+        return math.ceil(n)
+    return round(n)
 
 
 def fail_safe_n(
@@ -591,16 +607,20 @@ def fail_safe_n(
     -----
     With ``z_i = y_i/√v_i`` and ``z_α`` the upper α quantile of the normal:
 
-    * Rosenthal (1979): ``N = ceil(max(0, (Σ z_i)² / z_α² - k))``, the number of
+    * Rosenthal (1979): ``N = max(0, (Σ z_i)² / z_α² - k)``, the number of
       studies with z = 0 that bring Stouffer's ``|Σ z_i| / √(k + N)`` down to
       ``z_α`` (one-sided).
-    * Orwin (1983): ``N = ceil(max(0, k (ȳ - t) / t))`` with ``ȳ`` the unweighted
-      mean effect and target ``t`` (``ȳ/2`` by default); infinite if ``t = 0`` or
-      ``t`` has the opposite sign of ``ȳ``.
+    * Orwin (1983): ``N = max(0, k (ȳ - t) / t)`` with ``ȳ`` the unweighted
+      mean effect and target ``t`` (``ȳ/2`` by default; a target of the opposite
+      sign of ``ȳ`` is negated first); infinite if ``t = 0``.
     * Rosenberg (2005): with ``w_i = 1/v_i``,
-      ``N = ceil(max(0, k ((Σ w_i y_i / z_{α/2})² - Σ w_i) / Σ w_i))``, the number of
+      ``N = max(0, k ((Σ w_i y_i / z_{α/2})² - Σ w_i) / Σ w_i)``, the number of
       studies of average weight and zero effect that make the equal-effects
       estimate non-significant (two-sided).
+
+    ``N`` is rounded up to an integer, or to the nearest one when it lies within
+    ``√ε ≈ 1.5e-8`` of it (so that rounding error in an exact integer does not add
+    a study), as in metafor 3.8.1's ``fsn``.
 
     References
     ----------
@@ -624,15 +644,17 @@ def fail_safe_n(
         z_avg = abs(float(np.sum(zi)) / math.sqrt(k))
         pval = float(sps.norm.sf(z_avg))
         zcrit = float(sps.norm.isf(alpha))
-        n = math.ceil(max(0.0, k * (z_avg / zcrit) ** 2 - k))
+        n = _fsn_round(max(0.0, k * (z_avg / zcrit) ** 2 - k))
         return FailSafeN(n, "rosenthal", None, pval, None, alpha, k)
     if meth == "orwin":
         mean = float(np.mean(yi))
         tgt = mean / 2.0 if target is None else float(target)
-        if tgt == 0.0 or np.sign(tgt) != np.sign(mean):
+        if tgt == 0.0:
             n_o: int | float = math.inf
         else:
-            n_o = math.ceil(max(0.0, k * (mean - tgt) / tgt))
+            if np.sign(tgt) != np.sign(mean):
+                tgt = -tgt
+            n_o = _fsn_round(max(0.0, k * (mean - tgt) / tgt))
         return FailSafeN(n_o, "orwin", tgt, None, mean, alpha, k)
     if meth == "rosenberg":
         wi = 1.0 / vi
@@ -642,7 +664,7 @@ def fail_safe_n(
         zval = mean * math.sqrt(sw)
         pval = float(2.0 * sps.norm.sf(abs(zval)))
         wp = (swy / float(sps.norm.isf(alpha / 2.0))) ** 2 - sw
-        n = math.ceil(max(0.0, k * wp / sw))
+        n = _fsn_round(max(0.0, k * wp / sw))
         return FailSafeN(n, "rosenberg", None, pval, mean, alpha, k)
     raise ModelSpecificationError(
         f"method must be 'rosenthal', 'orwin' or 'rosenberg', got {method!r}"

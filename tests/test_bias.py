@@ -286,11 +286,44 @@ def test_failsafe_formulas() -> None:
     orw = am.fail_safe_n(fit, method="Orwin")  # type: ignore[arg-type]  # case-insensitive
     assert orw.target == pytest.approx(yi.mean() / 2, rel=1e-15)  # default target
     assert orw.n == 4
-    assert am.fail_safe_n(fit, method="orwin", target=-0.1).n == math.inf
+    # metafor 3.8.1: a target of the other sign is negated; only a zero target is inf
+    flipped = am.fail_safe_n(fit, method="orwin", target=-0.1)
+    assert flipped.target == 0.1 and flipped.n == am.fail_safe_n(fit, "orwin", target=0.1).n
     assert am.fail_safe_n(fit, method="orwin", target=0.0).n == math.inf
     with pytest.raises(ModelSpecificationError):
         am.fail_safe_n(fit, method="general")  # type: ignore[arg-type]
     assert "n" in ros.to_frame().columns
+
+
+def test_trimfill_edge_cases_as_metafor() -> None:
+    """Two cases found with metafor 3.8.1 (tests/reference has no file for them).
+
+    ``trimfill(rma(y, v, method = "DL"), side = "left")`` on the first set gives
+    k0 = 0 and ``se.k0`` NaN (L0's variance formula is negative there); with
+    ``estimator = "Q0"`` on the second set metafor stops with an error (the square
+    root in Q0 has a negative argument).
+    """
+    y1 = [0.25, 0.18, 0.38, 0.22, 0.56, 0.52]
+    v1 = [0.087, 0.058, 0.064, 0.088, 0.088, 0.015]
+    tf = am.trim_and_fill(am.random_effects(yi=y1, vi=v1, method="DL"), side="left")
+    assert tf.k0 == 0 and math.isnan(tf.k0_se)
+    y2 = [0.09, 0.41, 0.53, 0.27, 0.56, 0.42]
+    v2 = [0.034, 0.099, 0.067, 0.029, 0.022, 0.053]
+    with pytest.raises(AllianceMetaError, match="Q0 is not defined"):
+        am.trim_and_fill(am.random_effects(yi=y2, vi=v2, method="DL"), "Q0", side="left")
+
+
+def test_failsafe_rounds_near_integers_to_nearest() -> None:
+    """metafor's fsn rounds N up unless it is within √eps of an integer.
+
+    Orwin with yi = (0.1, 0.2), target 0.1: k (ȳ - t)/t = 2 (0.15 - 0.1)/0.1 is 1
+    up to rounding error (1.0000000000000002 in floating point); metafor 3.8.1
+    reports 1, a plain ceiling 2.  A value that is not near an integer rounds up.
+    """
+    fit = am.random_effects(yi=[0.1, 0.2], vi=[0.01, 0.01])
+    assert am.fail_safe_n(fit, "orwin", target=0.1).n == 1
+    assert am.fail_safe_n(fit, "orwin", target=-0.1).n == 1
+    assert am.fail_safe_n(fit, "orwin", target=0.07).n == 3  # 2 * 0.08 / 0.07 = 2.29
 
 
 def test_trimfill_reml_matches_metafor_with_forwarded_control(ref: dict[str, Any]) -> None:
