@@ -9,6 +9,7 @@ corresponding function of R's metafor (``regtest``, ``ranktest``, ``trimfill``,
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Literal
 
 import attrs
@@ -21,7 +22,11 @@ from scipy import stats as sps
 from alliance_meta import _core
 from alliance_meta._pooling import PoolResult, _pool_single, check_method, check_test
 from alliance_meta._types import FloatArray
-from alliance_meta.exceptions import AllianceMetaError, ModelSpecificationError
+from alliance_meta.exceptions import (
+    AllianceMetaError,
+    FewStudiesWarning,
+    ModelSpecificationError,
+)
 
 __all__ = [
     "EggerTest",
@@ -119,6 +124,11 @@ def egger_test(result: PoolResult, model: Literal["lm", "rma"] = "lm") -> EggerT
     Under ``"rma"``, ``e_i ~ N(0, v_i + τ²)`` (Sterne & Egger, 2005; Viechtbauer,
     2010).  The test is of ``H0: b1 = 0``; ``b0`` is the "limit estimate".
 
+    With k = 2 the line passes through both studies: as in metafor, ``"lm"`` gives
+    NaN standard errors, statistic and p-value (0 residual df), and ``"rma"`` is
+    defined for an equal-effects result only (a τ² and two coefficients are more
+    parameters than studies); both warn with :class:`FewStudiesWarning`.
+
     References
     ----------
     Egger, M., Davey Smith, G., Schneider, M., & Minder, C. (1997). Bias in
@@ -130,8 +140,8 @@ def egger_test(result: PoolResult, model: Literal["lm", "rma"] = "lm") -> EggerT
     """
     yi, vi = result.yi, result.vi
     k = int(yi.size)
-    if k < 3:
-        raise ModelSpecificationError(f"Egger's test needs at least 3 studies, got k = {k}")
+    if k < 2:
+        raise ModelSpecificationError(f"Egger's test needs at least 2 studies, got k = {k}")
     sei = np.sqrt(vi)
     X = np.column_stack([np.ones(k), sei])
     if np.ptp(sei) == 0.0:
@@ -139,11 +149,15 @@ def egger_test(result: PoolResult, model: Literal["lm", "rma"] = "lm") -> EggerT
             "all standard errors are equal: the regression on sqrt(vi) is not identifiable"
         )
     if model == "lm":
-        wls = sm.WLS(yi, X, weights=1.0 / vi).fit()
-        params = np.asarray(wls.params, dtype=np.float64)
-        bse = np.asarray(wls.bse, dtype=np.float64)
-        tvals = np.asarray(wls.tvalues, dtype=np.float64)
-        pvals = np.asarray(wls.pvalues, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            wls = sm.WLS(yi, X, weights=1.0 / vi).fit()
+            params = np.asarray(wls.params, dtype=np.float64)
+            bse = np.asarray(wls.bse, dtype=np.float64)
+            tvals = np.asarray(wls.tvalues, dtype=np.float64)
+            pvals = np.asarray(wls.pvalues, dtype=np.float64)
+        if k == 2:  # no residual df: the line is exact, its errors unknown (metafor: NaN)
+            bse = tvals = pvals = np.full(2, np.nan)
+        _warn_two_studies(k, "Egger's test")
         return EggerTest(
             statistic=float(tvals[1]),
             pvalue=float(pvals[1]),
@@ -160,6 +174,7 @@ def egger_test(result: PoolResult, model: Literal["lm", "rma"] = "lm") -> EggerT
         raise ModelSpecificationError(f"model must be 'lm' or 'rma', got {model!r}")
     fit = _sei_regression(result)
     df = float(fit.df[0])
+    _warn_two_studies(k, "Egger's test")
     return EggerTest(
         statistic=float(fit.statistic[0, 1]),
         pvalue=float(fit.pvalue[0, 1]),
@@ -174,9 +189,24 @@ def egger_test(result: PoolResult, model: Literal["lm", "rma"] = "lm") -> EggerT
     )
 
 
+def _warn_two_studies(k: int, what: str) -> None:
+    if k == 2:
+        warnings.warn(
+            f"{what} with k = 2 studies is computed as metafor does, but carries "
+            "next to no information",
+            FewStudiesWarning,
+            stacklevel=3,
+        )
+
+
 def _sei_regression(result: PoolResult, test: str | None = None) -> _core.CoreFit:
     """One core fit of ``yi ~ 1 + sqrt(vi)`` with the result's τ² estimator."""
     yi, vi = result.yi, result.vi
+    if yi.size <= 2 and check_method(result.method) != "EE":
+        raise ModelSpecificationError(
+            f"the regression on sqrt(vi) has 2 coefficients and a {result.method} τ², more "
+            f"parameters than the k = {yi.size} studies (as metafor); fit with method='EE'"
+        )
     X = np.column_stack([np.ones(yi.size), np.sqrt(vi)])
     kern = _core.kernel_from_padded(yi[None, :], vi[None, :], X)
     core_test = check_test(result.test if test is None else test)
@@ -239,7 +269,8 @@ def rank_correlation_test(result: PoolResult, *, exact: bool = True) -> RankCorr
     ``v_θ = 1/Σ w_i``, the standardised effects are
     ``y*_i = (y_i - θ̂) / sqrt(v_i - v_θ)``; the statistic is Kendall's τ_b between
     ``y*`` and ``v`` (Begg & Mazumdar, 1994), computed with
-    :func:`scipy.stats.kendalltau`.
+    :func:`scipy.stats.kendalltau`.  k = 2 is computed, as metafor does, with a
+    :class:`FewStudiesWarning` (τ = ±1, p = 1).
 
     References
     ----------
@@ -248,8 +279,9 @@ def rank_correlation_test(result: PoolResult, *, exact: bool = True) -> RankCorr
     """
     yi, vi = result.yi, result.vi
     k = int(yi.size)
-    if k < 3:
-        raise ModelSpecificationError(f"the rank correlation test needs k >= 3, got k = {k}")
+    if k < 2:
+        raise ModelSpecificationError(f"the rank correlation test needs k >= 2, got k = {k}")
+    _warn_two_studies(k, "the rank correlation test")
     wi = 1.0 / vi
     theta = float(np.sum(wi * yi) / np.sum(wi))
     vb = 1.0 / float(np.sum(wi))
@@ -358,7 +390,7 @@ def trim_and_fill(
         Side on which studies are missing.  By default it is estimated as metafor
         does: from the sign of the slope ``b1`` of the meta-regression
         ``yi ~ sqrt(vi)`` fitted with the result's method ("right" if ``b1 < 0``,
-        "left" otherwise).
+        "left" otherwise); with k = 2 that needs an equal-effects result.
     maxiter : int
         Maximum number of trimming iterations (metafor's default 100).
 
@@ -421,8 +453,6 @@ def trim_and_fill(
         raise ModelSpecificationError("trim and fill needs more than one study (k = 1)")
     method = check_method(result.method)
     if side is None:
-        if k < 3:
-            raise ModelSpecificationError("cannot estimate the side with k = 2; give side")
         slope = float(_sei_regression(result, test="z").beta[0, 1])
         side = "right" if slope < 0 else "left"
     elif side not in ("left", "right"):

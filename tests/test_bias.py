@@ -14,7 +14,7 @@ from scipy import stats as sps
 
 import alliance_meta as am
 from alliance_meta._types import Method
-from alliance_meta.exceptions import AllianceMetaError, ModelSpecificationError
+from alliance_meta.exceptions import AllianceMetaError, FewStudiesWarning, ModelSpecificationError
 
 REF_DIR = Path(__file__).parent / "reference"
 FILES = sorted(REF_DIR.glob("bias_*.json"))
@@ -108,12 +108,42 @@ def test_egger_lm_equals_textbook_snd_on_precision(ref: dict[str, Any]) -> None:
 
 
 def test_egger_rejects_bad_input() -> None:
+    with pytest.raises(ModelSpecificationError), pytest.warns(FewStudiesWarning):
+        am.egger_test(am.random_effects(yi=[0.1], vi=[0.01]))  # warns: k = 1 fit
     fit = am.random_effects(yi=[0.1, 0.2], vi=[0.01, 0.02])
-    with pytest.raises(ModelSpecificationError):
-        am.egger_test(fit)
+    with pytest.raises(ModelSpecificationError, match="more parameters"):
+        am.egger_test(fit, model="rma")  # REML τ² and 2 coefficients from 2 studies
     fit3 = am.random_effects(yi=[0.1, 0.2, 0.3], vi=[0.01, 0.02, 0.03])
     with pytest.raises(ModelSpecificationError):
         am.egger_test(fit3, model="glm")  # type: ignore[arg-type]
+
+
+def test_two_studies_as_metafor() -> None:
+    """k = 2 gives metafor 3.8.1's numbers, with a FewStudiesWarning.
+
+    For ``r <- rma(c(0.1, 0.5), c(0.01, 0.04), method = "EE")`` metafor gives:
+    ``regtest(r)`` z = 1.78885438199983, p = 0.0736382701203022, coefficients
+    (-0.3, 4) with SEs (0.28284271, 2.23606798); ``regtest(r, model = "lm")`` t and p
+    NaN on 0 df; ``ranktest(r)`` τ = 1, p = 1; ``trimfill(r)`` side "left", k0 = 1,
+    se.k0 = 1.54671207539416, estimate 0.1.  1e-12: closed forms, round-off only.
+    """
+    fit = am.fixed_effect(yi=[0.1, 0.5], vi=[0.01, 0.04])
+    with pytest.warns(FewStudiesWarning):
+        eg = am.egger_test(fit, model="rma")
+    got = [eg.statistic, eg.pvalue, eg.intercept, eg.slope, eg.intercept_se, eg.slope_se]
+    exp = [1.78885438199983, 0.0736382701203022, -0.3, 4.0, 0.28284271247461906,
+           2.23606797749979]
+    np.testing.assert_allclose(got, exp, rtol=1e-12)
+    with pytest.warns(FewStudiesWarning):
+        lm = am.egger_test(fit)
+    assert lm.df == 0 and math.isnan(lm.statistic) and math.isnan(lm.pvalue)
+    with pytest.warns(FewStudiesWarning):
+        rk = am.rank_correlation_test(fit)
+    assert (rk.tau, rk.pvalue) == (1.0, 1.0)
+    tf = am.trim_and_fill(fit)
+    assert (tf.side, tf.k0) == ("left", 1)
+    assert tf.k0_se == pytest.approx(1.54671207539416, rel=1e-12)
+    assert tf.result.estimate == pytest.approx(0.1, rel=1e-12)
 
 
 # ---------------------------------------------------------------------------
