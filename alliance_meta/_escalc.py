@@ -459,6 +459,9 @@ def rom(
 ) -> tuple[FloatArray, FloatArray]:
     """Log ratio of means (metafor ``measure="ROM"``, ``vtype="LS"``).
 
+    Both means must have the same sign (as in metafor, two negative means give the
+    log of their positive ratio).
+
     Notes
     -----
     .. math::
@@ -508,10 +511,15 @@ def check_means(
         for name, n in (("n1", n1f), ("n2", n2f)):
             problems.append(Problem(name, "SMDH needs a group size > 1", (n > 0) & (n <= 1)))
     if measure == "ROM":
-        for name, m in (("m1", a_m1), ("m2", a_m2)):
-            problems.append(
-                Problem(name, "ROM needs positive means (ratio scale)", _finite_or(m, 1.0) <= 0)
-            )
+        # the log ratio needs a positive ratio: means of one sign, neither zero (metafor
+        # computes log(m1/m2) for two negative means too)
+        f1, f2 = _finite_or(a_m1, 1.0), _finite_or(a_m2, 1.0)
+        for name, m in (("m1", f1), ("m2", f2)):
+            problems.append(Problem(name, "ROM needs a non-zero mean", m == 0))
+        problems.append(
+            Problem("m2", "ROM needs means of the same sign (a positive ratio m1/m2)",
+                    f1 * f2 < 0)
+        )
     return problems
 
 
@@ -547,7 +555,7 @@ def from_means(
     ------
     InvalidStudyError
         For a missing value, ``sd <= 0``, ``n <= 0``, too small groups for the
-        measure, or non-positive means for ``ROM``.
+        measure, or a zero mean or means of opposite signs for ``ROM``.
     """
     problems = check_means(m1, sd1, n1, m2, sd2, n2, measure)
     raise_problems(problems, labels, fields)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -224,6 +225,15 @@ def test_cor_small_n_follows_metafor() -> None:
     assert E.from_correlation([0.3], [4], "COR").vi[0] == pytest.approx(0.91**2 / 3, rel=1e-15)
 
 
+def test_rom_of_two_negative_means() -> None:
+    """metafor's escalc("ROM") takes log(m1/m2) for two negative means as well:
+    log(-2/-4) = log(0.5), variance 1/(10·4) + 1/(10·16) (sd 1, n 10); exact up to
+    round-off (1e-15)."""
+    res = E.from_means([-2.0], [1.0], [10], [-4.0], [1.0], [10], "ROM")
+    np.testing.assert_allclose(res.yi, [math.log(0.5)], rtol=1e-15)
+    np.testing.assert_allclose(res.vi, [1 / 40 + 1 / 160], rtol=1e-15)
+
+
 @pytest.mark.parametrize(
     ("measure", "values", "field"),
     [
@@ -234,6 +244,8 @@ def test_cor_small_n_follows_metafor() -> None:
         ("SMDH", (1, 1, 1, 2, 1, 10), "n1"),
         ("ROM", (0, 1, 10, 2, 1, 10), "m1"),
         ("ROM", (1, 1, 10, -2, 1, 10), "m2"),
+        ("ROM", (-1, 1, 10, 2, 1, 10), "m2"),
+        ("ROM", (1, 1, 10, 0, 1, 10), "m2"),
         ("MD", (1, float("nan"), 10, 2, 1, 10), "sd1"),
         ("SMD", (1, 1, 10, float("nan"), 1, 10), "m2"),
     ],
