@@ -288,6 +288,12 @@ def rank_correlation_test(result: PoolResult, *, exact: bool = True) -> RankCorr
     ystar = (yi - theta) / np.sqrt(vi - vb)
     ties = np.unique(ystar).size < k or np.unique(vi).size < k
     use_exact = exact and not ties
+    if k == 2 and not use_exact:
+        # the normal approximation has zero variance for two pairs-of-one (scipy
+        # divides by it); R's cor.test gives τ_b and a NaN p-value
+        concord = float(np.sign(ystar[1] - ystar[0]) * np.sign(vi[1] - vi[0]))
+        tau_b = concord if concord != 0 else math.nan
+        return RankCorrelationTest(tau=tau_b, pvalue=math.nan, exact=False, k=k)
     res = sps.kendalltau(ystar, vi, method="exact" if use_exact else "asymptotic")
     pval = float(res.pvalue)
     if use_exact and not math.isfinite(pval):  # as metafor: fall back to the approximation

@@ -140,6 +140,9 @@ def test_two_studies_as_metafor() -> None:
     with pytest.warns(FewStudiesWarning):
         rk = am.rank_correlation_test(fit)
     assert (rk.tau, rk.pvalue) == (1.0, 1.0)
+    with pytest.warns(FewStudiesWarning):  # ranktest(r, exact = FALSE): τ = 1, p NA
+        rk = am.rank_correlation_test(fit, exact=False)
+    assert rk.tau == 1.0 and math.isnan(rk.pvalue)
     tf = am.trim_and_fill(fit)
     assert (tf.side, tf.k0) == ("left", 1)
     assert tf.k0_se == pytest.approx(1.54671207539416, rel=1e-12)
