@@ -395,17 +395,7 @@ class Kernel:
         return st
 
     def _weighted_general(self, w: FloatArray, level: float) -> Stats:
-        X = self._Xfull()
-        XtW = np.swapaxes(X, 1, 2) * w[:, None, :]  # (m, p, n)
-        A = XtW @ X  # (m, p, p)
-        vb: FloatArray = np.linalg.inv(A).astype(np.float64, copy=False)
-        beta = (vb @ (XtW @ self.Y[:, :, None]))[:, :, 0]
-        # P = W - W X (X'WX)^{-1} X'W, explicit (m, n, n)
-        P = -(np.swapaxes(XtW, 1, 2) @ vb @ XtW)
-        idx = np.arange(P.shape[1])
-        P[:, idx, idx] += w
-        Py = (P @ self.Y[:, :, None])[:, :, 0]
-        Q = _rowdot(Py, self.Y)
+        vb, beta, P, Py, Q = _wls(self._Xfull(), w, self.Y)
         st = Stats(S1=w.sum(axis=1), Q=Q, beta=beta, vb=vb)
         if level >= 1:
             st.S2 = _rowdot(w, w)
@@ -444,17 +434,47 @@ class Kernel:
             return rss, trPV, trPVPV
         mask = self.mask
         Vz = np.where(mask, self.V, 0.0)
-        X = self._Xfull()
-        mf = mask.astype(np.float64)
-        XtM = np.swapaxes(X, 1, 2) * mf[:, None, :]
-        inv = np.linalg.inv(XtM @ X)
-        P = -(np.swapaxes(XtM, 1, 2) @ inv @ XtM)
-        idx = np.arange(P.shape[1])
-        P[:, idx, idx] += mf
-        Py = (P @ self.Y[:, :, None])[:, :, 0]
-        rss = _rowdot(Py, self.Y)
+        _, _, P, _, rss = _wls(self._Xfull(), mask.astype(np.float64), self.Y)
         PV = P * Vz[:, None, :]
         return rss, np.einsum("mii->m", PV), np.einsum("mij,mji->m", PV, PV)
+
+
+def wls_qr(X: FloatArray, w: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """``(Q, R⁻¹)`` of the QR decomposition ``W^½ X = QR``, stacked over leading axes.
+
+    ``X`` is ``(..., n, p)`` and ``w`` the weights ``(..., n)``; then
+    ``(X'WX)⁻¹ = R⁻¹R⁻ᵀ`` and the hat matrix ``W^½X(X'WX)⁻¹X'W^½`` is ``QQᵀ``.
+    Least squares through QR (one batched LAPACK call) has a rounding error that
+    grows with ``cond(W^½ X)`` rather than with its square, as the normal equations
+    do; that matters for uncentred moderators such as a publication year, where
+    ``cond(X'WX)`` reaches 1e10 and more (Golub & Van Loan, 2013, sec. 5.3).
+    """
+    A = X * np.sqrt(w)[..., :, None]
+    Rinv = np.linalg.inv(np.linalg.qr(A, mode="r"))
+    return A @ Rinv, Rinv
+
+
+def _wls(
+    X: FloatArray, w: FloatArray, Y: FloatArray
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
+    """``((X'WX)⁻¹, b, P, Py, y'Py)`` of every row, with ``P = W - WX(X'WX)⁻¹X'W``.
+
+    Through :func:`wls_qr`: ``b = R⁻¹QᵀW^½y``, ``P = W^½(I - QQᵀ)W^½`` (explicit,
+    ``(m, n, n)``) and ``y'Py`` the squared norm of the residual ``(I - QQᵀ)W^½y``.
+    """
+    Qf, Rinv = wls_qr(X, w)
+    vb: FloatArray = Rinv @ np.swapaxes(Rinv, 1, 2)
+    sw = np.sqrt(w)
+    z = sw * Y
+    qz = np.swapaxes(Qf, 1, 2) @ z[:, :, None]  # (m, p, 1)
+    beta = (Rinv @ qz)[:, :, 0]
+    resid = z - (Qf @ qz)[:, :, 0]
+    SQ = Qf * sw[:, :, None]
+    # a contiguous transpose keeps the batched product on BLAS
+    P = -(SQ @ np.ascontiguousarray(np.swapaxes(SQ, 1, 2)))
+    idx = np.arange(P.shape[1])
+    P[:, idx, idx] += w
+    return vb, beta, P, sw * resid, _rowdot(resid, resid)
 
 
 def _moment_terms(B: FloatArray, y: FloatArray, nsum: int) -> None:

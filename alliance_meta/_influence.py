@@ -405,8 +405,8 @@ def influence(result: PoolResult | MetaRegressionResult) -> InfluenceResult:
         fit, valid = _loo_fit(result), np.ones(k, dtype=bool)
     p = X.shape[1]
     w = 1.0 / (vi + result.tau2)
-    xtwx_inv = np.linalg.inv((X * w[:, None]).T @ X)
-    hat = np.einsum("ij,jk,ik->i", X, xtwx_inv, X) * w
+    Qw, _ = _core.wls_qr(X, w)
+    hat = np.einsum("ij,ij->i", Qw, Qw)  # diagonal of the hat matrix QQᵀ
     pred_full = X @ coef
 
     def full(values: FloatArray) -> FloatArray:
@@ -422,14 +422,14 @@ def influence(result: PoolResult | MetaRegressionResult) -> InfluenceResult:
     vdelpred = full(np.einsum("ij,ijk,ik->i", Xv, fit.vb, Xv))
     dfb = full(coef[None, :] - beta_del)
     wd = 1.0 / (vi[None, :] + fit.tau2[:, None])  # all k studies, per deletion
-    xtwx_del = np.einsum("jk,ij,jl->ikl", X, wd, X)
-    vb_plug = full(np.diagonal(np.linalg.inv(xtwx_del), axis1=1, axis2=2))
+    _, Rinv_del = _core.wls_qr(np.broadcast_to(X, (wd.shape[0], *X.shape)), wd)
+    vb_plug = full(np.einsum("ijk,ijk->ij", Rinv_del, Rinv_del))  # diag of R⁻¹R⁻ᵀ
     with np.errstate(divide="ignore", invalid="ignore"):
         resid = yi - delpred
         resid = np.where(np.abs(resid) < _RESID_ZERO, 0.0, resid)
         rstudent = resid / np.sqrt(vi * s2w + vdelpred + tau2_del * s2w)
         dffits = (pred_full - delpred) / np.sqrt(s2w * hat * (tau2_del + vi))
-        cook_d = np.einsum("ij,jk,ik->i", dfb, np.linalg.inv(vb_full), dfb)
+        cook_d = np.einsum("ij,ji->i", dfb, np.linalg.solve(vb_full, dfb.T))
         cov_r = full(np.linalg.det(fit.vb)) / np.linalg.det(vb_full)
         dfbetas = dfb / np.sqrt(s2w[:, None] * vb_plug)
         influential = (
