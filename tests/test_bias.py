@@ -119,34 +119,41 @@ def test_egger_rejects_bad_input() -> None:
 
 
 def test_two_studies_as_metafor() -> None:
-    """k = 2 gives metafor 3.8.1's numbers, with a FewStudiesWarning.
-
-    For ``r <- rma(c(0.1, 0.5), c(0.01, 0.04), method = "EE")`` metafor gives:
-    ``regtest(r)`` z = 1.78885438199983, p = 0.0736382701203022, coefficients
-    (-0.3, 4) with SEs (0.28284271, 2.23606798); ``regtest(r, model = "lm")`` t and p
-    NaN on 0 df; ``ranktest(r)`` τ = 1, p = 1; ``trimfill(r)`` side "left", k0 = 1,
-    se.k0 = 1.54671207539416, estimate 0.1.  1e-12: closed forms, round-off only.
+    """``edge_bias.json``: k = 2 on an equal-effects fit, as metafor 3.8.1 gives it,
+    with a FewStudiesWarning: ``regtest`` (rma and lm: NaN on 0 df), ``ranktest``
+    (exact and approximate: NaN p), ``trimfill``; a REML fit cannot take the
+    regression (metafor: more parameters than observations).  1e-12 relative:
+    closed forms, round-off only (metafor writes 15 significant digits).
     """
-    fit = am.fixed_effect(yi=[0.1, 0.5], vi=[0.01, 0.04])
+    ref = _edge()["k2"]
+    fit = am.fixed_effect(yi=ref["yi"], vi=ref["vi"])
     with pytest.warns(FewStudiesWarning):
         eg = am.egger_test(fit, model="rma")
-    got = [eg.statistic, eg.pvalue, eg.intercept, eg.slope, eg.intercept_se, eg.slope_se]
-    exp = [1.78885438199983, 0.0736382701203022, -0.3, 4.0, 0.28284271247461906,
-           2.23606797749979]
-    np.testing.assert_allclose(got, exp, rtol=1e-12)
+    exp = ref["regtest_rma"]
+    np.testing.assert_allclose(
+        [eg.statistic, eg.pvalue, eg.intercept, eg.slope, eg.intercept_se, eg.slope_se],
+        [exp["zval"], exp["pval"], *exp["beta"], *exp["se"]], rtol=1e-12)
     with pytest.warns(FewStudiesWarning):
         lm = am.egger_test(fit)
-    assert lm.df == 0 and math.isnan(lm.statistic) and math.isnan(lm.pvalue)
+    exp = ref["regtest_lm"]
+    assert exp["zval"] is None and exp["pval"] is None
+    assert lm.df == exp["dfs"] and math.isnan(lm.statistic) and math.isnan(lm.pvalue)
+    np.testing.assert_allclose([lm.intercept, lm.slope], exp["beta"], rtol=1e-12)
     with pytest.warns(FewStudiesWarning):
         rk = am.rank_correlation_test(fit)
-    assert (rk.tau, rk.pvalue) == (1.0, 1.0)
-    with pytest.warns(FewStudiesWarning):  # ranktest(r, exact = FALSE): τ = 1, p NA
+    assert (rk.tau, rk.pvalue) == (ref["ranktest"]["tau"], ref["ranktest"]["pval"])
+    with pytest.warns(FewStudiesWarning):
         rk = am.rank_correlation_test(fit, exact=False)
-    assert rk.tau == 1.0 and math.isnan(rk.pvalue)
+    assert rk.tau == ref["ranktest_approx"]["tau"] and ref["ranktest_approx"]["pval"] is None
+    assert math.isnan(rk.pvalue)
     tf = am.trim_and_fill(fit)
-    assert (tf.side, tf.k0) == ("left", 1)
-    assert tf.k0_se == pytest.approx(1.54671207539416, rel=1e-12)
-    assert tf.result.estimate == pytest.approx(0.1, rel=1e-12)
+    exp = ref["trimfill"]
+    assert (tf.side, tf.k0) == (exp["side"], exp["k0"])
+    np.testing.assert_allclose([tf.k0_se, tf.result.estimate], [exp["se_k0"], exp["beta"]],
+                               rtol=1e-12)
+    assert ref["regtest_reml_error"].startswith("Number of parameters")
+    with pytest.raises(ModelSpecificationError, match="more parameters"):
+        am.egger_test(am.random_effects(yi=ref["yi"], vi=ref["vi"]), model="rma")
 
 
 # ---------------------------------------------------------------------------
@@ -328,35 +335,40 @@ def test_failsafe_formulas() -> None:
     assert "n" in ros.to_frame().columns
 
 
+def _edge() -> dict[str, Any]:
+    return _load(REF_DIR / "edge_bias.json")
+
+
 def test_trimfill_edge_cases_as_metafor() -> None:
-    """Two cases found with metafor 3.8.1 (tests/reference has no file for them).
-
-    ``trimfill(rma(y, v, method = "DL"), side = "left")`` on the first set gives
-    k0 = 0 and ``se.k0`` NaN (L0's variance formula is negative there); with
-    ``estimator = "Q0"`` on the second set metafor stops with an error (the square
-    root in Q0 has a negative argument).
+    """``edge_bias.json``: ``trimfill(rma(y, v, method = "DL"), side = "left")`` gives
+    k0 = 0 and ``se.k0`` NaN on the first set (L0's variance formula is negative
+    there); with ``estimator = "Q0"`` metafor stops with an error on the second (the
+    square root in Q0 has a negative argument), where we raise.
     """
-    y1 = [0.25, 0.18, 0.38, 0.22, 0.56, 0.52]
-    v1 = [0.087, 0.058, 0.064, 0.088, 0.088, 0.015]
-    tf = am.trim_and_fill(am.random_effects(yi=y1, vi=v1, method="DL"), side="left")
-    assert tf.k0 == 0 and math.isnan(tf.k0_se)
-    y2 = [0.09, 0.41, 0.53, 0.27, 0.56, 0.42]
-    v2 = [0.034, 0.099, 0.067, 0.029, 0.022, 0.053]
+    ref = _edge()
+    a = ref["trimfill_nan_se"]
+    tf = am.trim_and_fill(am.random_effects(yi=a["yi"], vi=a["vi"], method="DL"), side="left")
+    assert tf.k0 == a["k0"] and a["se_k0"] is None and math.isnan(tf.k0_se)
+    b = ref["trimfill_q0_error"]
+    assert b["error"]  # metafor errors
     with pytest.raises(AllianceMetaError, match="Q0 is not defined"):
-        am.trim_and_fill(am.random_effects(yi=y2, vi=v2, method="DL"), "Q0", side="left")
+        am.trim_and_fill(am.random_effects(yi=b["yi"], vi=b["vi"], method="DL"), "Q0",
+                         side="left")
 
 
-def test_failsafe_rounds_near_integers_to_nearest() -> None:
-    """metafor's fsn rounds N up unless it is within √eps of an integer.
+def test_failsafe_orwin_edge_cases_as_metafor() -> None:
+    """``edge_bias.json``: metafor's fsn rounds N up unless it lies within √eps of
+    an integer, and negates a target of the other sign than the mean.
 
-    Orwin with yi = (0.1, 0.2), target 0.1: k (ȳ - t)/t = 2 (0.15 - 0.1)/0.1 is 1
-    up to rounding error (1.0000000000000002 in floating point); metafor 3.8.1
-    reports 1, a plain ceiling 2.  A value that is not near an integer rounds up.
+    Orwin with yi = (0.1, 0.2), target 0.1: k (ȳ - t)/t is 1 up to rounding error
+    (1.0000000000000002 in floating point); metafor 3.8.1 reports 1, a plain
+    ceiling 2.  Exact integers, hence ``==``.
     """
-    fit = am.random_effects(yi=[0.1, 0.2], vi=[0.01, 0.01])
-    assert am.fail_safe_n(fit, "orwin", target=0.1).n == 1
-    assert am.fail_safe_n(fit, "orwin", target=-0.1).n == 1
-    assert am.fail_safe_n(fit, "orwin", target=0.07).n == 3  # 2 * 0.08 / 0.07 = 2.29
+    for case in _edge()["fsn_orwin"]:
+        fit = am.random_effects(yi=case["yi"], vi=case["vi"])
+        res = am.fail_safe_n(fit, "orwin", target=case["target"])
+        assert res.n == case["n"], case
+        assert res.target == pytest.approx(case["target_used"], rel=1e-15)
 
 
 def test_trimfill_reml_matches_metafor_with_forwarded_control(ref: dict[str, Any]) -> None:
