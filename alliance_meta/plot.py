@@ -724,7 +724,7 @@ def _filled_data(tf: TrimAndFillResult) -> tuple[FloatArray, FloatArray, FloatAr
 
 
 def funnel(
-    result: PoolResult,
+    result: PoolResult | SubgroupResult,
     *,
     ax: Axes | None = None,
     contours: bool | Sequence[float] = False,
@@ -739,8 +739,11 @@ def funnel(
 
     Parameters
     ----------
-    result : PoolResult
-        The pooled result.
+    result : PoolResult or SubgroupResult
+        The pooled result; for a subgroup analysis each subgroup's studies get
+        their own colour (gid ``"study-point"``, legend entry with the subgroup's
+        name) and their own pseudo-confidence triangle around the subgroup's
+        estimate (gid ``"funnel-triangle"``, in subgroup order).
     ax : matplotlib.axes.Axes, optional
         Axes to draw into; a new 5.5 x 4.5 inch figure when omitted.
     contours : bool or sequence of float
@@ -775,8 +778,9 @@ def funnel(
     -----
     The y axis is the standard error ``√v_i``, inverted so that the most precise
     studies are at the top, as in metafor's ``funnel``.  The pseudo-confidence
-    triangle is centred on the pooled estimate; significance contours are centred
-    on zero (on the analysis scale).
+    triangle is centred on the pooled estimate (one per subgroup, on its own
+    estimate, for a subgroup analysis: asymmetry is judged within each subgroup);
+    significance contours are centred on zero (on the analysis scale).
     """
     _require_matplotlib()
     import matplotlib.pyplot as plt
@@ -784,16 +788,26 @@ def funnel(
     from matplotlib.patches import Patch
 
     scale = _Scale(result.measure, transform)
-    if trim_and_fill is not None:
-        yo, vo, yf, vf = _filled_data(trim_and_fill)
-        center = trim_and_fill.result.estimate
+    # one series (label, yi, vi, centre, colour) per subgroup, or one for the result
+    series: list[tuple[str | None, FloatArray, FloatArray, float, Any]]
+    if isinstance(result, SubgroupResult):
+        if trim_and_fill is not None:
+            raise ValueError("trim_and_fill needs a PoolResult, not a SubgroupResult")
+        palette = plt.get_cmap("tab10")
+        series = [(name, part.yi, part.vi, part.estimate, palette(i % 10))
+                  for i, (name, part) in enumerate(result.groups.items())]  # fmt: skip
     else:
-        yo, vo = result.yi, result.vi
+        center = result.estimate if trim_and_fill is None else trim_and_fill.result.estimate
+        series = [(None, result.yi, result.vi, center, "black")]
+    if trim_and_fill is not None:
+        _, _, yf, vf = _filled_data(trim_and_fill)
+    else:
         yf = vf = np.empty(0)
-        center = result.estimate
-    se_o, se_f = np.sqrt(vo), np.sqrt(vf)
+    yo = np.concatenate([sr[1] for sr in series])
+    se_o, se_f = np.sqrt(np.concatenate([sr[2] for sr in series])), np.sqrt(vf)
     se_max = float(max(np.max(se_o), np.max(se_f) if se_f.size else 0.0)) * 1.05
     crit = float(stats.norm.ppf(1.0 - (1.0 - level) / 2.0))
+    centers = [float(sr[3]) for sr in series]
 
     if contours is True:
         levels: tuple[float, ...] = (0.10, 0.05, 0.01)
@@ -806,14 +820,14 @@ def funnel(
 
     own_figure = ax is None
     if ax is None:
-        wide = legend and (bool(levels) or trim_and_fill is not None)
+        wide = legend and (bool(levels) or trim_and_fill is not None or len(series) > 1)
         fig_new = plt.figure(figsize=(7.2 if wide else 5.5, 4.5))
         ax = fig_new.add_subplot(1, 1, 1)
     fig = _root_figure(ax)
 
     # x range (analysis scale): points, triangle and contours at se_max
     half = crit * se_max
-    xs = [float(np.min(yo)), float(np.max(yo)), center - half, center + half, 0.0]
+    xs = [float(np.min(yo)), float(np.max(yo)), min(centers) - half, max(centers) + half, 0.0]
     if yf.size:
         xs += [float(np.min(yf)), float(np.max(yf))]
     if levels:
@@ -849,20 +863,26 @@ def funnel(
         ax.set_xlim(x0, x1)
         handles = [handles[0], *handles[1:]]
 
-    # pseudo-confidence triangle around the (adjusted) estimate
-    tri_x = scale.to_plot(np.array([center - half, center, center + half]))
-    ax.plot(tri_x, [se_max, 0.0, se_max], color="0.2", linestyle=(0, (4, 3)), linewidth=0.9,
-            zorder=2, gid="funnel-triangle")  # fmt: skip
-    c_plot = scale.to_plot_scalar(center)
-    ax.plot([c_plot, c_plot], [se_max, 0.0], color="0.2", linewidth=0.9, zorder=2,
-            gid="estimate-line")  # fmt: skip
     if not levels:
         ax.plot([scale.null, scale.null], [se_max, 0.0], color="0.6", linewidth=0.7,
                 linestyle=":", zorder=1, gid="null-line")  # fmt: skip
-
-    for x, s in zip(scale.to_plot(yo), se_o, strict=True):
-        ax.plot([x], [s], marker="o", markersize=5.5, markerfacecolor="black",
-                markeredgecolor="black", linestyle="none", zorder=4, gid="study-point")  # fmt: skip
+    for name, yi_g, vi_g, center, color in series:
+        line_color = "0.2" if name is None else color
+        # pseudo-confidence triangle around the (adjusted or subgroup's) estimate
+        tri_x = scale.to_plot(np.array([center - half, center, center + half]))
+        ax.plot(tri_x, [se_max, 0.0, se_max], color=line_color, linestyle=(0, (4, 3)),
+                linewidth=0.9, zorder=2, gid="funnel-triangle")  # fmt: skip
+        c_plot = scale.to_plot_scalar(center)
+        ax.plot([c_plot, c_plot], [se_max, 0.0], color=line_color, linewidth=0.9, zorder=2,
+                gid="estimate-line")  # fmt: skip
+        for x, s in zip(scale.to_plot(yi_g), np.sqrt(vi_g), strict=True):
+            ax.plot([x], [s], marker="o", markersize=5.5, markerfacecolor=color,
+                    markeredgecolor=color, linestyle="none", zorder=4,
+                    gid="study-point")  # fmt: skip
+        if name is not None:
+            handles.append(Line2D([], [], marker="o", linestyle="none", markerfacecolor=color,
+                                  markeredgecolor=color,
+                                  label=f"{name} (k = {yi_g.size})"))  # fmt: skip
     for x, s in zip(scale.to_plot(yf), se_f, strict=True):
         ax.plot([x], [s], marker="o", markersize=5.5, markerfacecolor="white",
                 markeredgecolor="black", markeredgewidth=1.0, linestyle="none", zorder=4,

@@ -292,6 +292,29 @@ def test_funnel_trim_and_fill_filled_points(molloy: am.PoolResult) -> None:
     assert float(tri.get_xdata()[1]) == pytest.approx(tf.result.estimate, abs=ATOL)
 
 
+def test_funnel_subgroups() -> None:
+    """One colour and one triangle per subgroup, centred on that subgroup's estimate."""
+    sg = am.subgroup_analysis(am.datasets.load_alliance_example().studies(), by="rater")
+    fig = funnel(sg, transform=False)
+    pts = by_gid(fig, "study-point")
+    tris = by_gid(fig, "funnel-triangle")
+    assert len(pts) == sg.k and len(tris) == len(sg.groups) == 2
+    start = 0
+    for tri, res in zip(tris, sg.groups.values(), strict=True):
+        assert float(tri.get_xdata()[1]) == pytest.approx(res.estimate, abs=ATOL)
+        mine = pts[start : start + res.k]
+        start += res.k
+        np.testing.assert_allclose([p.get_xdata()[0] for p in mine], res.yi, atol=ATOL)
+        assert len({p.get_markerfacecolor() for p in mine}) == 1
+        assert tri.get_color() == mine[0].get_markerfacecolor()  # triangle in its colour
+    colours = {pts[0].get_markerfacecolor(), pts[-1].get_markerfacecolor()}
+    assert len(colours) == 2
+    labels = [t.get_text() for t in main_axes(fig).get_legend().get_texts()]
+    assert labels == [f"{name} (k = {res.k})" for name, res in sg.groups.items()]
+    with pytest.raises(ValueError, match="PoolResult"):
+        funnel(sg, trim_and_fill=am.trim_and_fill(next(iter(sg.groups.values()))))
+
+
 def test_funnel_contours(molloy: am.PoolResult) -> None:
     fig = funnel(molloy, contours=True)
     ax = main_axes(fig)
