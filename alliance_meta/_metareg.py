@@ -414,7 +414,8 @@ class MetaRegressionResult:
                     field=(missing or extra)[0],
                 )
             lens = {np.atleast_1d(np.asarray(v)).shape[0] for v in given.values()}
-            n = lens.pop() if len(lens) == 1 else -1
+            # no moderators (an intercept-only model): one prediction, the intercept
+            n = lens.pop() if len(lens) == 1 else (1 if not lens else -1)
             if n < 0:
                 raise InvalidStudyError("new moderators differ in length", field="new_moderators")
             cols: list[FloatArray] = [np.ones((n, 1))]
@@ -430,7 +431,14 @@ class MetaRegressionResult:
                 _, block = t.moderator.design_columns(list(vals), labels)
                 cols.append(block)
             return np.hstack(cols)[:, self._kept]
-        Xn = np.asarray(new_moderators, dtype=np.float64)
+        try:
+            Xn = np.asarray(new_moderators, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InvalidStudyError(
+                "new moderators given as an array must be numeric design columns; give "
+                "a mapping name -> values for raw (e.g. categorical) moderator values",
+                field="new_moderators",
+            ) from None
         if Xn.ndim <= 1:
             Xn = Xn.reshape(-1, 1) if p == 2 else Xn.reshape(1, -1)
         if Xn.shape[1] == p - 1:

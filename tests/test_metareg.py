@@ -272,3 +272,23 @@ def test_frames_and_summary() -> None:
     assert "allocsystematic" in text and "F(2, 10)" in text
     with pytest.raises(AttributeError):
         res.tau2 = 0.0  # type: ignore[misc]
+
+
+def test_predict_input_errors_and_intercept_only() -> None:
+    """Bad new moderator values raise InvalidStudyError naming the field; an empty
+    mapping on an intercept-only model predicts the intercept (metafor's predict)."""
+    yi, vi = [0.1, 0.3, 0.2, 0.5], [0.01, 0.02, 0.03, 0.02]
+    only = am.meta_regression(yi=yi, vi=vi, moderators={})
+    np.testing.assert_array_equal(only.predict({}).pred, only.coef)
+    fit = am.meta_regression(yi=yi, vi=vi, moderators={"g": ["a", "b", "a", "b"]})
+    with pytest.raises(am.exceptions.InvalidStudyError) as info:
+        fit.predict("b")  # a raw level must come in a mapping
+    assert info.value.field == "new_moderators"
+    with pytest.raises(am.exceptions.InvalidStudyError) as info:
+        fit.predict({"h": ["a"]})
+    assert info.value.field == "g"  # the missing moderator is named first
+    with pytest.raises(am.exceptions.InvalidStudyError) as info:
+        fit.predict([[1.0, 2.0, 3.0]])
+    assert info.value.field == "new_moderators"
+    # the intercept plus the "b" dummy: (1, 1) @ coef
+    assert fit.predict({"g": ["b"]}).pred[0] == pytest.approx(fit.coef.sum(), rel=1e-14)
