@@ -1183,7 +1183,10 @@ def pool_many(
 
     Row ``i`` equals ``random_effects(yi=..., vi=...)`` on that analysis alone (the
     scalar API is the m = 1 case of the same core).  Data are processed in chunks
-    of rows, ragged groups sorted by size so padding stays below twice the data.
+    of rows.  Long-format input is read in input order for EE, DL, HS and HSk, whose
+    fits need only per-analysis weight moments (scatter-added, no sort); for the
+    other estimators, and for ``heterogeneity_ci``, its groups are put in order once,
+    sorted by size so that padding stays below twice the data.
     """
     core_method = check_method(method)
     core_test = check_test(test)
