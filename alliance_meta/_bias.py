@@ -289,7 +289,7 @@ def rank_correlation_test(result: PoolResult, *, exact: bool = True) -> RankCorr
     ties = np.unique(ystar).size < k or np.unique(vi).size < k
     use_exact = exact and not ties
     if k == 2 and not use_exact:
-        # the normal approximation has zero variance for two pairs-of-one (scipy
+        # the normal approximation has zero variance with two studies (scipy
         # divides by it); R's cor.test gives τ_b and a NaN p-value
         concord = float(np.sign(ystar[1] - ystar[0]) * np.sign(vi[1] - vi[0]))
         tau_b = concord if concord != 0 else math.nan
@@ -610,7 +610,7 @@ class FailSafeN:
 
 def _fsn_round(n: float) -> int:
     """Round a fail-safe N up, or to the nearest integer within √ε of it (metafor)."""
-    if abs(n - round(n)) >= math.sqrt(_core._EPS):
+    if abs(n - round(n)) >= math.sqrt(float(np.finfo(np.float64).eps)):
         return math.ceil(n)
     return round(n)
 
