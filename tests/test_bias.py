@@ -368,6 +368,7 @@ def test_failsafe_orwin_edge_cases_as_metafor() -> None:
         fit = am.random_effects(yi=case["yi"], vi=case["vi"])
         res = am.fail_safe_n(fit, "orwin", target=case["target"])
         assert res.n == case["n"], case
+        # the target is the input (negated or not); 1e-15: JSON keeps 15 digits
         assert res.target == pytest.approx(case["target_used"], rel=1e-15)
 
 

@@ -290,5 +290,5 @@ def test_predict_input_errors_and_intercept_only() -> None:
     with pytest.raises(am.exceptions.InvalidStudyError) as info:
         fit.predict([[1.0, 2.0, 3.0]])
     assert info.value.field == "new_moderators"
-    # the intercept plus the "b" dummy: (1, 1) @ coef
+    # the intercept plus the "b" dummy: (1, 1) @ coef, up to round-off
     assert fit.predict({"g": ["b"]}).pred[0] == pytest.approx(fit.coef.sum(), rel=1e-14)
