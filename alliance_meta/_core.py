@@ -529,7 +529,7 @@ class ScatterKernel(Kernel):
             C = buf[nsum * b : (nsum + 2 * npair) * b].view(np.complex128).reshape(npair, b)
             w = B[0]
             if shifted:
-                np.take(tau2, cb, out=w)
+                np.take(tau2, cb, out=w, mode="clip")  # codes are valid: skip the check
                 np.add(w, v[lo:hi], out=w)
                 np.divide(1.0, w, out=w)
             else:
