@@ -18,9 +18,11 @@ import numpy.typing as npt
 import pandas as pd
 import statsmodels.api as sm
 from scipy import stats as sps
+from statsmodels.iolib.summary import Summary
 
 from alliance_meta import _core
 from alliance_meta._pooling import PoolResult, _pool_single, check_method, check_test
+from alliance_meta._summary import frame_summary
 from alliance_meta._types import FloatArray
 from alliance_meta.exceptions import (
     AllianceMetaError,
@@ -93,6 +95,33 @@ class EggerTest:
         """One-row DataFrame of every field."""
         frame: pd.DataFrame = pd.DataFrame([attrs.asdict(self)])
         return frame
+
+    def summary(self) -> Summary:
+        """A statsmodels Summary like metafor's ``print(regtest(fit))``."""
+        model = (
+            "weighted regression with multiplicative dispersion (lm)"
+            if self.model == "lm"
+            else f"mixed-effects meta-regression (rma, {self.method})"
+        )
+        stat = "z" if self.df is None else f"t({self.df:g})"
+        coefs = pd.DataFrame(
+            {"estimate": [self.intercept, self.slope], "se": [self.intercept_se, self.slope_se]},
+            index=["intercept (limit estimate)", "sei"],
+        )
+        return frame_summary(
+            "Regression test for funnel plot asymmetry",
+            [
+                ("Model:", model),
+                ("Predictor:", "standard error"),
+                ("Studies (k):", str(self.k)),
+                (f"{stat}:", f"{self.statistic:.4f}"),
+                ("p-value:", f"{self.pvalue:.4g}"),
+            ],
+            coefs,
+        )
+
+    def __str__(self) -> str:
+        return str(self.summary())
 
 
 def egger_test(result: PoolResult, model: Literal["lm", "rma"] = "lm") -> EggerTest:
@@ -245,6 +274,21 @@ class RankCorrelationTest:
         frame: pd.DataFrame = pd.DataFrame([attrs.asdict(self)])
         return frame
 
+    def summary(self) -> Summary:
+        """A statsmodels Summary like metafor's ``print(ranktest(fit))``."""
+        return frame_summary(
+            "Rank correlation test for funnel plot asymmetry",
+            [
+                ("Kendall's tau:", f"{self.tau:.4f}"),
+                ("p-value:", f"{self.pvalue:.4g}"),
+                ("Studies (k):", str(self.k)),
+                ("p-value from:", "exact distribution" if self.exact else "normal approx."),
+            ],
+        )
+
+    def __str__(self) -> str:
+        return str(self.summary())
+
 
 def rank_correlation_test(result: PoolResult, *, exact: bool = True) -> RankCorrelationTest:
     """Begg and Mazumdar's rank correlation test for funnel-plot asymmetry.
@@ -367,6 +411,30 @@ class TrimAndFillResult:
             index=pd.Index(list(self.labels), name="study"),
         )
         return frame
+
+    def summary(self) -> Summary:
+        """A statsmodels Summary: k0, the side, the refitted model and the filled studies."""
+        fit = self.result
+        se_k0 = "NA" if math.isnan(self.k0_se) else f"{self.k0_se:.4f}"
+        frame = self.to_frame()
+        return frame_summary(
+            "Trim and fill",
+            [
+                ("Estimator:", self.estimator),
+                ("Side:", self.side),
+                ("Missing (k0):", f"{self.k0} (SE = {se_k0})"),
+                ("Studies (k):", f"{fit.k} ({self.k0} filled)"),
+                ("Estimate:", f"{fit.estimate:.4f}"),
+                (f"{100 * fit.level:g}% CI:", f"[{fit.ci.low:.4f}, {fit.ci.high:.4f}]"),
+                ("tau^2:", f"{fit.tau2:.4f}"),
+                ("Method:", fit.method),
+            ],
+            frame[frame["filled"]] if self.k0 else None,
+            ["Rows: the filled studies."] if self.k0 else [],
+        )
+
+    def __str__(self) -> str:
+        return str(self.summary())
 
 
 def _rank_first(a: FloatArray) -> npt.NDArray[np.int64]:
@@ -606,6 +674,21 @@ class FailSafeN:
         """One-row DataFrame of every field."""
         frame: pd.DataFrame = pd.DataFrame([attrs.asdict(self)])
         return frame
+
+    def summary(self) -> Summary:
+        """A statsmodels Summary like metafor's ``print(fsn(...))``."""
+        info = [("Method:", self.method), ("Fail-safe N:", f"{self.n:g}")]
+        if self.target is not None:
+            info.append(("Target effect:", f"{self.target:.4f}"))
+        if self.mean_effect is not None:
+            info.append(("Mean effect:", f"{self.mean_effect:.4f}"))
+        if self.pvalue is not None:
+            info.append(("p-value:", f"{self.pvalue:.4g}"))
+        info += [("alpha:", f"{self.alpha:g}"), ("Studies (k):", str(self.k))]
+        return frame_summary("Fail-safe N", info)
+
+    def __str__(self) -> str:
+        return str(self.summary())
 
 
 def _fsn_round(n: float) -> int:

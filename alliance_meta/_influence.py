@@ -22,7 +22,7 @@ from statsmodels.iolib.summary import Summary
 from alliance_meta import _core
 from alliance_meta._metareg import MetaRegressionResult
 from alliance_meta._pooling import IntervalArray, PoolResult, check_method, check_test
-from alliance_meta._summary import info_table, make_summary, value_table
+from alliance_meta._summary import frame_summary, info_table, make_summary, value_table
 from alliance_meta._types import FloatArray
 from alliance_meta.exceptions import ModelSpecificationError
 
@@ -119,6 +119,26 @@ class LeaveOneOutResult:
     def to_frame(self) -> pd.DataFrame:
         """DataFrame indexed by the omitted study."""
         return _series_frame(self, "omitted", {})
+
+    def summary(self) -> Summary:
+        """A statsmodels Summary like metafor's ``print(leave1out(fit))``."""
+        return _series_summary(self, "Leave-one-out analysis", "Row: the omitted study.")
+
+    def __str__(self) -> str:
+        return str(self.summary())
+
+
+def _series_summary(
+    res: LeaveOneOutResult | CumulativeResult, title: str, note: str
+) -> Summary:
+    """The shared Summary of leave-one-out and cumulative results."""
+    info = [
+        ("Method:", res.method),
+        ("Test:", res.test),
+        ("Level:", f"{res.level:g}"),
+        ("Rows:", str(len(res))),
+    ]
+    return frame_summary(title, info, res.to_frame(), [note])
 
 
 def _series_frame(
@@ -495,6 +515,15 @@ class CumulativeResult:
     def to_frame(self) -> pd.DataFrame:
         """DataFrame indexed by the study added at each step."""
         return _series_frame(self, "added", {"k": self.k})
+
+    def summary(self) -> Summary:
+        """A statsmodels Summary like metafor's ``print(cumul(fit))``."""
+        return _series_summary(
+            self, "Cumulative meta-analysis", "Row: the study added at that step."
+        )
+
+    def __str__(self) -> str:
+        return str(self.summary())
 
 
 def _resolve_order(order: npt.ArrayLike | None, k: int) -> npt.NDArray[np.intp]:

@@ -40,7 +40,7 @@ from alliance_meta._pooling import (
     fit_one,
     resolve_input,
 )
-from alliance_meta._summary import info_table, make_summary, value_table
+from alliance_meta._summary import frame_summary, info_table, make_summary, value_table
 from alliance_meta._types import FloatArray, Measure, Method, Test
 from alliance_meta.exceptions import (
     InvalidStudyError,
@@ -296,6 +296,18 @@ class Prediction:
         )
         return frame
 
+    def summary(self) -> Summary:
+        """A statsmodels Summary like metafor's ``print(predict(fit, newmods))``."""
+        return frame_summary(
+            "Predicted values",
+            [("Predictions:", str(self.pred.size)), ("Level:", f"{self.level:g}")],
+            self.to_frame(),
+            ["ci: confidence interval of the fitted value; pi: prediction interval."],
+        )
+
+    def __str__(self) -> str:
+        return str(self.summary())
+
 
 @attrs.frozen
 class PermutationTestResult:
@@ -323,6 +335,22 @@ class PermutationTestResult:
             index=pd.Index(list(self.coef_names), name="coefficient"),
         )
         return frame
+
+    def summary(self) -> Summary:
+        """A statsmodels Summary like metafor's ``print(permutest(fit))``."""
+        kind = "exact (every permutation)" if self.exact else "random"
+        return frame_summary(
+            "Permutation test of a meta-regression",
+            [
+                ("Permutations:", f"{self.n_permutations} ({kind})"),
+                ("QM:", f"{self.QM:.4f}"),
+                ("QM p-value:", f"{self.QM_pvalue:.4g}"),
+            ],
+            self.to_frame(),
+        )
+
+    def __str__(self) -> str:
+        return str(self.summary())
 
 
 @attrs.frozen

@@ -24,7 +24,7 @@ from statsmodels.iolib.summary import Summary
 
 from alliance_meta import _core
 from alliance_meta._results_base import ConfidenceInterval
-from alliance_meta._summary import info_table, make_summary, value_table
+from alliance_meta._summary import frame_summary, info_table, make_summary, value_table
 from alliance_meta._transforms import back_transform, natural_scale_name
 from alliance_meta._types import FloatArray, Measure, Method, Test
 from alliance_meta.exceptions import (
@@ -180,6 +180,31 @@ class BackTransformed:
     pi: ConfidenceInterval
     scale: str
 
+    def to_frame(self) -> pd.DataFrame:
+        """One-row DataFrame: estimate, CI and PI bounds, and the scale."""
+        frame: pd.DataFrame = pd.DataFrame(
+            {
+                "estimate": [self.estimate],
+                "ci_low": [self.ci.low],
+                "ci_high": [self.ci.high],
+                "pi_low": [self.pi.low],
+                "pi_high": [self.pi.high],
+                "scale": [self.scale],
+            }
+        )
+        return frame
+
+    def summary(self) -> Summary:
+        """A statsmodels Summary like metafor's ``predict(fit, transf=...)``."""
+        return frame_summary(
+            f"Pooled result on the {self.scale} scale",
+            [("Scale:", self.scale)],
+            self.to_frame().drop(columns="scale"),
+        )
+
+    def __str__(self) -> str:
+        return str(self.summary())
+
 
 @attrs.frozen
 class HeterogeneityCI:
@@ -199,6 +224,18 @@ class HeterogeneityCI:
             index=pd.Index(["tau2", "I2", "H2"], name="parameter"),
         )
         return frame
+
+    def summary(self) -> Summary:
+        """A statsmodels Summary like metafor's ``confint(fit)``."""
+        return frame_summary(
+            "Q-profile confidence intervals",
+            [("Level:", f"{self.level:g}")],
+            self.to_frame(),
+            ["I2 in percent; bounds from the Q-profile method (Viechtbauer, 2007)."],
+        )
+
+    def __str__(self) -> str:
+        return str(self.summary())
 
 
 @attrs.frozen
@@ -557,6 +594,25 @@ class ManyHeterogeneityCI:
         )
         return frame
 
+    def summary(self) -> Summary:
+        """A statsmodels Summary of the bounds' distribution over the analyses."""
+        return frame_summary(
+            "Q-profile confidence intervals of many analyses",
+            [("Analyses:", str(len(self.groups))), ("Level:", f"{self.level:g}")],
+            _describe(self.to_frame()),
+            ["Rows: quantiles over the analyses; to_frame() gives each analysis."],
+        )
+
+    def __str__(self) -> str:
+        return str(self.summary())
+
+
+def _describe(frame: pd.DataFrame) -> pd.DataFrame:
+    """Minimum, quartiles and maximum of each column over the rows."""
+    q: pd.DataFrame = frame.quantile([0.0, 0.25, 0.5, 0.75, 1.0])
+    q.index = pd.Index(["min", "25%", "median", "75%", "max"])
+    return q
+
 
 @attrs.define(eq=False)
 class _LongData:
@@ -729,6 +785,28 @@ class ManyPoolResult:
         cols.update(iterations=self.iterations, converged=self.converged)
         frame: pd.DataFrame = pd.DataFrame(cols, index=pd.Index(self.groups, name="group"))
         return frame
+
+    def summary(self) -> Summary:
+        """A statsmodels Summary of the results' distribution over the analyses."""
+        cols = ["k", "estimate", "se", "pvalue", "tau2", "Q", "I2"]
+        frame = pd.DataFrame({c: np.asarray(getattr(self, c), dtype=float) for c in cols})
+        n_bad = int((~self.converged).sum())
+        return frame_summary(
+            "Many meta-analyses",
+            [
+                ("Analyses:", str(len(self))),
+                ("Studies:", str(int(self.k.sum()))),
+                ("Method:", self.method),
+                ("Test:", self.test),
+                ("Level:", f"{self.level:g}"),
+                ("Not converged:", str(n_bad)),
+            ],
+            _describe(frame),
+            ["Rows: quantiles over the analyses; to_frame() gives each analysis."],
+        )
+
+    def __str__(self) -> str:
+        return str(self.summary())
 
 
 def _frame_columns(res: PoolResult | ManyPoolResult) -> dict[str, Any]:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
+import pandas as pd
 from statsmodels.iolib.summary import Summary
 from statsmodels.iolib.table import SimpleTable
 
-__all__ = ["info_table", "make_summary", "value_table"]
+__all__ = ["frame_summary", "frame_table", "info_table", "make_summary", "value_table"]
 
 
 def info_table(
@@ -38,3 +42,37 @@ def make_summary(tables: Sequence[SimpleTable], notes: Sequence[str] = ()) -> Su
     if notes:
         smry.add_extra_txt(list(notes))
     return smry
+
+
+def _cell(x: Any) -> str:
+    """One table cell: floats to 4 decimals (NA for NaN, as metafor prints), None blank."""
+    if x is None:
+        return ""
+    if isinstance(x, (bool, np.bool_)):
+        return "yes" if x else "no"
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    if isinstance(x, (float, np.floating)):
+        return "NA" if math.isnan(x) else f"{float(x):.4f}"
+    return str(x)
+
+
+def frame_table(frame: pd.DataFrame, title: str = "") -> SimpleTable:
+    """A DataFrame as a table: its columns as headers and its index as row labels."""
+    rows = [[_cell(x) for x in row] for row in frame.itertuples(index=False, name=None)]
+    stubs = [str(i) for i in frame.index]
+    return value_table(rows, [str(c) for c in frame.columns], stubs, title)
+
+
+def frame_summary(
+    title: str,
+    info: Sequence[tuple[str, str]],
+    frame: pd.DataFrame | None = None,
+    notes: Sequence[str] = (),
+) -> Summary:
+    """A header of ``label: value`` pairs (split over two columns), then ``frame``."""
+    half = (len(info) + 1) // 2
+    tables = [info_table(info[:half], info[half:], title)]
+    if frame is not None:
+        tables.append(frame_table(frame))
+    return make_summary(tables, notes)
