@@ -22,6 +22,7 @@ from statsmodels.iolib.summary import Summary
 
 from alliance_meta import _core
 from alliance_meta._pooling import PoolResult, _pool_single, check_method, check_test
+from alliance_meta._results_base import freeze_arrays, readonly
 from alliance_meta._summary import frame_summary
 from alliance_meta._types import FloatArray
 from alliance_meta.exceptions import (
@@ -49,7 +50,7 @@ BoolArray = npt.NDArray[np.bool_]
 # ---------------------------------------------------------------------------
 
 
-@attrs.frozen
+@attrs.frozen(field_transformer=freeze_arrays)
 class EggerTest:
     """Result of :func:`egger_test` (metafor's ``regtest`` with ``predictor="sei"``).
 
@@ -247,7 +248,7 @@ def _sei_regression(result: PoolResult, test: str | None = None) -> _core.CoreFi
 # ---------------------------------------------------------------------------
 
 
-@attrs.frozen
+@attrs.frozen(field_transformer=freeze_arrays)
 class RankCorrelationTest:
     """Result of :func:`rank_correlation_test` (metafor's ``ranktest``).
 
@@ -352,7 +353,7 @@ def rank_correlation_test(result: PoolResult, *, exact: bool = True) -> RankCorr
 # ---------------------------------------------------------------------------
 
 
-@attrs.frozen
+@attrs.frozen(field_transformer=freeze_arrays)
 class TrimAndFillResult:
     """Result of :func:`trim_and_fill` (metafor's ``trimfill``).
 
@@ -396,13 +397,13 @@ class TrimAndFillResult:
     def filled_yi(self) -> FloatArray:
         """Effects of the filled studies."""
         out: FloatArray = self.yi[self.filled]
-        return out
+        return readonly(out)
 
     @property
     def filled_vi(self) -> FloatArray:
         """Variances of the filled studies."""
         out: FloatArray = self.vi[self.filled]
-        return out
+        return readonly(out)
 
     def to_frame(self) -> pd.DataFrame:
         """The augmented data: one row per study with ``yi``, ``vi`` and ``filled``."""
@@ -637,7 +638,7 @@ def trim_and_fill(
 # ---------------------------------------------------------------------------
 
 
-@attrs.frozen
+@attrs.frozen(field_transformer=freeze_arrays)
 class FailSafeN:
     """Result of :func:`fail_safe_n` (metafor's ``fsn``).
 

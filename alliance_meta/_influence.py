@@ -22,6 +22,7 @@ from statsmodels.iolib.summary import Summary
 from alliance_meta import _core
 from alliance_meta._metareg import MetaRegressionResult
 from alliance_meta._pooling import IntervalArray, PoolResult, check_method, check_test
+from alliance_meta._results_base import freeze_arrays
 from alliance_meta._summary import frame_summary, info_table, make_summary, value_table
 from alliance_meta._types import FloatArray
 from alliance_meta.exceptions import ModelSpecificationError
@@ -70,7 +71,7 @@ def _df_or_nan(fit: _core.CoreFit) -> FloatArray:
 # ---------------------------------------------------------------------------
 
 
-@attrs.frozen
+@attrs.frozen(field_transformer=freeze_arrays)
 class LeaveOneOutResult:
     """Leave-one-out meta-analyses (metafor's ``leave1out``), one row per omitted study.
 
@@ -229,7 +230,7 @@ def leave_one_out(result: PoolResult) -> LeaveOneOutResult:
 # ---------------------------------------------------------------------------
 
 
-@attrs.frozen
+@attrs.frozen(field_transformer=freeze_arrays)
 class InfluenceResult:
     """Case-deletion diagnostics (metafor's ``influence.rma.uni``), one row per study.
 
@@ -481,7 +482,7 @@ def influence(result: PoolResult | MetaRegressionResult) -> InfluenceResult:
 # ---------------------------------------------------------------------------
 
 
-@attrs.frozen
+@attrs.frozen(field_transformer=freeze_arrays)
 class CumulativeResult:
     """Cumulative meta-analysis (metafor's ``cumul``), one row per step.
 

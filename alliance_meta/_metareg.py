@@ -40,6 +40,7 @@ from alliance_meta._pooling import (
     fit_one,
     resolve_input,
 )
+from alliance_meta._results_base import freeze_arrays
 from alliance_meta._summary import frame_summary, info_table, make_summary, value_table
 from alliance_meta._types import FloatArray, Measure, Method, Test
 from alliance_meta.exceptions import (
@@ -266,7 +267,7 @@ def _check_design(X: FloatArray, names: Sequence[str]) -> None:
 # ---------------------------------------------------------------------------
 
 
-@attrs.frozen
+@attrs.frozen(field_transformer=freeze_arrays)
 class Prediction:
     """Fitted values of a meta-regression at new moderator values (``predict.rma``).
 
@@ -309,7 +310,7 @@ class Prediction:
         return str(self.summary())
 
 
-@attrs.frozen
+@attrs.frozen(field_transformer=freeze_arrays)
 class PermutationTestResult:
     """A permutation test of a meta-regression (metafor's ``permutest``).
 
@@ -353,7 +354,7 @@ class PermutationTestResult:
         return str(self.summary())
 
 
-@attrs.frozen
+@attrs.frozen(field_transformer=freeze_arrays)
 class MetaRegressionResult:
     """A fitted mixed-effects meta-regression (metafor's ``rma(yi, vi, mods=...)``).
 

@@ -23,7 +23,7 @@ import pandas as pd
 from statsmodels.iolib.summary import Summary
 
 from alliance_meta import _core
-from alliance_meta._results_base import ConfidenceInterval
+from alliance_meta._results_base import ConfidenceInterval, freeze_arrays, readonly
 from alliance_meta._summary import frame_summary, info_table, make_summary, value_table
 from alliance_meta._transforms import back_transform, natural_scale_name
 from alliance_meta._types import FloatArray, Measure, Method, Test
@@ -152,8 +152,9 @@ def resolve_input(
         return y, v, labels, measure
     if yi is None or vi is None:
         raise ModelSpecificationError("give studies, or both yi and vi")
-    y = as_float_array(yi, "yi")
-    v = as_float_array(vi, "vi")
+    # copies: the result keeps them, and must not change if the caller's arrays do
+    y = as_float_array(yi, "yi").copy()
+    v = as_float_array(vi, "vi").copy()
     validate_studies(y, v)
     return y, v, tuple(f"Study {i + 1}" for i in range(y.size)), measure
 
@@ -167,7 +168,7 @@ def _opt_float(x: float) -> float | None:
     return None if math.isnan(x) else float(x)
 
 
-@attrs.frozen
+@attrs.frozen(field_transformer=freeze_arrays)
 class BackTransformed:
     """Pooled estimate, CI and prediction interval on the natural scale.
 
@@ -206,7 +207,7 @@ class BackTransformed:
         return str(self.summary())
 
 
-@attrs.frozen
+@attrs.frozen(field_transformer=freeze_arrays)
 class HeterogeneityCI:
     """Q-profile confidence intervals for τ², I² (percent) and H²."""
 
@@ -238,7 +239,7 @@ class HeterogeneityCI:
         return str(self.summary())
 
 
-@attrs.frozen
+@attrs.frozen(field_transformer=freeze_arrays)
 class PoolResult:
     """A fixed- or random-effects meta-analysis (metafor's ``rma.uni`` without moderators).
 
@@ -289,7 +290,7 @@ class PoolResult:
         """Percentage weights ``100 w_i / Σ w`` with ``w_i = 1/(v_i + τ²)``."""
         w = 1.0 / (self.vi + self.tau2)
         out: FloatArray = 100.0 * w / w.sum()
-        return out
+        return readonly(out)
 
     def confidence_interval(self, level: float | None = None) -> ConfidenceInterval:
         """CI of the pooled estimate (at the fit's level, or refitted at another)."""
@@ -559,7 +560,7 @@ def fixed_effect(
 # ---------------------------------------------------------------------------
 
 
-@attrs.frozen
+@attrs.frozen(field_transformer=freeze_arrays)
 class IntervalArray:
     """Interval bounds for many analyses: ``low`` and ``high`` arrays."""
 
@@ -570,7 +571,7 @@ class IntervalArray:
         return iter((self.low, self.high))
 
 
-@attrs.frozen
+@attrs.frozen(field_transformer=freeze_arrays)
 class ManyHeterogeneityCI:
     """Q-profile intervals for τ², I² and H² of many analyses."""
 
@@ -647,7 +648,7 @@ class _ManyData:
     complete: bool = False
 
 
-@attrs.frozen
+@attrs.frozen(field_transformer=freeze_arrays)
 class ManyPoolResult:
     """Pooled results of many analyses; every field is an array with one entry each.
 
@@ -690,16 +691,17 @@ class ManyPoolResult:
         method = cast(_core.CoreMethod, self.method)
         for kern, rows in _iter_kernels(self._data, moments=method in _core.MOMENT_METHODS):
             out[rows] = _core.tau2_se(kern, method, self.tau2[rows])
-        return out
+        return readonly(out)
 
     @functools.cached_property
     def df(self) -> FloatArray:
         """Degrees of freedom of the test (NaN under z, and where k = 1)."""
-        return _core.inference_df(self.k, 1, cast(_core.CoreTest, self.test))
+        return readonly(_core.inference_df(self.k, 1, cast(_core.CoreTest, self.test)))
 
     @functools.cached_property
     def _tests(self) -> tuple[FloatArray, FloatArray]:
-        return _core.coef_tests(self.estimate, self.se, self.df)
+        stat, pval = _core.coef_tests(self.estimate, self.se, self.df)
+        return readonly(stat), readonly(pval)
 
     @property
     def statistic(self) -> FloatArray:
@@ -730,16 +732,17 @@ class ManyPoolResult:
     @functools.cached_property
     def Q_df(self) -> FloatArray:
         """Degrees of freedom of Q, ``k - 1``."""
-        return (self.k - 1).astype(np.float64)
+        return readonly((self.k - 1).astype(np.float64))
 
     @functools.cached_property
     def Q_pvalue(self) -> FloatArray:
         """p-value of the Q test of heterogeneity."""
-        return _core.q_pvalue(self.Q, self.Q_df)
+        return readonly(_core.q_pvalue(self.Q, self.Q_df))
 
     @functools.cached_property
     def _i2_h2(self) -> tuple[FloatArray, FloatArray]:
-        return _core.i2_h2(self.Q, self.Q_df, self.tau2, self._vt, self.method == "EE")
+        i2, h2 = _core.i2_h2(self.Q, self.Q_df, self.tau2, self._vt, self.method == "EE")
+        return readonly(i2), readonly(h2)
 
     @property
     def I2(self) -> FloatArray:
@@ -1258,6 +1261,10 @@ def pool_many(
     Series ``yi``, ``vi``, ``groups`` of one DataFrame partitioned so that no analysis
     spans two partitions -- returns a lazy
     :class:`alliance_meta._dask.DaskPoolResult` computed blockwise by the same core.
+
+    The input arrays are not copied (they may be large): the fields computed on
+    first access (``tau2_se``, ``heterogeneity_ci()``, ...) read them, so do not
+    modify them while the result is in use.  The result's own arrays are read-only.
 
     Row ``i`` equals ``random_effects(yi=..., vi=...)`` on that analysis alone (the
     scalar API is the m = 1 case of the same core).  Data are processed in chunks

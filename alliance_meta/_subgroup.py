@@ -40,6 +40,7 @@ from alliance_meta._pooling import (
     resolve_input,
     result_from_core,
 )
+from alliance_meta._results_base import freeze_arrays
 from alliance_meta._summary import info_table, make_summary, value_table
 from alliance_meta._transforms import back_transform, natural_scale_name
 from alliance_meta._types import Measure, Method, Test
@@ -62,7 +63,7 @@ def _readonly_mapping(d: Mapping[str, Any]) -> Mapping[str, Any]:
     return types.MappingProxyType(dict(d))
 
 
-@attrs.frozen
+@attrs.frozen(field_transformer=freeze_arrays)
 class SubgroupResult:
     """Subgroup analysis with a test of subgroup differences.
 

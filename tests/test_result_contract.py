@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -117,3 +117,43 @@ def test_summaries_show_the_numbers() -> None:
     many = am.pool_many(np.arange(24.0).reshape(4, 6) / 40, np.full((4, 6), 0.02))
     # the median row of the quantile table
     assert f"{np.median(many.estimate):.4f}" in str(many.summary())
+
+
+def _public_arrays(obj: Any, path: str = "") -> list[tuple[str, np.ndarray]]:
+    """Every ndarray reachable from ``obj``'s public attributes (and nested results)."""
+    found = []
+    for name in dir(obj):
+        if name.startswith("_"):
+            continue
+        value = getattr(obj, name)
+        if callable(value):
+            continue
+        if isinstance(value, np.ndarray):
+            found.append((f"{path}{name}", value))
+        elif attrs.has(type(value)) and type(value).__module__.startswith("alliance_meta"):
+            found += _public_arrays(value, f"{path}{name}.")
+        elif isinstance(value, Mapping):
+            for key, item in value.items():
+                if attrs.has(type(item)):
+                    found += _public_arrays(item, f"{path}{name}[{key!r}].")
+    return found
+
+
+def test_result_arrays_are_read_only(result: Any) -> None:
+    arrays = _public_arrays(result)
+    if type(result).__name__ not in {"BackTransformed", "HeterogeneityCI", "RankCorrelationTest",
+                                     "FailSafeN", "EggerTest"}:
+        assert arrays  # these results do hold arrays: the check below is not vacuous
+    writable = [name for name, arr in arrays if arr.flags.writeable]
+    assert writable == []
+
+
+def test_read_only_results_do_not_freeze_the_callers_arrays() -> None:
+    yi, vi = np.array([0.1, 0.3, 0.35, 0.2]), np.array([0.01, 0.02, 0.015, 0.01])
+    fit = am.random_effects(yi=yi, vi=vi)
+    with pytest.raises(ValueError, match="read-only"):
+        fit.yi[0] = 5.0
+    yi[0] = 0.2  # the caller's own array stays writable ...
+    assert yi.flags.writeable
+    assert fit.yi[0] == 0.1  # ... and the result keeps its own copy
+    assert am.egger_test(fit) == am.egger_test(am.random_effects(yi=[0.1, 0.3, 0.35, 0.2], vi=vi))
