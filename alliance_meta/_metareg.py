@@ -254,11 +254,18 @@ def _independent_columns(X: FloatArray) -> npt.NDArray[np.bool_]:
     return keep
 
 
-def _check_design(X: FloatArray, names: Sequence[str]) -> None:
+def _check_design(
+    X: FloatArray, names: Sequence[str], method: str, hint: str = "use fewer moderators"
+) -> None:
+    """metafor's rule, after redundant columns are dropped: k >= p, and k > p when τ²
+    is estimated too ("Number of parameters to be estimated is larger than the number
+    of observations")."""
     k, p = X.shape
-    if k < p:
+    if k < p or (method != "EE" and k == p):
+        extra = "" if method == "EE" else " and tau^2"
         raise ModelSpecificationError(
-            f"too few studies: k = {k} for {p} coefficients ({', '.join(names)})"
+            f"too few studies: k = {k} for {p} coefficients ({', '.join(names)}){extra}; "
+            + hint + ("" if method == "EE" else " or method='EE'")
         )
 
 
@@ -858,7 +865,6 @@ def meta_regression(
     y, v, labels, meas = resolve_input(studies, yi, vi, measure)
     sset = _studyset(studies)
     names, X, terms = build_design(moderators, sset, y.size, labels)
-    _check_design(X, names)
     keep = _independent_columns(X)
     dropped = tuple(n for n, kept in zip(names, keep, strict=True) if not kept)
     if dropped:
@@ -870,6 +876,7 @@ def meta_regression(
         )
         X = X[:, keep]
         names = tuple(n for n, kept in zip(names, keep, strict=True) if kept)
+    _check_design(X, names, core_method)
     fit = fit_one(y, v, None if X.shape[1] == 1 else X, core_method, core_test, lv)
     tau2 = float(fit.tau2[0])
     df = float(fit.df[0])

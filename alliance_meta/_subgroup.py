@@ -29,7 +29,7 @@ import pandas as pd
 from statsmodels.iolib.summary import Summary
 
 from alliance_meta import _core
-from alliance_meta._metareg import _r_level
+from alliance_meta._metareg import _check_design, _r_level
 from alliance_meta._pooling import (
     PoolResult,
     check_level,
@@ -383,6 +383,10 @@ def subgroup_analysis(
         X = np.ones((y.size, G))
         for j, g in enumerate(others):
             X[:, j + 1] = codes == g
+        _check_design(
+            X, [f"subgroup {levels[g]}" for g in [ref, *others]], core_method,
+            "use tau2='separate'",
+        )
         common = fit_one(y, v, X, core_method, core_test, lv, "common-tau^2 model")
         Qb = float(common.QM[0])
         Qb_df = int(common.QM_df1[0])

@@ -225,7 +225,10 @@ def test_studyset_input_and_errors() -> None:
         am.meta_regression(sset, moderators=["nope"])
     with pytest.raises(InvalidStudyError, match="ablat"):
         am.meta_regression(yi=data["yi"], vi=data["vi"], moderators={"ablat": [1.0, 2.0]})
-    with pytest.raises(ModelSpecificationError, match="too few studies"):
+    # b is dropped as redundant (k = 2), as in metafor; then k = p leaves no df for τ²
+    with pytest.raises(ModelSpecificationError, match="too few studies"), pytest.warns(
+        am.exceptions.ModelSpecificationWarning, match="redundant"
+    ):
         am.meta_regression(yi=data["yi"][:2], vi=data["vi"][:2],
                            moderators={"a": [1.0, 2.0], "b": [0.0, 5.0]})
     assert issubclass(InvalidStudyError, ValueError)
@@ -292,3 +295,30 @@ def test_predict_input_errors_and_intercept_only() -> None:
     assert info.value.field == "new_moderators"
     # the intercept plus the "b" dummy: (1, 1) @ coef, up to round-off
     assert fit.predict({"g": ["b"]}).pred[0] == pytest.approx(fit.coef.sum(), rel=1e-14)
+
+
+def test_saturated_models_follow_metafor() -> None:
+    """metafor (rma.uni) stops when k - p < 1 for a random-effects model ("Number of
+    parameters to be estimated is larger than the number of observations"), but fits
+    the equal-effects model with k = p, after dropping redundant columns."""
+    yi, vi = [0.1, 0.2, 0.3, 0.25], [0.02, 0.017, 0.014, 0.0125]
+    for method in ("REML", "DL", "ML", "PM"):
+        with pytest.raises(ModelSpecificationError, match="k = 4 for 4 coefficients"):
+            am.meta_regression(yi=yi, vi=vi, moderators={"g": list("abcd")}, method=method)
+        with pytest.raises(ModelSpecificationError, match="tau2='separate'"), pytest.warns(
+            am.exceptions.FewStudiesWarning, match="k = 1"  # each subgroup has one study
+        ):
+            am.subgroup_analysis(yi=yi, vi=vi, groups=list("abcd"), tau2="common",
+                                 method=method)
+    ee = am.meta_regression(yi=yi, vi=vi, moderators={"g": list("abcd")}, method="EE")
+    # saturated EE: each coefficient reproduces the effects exactly (R: 0.1 0.1 0.2 0.15)
+    np.testing.assert_allclose(ee.coef, [0.1, 0.1, 0.2, 0.15], rtol=1e-12)
+    assert ee.QE_df == 0
+    # k < p: metafor drops x3 as redundant, then fits EE with coefficients
+    # 0.1, 0.06, -0.02 (rma(yi, vi, mods = ~ x1 + x2 + x3, method = "EE"))
+    with pytest.warns(am.exceptions.ModelSpecificationWarning, match="x3"):
+        wide = am.meta_regression(
+            yi=yi[:3], vi=vi[:3], method="EE",
+            moderators={"x1": [1.0, 2.0, 4.0], "x2": [3.0, 1.0, 2.0], "x3": [5.0, 5.0, 1.0]},
+        )
+    np.testing.assert_allclose(wide.coef, [0.1, 0.06, -0.02], rtol=1e-10, atol=1e-14)
