@@ -352,17 +352,21 @@ class InfluenceResult:
 def _loo_fit_regression(result: MetaRegressionResult) -> tuple[_core.CoreFit, BoolArray]:
     """Leave-one-out refits of a meta-regression in one core call.
 
-    Returns the fits of the deletions that leave the design of full rank, and a
-    mask of those deletions (the others leave a coefficient inestimable).
+    Returns the fits of the deletions that leave the design of full rank (and, when
+    τ² is estimated, more studies than coefficients), and a mask of those deletions;
+    metafor reports NA for the others, whose refit it cannot fit.
     """
     k = result.k
     include = ~np.eye(k, dtype=bool)
     Xs = np.where(include[:, :, None], result.X[None, :, :], 0.0)
     valid = np.linalg.matrix_rank(Xs) == result.p
+    if result.method != "EE" and k - 1 <= result.p:
+        valid[:] = False  # k - 1 studies for p coefficients and τ²: rma() stops
     if not valid.any():
         raise ModelSpecificationError(
             f"influence needs a study whose deletion leaves all {result.p} coefficients "
             f"estimable (k = {k})"
+            + ("" if result.method == "EE" else " with a residual df for tau^2")
         )
     Y = np.where(include[valid], result.yi[None, :], np.nan)
     V = np.where(include[valid], result.vi[None, :], np.nan)

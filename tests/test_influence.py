@@ -248,6 +248,25 @@ def test_influence_of_a_saturated_regression_is_an_error() -> None:
         am.influence(res)
 
 
+def test_influence_when_deletions_leave_no_df_for_tau2() -> None:
+    """k - 1 = p: each refit has as many coefficients as studies, which rma() fits
+    under EE but not with τ² (metafor: all NA).  EE rstudent from R:
+    influence(rma(yi, vi, mods = ~ x1 + x2 + x3, method = "EE"))."""
+    data = {
+        "yi": [0.1, 0.2, 0.3, 0.25, 0.4], "vi": [0.02, 0.017, 0.014, 0.0125, 0.03],
+        "moderators": {"x1": [1.0, 2.0, 4.0, 3.0, 5.0], "x2": [3.0, 1.0, 2.0, 2.0, 6.0],
+                       "x3": [5.0, 5.0, 1.0, 2.0, 3.0]},
+    }
+    reml = am.meta_regression(**data)  # type: ignore[arg-type]
+    with pytest.raises(am.exceptions.ModelSpecificationError, match="residual df for tau"):
+        am.influence(reml)
+    ee = am.influence(am.meta_regression(**data, method="EE"))  # type: ignore[arg-type]
+    # 1e-6: the metafor value is printed to 7 digits
+    np.testing.assert_allclose(
+        ee.rstudent, [-0.1338185, 0.1338185, -0.1338185, 0.1338185, 0.1338185], rtol=1e-6
+    )
+
+
 @pytest.mark.parametrize("method", ["EE", "REML"])
 def test_uncentred_year_moderator_is_exact(method: str) -> None:
     """Diagnostics do not depend on centring a moderator such as a publication year.
