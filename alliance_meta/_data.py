@@ -956,8 +956,8 @@ class StudySet:
             For a non-finite ``yi`` or a ``vi`` that is ≤ 0, NaN or infinite,
             naming the study and the field (``"value"`` or ``"variance"``).
         """
-        y = np.atleast_1d(np.asarray(yi, dtype=np.float64))
-        v = np.atleast_1d(np.asarray(vi, dtype=np.float64))
+        y = np.atleast_1d(_numeric(yi, "yi"))
+        v = np.atleast_1d(_numeric(vi, "vi"))
         if y.ndim != 1 or y.shape != v.shape:
             raise InvalidStudyError(
                 f"yi and vi must be 1-D of equal length, got {y.shape}, {v.shape}"
@@ -1011,7 +1011,7 @@ class StudySet:
     @classmethod
     def from_dataframe(
         cls,
-        df: pd.DataFrame,
+        df: pd.DataFrame | Mapping[str, Sequence[Any]],
         *,
         label: str | None = None,
         r: str | None = None,
@@ -1047,8 +1047,8 @@ class StudySet:
 
         Parameters
         ----------
-        df : pandas.DataFrame
-            One row per study.
+        df : pandas.DataFrame or mapping of column name to values
+            One row per study (a mapping is converted by ``pandas.DataFrame``).
         label : str, optional
             Column of study labels; by default ``"1"``, ``"2"``, ... by row.
         measure : str, optional
@@ -1078,6 +1078,9 @@ class StudySet:
         """
         if nan_policy not in ("raise", "omit"):
             raise AllianceMetaError(f"nan_policy must be 'raise' or 'omit', got {nan_policy!r}")
+        frame: pd.DataFrame = df if isinstance(df, pd.DataFrame) else pd.DataFrame(df)
+        if len(frame) == 0:
+            raise InvalidStudyError("the data frame has no rows (no studies)", field="df")
         given = {
             "r": r, "n": n, "m1": m1, "sd1": sd1, "n1": n1, "m2": m2, "sd2": sd2, "n2": n2,
             "a": a, "b": b, "c": c, "d": d, "yi": yi, "vi": vi, "se": se,
@@ -1093,12 +1096,12 @@ class StudySet:
         _check_measure(meas, allowed)
         mod_cols = [moderators] if isinstance(moderators, str) else list(moderators)
         for col in [*fields.values(), *mod_cols, *([label] if label else [])]:
-            if col not in df.columns:
+            if col not in frame.columns:
                 raise InvalidStudyError(f"no column {col!r} in the data frame", field=col)
 
-        k = len(df)
+        k = len(frame)
         if label is not None:
-            lab_col = df[label]
+            lab_col = frame[label]
             if bool(lab_col.isna().any()):
                 i = int(np.flatnonzero(lab_col.isna().to_numpy())[0])
                 raise InvalidStudyError("missing study label", study=f"row {i}", field=label)
@@ -1111,7 +1114,7 @@ class StudySet:
         numeric: dict[str, FloatArray] = {}
         missing: list[_escalc.Problem] = []
         for role, col in fields.items():
-            raw = df[col]
+            raw = frame[col]
             isna = raw.isna().to_numpy(dtype=np.bool_)
             num = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
             not_number = ~isna & np.isnan(num)
@@ -1122,7 +1125,9 @@ class StudySet:
             missing.append(_escalc.Problem(role, "missing value", isna))
         for col in mod_cols:
             missing.append(
-                _escalc.Problem(col, "missing moderator value", df[col].isna().to_numpy(np.bool_))
+                _escalc.Problem(
+                    col, "missing moderator value", frame[col].isna().to_numpy(np.bool_)
+                )
             )
         role_to_col = {**fields, **{c: c for c in mod_cols}}
         drop = _escalc.bad_rows(missing, k)
@@ -1140,7 +1145,7 @@ class StudySet:
         keep = ~drop
         labels = [lab for lab, kp in zip(labels, keep.tolist(), strict=True) if kp]
         numeric = {role: arr[keep] for role, arr in numeric.items()}
-        mod_values = {col: df[col].to_numpy()[keep] for col in mod_cols}
+        mod_values = {col: frame[col].to_numpy()[keep] for col in mod_cols}
 
         study_n: npt.ArrayLike | None
         if family == "correlation":
@@ -1220,6 +1225,22 @@ class StudySet:
 def _sort_key(v: ModeratorValue) -> tuple[float, str]:
     """Numbers sort numerically, text and logicals by R's spelling."""
     return (v, "") if isinstance(v, float) else (0.0, _level_str(v))
+
+
+def _numeric(values: object, field: str) -> FloatArray:
+    """``values`` as float64, or an error naming the field and the first bad entry."""
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        pass
+    for i, x in enumerate(np.atleast_1d(np.asarray(values, dtype=object))):
+        try:
+            float(x)
+        except (TypeError, ValueError):
+            raise InvalidStudyError(
+                f"value {x!r} is not numeric", study=f"row {i}", field=field
+            ) from None
+    raise InvalidStudyError("values must be numeric", field=field)
 
 
 def _default_labels(labels: Sequence[str] | None, k: int) -> list[str]:

@@ -560,7 +560,8 @@ def cumulative(result: PoolResult, order: npt.ArrayLike | None = None) -> Cumula
         Either an index array (a permutation of ``0, ..., k-1``: the studies in the
         order to add them) or a key with one value per study (e.g. publication
         year) to sort by, ascending and stable (ties keep data order, as R's
-        ``order()``).  Default: data order.  An integer key that happens to be a
+        ``order()``; NaN keys sort last, as R's NA).  Default: data order.  An
+        integer key that happens to be a
         permutation of ``0..k-1`` is read as an index array; pass
         ``numpy.argsort(key, kind="stable")`` to be explicit.
 

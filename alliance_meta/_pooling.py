@@ -139,6 +139,16 @@ def resolve_input(
         if not study_list:
             raise InvalidStudyError("no studies given (empty input)", field="studies")
         labels = tuple(str(s.label) for s in study_list)
+        if len(set(labels)) < len(labels):
+            seen: dict[str, int] = {}
+            for i, lab in enumerate(labels):
+                if lab in seen:
+                    raise InvalidStudyError(
+                        f"duplicate study label (studies {seen[lab]} and {i})",
+                        study=lab,
+                        field="label",
+                    )
+                seen[lab] = i
         y = np.array([s.effect.value for s in study_list], dtype=np.float64)
         v = np.array([s.effect.variance for s in study_list], dtype=np.float64)
         measures = {str(s.effect.measure) for s in study_list}

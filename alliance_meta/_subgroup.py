@@ -190,9 +190,13 @@ class SubgroupResult:
 
 
 def _group_codes(
-    values: npt.NDArray[Any], spec: Moderator | None, field: str
+    values: npt.NDArray[Any], spec: Moderator | None, field: str, labels: Sequence[str]
 ) -> tuple[tuple[str, ...], npt.NDArray[np.int64]]:
     """Level labels (R's order) and the 0-based level of each study."""
+
+    def missing(i: int) -> InvalidStudyError:
+        return InvalidStudyError("missing group value", study=labels[i], field=field)
+
     if values.dtype.kind == "U":
         values = values.astype(object)
     numeric = values.dtype.kind in "iuf" or (
@@ -206,13 +210,13 @@ def _group_codes(
     if numeric:
         fl = values.astype(np.float64)
         if not np.all(np.isfinite(fl)):
-            raise InvalidStudyError("missing group value", field=field)
+            raise missing(int(np.argmin(np.isfinite(fl))))
         strs = [_r_level(v) for v in fl]
         natural = [_r_level(v) for v in np.unique(fl)]
     else:
-        for v in values:
+        for i, v in enumerate(values):
             if v is None or (isinstance(v, float) and math.isnan(v)):
-                raise InvalidStudyError("missing group value", field=field)
+                raise missing(i)
         strs = [_r_level(v) for v in values]
         natural = sorted(set(strs))
     levels: tuple[str, ...] = tuple(natural)
@@ -317,6 +321,12 @@ def subgroup_analysis(
             name = str(by)
         # an unknown name raises InvalidStudyError naming it and the known ones
         values = np.asarray(sset.moderator(name))
+        if spec is None and sset.moderator_spec(name).kind == "continuous":
+            raise ModelSpecificationError(
+                f"moderator {name!r} is numeric (continuous): subgroups need a categorical "
+                f"one.  Group by its values with by=Moderator({name!r}, 'categorical'), or "
+                "use meta_regression for a continuous moderator"
+            )
     else:
         if groups is None:
             raise ModelSpecificationError("give `groups` (one label per study) with yi/vi")
@@ -324,12 +334,13 @@ def subgroup_analysis(
             spec, name = by, by.name
         else:
             name = "groups" if by is None else str(by)
-        values = np.asarray(groups)
+        # object dtype for a list: numpy would turn ["a", nan] into the string "nan"
+        values = groups if isinstance(groups, np.ndarray) else np.asarray(groups, dtype=object)
         if values.ndim != 1 or values.shape[0] != y.size:
             raise InvalidStudyError(
                 f"groups has shape {values.shape}, expected ({y.size},)", field="groups"
             )
-    levels, codes = _group_codes(values, spec, name)
+    levels, codes = _group_codes(values, spec, name, labels)
     G = len(levels)
     if G < 2:
         raise ModelSpecificationError(

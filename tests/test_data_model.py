@@ -462,3 +462,52 @@ def test_hundred_thousand_rows_from_dataframe() -> None:
     # metafor's 0.5·log((1+r)/(1−r)) and numpy's arctanh differ by ~1e-16 absolute,
     # which is large relative to z for |r| ~ 1e-6; hence the absolute floor.
     np.testing.assert_allclose(s.yi, np.arctanh(df["r"].to_numpy()), rtol=1e-12, atol=1e-15)
+
+
+# -- bad input found by a user review: each names the study and the field ------
+
+
+def test_duplicate_labels_in_a_list_of_studies() -> None:
+    e = EffectSize(value=0.1, variance=0.01, measure="GEN")
+    with pytest.raises(InvalidStudyError, match="duplicate study label") as err:
+        alliance_meta.random_effects([Study("A", e), Study("B", e), Study("A", e)])
+    assert err.value.study == "A"
+    assert err.value.field == "label"
+
+
+def test_from_arrays_names_a_non_numeric_entry() -> None:
+    with pytest.raises(InvalidStudyError, match="'x' is not numeric") as err:
+        StudySet.from_arrays(yi=[0.1, "x"], vi=[0.01, 0.1], labels=["A", "B"])
+    assert err.value.field == "yi"
+    assert err.value.study == "row 1"
+
+
+def test_from_dataframe_takes_a_mapping_and_rejects_no_rows() -> None:
+    data = {"r": [0.1, 0.2, 0.3], "n": [50, 60, 70]}
+    assert StudySet.from_dataframe(data, r="r", n="n") == StudySet.from_dataframe(
+        pd.DataFrame(data), r="r", n="n"
+    )
+    with pytest.raises(InvalidStudyError, match="no rows"):
+        StudySet.from_dataframe(pd.DataFrame({"r": [], "n": []}), r="r", n="n")
+
+
+def test_missing_group_value_names_the_study() -> None:
+    # numpy alone would turn this list into the strings "a", "b", "nan", "a"
+    with pytest.raises(InvalidStudyError, match="missing group value") as err:
+        alliance_meta.subgroup_analysis(
+            yi=[0.1, 0.2, 0.3, 0.4], vi=[0.01] * 4, groups=["a", "b", np.nan, "a"]
+        )
+    assert err.value.study == "Study 3"
+    assert err.value.field == "groups"
+
+
+def test_subgroups_by_a_numeric_moderator_must_be_declared_categorical() -> None:
+    studies = alliance_meta.datasets.load_alliance_example().studies()
+    with pytest.raises(alliance_meta.exceptions.ModelSpecificationError, match="categorical"):
+        alliance_meta.subgroup_analysis(studies, by="experience")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", alliance_meta.exceptions.FewStudiesWarning)
+        by_value = alliance_meta.subgroup_analysis(
+            studies, by=Moderator("experience", "categorical")
+        )
+    assert len(by_value.groups) == len(set(studies.moderator("experience")))
