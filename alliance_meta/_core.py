@@ -659,6 +659,10 @@ def kernel_from_padded(
         k = mask.sum(axis=1).astype(np.int64)
         return Kernel(np.where(mask, Y, 0.0), np.where(mask, V, np.inf), k, zero)
     mask = ~np.isnan(Y)
+    # the centring of Y is undone on column 0 (_center_shift): it must be the intercept
+    x0 = X[..., 0]
+    if not np.all((x0 == 1.0) | ~mask if X.ndim == 3 else x0 == 1.0):
+        raise ValueError("a design kernel needs the intercept in column 0")
     k = mask.sum(axis=1).astype(np.int64)
     Yz = np.where(mask, Y, 0.0)
     center = Yz.sum(axis=1) / np.maximum(k, 1)

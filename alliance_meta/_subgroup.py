@@ -31,6 +31,7 @@ from statsmodels.iolib.summary import Summary
 from alliance_meta import _core
 from alliance_meta._metareg import _check_design, _r_level
 from alliance_meta._pooling import (
+    IntervalArray,
     PoolResult,
     check_level,
     check_method,
@@ -43,7 +44,7 @@ from alliance_meta._pooling import (
 from alliance_meta._results_base import freeze_arrays
 from alliance_meta._summary import info_table, make_summary, value_table
 from alliance_meta._transforms import back_transform, natural_scale_name
-from alliance_meta._types import Measure, Method, Test
+from alliance_meta._types import FloatArray, Measure, Method, Test
 from alliance_meta.exceptions import (
     ConvergenceWarning,
     FewStudiesWarning,
@@ -87,6 +88,13 @@ class SubgroupResult:
         Under ``tau2="common"``: the common (residual) τ² and the residual
         heterogeneity test of ``rma(yi, vi, mods = ~ factor(g))``; ``None`` under
         ``"separate"``.
+    common_estimate, common_se : ndarray or None
+        Under ``tau2="common"``: each subgroup's estimate and its standard error in
+        the common-τ² model, in the order of ``groups`` (the coefficients of
+        ``rma(yi, vi, mods = ~ factor(g) - 1)``; Knapp-Hartung scaled by the joint
+        model under knha/adhoc); ``None`` under ``"separate"``.
+    common_ci : IntervalArray or None
+        Their confidence intervals (t on ``k - G`` df under t/knha/adhoc).
     """
 
     groups: Mapping[str, PoolResult] = attrs.field(converter=_readonly_mapping)
@@ -109,12 +117,25 @@ class SubgroupResult:
     test: str
     level: float
     measure: str
+    common_estimate: FloatArray | None = attrs.field(default=None, eq=False)
+    common_se: FloatArray | None = attrs.field(default=None, eq=False)
+    common_ci: IntervalArray | None = None
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per subgroup (the fields of :meth:`PoolResult.to_frame`)."""
+        """One row per subgroup (the fields of :meth:`PoolResult.to_frame`).
+
+        Under ``tau2="common"`` the columns ``estimate_common``, ``se_common``,
+        ``ci_low_common`` and ``ci_high_common`` add the common-τ² model's values.
+        """
         frames = [res.to_frame() for res in self.groups.values()]
         frame: pd.DataFrame = pd.concat(frames, ignore_index=True)
         frame.index = pd.Index(list(self.groups), name=self.by)
+        if self.common_estimate is not None:
+            assert self.common_se is not None and self.common_ci is not None
+            frame["estimate_common"] = self.common_estimate
+            frame["se_common"] = self.common_se
+            frame["ci_low_common"] = self.common_ci.low
+            frame["ci_high_common"] = self.common_ci.high
         return frame
 
     def summary(self) -> Summary:
@@ -126,16 +147,23 @@ class SubgroupResult:
         scale = natural_scale_name(self.measure)
         lo, hi = f"[{(1 - self.level) / 2:.3f}", f"{1 - (1 - self.level) / 2:.3f}]"
         rows = []
-        for res in self.groups.values():
+        for g, res in enumerate(self.groups.values()):
             m = res.measure
+            est, low, high, tau2 = res.estimate, res.ci.low, res.ci.high, res.tau2
+            if self.common_estimate is not None and self.common_ci is not None:
+                # the common-τ² model's rows, as R's meta with tau.common = TRUE
+                est, low, high = self.common_estimate[g], self.common_ci.low[g], (
+                    self.common_ci.high[g]
+                )
+                tau2 = self.tau2 if self.tau2 is not None else tau2
             rows.append([
                 str(res.k),
-                f"{back_transform(res.estimate, m):.4f}",
-                f"{back_transform(res.ci.low, m):.4f}",
-                f"{back_transform(res.ci.high, m):.4f}",
+                f"{back_transform(est, m):.4f}",
+                f"{back_transform(low, m):.4f}",
+                f"{back_transform(high, m):.4f}",
                 f"{res.Q:.2f}",
                 f"{res.I2:.1f}",
-                f"{res.tau2:.4f}",
+                f"{tau2:.4f}",
             ])
         est_name = scale if scale != "GEN" else "estimate"
         model = "Equal-effects model" if self.method == "EE" else "Random-effects model"
@@ -181,7 +209,8 @@ class SubgroupResult:
         if self.tau2_mode == "common" and self.tau2 is not None:
             notes.append(
                 f"Common tau^2 = {self.tau2:.4f}; residual QE({self.QE_df}) = "
-                f"{self.QE:.2f} (p = {self.QE_pvalue:.4g})."
+                f"{self.QE:.2f} (p = {self.QE_pvalue:.4g}).  Estimates and CIs are those "
+                "of the common-tau^2 model; Q and I^2 are each subgroup's own."
             )
         return make_summary(tables, notes)
 
@@ -291,7 +320,10 @@ def subgroup_analysis(
     ``rma(yi, vi, mods = ~ factor(g), method)``, whose omnibus
     ``QM = β̂' Var(β̂)⁻¹ β̂`` over the ``G - 1`` contrasts is the test (an F test
     ``QM/(G-1)`` on ``(G-1, k-G)`` df under t/knha/adhoc); its τ², QE and QE
-    p-value are reported too.  Under EE both versions coincide.
+    p-value are reported too, and each subgroup's estimate in that model
+    (``common_estimate``, ``common_se``, ``common_ci``: the coefficients of
+    ``rma(yi, vi, mods = ~ factor(g) - 1)``, which the summary shows).  Under EE both
+    versions coincide.
 
     ``Q_within`` is each subgroup's Cochran Q; their sum is χ² on ``Σ (k_g - 1)``
     df under the equal-effects model (Thompson & Higgins, 2002).
@@ -380,6 +412,9 @@ def subgroup_analysis(
     common_QE: float | None = None
     common_QE_df: int | None = None
     common_QE_p: float | None = None
+    common_est: FloatArray | None = None
+    common_se: FloatArray | None = None
+    common_ci: IntervalArray | None = None
     df2: int | None = None
     if tau2 == "separate":
         # EE model of the subgroup estimates with their standard errors (m = 1)
@@ -408,6 +443,17 @@ def subgroup_analysis(
         common_QE = float(common.QE[0])
         common_QE_df = int(common.QE_df[0])
         common_QE_p = float(common.QE_pvalue[0])
+        # the subgroup estimates under the common τ²: the coefficients of the same
+        # model without the intercept, L β with L the map from the treatment coding
+        # (reference, then contrasts) to one mean per subgroup, and Var = L Vb L'
+        L = np.zeros((G, G))
+        L[:, 0] = 1.0
+        for j, g in enumerate(others):
+            L[g, j + 1] = 1.0
+        common_est = L @ common.beta[0]
+        common_se = np.sqrt(np.einsum("ij,jk,ik->i", L, common.vb[0], L))
+        half = common.crit[0] * common_se
+        common_ci = IntervalArray(common_est - half, common_est + half)
 
     return SubgroupResult(
         groups=pooled,
@@ -430,5 +476,8 @@ def subgroup_analysis(
         test=core_test,
         level=lv,
         measure=meas,
+        common_estimate=common_est,
+        common_se=common_se,
+        common_ci=common_ci,
     )
 

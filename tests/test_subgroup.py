@@ -191,3 +191,31 @@ def test_summary_and_frame() -> None:
     assert f"{np.tanh(res.groups['j'].estimate):.4f}" in text
     with pytest.raises(TypeError):
         res.groups["new"] = res.groups["j"]  # type: ignore[index]
+
+
+_COMMON = json.loads((REF / "common_tau2_subgroups.json").read_text())["cases"]
+
+
+@pytest.mark.parametrize(
+    "case", _COMMON, ids=[f"{c['file']}-{c['method']}-{c['test']}" for c in _COMMON]
+)
+def test_common_tau2_subgroup_estimates(case: dict[str, Any]) -> None:
+    """Each subgroup's estimate under the common τ²: the coefficients of metafor's
+    rma(yi, vi, mods = ~ factor(g) - 1), as the summary reports them."""
+    data = _load(REF / case["file"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", am.exceptions.FewStudiesWarning)
+        res = am.subgroup_analysis(yi=data["yi"], vi=data["vi"], groups=data["group"],
+                                   method=case["method"], test=case["test"], tau2="common")
+    assert list(res.groups) == case["levels"]
+    assert res.common_estimate is not None and res.common_se is not None
+    assert res.common_ci is not None
+    # RTOL: the project's contract; the τ² behind these is solved to 1e-10
+    np.testing.assert_allclose(res.common_estimate, case["estimate"], rtol=RTOL)
+    np.testing.assert_allclose(res.common_se, case["se"], rtol=RTOL)
+    np.testing.assert_allclose(res.common_ci.low, case["ci_lb"], rtol=RTOL)
+    np.testing.assert_allclose(res.common_ci.high, case["ci_ub"], rtol=RTOL)
+    frame = res.to_frame()
+    np.testing.assert_array_equal(frame["estimate_common"], res.common_estimate)
+    text = str(res.summary())
+    assert f"{case['estimate'][0]:.4f}" in text  # GEN measure: no back-transformation
