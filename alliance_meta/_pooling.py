@@ -327,6 +327,8 @@ class PoolResult:
         no non-negative root is reported as 0.
         """
         lv = self.level if level is None else check_level(level)
+        if self.k < 2:  # as metafor's confint: "Stopped because k = 1."
+            raise ModelSpecificationError("Q-profile intervals need at least 2 studies (k = 1)")
         kern = _core.kernel_from_padded(self.yi[None, :], self.vi[None, :])
         qp = _core.qprofile(kern, lv)
         return HeterogeneityCI(

@@ -142,6 +142,14 @@ def test_heterogeneity_ci_contains_estimate_and_is_method_free() -> None:
     assert list(a.to_frame().index) == ["tau2", "I2", "H2"]
 
 
+def test_heterogeneity_ci_of_one_study_is_an_error() -> None:
+    # metafor: confint(rma(0.1, 0.01)) stops with "Stopped because k = 1."
+    with pytest.warns(FewStudiesWarning):
+        one = am.random_effects(yi=[0.1], vi=[0.01])
+    with pytest.raises(ModelSpecificationError, match="k = 1"):
+        one.heterogeneity_ci()
+
+
 def test_confidence_interval_at_other_level_matches_refit() -> None:
     res = am.random_effects(yi=YI, vi=VI)
     ci90 = res.confidence_interval(0.90)
