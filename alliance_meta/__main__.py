@@ -138,16 +138,20 @@ def _report(
     print(res.summary(), file=out)
 
     _section(out, "Heterogeneity")
-    het = res.heterogeneity_ci()
     pct = f"{100 * level:g}%"
     print(f"Q({res.Q_df}) = {res.Q:.2f}, p = {res.Q_pvalue:.4g}", file=out)
-    print(
-        f"tau^2 = {res.tau2:.4f}, {pct} CI [{het.tau2.low:.4f}, {het.tau2.high:.4f}] "
-        "(Q-profile)",
-        file=out,
-    )
-    print(f"I^2 = {res.I2:.1f}%, {pct} CI [{het.I2.low:.1f}%, {het.I2.high:.1f}%]", file=out)
-    print(f"H^2 = {res.H2:.2f}, {pct} CI [{het.H2.low:.2f}, {het.H2.high:.2f}]", file=out)
+    if res.k < 2:
+        print("tau^2, I^2 and H^2 need at least 2 studies (no Q-profile CIs)", file=out)
+    else:
+        het = res.heterogeneity_ci()
+        print(
+            f"tau^2 = {res.tau2:.4f}, {pct} CI [{het.tau2.low:.4f}, {het.tau2.high:.4f}] "
+            "(Q-profile)",
+            file=out,
+        )
+        print(f"I^2 = {res.I2:.1f}%, {pct} CI [{het.I2.low:.1f}%, {het.I2.high:.1f}%]",
+              file=out)
+        print(f"H^2 = {res.H2:.2f}, {pct} CI [{het.H2.low:.2f}, {het.H2.high:.2f}]", file=out)
 
     sg: SubgroupResult | None = None
     if by is not None:
