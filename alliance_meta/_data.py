@@ -1192,15 +1192,41 @@ class StudySet:
         return cls._build(res.yi, res.vi, res.corrected, labels, meas, study_n, mod_values, dropped)
 
     @classmethod
-    def from_csv(cls, path: str | os.PathLike[str], **kwargs: Any) -> StudySet:
+    def from_csv(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        label: str | None = None,
+        r: str | None = None,
+        n: str | None = None,
+        m1: str | None = None,
+        sd1: str | None = None,
+        n1: str | None = None,
+        m2: str | None = None,
+        sd2: str | None = None,
+        n2: str | None = None,
+        a: str | None = None,
+        b: str | None = None,
+        c: str | None = None,
+        d: str | None = None,
+        yi: str | None = None,
+        vi: str | None = None,
+        se: str | None = None,
+        measure: Measure | None = None,
+        moderators: Sequence[str] | str = (),
+        nan_policy: NanPolicy = "raise",
+    ) -> StudySet:
         """Read a CSV file with :func:`pandas.read_csv` and call :meth:`from_dataframe`.
 
-        The label column, if given, is read as text.
+        The arguments after ``path`` are those of :meth:`from_dataframe`.  The label
+        column, if given, is read as text.
         """
-        label = kwargs.get("label")
-        dtype = {label: str} if isinstance(label, str) else None
-        df = pd.read_csv(path, dtype=dtype)
-        return cls.from_dataframe(df, **kwargs)
+        df = pd.read_csv(path, dtype={label: str} if label is not None else None)
+        return cls.from_dataframe(
+            df, label=label, r=r, n=n, m1=m1, sd1=sd1, n1=n1, m2=m2, sd2=sd2, n2=n2,
+            a=a, b=b, c=c, d=d, yi=yi, vi=vi, se=se, measure=measure,
+            moderators=moderators, nan_policy=nan_policy,
+        )
 
     def to_dataframe(self) -> pd.DataFrame:
         """One row per study: ``label, yi, vi, se, measure, n, corrected`` and moderators."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
 import numpy as np
@@ -199,6 +199,14 @@ def _moderator_values(
             field=name,
         )
     return arr
+
+
+#: What ``meta_regression(moderators=...)`` takes: moderator names (or Moderator
+#: objects) of the studies, or a mapping of them to values (with yi/vi).
+ModeratorSpec: TypeAlias = (
+    "str | Moderator | Sequence[str | Moderator] | Mapping[str, npt.ArrayLike]"
+    " | Mapping[Moderator, npt.ArrayLike] | Mapping[str | Moderator, npt.ArrayLike]"
+)
 
 
 def build_design(
@@ -787,7 +795,7 @@ def pseudo_r2(
 def meta_regression(
     studies: StudySet | Sequence[Study] | None = None,
     *,
-    moderators: Any,
+    moderators: ModeratorSpec,
     yi: npt.ArrayLike | None = None,
     vi: npt.ArrayLike | None = None,
     method: Method = "REML",

@@ -308,16 +308,23 @@ class PoolResult:
             return self.ci
         return self.refit(level=level).ci
 
-    def refit(self, **changes: Any) -> PoolResult:
+    def refit(
+        self,
+        *,
+        method: Method | None = None,
+        test: Test | None = None,
+        level: float | None = None,
+    ) -> PoolResult:
         """The same data pooled with some of ``method``, ``test``, ``level`` changed."""
-        kw: dict[str, Any] = {
-            "method": self.method,
-            "test": self.test,
-            "level": self.level,
-            "measure": self.measure,
-        }
-        kw.update(changes)
-        return _pool_single(self.yi, self.vi, self.labels, **kw)
+        return _pool_single(
+            self.yi,
+            self.vi,
+            self.labels,
+            method=self.method if method is None else method,
+            test=self.test if test is None else test,
+            level=self.level if level is None else level,
+            measure=self.measure,
+        )
 
     def heterogeneity_ci(self, level: float | None = None) -> HeterogeneityCI:
         """Q-profile confidence intervals for τ², I² and H² (Viechtbauer, 2007).
