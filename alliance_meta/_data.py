@@ -25,7 +25,7 @@ import pandas as pd
 from scipy import stats
 
 from alliance_meta import _escalc
-from alliance_meta._results_base import ConfidenceInterval
+from alliance_meta._results_base import ConfidenceInterval, brief_repr
 from alliance_meta._types import FloatArray, Measure, NanPolicy
 from alliance_meta.exceptions import (
     AllianceMetaError,
@@ -765,6 +765,14 @@ class StudySet:
         object.__setattr__(self, "_vi", _readonly(vi))
 
     # -- sequence protocol
+    def __repr__(self) -> str:
+        """A short repr (k, measure, labels, moderators); ``to_dataframe()`` shows all."""
+        dropped = f", dropped={brief_repr(self.dropped)}" if self.dropped else ""
+        return (
+            f"StudySet(k={len(self.studies)}, measure={self.measure!r}, "
+            f"labels={brief_repr(self.labels)}, moderators={self.moderator_names!r}{dropped})"
+        )
+
     def __len__(self) -> int:
         return len(self.studies)
 

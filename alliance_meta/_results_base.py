@@ -26,15 +26,36 @@ def readonly(x: _T) -> _T:
     return x
 
 
+def brief_repr(x: object) -> str:
+    """``repr`` of a field, with long arrays and tuples elided in the middle."""
+    if isinstance(x, np.ndarray) and x.size > 6:
+        with np.printoptions(threshold=6, edgeitems=2, precision=4):
+            return repr(x)
+    if isinstance(x, tuple) and len(x) > 6:
+        head = ", ".join(repr(v) for v in x[:2])
+        return f"({head}, ..., {x[-1]!r}) [{len(x)} items]"
+    return repr(x)
+
+
 def freeze_arrays(
     cls: type, fields: list[attrs.Attribute[Any]]
 ) -> list[attrs.Attribute[Any]]:
-    """attrs ``field_transformer``: every field without a converter gets :func:`readonly`.
+    """attrs ``field_transformer`` of the result classes.
 
-    So a frozen result's arrays are frozen too: ``fit.yi[0] = 5`` raises instead of
-    silently changing what later calls (``egger_test(fit)``, ``predict``) compute.
+    Every field without a converter gets :func:`readonly`, so a frozen result's
+    arrays are frozen too: ``fit.yi[0] = 5`` raises instead of silently changing
+    what later calls (``egger_test(fit)``, ``predict``) compute.  Fields shown in the
+    repr use :func:`brief_repr`, so that a result of many studies prints in a few
+    lines (``to_frame()`` and ``summary()`` show everything).
     """
-    return [f if f.converter is not None else f.evolve(converter=readonly) for f in fields]
+    out = []
+    for f in fields:
+        if f.converter is None:
+            f = f.evolve(converter=readonly)
+        if f.repr is True:
+            f = f.evolve(repr=brief_repr)
+        out.append(f)
+    return out
 
 
 def _to_float(x: float) -> float:

@@ -157,3 +157,14 @@ def test_read_only_results_do_not_freeze_the_callers_arrays() -> None:
     assert yi.flags.writeable
     assert fit.yi[0] == 0.1  # ... and the result keeps its own copy
     assert am.egger_test(fit) == am.egger_test(am.random_effects(yi=[0.1, 0.3, 0.35, 0.2], vi=vi))
+
+
+def test_reprs_stay_short(result: Any) -> None:
+    text = repr(result)
+    assert text.startswith(type(result).__name__ + "(")
+    # arrays and label tuples are elided in the middle (brief_repr), so a result of
+    # 12 studies prints in about a screenful; before, leave-one-out took 2,400 chars
+    assert len(text) < 1800
+    studies = _studies()
+    assert len(repr(studies)) < 300
+    assert "k=12" in repr(studies)
