@@ -229,13 +229,16 @@ def _warn_two_studies(k: int, what: str) -> None:
         )
 
 
-def _sei_regression(result: PoolResult, test: str | None = None) -> _core.CoreFit:
+def _sei_regression(
+    result: PoolResult, test: str | None = None, purpose: str = "Egger's test (model='rma')"
+) -> _core.CoreFit:
     """One core fit of ``yi ~ 1 + sqrt(vi)`` with the result's τ² estimator."""
     yi, vi = result.yi, result.vi
     if yi.size <= 2 and check_method(result.method) != "EE":
         raise ModelSpecificationError(
-            f"the regression on sqrt(vi) has 2 coefficients and a {result.method} τ², more "
-            f"parameters than the k = {yi.size} studies (as metafor); fit with method='EE'"
+            f"{purpose} regresses yi on sqrt(vi): 2 coefficients and a {result.method} τ² "
+            f"are more parameters than the k = {yi.size} studies (metafor stops too); "
+            "fit with method='EE'"
         )
     X = np.column_stack([np.ones(yi.size), np.sqrt(vi)])
     kern = _core.kernel_from_padded(yi[None, :], vi[None, :], X)
@@ -528,7 +531,11 @@ def trim_and_fill(
         raise ModelSpecificationError("trim and fill needs more than one study (k = 1)")
     method = check_method(result.method)
     if side is None:
-        slope = float(_sei_regression(result, test="z").beta[0, 1])
+        slope = float(
+            _sei_regression(
+                result, test="z", purpose="trim and fill, to choose the side (give side=)"
+            ).beta[0, 1]
+        )
         side = "right" if slope < 0 else "left"
     elif side not in ("left", "right"):
         raise ModelSpecificationError(f"side must be 'left' or 'right', got {side!r}")
