@@ -90,6 +90,8 @@ _TRP = 0.25
 _LIGHT = 0.5
 #: Level of the Q-root searches (PM, PMM, EB, Q-profile): Q and y'PPy only.
 _QROOT = 0.75
+#: The REML score alone: Q, y'PPy, S2 and tr(P) (the peak search of _positive_root).
+_SCORE = 0.8
 
 
 def _covers(have: float, want: float) -> bool:
@@ -103,6 +105,7 @@ def _covers(have: float, want: float) -> bool:
         or want <= 0 <= have
         or (have >= 1 and want <= have)
         or (have == _LIGHT and want == _TRP)
+        or (have == _SCORE and want == _QROOT)
     )
 #: Scratch arrays the intercept-only kernel needs at its deepest level.
 _IO_SLOTS = 9
@@ -253,7 +256,7 @@ class Kernel:
         if self.X is None:
             st = self._weighted_io(tau2, level, slot == "last")
         else:
-            level = 1 if level in (_TRP, _LIGHT, _QROOT) else max(int(level), 0)
+            level = 1 if level in (_TRP, _LIGHT, _QROOT, _SCORE) else max(int(level), 0)
             w = np.add(self.V, tau2[:, None])
             np.divide(1.0, w, out=w)
             st = self._weighted_general(w, level)
@@ -268,7 +271,7 @@ class Kernel:
         if moments:
             nsum = {_BETA_ONLY: 2, 0: 3, _TRP: 4, _LIGHT: 5}[level]
         else:
-            nsum = 4 if level == _QROOT else 8
+            nsum = {_QROOT: 4, _SCORE: 5}.get(level, 8)
         sums = self._io_sums(tau2, nsum, moments, shifted)
         return self._io_stats(sums, tau2, level, moments)
 
@@ -278,8 +281,9 @@ class Kernel:
         """Per-analysis sums of the intercept-only kernel at weights ``1/(v + tau2)``.
 
         Moment sums (``moments``): ``Σw, Σwy, Σwy², Σw², Σw³`` (the first ``nsum``).
-        Otherwise, with residuals ``e = y - Σwy/Σw``: ``Σw, Σwy, Σwe², Σw²e²`` and for
-        ``nsum = 8`` also ``Σw², Σw³, Σw³e², Σw²e``.  ``shifted=False`` means τ² = 0.
+        Otherwise, with residuals ``e = y - Σwy/Σw``: ``Σw, Σwy, Σwe², Σw²e²``, for
+        ``nsum = 5`` also ``Σw²`` and for ``nsum = 8`` also ``Σw², Σw³, Σw³e², Σw²e``.
+        ``shifted=False`` means τ² = 0.
         """
         # The elementwise passes run block by block over the rows, into scratch
         # slots small enough to stay in cache; the per-analysis sums of several
@@ -322,8 +326,9 @@ class Kernel:
             we = np.multiply(w, e, out=B[2])
             np.multiply(we, e, out=B[3])  # Q
             np.multiply(we, we, out=B[4])  # y'PPy
-            if nsum == 8:
+            if nsum >= 5:
                 ww = np.multiply(w, w, out=B[5])  # S2
+            if nsum == 8:
                 np.multiply(ww, w, out=B[6])  # S3
                 np.multiply(B[4], w, out=B[7])  # w^3 e^2
                 np.multiply(ww, e, out=B[8])  # w^2 e
@@ -368,9 +373,11 @@ class Kernel:
             st = Stats(S1=S1, Q=sums[2], beta=mu[:, None], vb=vb, yPPy=sums[3])
             if level == _QROOT:
                 return st
-            S2, S3, Sw3e2, Sw2e = sums[4], sums[5], sums[6], sums[7]
-            # y'PPPy = sum w^3 e^2 - (sum w^2 e)^2 / S1
-            st.yPPPy = Sw3e2 - Sw2e**2 / S1
+            S2, S3 = sums[4], None
+            if level != _SCORE:
+                S3, Sw3e2, Sw2e = sums[5], sums[6], sums[7]
+                # y'PPPy = sum w^3 e^2 - (sum w^2 e)^2 / S1
+                st.yPPPy = Sw3e2 - Sw2e**2 / S1
         st.S2 = S2
         r = S2 / S1
         st.trP = S1 - r
@@ -748,24 +755,31 @@ def _positive_root(
     kern: Kernel,
     fun: RootFun,
     t0: FloatArray,
-    loglik: Callable[[Kernel, FloatArray], FloatArray] | None = None,
-) -> tuple[FloatArray, IntArray, BoolArray]:
+    gain: Callable[[Kernel, FloatArray], FloatArray] | None = None,
+    score: Callable[[Kernel, FloatArray], FloatArray] | None = None,
+) -> tuple[FloatArray, IntArray, BoolArray, BoolArray]:
     """Root of a decreasing ``f`` on ``[0, inf)``; 0 where ``f(0) <= 0``.
 
-    With ``loglik`` (ML, REML), rows whose score is negative at 0 (a local maximum
-    on the boundary) may still have an interior local maximum, which metafor's
-    Fisher scoring from the start ``t0`` reaches: beyond ``t0`` where the score
-    there is positive, or below it where the score is negative at ``t0`` but rising
-    at 0 (see :func:`_score_grid_below`).  Such a peak is kept where its
-    log-likelihood exceeds that at τ² = 0, metafor's own check.  Elsewhere the root
-    reached from ``t0`` is returned, as metafor does; with two interior peaks that
-    need not be the higher one.
+    Returns ``(tau2, iterations, converged, reset)``.
+
+    With ``gain`` (the log-likelihood above that at τ² = 0) and ``score`` (the
+    function's value alone, cheaper than ``fun``) for ML and REML, the root is the one
+    metafor's Fisher scoring from the start ``t0`` reaches.  Rows whose score is
+    negative at 0 (a local maximum on the boundary) may still have an interior local
+    maximum that it reaches: beyond ``t0`` where the score there is positive, or below
+    it where the score is negative at ``t0`` but turns positive further down (found on a
+    grid, see :func:`_score_grid_below`).  Every interior root is then put to metafor's
+    own check (``ll0check``): where the log-likelihood at τ² = 0 is higher, τ² is set to
+    0 and ``reset`` is True (metafor warns "Fisher scoring algorithm may have gotten
+    stuck at a local maximum.  Setting tau^2 = 0").  With two interior peaks the one
+    reached from ``t0`` need not be the higher one, as in metafor.
     """
     m = kern.m
     f0, d0, i0 = fun(kern, np.zeros(m))
     tau2 = np.zeros(m)
     iters = np.ones(m, dtype=np.int64)
     conv = np.ones(m, dtype=bool)
+    reset = np.zeros(m, dtype=bool)
     # a single study has τ² = 0 (its score is 0 up to rounding, which must not
     # send it searching)
     need = (f0 > 0) & (kern.k > 1)
@@ -773,27 +787,35 @@ def _positive_root(
         # start at the closed-form estimate, or one Newton step from 0 where it is 0
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             start = np.where(t0 > 0, t0, -f0 / _slope(d0, i0))[need]
-        r, it, c = _solve_decreasing(kern.take(need), fun, start)
+        Kn = kern.take(need)
+        r, it, c = _solve_decreasing(Kn, fun, start)
+        idx = np.flatnonzero(need)
+        if gain is not None:
+            # the score is positive at 0, so the nearest root is a peak above the
+            # likelihood at 0; one reached farther away need not be (ll0check)
+            low = gain(Kn, r) < 0.0
+            reset[idx[low]] = True
+            r = np.where(low, 0.0, r)
         tau2[need] = r
         iters[need] = it + 1
         conv[need] = c
-    if loglik is None:
-        return tau2, iters, conv
+    if gain is None or score is None:
+        return tau2, iters, conv, reset
     other = np.flatnonzero(~need & (t0 > 0) & (kern.k > 1))
     if other.size == 0:
-        return tau2, iters, conv
+        return tau2, iters, conv, reset
     Ko = kern.take(other)
     fo, _, _ = fun(Ko, t0[other])
     up = fo > 0
     lo = t0[other].copy()
     hi = np.full(other.size, np.inf)
-    # score negative at t0 too, but rising at 0 so steeply that its tangent there
-    # turns positive before t0 (were the score concave, it could not turn positive
-    # otherwise; every peak of this kind seen so far had f'(0) t0 > 19 |f(0)|)
-    down = np.flatnonzero((fo < 0) & (d0[other] * t0[other] > -f0[other]))
+    # score negative at t0 too: Fisher scoring moves down from t0 and stops at the
+    # first peak below it, where the score turns positive (it may dip first, as in
+    # a cumulative step of dat.anand1999, so every such row is probed)
+    down = np.flatnonzero(fo < 0)
     if down.size:
         od = other[down]
-        g, ok = _score_grid_below(Ko.take(down), fun, t0[od], -f0[od] / d0[od])
+        g, ok = _score_grid_below(Ko.take(down), score, t0[od])
         lo[down[ok]] = g[ok]
         hi[down[ok]] = g[ok] * _GRID_RATIO
         up[down[ok]] = True
@@ -802,10 +824,11 @@ def _positive_root(
         Ku = Ko.take(up)
         r, it, c = _solve_decreasing(Ku, fun, lo[up], lo0=lo[up], hi0=hi[up])
         iters[idx] += it + 1
-        better = loglik(Ku, r) > loglik(Ku, np.zeros(idx.size))
+        better = gain(Ku, r) > 0.0
         tau2[idx[better]] = r[better]
+        reset[idx[~better]] = True
         conv[idx] = c | ~better
-    return tau2, iters, conv
+    return tau2, iters, conv, reset
 
 
 #: Points below the start where the ML/REML score is probed for an interior peak:
@@ -815,53 +838,53 @@ _GRID_POINTS = 8
 
 
 def _score_grid_below(
-    kern: Kernel, fun: RootFun, t0: FloatArray, tmin: FloatArray
+    kern: Kernel, score: Callable[[Kernel, FloatArray], FloatArray], t0: FloatArray
 ) -> tuple[FloatArray, BoolArray]:
     """The largest grid point below ``t0`` with a positive score, per row.
 
     metafor's Fisher scoring from ``t0`` (score negative there) moves down, halving
     steps that would pass 0, and converges to the first peak it meets: one exists
     where the score turns positive below ``t0``.  The score is probed at
-    ``t0 / 3**j`` for j = 1..8, down to the point ``tmin`` where its tangent at 0
-    turns positive (below that it stays negative if the score is concave), in one
-    evaluation of all rows x points.  A row's peak is then bracketed by its largest
+    ``t0 / 3**j`` for j = 1..8 (one evaluation of every row per point, at the cheap
+    level of the score alone).  A row's peak is then bracketed by its largest
     positive point ``g`` and ``3 g`` (where the score is negative, or ``3 g = t0``).
     A positive region narrower than a factor 3, or below the last point, is not
     seen (such a row keeps τ² = 0).
     """
     m = kern.m
-    with np.errstate(divide="ignore", invalid="ignore"):
-        span = np.log(t0 / tmin) / np.log(_GRID_RATIO)
-    npts = np.clip(np.ceil(np.nan_to_num(span, nan=1.0)), 1, _GRID_POINTS).astype(np.int64)
-    rows = np.repeat(np.arange(m), npts)
-    j = np.arange(rows.size) - np.repeat(np.cumsum(npts) - npts, npts)  # 0.. per row
-    f, _, _ = fun(kern.take(rows), t0[rows] / _GRID_RATIO ** (j + 1))
-    pos = np.zeros((m, _GRID_POINTS), dtype=bool)
-    pos[rows, j] = f > 0
-    ok: BoolArray = np.asarray(pos.any(axis=1))
-    first = np.argmax(pos, axis=1)  # the largest positive point (j increases downward)
-    g: FloatArray = t0 / _GRID_RATIO ** (first + 1)
+    g = np.zeros(m)
+    ok = np.zeros(m, dtype=bool)
+    for j in range(1, _GRID_POINTS + 1):
+        t = t0 / _GRID_RATIO**j
+        new = ~ok & (score(kern, t) > 0)
+        g[new] = t[new]
+        ok |= new
     return g, ok
 
 
-def _loglik(K: Kernel, t: FloatArray, reml: bool) -> FloatArray:
-    """(Restricted) log-likelihood up to a constant, profiled over the coefficients."""
-    st = K.weighted(t, 0)
-    w = 1.0 / (K.V + t[:, None])
-    logw = np.log(w, out=np.zeros_like(w), where=w > 0)
-    ll = 0.5 * logw.sum(axis=1) - 0.5 * st.Q
+def _loglik_gain(K: Kernel, t: FloatArray, reml: bool) -> FloatArray:
+    """(Restricted) log-likelihood at ``t`` minus that at τ² = 0, profiled over the
+    coefficients: ``-1/2 [Σ log(1 + t/v) + Q(t) - Q(0) + log|X'W(t)X| - log|X'W(0)X|]``
+    (the last two terms for REML only; ``log1p`` keeps small ``t`` exact)."""
+    st, st0 = K.weighted(t, 0), K.weighted(K.zeros, 0)
+    V = K.V
+    logs = np.log1p(t[:, None] / V, out=np.zeros_like(V), where=np.isfinite(V))
+    gain = -0.5 * (_rowsum(logs) + st.Q - st0.Q)
     if reml:
-        ll = ll + 0.5 * np.linalg.slogdet(_cov(st))[1]
-    out: FloatArray = ll
+        if K.X is None:  # |X'WX| = Σw
+            gain -= 0.5 * (np.log(st.S1) - np.log(st0.S1))
+        else:
+            gain += 0.5 * (np.linalg.slogdet(_cov(st))[1] - np.linalg.slogdet(_cov(st0))[1])
+    out: FloatArray = gain
     return out
 
 
-def _ml_loglik(K: Kernel, t: FloatArray) -> FloatArray:
-    return _loglik(K, t, reml=False)
+def _ml_gain(K: Kernel, t: FloatArray) -> FloatArray:
+    return _loglik_gain(K, t, reml=False)
 
 
-def _reml_loglik(K: Kernel, t: FloatArray) -> FloatArray:
-    return _loglik(K, t, reml=True)
+def _reml_gain(K: Kernel, t: FloatArray) -> FloatArray:
+    return _loglik_gain(K, t, reml=True)
 
 
 def _reml_fun(K: Kernel, t: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -870,6 +893,22 @@ def _reml_fun(K: Kernel, t: FloatArray) -> tuple[FloatArray, FloatArray, FloatAr
     assert st.yPPy is not None and st.trP is not None
     assert st.trPP is not None and st.yPPPy is not None
     return st.yPPy - st.trP, st.trPP - 2.0 * st.yPPPy, -st.trPP
+
+
+def _reml_score(K: Kernel, t: FloatArray) -> FloatArray:
+    """Twice the REML score alone (see :func:`_reml_fun`)."""
+    st = K.weighted(t, _SCORE)
+    assert st.yPPy is not None and st.trP is not None
+    out: FloatArray = st.yPPy - st.trP
+    return out
+
+
+def _ml_score(K: Kernel, t: FloatArray) -> FloatArray:
+    """Twice the ML score alone (see :func:`_ml_fun`)."""
+    st = K.weighted(t, _QROOT)
+    assert st.yPPy is not None
+    out: FloatArray = st.yPPy - st.S1
+    return out
 
 
 def _ml_fun(K: Kernel, t: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -888,7 +927,7 @@ def _q_root(kern: Kernel, target_of: Callable[[Kernel], FloatArray], t0: FloatAr
         slope = -np.maximum(st.yPPy, np.finfo(float).tiny)  # dQ/dτ² = -y'PPy
         return st.Q - target_of(K), slope, slope
 
-    return _positive_root(kern, fun, t0)
+    return _positive_root(kern, fun, t0)[:3]
 
 
 # ---------------------------------------------------------------------------
@@ -902,6 +941,13 @@ class Tau2Result:
     se: FloatArray
     iterations: IntArray
     converged: BoolArray
+    #: rows whose ML/REML root was set to 0 by metafor's ``ll0check`` (None: none)
+    reset: BoolArray | None = None
+
+    @property
+    def reset_rows(self) -> BoolArray:
+        """``reset`` as an array (all False where it is None)."""
+        return np.zeros(self.tau2.shape, dtype=bool) if self.reset is None else self.reset
 
 
 def _df_resid(K: Kernel) -> FloatArray:
@@ -921,6 +967,7 @@ def estimate_tau2(kern: Kernel, method: CoreMethod, with_se: bool = True) -> Tau
     one_iter = np.zeros(m, dtype=np.int64)
     ok = np.ones(m, dtype=bool)
     it, conv = one_iter, ok
+    reset: BoolArray | None = None
     if method == "EE":
         return Tau2Result(np.zeros(m), np.full(m, np.nan), one_iter, ok)
 
@@ -947,11 +994,12 @@ def estimate_tau2(kern: Kernel, method: CoreMethod, with_se: bool = True) -> Tau
             rss, trPV, _ = kern.unweighted
             he = np.maximum((rss - trPV) / dfr, 0.0)
             reml = method == "REML"
-            tau2, it, conv = _positive_root(
+            tau2, it, conv, reset = _positive_root(
                 kern,
                 _reml_fun if reml else _ml_fun,
                 he,
-                _reml_loglik if reml else _ml_loglik,
+                _reml_gain if reml else _ml_gain,
+                _reml_score if reml else _ml_score,
             )
         elif method in ("EB", "PM", "PMM"):
             # EB's estimating equation Q(t) k/(k-p) = k has the same root as PM's Q(t) = k-p.
@@ -969,7 +1017,7 @@ def estimate_tau2(kern: Kernel, method: CoreMethod, with_se: bool = True) -> Tau
     if kern.kmin <= 1:
         tau2 = np.where(kern.k <= 1, 0.0, tau2)
     se = tau2_se(kern, method, tau2) if with_se else np.full(m, np.nan)
-    return Tau2Result(tau2, se, it, conv)
+    return Tau2Result(tau2, se, it, conv, reset)
 
 
 def tau2_se(kern: Kernel, method: CoreMethod, tau2: FloatArray) -> FloatArray:
@@ -1076,6 +1124,8 @@ class CoreFit:
     QM_pvalue: FloatArray
     pi_low: FloatArray  # prediction interval of the intercept (intercept-only models)
     pi_high: FloatArray
+    #: rows whose ML/REML τ² metafor's ll0check set to 0 (see _positive_root)
+    tau2_reset: BoolArray
 
 
 def q_statistic(kern: Kernel) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -1231,6 +1281,7 @@ class SlimFit:
     k: IntArray
     iterations: IntArray
     converged: BoolArray
+    tau2_reset: BoolArray
     tau2_se: FloatArray | None = None
 
 
@@ -1255,6 +1306,7 @@ def fit_slim(
         iterations=est.iterations,
         converged=est.converged,
         tau2_se=est.se if with_se else None,
+        tau2_reset=est.reset_rows,
     )
 
 
@@ -1346,6 +1398,7 @@ def fit_given_tau2(
         QM_pvalue=QMp,
         pi_low=pi_low,
         pi_high=pi_high,
+        tau2_reset=est.reset_rows,
     )
 
 

@@ -472,7 +472,18 @@ def fit_one(
             ConvergenceWarning,
             stacklevel=4,
         )
+    if fit.tau2_reset[0]:
+        warnings.warn(_reset_message(method, "")
+                      + (f" ({what})" if what else ""), ConvergenceWarning, stacklevel=4)
     return fit
+
+
+def _reset_message(method: str, which: str) -> str:
+    return (
+        f"the {method} root reached from the Hedges start{which} has a lower likelihood "
+        "than tau^2 = 0, so tau^2 is set to 0, as metafor does ('Fisher scoring algorithm "
+        "may have gotten stuck at a local maximum'); check the likelihood profile"
+    )
 
 
 def _pool_single(
@@ -1202,7 +1213,7 @@ def _fit_chunks(
     field anyway.
     """
     out: dict[str, npt.NDArray[Any]] = {}
-    names = (*_MANY_FIELDS, "tau2_se") if with_se else _MANY_FIELDS
+    names = (*_MANY_FIELDS, "tau2_reset", *(("tau2_se",) if with_se else ()))
     kernels = _iter_kernels(data, moments=method in _core.MOMENT_METHODS)
     for (_, rows), part in _map_chunks(
         lambda kr: _core.fit_slim(kr[0], method, test, with_se), kernels
@@ -1338,6 +1349,13 @@ def pool_many(
         warnings.warn(
             f"the {core_method} estimator did not converge for {n_bad} of {m} analyses "
             "(see result.converged)",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+    n_reset = int(fit["tau2_reset"].sum())
+    if n_reset:
+        warnings.warn(
+            _reset_message(core_method, f" in {n_reset} of {m} analyses"),
             ConvergenceWarning,
             stacklevel=2,
         )

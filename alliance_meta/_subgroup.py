@@ -33,6 +33,7 @@ from alliance_meta._metareg import _check_design, _r_level
 from alliance_meta._pooling import (
     IntervalArray,
     PoolResult,
+    _reset_message,
     check_level,
     check_method,
     check_test,
@@ -387,6 +388,10 @@ def subgroup_analysis(
             ConvergenceWarning,
             stacklevel=2,
         )
+    if fit.tau2_reset.any():
+        reset = ", ".join(repr(levels[g]) for g in np.flatnonzero(fit.tau2_reset))
+        warnings.warn(_reset_message(core_method, f" in subgroup {reset}"), ConvergenceWarning,
+                      stacklevel=2)
     if (fit.k == 1).any():
         warnings.warn(
             "some subgroups have k = 1: their tau^2 is 0 and inference uses z",

@@ -95,6 +95,9 @@ def test_nan_padded_equals_scalar_loop(method: str) -> None:
 
 
 @pytest.mark.filterwarnings("ignore::alliance_meta.exceptions.FewStudiesWarning")  # k = 1 groups
+# two of the 2000 random analyses reach a REML peak below the likelihood at 0 (metafor's
+# ll0check warns for them too); the test compares chunkings, not those warnings
+@pytest.mark.filterwarnings("ignore:the REML root:alliance_meta.exceptions.ConvergenceWarning")
 def test_many_chunks_and_threads_equal_one_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
     y, v, g = _ragged(3, G=2000)
     res = pool_many(y, v, g, method="REML")
@@ -209,6 +212,9 @@ def test_ranges(seed: int, method: str) -> None:
 
 @PROP
 @given(_data, st.floats(min_value=-50, max_value=50), st.sampled_from(["DL", "REML", "PM"]))
+# random data sometimes hold a REML peak below the likelihood at 0 (metafor's ll0check
+# warns); the property is about the shift, which leaves that warning unchanged
+@pytest.mark.filterwarnings("ignore:the REML root:alliance_meta.exceptions.ConvergenceWarning")
 def test_shift(seed: int, c: float, method: str) -> None:
     y, v = _random_2d(seed)
     a = pool_many(y, v, method=method)  # type: ignore[arg-type]

@@ -155,7 +155,10 @@ def test_reml_stress_set_never_fails() -> None:
     for i, s in enumerate(sets):
         Y[i, : len(s["yi"])] = s["yi"]
         V[i, : len(s["vi"])] = s["vi"]
-    many = am.pool_many(Y, V, method="REML")
+    # two sets reach a root below the likelihood at 0, which metafor's ll0check sets
+    # to 0 too (their reference τ² are 0)
+    with pytest.warns(am.exceptions.ConvergenceWarning, match="in 2 of 500 analyses"):
+        many = am.pool_many(Y, V, method="REML")
     assert many.converged.all()
     want = np.array([s["tau2"] for s in sets])
     # RTOL on τ² (the contract); the absolute floor covers boundary fits where metafor
@@ -211,3 +214,27 @@ def test_stress_offsets_every_estimator(method: str) -> None:
             else:
                 assert math.isclose(got["se_tau2"], exp["se_tau2"], rel_tol=RTOL_SECONDARY), (
                     s["id"], "se_tau2")
+
+
+_PEAKS = json.loads((REF / "reml_peaks.json").read_text())["cases"]
+
+
+@pytest.mark.parametrize("name", sorted(_PEAKS))
+@pytest.mark.parametrize("method", ["ML", "REML"])
+def test_likelihood_with_several_peaks(name: str, method: str) -> None:
+    """The root metafor's Fisher scoring reaches from the HE start, and its ll0check
+    (τ² = 0, with a warning, where the likelihood at 0 is higher)."""
+    case = _PEAKS[name]
+    ref = case["fits"][method]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = am.random_effects(yi=case["yi"], vi=case["vi"], method=method)
+        many = am.pool_many(np.array([case["yi"]]), np.array([case["vi"]]), method=method)
+    reset = [w for w in caught if "local maximum" in str(w.message)]
+    assert len(reset) == (2 if ref["ll0check_warning"] else 0)  # one per call
+    assert all(issubclass(w.category, am.exceptions.ConvergenceWarning) for w in reset)
+    # ATOL: metafor stops at ~1e-13 where the root is the boundary 0
+    for value in (fit.tau2, float(many.tau2[0])):
+        assert math.isclose(value, ref["tau2"], rel_tol=RTOL, abs_tol=ATOL)
+    assert math.isclose(fit.estimate, ref["estimate"], rel_tol=RTOL)
+    assert math.isclose(fit.se, ref["se"], rel_tol=RTOL)
