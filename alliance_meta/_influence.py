@@ -540,8 +540,6 @@ def _resolve_order(order: npt.ArrayLike | None, k: int) -> npt.NDArray[np.intp]:
             f"order must be one-dimensional with one entry per study ({k}), got shape "
             f"{arr.shape}"
         )
-    if np.issubdtype(arr.dtype, np.integer) and np.array_equal(np.sort(arr), np.arange(k)):
-        return arr.astype(np.intp)
     try:
         idx = np.argsort(arr, kind="stable")
     except TypeError as exc:
@@ -557,13 +555,11 @@ def cumulative(result: PoolResult, order: npt.ArrayLike | None = None) -> Cumula
     result : PoolResult
         A fitted pooled result; every step uses its method, test and level.
     order : array_like, optional
-        Either an index array (a permutation of ``0, ..., k-1``: the studies in the
-        order to add them) or a key with one value per study (e.g. publication
-        year) to sort by, ascending and stable (ties keep data order, as R's
-        ``order()``; NaN keys sort last, as R's NA).  Default: data order.  An
-        integer key that happens to be a
-        permutation of ``0..k-1`` is read as an index array; pass
-        ``numpy.argsort(key, kind="stable")`` to be explicit.
+        A key with one value per study (e.g. publication year) to sort the studies
+        by, ascending and stable (ties keep data order; NaN keys sort last), as
+        metafor's ``cumul(x, order = year)``.  Default: data order.  For a given
+        sequence of study positions ``idx``, pass ``numpy.argsort(idx)`` (its
+        inverse), as ``order`` is always a sort key, in metafor too.
 
     Returns
     -------

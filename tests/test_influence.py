@@ -167,9 +167,14 @@ def test_cumulative_order(ref: dict[str, Any]) -> None:
     key = -fit.vi  # sort key: most variable studies first
     by_key = am.cumulative(fit, order=key)
     idx = np.argsort(key, kind="stable")
-    by_idx = am.cumulative(fit, order=idx)
+    # a sort key, as metafor 3.8.1's cumul(order =): sorting by the inverse
+    # permutation of idx puts the studies in the order idx
+    by_inverse = am.cumulative(fit, order=np.argsort(idx))
     np.testing.assert_array_equal(by_key.order, idx)
-    np.testing.assert_array_equal(by_key.estimate, by_idx.estimate)
+    np.testing.assert_array_equal(by_key.estimate, by_inverse.estimate)
+    # metafor: cumul(rma(...), order = c(2, 0, 1)) adds study 2 first, then 3, then 1
+    three = am.random_effects(yi=[0.1, 0.2, 0.3], vi=[0.01, 0.02, 0.03])
+    assert am.cumulative(three, order=[2, 0, 1]).labels == ("Study 2", "Study 3", "Study 1")
     assert by_key.labels == tuple(fit.labels[i] for i in idx)
     # First step is the first study alone; last step is the full fit (same estimator,
     # batched vs single root search: 1e-10 relative).
