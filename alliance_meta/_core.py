@@ -941,13 +941,8 @@ class Tau2Result:
     se: FloatArray
     iterations: IntArray
     converged: BoolArray
-    #: rows whose ML/REML root was set to 0 by metafor's ``ll0check`` (None: none)
-    reset: BoolArray | None = None
-
-    @property
-    def reset_rows(self) -> BoolArray:
-        """``reset`` as an array (all False where it is None)."""
-        return np.zeros(self.tau2.shape, dtype=bool) if self.reset is None else self.reset
+    #: rows whose ML/REML root was set to 0 by metafor's ``ll0check``
+    reset: BoolArray
 
 
 def _df_resid(K: Kernel) -> FloatArray:
@@ -967,9 +962,9 @@ def estimate_tau2(kern: Kernel, method: CoreMethod, with_se: bool = True) -> Tau
     one_iter = np.zeros(m, dtype=np.int64)
     ok = np.ones(m, dtype=bool)
     it, conv = one_iter, ok
-    reset: BoolArray | None = None
+    reset = np.zeros(m, dtype=bool)
     if method == "EE":
-        return Tau2Result(np.zeros(m), np.full(m, np.nan), one_iter, ok)
+        return Tau2Result(np.zeros(m), np.full(m, np.nan), one_iter, ok, reset)
 
     with np.errstate(divide="ignore", invalid="ignore"):
         if method in ("DL", "HS", "HSk"):
@@ -1306,7 +1301,7 @@ def fit_slim(
         iterations=est.iterations,
         converged=est.converged,
         tau2_se=est.se if with_se else None,
-        tau2_reset=est.reset_rows,
+        tau2_reset=est.reset,
     )
 
 
@@ -1398,7 +1393,7 @@ def fit_given_tau2(
         QM_pvalue=QMp,
         pi_low=pi_low,
         pi_high=pi_high,
-        tau2_reset=est.reset_rows,
+        tau2_reset=est.reset,
     )
 
 
