@@ -23,6 +23,7 @@ import pandas as pd
 from statsmodels.iolib.summary import Summary
 
 from alliance_meta import _core
+from alliance_meta._data import _check_unique
 from alliance_meta._results_base import ConfidenceInterval, freeze_arrays, readonly
 from alliance_meta._summary import frame_summary, info_table, make_summary, value_table
 from alliance_meta._transforms import back_transform, natural_scale_name
@@ -139,16 +140,7 @@ def resolve_input(
         if not study_list:
             raise InvalidStudyError("no studies given (empty input)", field="studies")
         labels = tuple(str(s.label) for s in study_list)
-        if len(set(labels)) < len(labels):
-            seen: dict[str, int] = {}
-            for i, lab in enumerate(labels):
-                if lab in seen:
-                    raise InvalidStudyError(
-                        f"duplicate study label (studies {seen[lab]} and {i})",
-                        study=lab,
-                        field="label",
-                    )
-                seen[lab] = i
+        _check_unique(labels)  # as a StudySet does
         y = np.array([s.effect.value for s in study_list], dtype=np.float64)
         v = np.array([s.effect.variance for s in study_list], dtype=np.float64)
         measures = {str(s.effect.measure) for s in study_list}
