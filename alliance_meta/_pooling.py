@@ -23,7 +23,7 @@ import pandas as pd
 from statsmodels.iolib.summary import Summary
 
 from alliance_meta import _core
-from alliance_meta._data import _check_unique
+from alliance_meta._data import _check_unique, _numeric
 from alliance_meta._results_base import ConfidenceInterval, freeze_arrays, readonly
 from alliance_meta._summary import frame_summary, info_table, make_summary, value_table
 from alliance_meta._transforms import back_transform, natural_scale_name
@@ -84,12 +84,9 @@ def check_level(level: float) -> float:
 
 
 def as_float_array(values: object, field: str) -> FloatArray:
-    """Convert array-like input to float64, with an error naming the field."""
-    try:
-        arr = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InvalidStudyError("values must be numeric", field=field) from None
-    return arr
+    """Convert array-like input to float64, with an error naming the field (and the
+    first entry that is not a number)."""
+    return _numeric(values, field)
 
 
 def validate_studies(
