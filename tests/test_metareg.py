@@ -311,7 +311,8 @@ def test_saturated_models_follow_metafor() -> None:
             am.subgroup_analysis(yi=yi, vi=vi, groups=list("abcd"), tau2="common",
                                  method=method)
     ee = am.meta_regression(yi=yi, vi=vi, moderators={"g": list("abcd")}, method="EE")
-    # saturated EE: each coefficient reproduces the effects exactly (R: 0.1 0.1 0.2 0.15)
+    # saturated EE: the coefficients solve X b = y exactly (R: 0.1 0.1 0.2 0.15);
+    # 1e-12 leaves room for the rounding of the QR solve only
     np.testing.assert_allclose(ee.coef, [0.1, 0.1, 0.2, 0.15], rtol=1e-12)
     assert ee.QE_df == 0
     # k < p: metafor drops x3 as redundant, then fits EE with coefficients
@@ -321,4 +322,6 @@ def test_saturated_models_follow_metafor() -> None:
             yi=yi[:3], vi=vi[:3], method="EE",
             moderators={"x1": [1.0, 2.0, 4.0], "x2": [3.0, 1.0, 2.0], "x3": [5.0, 5.0, 1.0]},
         )
+    # the exact solution of three equations in three unknowns; 1e-10 covers the QR
+    # solve of this ill-scaled design, atol the rounding of a coefficient near 0
     np.testing.assert_allclose(wide.coef, [0.1, 0.06, -0.02], rtol=1e-10, atol=1e-14)
