@@ -153,9 +153,8 @@ class SubgroupResult:
             est, low, high, tau2 = res.estimate, res.ci.low, res.ci.high, res.tau2
             if self.common_estimate is not None and self.common_ci is not None:
                 # the common-τ² model's rows, as R's meta with tau.common = TRUE
-                est, low, high = self.common_estimate[g], self.common_ci.low[g], (
-                    self.common_ci.high[g]
-                )
+                est = self.common_estimate[g]
+                low, high = self.common_ci.low[g], self.common_ci.high[g]
                 tau2 = self.tau2 if self.tau2 is not None else tau2
             rows.append([
                 str(res.k),
