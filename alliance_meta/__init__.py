@@ -43,8 +43,8 @@ from alliance_meta._pooling import (
     pool_many,
     random_effects,
 )
-from alliance_meta._results_base import ConfidenceInterval
 from alliance_meta._subgroup import SubgroupResult, subgroup_analysis
+from alliance_meta.results.base import ConfidenceInterval
 
 __version__ = "0.1.0"
 

@@ -22,14 +22,14 @@ from statsmodels.iolib.summary import Summary
 
 from alliance_meta import _core
 from alliance_meta._pooling import PoolResult, _pool_single, check_method, check_test
-from alliance_meta._results_base import freeze_arrays, readonly
-from alliance_meta._summary import frame_summary
 from alliance_meta._types import FloatArray
 from alliance_meta.exceptions import (
     AllianceMetaError,
     FewStudiesWarning,
     ModelSpecificationError,
 )
+from alliance_meta.results.base import freeze_arrays, readonly
+from alliance_meta.results.summary import frame_summary
 
 __all__ = [
     "EggerTest",

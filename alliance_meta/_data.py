@@ -25,13 +25,13 @@ import pandas as pd
 from scipy import stats
 
 from alliance_meta import _escalc
-from alliance_meta._results_base import ConfidenceInterval, brief_repr
 from alliance_meta._types import FloatArray, Measure, NanPolicy
 from alliance_meta.exceptions import (
     AllianceMetaError,
     DataOmittedWarning,
     InvalidStudyError,
 )
+from alliance_meta.results.base import ConfidenceInterval, brief_repr
 
 __all__ = ["EffectSize", "Moderator", "ModeratorValue", "Study", "StudySet"]
 

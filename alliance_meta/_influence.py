@@ -22,10 +22,10 @@ from statsmodels.iolib.summary import Summary
 from alliance_meta import _core
 from alliance_meta._metareg import MetaRegressionResult
 from alliance_meta._pooling import IntervalArray, PoolResult, check_method, check_test
-from alliance_meta._results_base import freeze_arrays
-from alliance_meta._summary import frame_summary, info_table, make_summary, value_table
 from alliance_meta._types import FloatArray
 from alliance_meta.exceptions import ModelSpecificationError
+from alliance_meta.results.base import freeze_arrays
+from alliance_meta.results.summary import frame_summary, info_table, make_summary, value_table
 
 __all__ = [
     "CumulativeResult",

@@ -40,14 +40,14 @@ from alliance_meta._pooling import (
     fit_one,
     resolve_input,
 )
-from alliance_meta._results_base import freeze_arrays
-from alliance_meta._summary import frame_summary, info_table, make_summary, value_table
 from alliance_meta._types import FloatArray, Measure, Method, Test
 from alliance_meta.exceptions import (
     InvalidStudyError,
     ModelSpecificationError,
     ModelSpecificationWarning,
 )
+from alliance_meta.results.base import freeze_arrays
+from alliance_meta.results.summary import frame_summary, info_table, make_summary, value_table
 
 if TYPE_CHECKING:
     from alliance_meta._data import Moderator, Study, StudySet

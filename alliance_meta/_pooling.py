@@ -24,8 +24,6 @@ from statsmodels.iolib.summary import Summary
 
 from alliance_meta import _core
 from alliance_meta._data import _check_unique, _numeric
-from alliance_meta._results_base import ConfidenceInterval, freeze_arrays, readonly
-from alliance_meta._summary import frame_summary, info_table, make_summary, value_table
 from alliance_meta._transforms import back_transform, natural_scale_name
 from alliance_meta._types import FloatArray, Measure, Method, Test
 from alliance_meta.exceptions import (
@@ -34,6 +32,8 @@ from alliance_meta.exceptions import (
     InvalidStudyError,
     ModelSpecificationError,
 )
+from alliance_meta.results.base import ConfidenceInterval, freeze_arrays, readonly
+from alliance_meta.results.summary import frame_summary, info_table, make_summary, value_table
 
 if TYPE_CHECKING:
     from alliance_meta._data import Study, StudySet

@@ -42,8 +42,6 @@ from alliance_meta._pooling import (
     resolve_input,
     result_from_core,
 )
-from alliance_meta._results_base import freeze_arrays
-from alliance_meta._summary import info_table, make_summary, value_table
 from alliance_meta._transforms import back_transform, natural_scale_name
 from alliance_meta._types import FloatArray, Measure, Method, Test
 from alliance_meta.exceptions import (
@@ -52,6 +50,8 @@ from alliance_meta.exceptions import (
     InvalidStudyError,
     ModelSpecificationError,
 )
+from alliance_meta.results.base import freeze_arrays
+from alliance_meta.results.summary import info_table, make_summary, value_table
 
 if TYPE_CHECKING:
     from alliance_meta._data import Moderator, Study, StudySet

@@ -15,8 +15,8 @@ from scipy import stats
 
 import alliance_meta
 from alliance_meta import EffectSize, Moderator, Study, StudySet
-from alliance_meta._results_base import ConfidenceInterval
 from alliance_meta.exceptions import DataOmittedWarning, InvalidStudyError
+from alliance_meta.results.base import ConfidenceInterval
 
 REF = Path(__file__).parent / "reference"
 # metafor agreement required by issue 2 (see tests/test_escalc.py for the reasoning).

@@ -1,0 +1,1 @@
+"""Data: effect sizes and their measures, studies, moderators and the design builder."""

@@ -1,0 +1,1 @@
+"""The public model functions and their result classes."""

@@ -1,0 +1,1 @@
+"""Result base classes and summary tables shared by every model."""
