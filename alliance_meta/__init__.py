@@ -7,7 +7,8 @@ start with an underscore are private and may change without notice.
 from __future__ import annotations
 
 from alliance_meta import datasets, exceptions
-from alliance_meta._bias import (
+from alliance_meta.data.study import EffectSize, Moderator, Study, StudySet
+from alliance_meta.diagnostics.bias import (
     EggerTest,
     FailSafeN,
     RankCorrelationTest,
@@ -17,8 +18,7 @@ from alliance_meta._bias import (
     rank_correlation_test,
     trim_and_fill,
 )
-from alliance_meta._data import EffectSize, Moderator, Study, StudySet
-from alliance_meta._influence import (
+from alliance_meta.diagnostics.influence import (
     CumulativeResult,
     InfluenceResult,
     LeaveOneOutResult,
@@ -26,25 +26,22 @@ from alliance_meta._influence import (
     influence,
     leave_one_out,
 )
-from alliance_meta._metareg import (
+from alliance_meta.models.many import ManyHeterogeneityCI, ManyPoolResult, pool_many
+from alliance_meta.models.metareg import (
     MetaRegressionResult,
     PermutationTestResult,
     Prediction,
     meta_regression,
 )
-from alliance_meta._pooling import (
+from alliance_meta.models.pooling import (
     BackTransformed,
     HeterogeneityCI,
-    IntervalArray,
-    ManyHeterogeneityCI,
-    ManyPoolResult,
     PoolResult,
     fixed_effect,
-    pool_many,
     random_effects,
 )
-from alliance_meta._subgroup import SubgroupResult, subgroup_analysis
-from alliance_meta.results.base import ConfidenceInterval
+from alliance_meta.models.subgroup import SubgroupResult, subgroup_analysis
+from alliance_meta.results.base import ConfidenceInterval, IntervalArray
 
 __version__ = "0.1.0"
 

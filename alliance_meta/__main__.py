@@ -23,12 +23,12 @@ import numpy as np
 import pandas as pd
 
 from alliance_meta import __version__
-from alliance_meta._bias import egger_test
-from alliance_meta._data import StudySet
-from alliance_meta._pooling import PoolResult, random_effects
-from alliance_meta._subgroup import SubgroupResult, subgroup_analysis
+from alliance_meta.data.study import StudySet
 from alliance_meta.datasets import ALLIANCE_EXAMPLE_SEED, load_alliance_example
+from alliance_meta.diagnostics.bias import egger_test
 from alliance_meta.exceptions import AllianceMetaError
+from alliance_meta.models.pooling import PoolResult, random_effects
+from alliance_meta.models.subgroup import SubgroupResult, subgroup_analysis
 
 __all__ = ["main"]
 

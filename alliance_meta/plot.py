@@ -44,13 +44,13 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import numpy as np
-from scipy import stats
 
-from alliance_meta._bias import TrimAndFillResult
-from alliance_meta._pooling import PoolResult, random_effects
-from alliance_meta._subgroup import SubgroupResult
 from alliance_meta._transforms import back_transform
 from alliance_meta._types import FloatArray
+from alliance_meta.core.inference import z_critical
+from alliance_meta.diagnostics.bias import TrimAndFillResult
+from alliance_meta.models.pooling import PoolResult, random_effects
+from alliance_meta.models.subgroup import SubgroupResult
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -298,7 +298,7 @@ class _Row:
 
 
 def _study_ci(yi: FloatArray, vi: FloatArray, level: float) -> tuple[FloatArray, FloatArray]:
-    crit = float(stats.norm.ppf(1.0 - (1.0 - level) / 2.0))
+    crit = z_critical(level)
     se = np.sqrt(vi)
     return yi - crit * se, yi + crit * se
 
@@ -806,7 +806,7 @@ def funnel(
     yo = np.concatenate([sr[1] for sr in series])
     se_o, se_f = np.sqrt(np.concatenate([sr[2] for sr in series])), np.sqrt(vf)
     se_max = float(max(np.max(se_o), np.max(se_f) if se_f.size else 0.0)) * 1.05
-    crit = float(stats.norm.ppf(1.0 - (1.0 - level) / 2.0))
+    crit = z_critical(level)
     centers = [float(sr[3]) for sr in series]
 
     if contours is True:
@@ -831,7 +831,7 @@ def funnel(
     if yf.size:
         xs += [float(np.min(yf)), float(np.max(yf))]
     if levels:
-        zmax = float(stats.norm.ppf(1.0 - min(levels) / 2.0))
+        zmax = z_critical(1.0 - min(levels))
         xs += [-zmax * se_max * 1.15, zmax * se_max * 1.15]
     a_lo, a_hi = min(xs), max(xs)
     if scale.kind == "r":  # keep the analysis-scale range inside the bounds of r
@@ -851,7 +851,7 @@ def funnel(
                              label=f"p < {_fmt_p(levels[-1])}"))  # fmt: skip
         # widest region (smallest p) first, so narrower regions are drawn on top
         for i, p in enumerate(reversed(levels)):
-            z = float(stats.norm.ppf(1.0 - p / 2.0))
+            z = z_critical(1.0 - p)
             shade = shades[len(levels) - 1 - i]
             lo_c, hi_c = scale.to_plot(-z * se_grid), scale.to_plot(z * se_grid)
             poly = ax.fill_betweenx(se_grid, lo_c, hi_c, facecolor=shade, edgecolor="none",

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import scipy
 
-from alliance_meta._pooling import pool_many
+from alliance_meta import pool_many
 from alliance_meta.exceptions import ConvergenceWarning
 
 
@@ -191,7 +191,7 @@ def main() -> None:
     # memory: tracemalloc peak of pool_many above what is allocated before the call,
     # including the per-thread scratch buffer of the core (dropped first, so that its
     # allocation is counted rather than reused from the timing runs above)
-    from alliance_meta import _core
+    from alliance_meta import core as _core
 
     tracemalloc.start()
     for label, fn, nbytes in (

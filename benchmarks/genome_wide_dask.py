@@ -26,7 +26,7 @@ import dask  # noqa: E402
 import dask.array as da  # noqa: E402
 import numpy as np  # noqa: E402
 
-from alliance_meta._pooling import pool_many  # noqa: E402
+from alliance_meta import pool_many  # noqa: E402
 
 
 def write_inputs(d: Path, m: int, n: int, block: int = 500_000) -> None:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from bench_pool_many import best, make_data
 
-from alliance_meta._pooling import pool_many
+from alliance_meta import pool_many
 
 
 def numpy_floor(codes: np.ndarray, m: int, repeat: int) -> dict[str, float]:

@@ -13,7 +13,7 @@ da = pytest.importorskip("dask.array")
 dd = pytest.importorskip("dask.dataframe")
 distributed = pytest.importorskip("distributed")
 
-from alliance_meta._pooling import pool_many  # noqa: E402
+from alliance_meta import pool_many  # noqa: E402
 
 # identical arithmetic on identical blocks: only summation order can differ, so 1e-12
 TOL = 1e-12

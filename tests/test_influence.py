@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import alliance_meta as am
-from alliance_meta import _core
+from alliance_meta import core as _core
 from alliance_meta._types import Method, Test
 
 REF_DIR = Path(__file__).parent / "reference"

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import alliance_meta as am
-from alliance_meta._pooling import pool_many
+from alliance_meta import pool_many
 
 METHODS = ["EE", "DL", "HE", "HS", "HSk", "SJ", "ML", "REML", "EB", "PM", "PMM"]
 # τ² and estimates agree to 1e-10: the iterative estimators stop at 1e-10 relative
@@ -102,7 +102,7 @@ def test_many_chunks_and_threads_equal_one_chunk(monkeypatch: pytest.MonkeyPatch
     y, v, g = _ragged(3, G=2000)
     res = pool_many(y, v, g, method="REML")
     monkeypatch.setenv("ALLIANCE_META_NUM_THREADS", "1")
-    monkeypatch.setattr("alliance_meta._pooling.CHUNK_CELLS", 37)
+    monkeypatch.setattr("alliance_meta.core.layout.CHUNK_CELLS", 37)
     small = pool_many(y, v, g, method="REML")
     # same per-analysis arithmetic; only the chunk boundaries differ
     np.testing.assert_allclose(small.tau2, res.tau2, rtol=RTOL, atol=ATOL)
@@ -273,8 +273,8 @@ def test_q_is_shift_invariant_for_large_offsets(method: str, long: bool) -> None
     np.testing.assert_allclose(far.estimate - 1e4, base.estimate, rtol=0, atol=1e-9)
 
 
-@pytest.mark.parametrize("level", [-1.0, 0.0, 0.25, 0.5])
-def test_scatter_kernel_equals_padded_kernel(level: float) -> None:
+@pytest.mark.parametrize("need", ["BETA", "FIT", "DL", "MOMENTS"])
+def test_scatter_kernel_equals_padded_kernel(need: str) -> None:
     """The ungrouped long-format kernel gives the padded kernel's moment-level Stats.
 
     Groups of every size from 1 to 40 (padding), a study dominating its group's
@@ -282,7 +282,9 @@ def test_scatter_kernel_equals_padded_kernel(level: float) -> None:
     both at τ² = 0 and at positive τ².  The sums are taken in another order, hence
     1e-12 relative (1e-12 absolute for quantities that cancel to near 0).
     """
-    from alliance_meta import _core
+    from alliance_meta.core.kernel import Need, kernel_from_long, kernel_from_padded
+
+    level = Need[need]
 
     rng = np.random.default_rng(5)
     G = 400
@@ -293,19 +295,19 @@ def test_scatter_kernel_equals_padded_kernel(level: float) -> None:
     v[first[::7]] = 1e-6  # dominant study
     y = rng.normal(0, 0.5, g.size) + np.repeat(np.where(np.arange(G) % 5 == 0, 1e5, 0.0), sizes)
     perm = rng.permutation(g.size)
-    scat = _core.kernel_from_long(y[perm], v[perm], g[perm], sizes.astype(np.int64))
+    scat = kernel_from_long(y[perm], v[perm], g[perm], sizes.astype(np.int64))
     n = int(sizes.max())
     Y = np.full((G, n), np.nan)
     V = np.full((G, n), np.nan)
     col = np.arange(g.size) - np.repeat(first, sizes)
     Y[g, col], V[g, col] = y, v
-    pad = _core.kernel_from_padded(Y, V)
+    pad = kernel_from_padded(Y, V)
     for tau2 in (np.zeros(G), rng.uniform(0, 0.5, G)):
         a, b = scat.weighted(tau2, level), pad.weighted(tau2, level)
         for name in ("S1", "beta", "Q", "S2", "trP", "trPP"):
             x, z = getattr(a, name), getattr(b, name)
-            if name == "Q" and level < 0:
-                continue  # not computed at this level (NaN)
+            if name == "Q" and not level & Need.Q:
+                continue  # not computed for this need (NaN)
             if z is None:
                 assert x is None
             else:

@@ -27,8 +27,8 @@ from importlib import resources
 import attrs
 import pandas as pd
 
-from alliance_meta._data import StudySet
 from alliance_meta._types import Measure
+from alliance_meta.data.study import StudySet
 
 __all__ = [
     "ALLIANCE_EXAMPLE_SEED",

@@ -7,10 +7,12 @@ from typing import Any, TypeVar, cast
 
 import attrs
 import numpy as np
+import numpy.typing as npt
 
-__all__ = ["ConfidenceInterval", "freeze_arrays", "readonly"]
+__all__ = ["ConfidenceInterval", "IntervalArray", "freeze_arrays", "readonly"]
 
 _T = TypeVar("_T")
+FloatArray = npt.NDArray[np.float64]
 
 
 def readonly(x: _T) -> _T:
@@ -95,3 +97,14 @@ class ConfidenceInterval:
     def contains(self, x: float) -> bool:
         """Whether ``low <= x <= high``."""
         return self.low <= x <= self.high
+
+
+@attrs.frozen(field_transformer=freeze_arrays)
+class IntervalArray:
+    """Interval bounds for many analyses or coefficients: ``low`` and ``high`` arrays."""
+
+    low: FloatArray = attrs.field(eq=False)
+    high: FloatArray = attrs.field(eq=False)
+
+    def __iter__(self) -> Iterator[FloatArray]:
+        return iter((self.low, self.high))

@@ -16,15 +16,16 @@ import attrs
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from scipy import stats as sps
 from statsmodels.iolib.summary import Summary
 
-from alliance_meta import _core
-from alliance_meta._metareg import MetaRegressionResult
-from alliance_meta._pooling import IntervalArray, PoolResult, check_method, check_test
+from alliance_meta import core
 from alliance_meta._types import FloatArray
+from alliance_meta.core.inference import chi2_sf
 from alliance_meta.exceptions import ModelSpecificationError
-from alliance_meta.results.base import freeze_arrays
+from alliance_meta.models._inputs import check_method, check_test
+from alliance_meta.models.metareg import MetaRegressionResult
+from alliance_meta.models.pooling import PoolResult
+from alliance_meta.results.base import IntervalArray, freeze_arrays
 from alliance_meta.results.summary import frame_summary, info_table, make_summary, value_table
 
 __all__ = [
@@ -43,18 +44,18 @@ IntArray = npt.NDArray[np.int64]
 _RESID_ZERO = 100.0 * float(np.finfo(np.float64).eps)
 
 
-def _refit_subsets(result: PoolResult, include: BoolArray) -> _core.CoreFit:
+def _refit_subsets(result: PoolResult, include: BoolArray) -> core.CoreFit:
     """Refit ``result``'s model on every row-subset of ``include`` in ONE core call.
 
     ``include`` has shape ``(m, k)``; row ``j`` selects the studies of refit ``j``.
     Excluded studies become NaN in the padded arrays given to
-    :func:`_core.kernel_from_padded`, so every refit uses the same estimator, test
+    :func:`core.kernel_from_padded`, so every refit uses the same estimator, test
     and level as ``result``.
     """
     Y = np.where(include, result.yi[None, :], np.nan)
     V = np.where(include, result.vi[None, :], np.nan)
-    kern = _core.kernel_from_padded(Y, V)
-    return _core.fit(kern, check_method(result.method), check_test(result.test), result.level)
+    kern = core.kernel_from_padded(Y, V)
+    return core.fit(kern, check_method(result.method), check_test(result.test), result.level)
 
 
 def _col(a: FloatArray) -> FloatArray:
@@ -62,7 +63,7 @@ def _col(a: FloatArray) -> FloatArray:
     return out
 
 
-def _df_or_nan(fit: _core.CoreFit) -> FloatArray:
+def _df_or_nan(fit: core.CoreFit) -> FloatArray:
     return _col(fit.df)
 
 
@@ -166,7 +167,7 @@ def _series_frame(
     return frame
 
 
-def _series_fields(fit: _core.CoreFit) -> dict[str, Any]:
+def _series_fields(fit: core.CoreFit) -> dict[str, Any]:
     """The per-refit fields shared by leave-one-out and cumulative results."""
     return {
         "estimate": _col(fit.beta[:, 0]),
@@ -183,7 +184,7 @@ def _series_fields(fit: _core.CoreFit) -> dict[str, Any]:
     }
 
 
-def _loo_fit(result: PoolResult) -> _core.CoreFit:
+def _loo_fit(result: PoolResult) -> core.CoreFit:
     """The k leave-one-out refits: a (k, k) padded array with NaN on the diagonal."""
     k = result.k
     if k < 2:
@@ -349,7 +350,7 @@ class InfluenceResult:
         return str(self.summary())
 
 
-def _loo_fit_regression(result: MetaRegressionResult) -> tuple[_core.CoreFit, BoolArray]:
+def _loo_fit_regression(result: MetaRegressionResult) -> tuple[core.CoreFit, BoolArray]:
     """Leave-one-out refits of a meta-regression in one core call.
 
     Returns the fits of the deletions that leave the design of full rank (and, when
@@ -370,8 +371,8 @@ def _loo_fit_regression(result: MetaRegressionResult) -> tuple[_core.CoreFit, Bo
         )
     Y = np.where(include[valid], result.yi[None, :], np.nan)
     V = np.where(include[valid], result.vi[None, :], np.nan)
-    kern = _core.kernel_from_padded(Y, V, result.X)
-    fit = _core.fit(kern, check_method(result.method), check_test(result.test), result.level)
+    kern = core.kernel_from_padded(Y, V, result.X)
+    fit = core.fit(kern, check_method(result.method), check_test(result.test), result.level)
     return fit, valid
 
 
@@ -430,7 +431,7 @@ def influence(result: PoolResult | MetaRegressionResult) -> InfluenceResult:
         fit, valid = _loo_fit(result), np.ones(k, dtype=bool)
     p = X.shape[1]
     w = 1.0 / (vi + result.tau2)
-    Qw, _ = _core.wls_qr(X, w)
+    Qw, _ = core.wls_qr(X, w)
     hat = np.einsum("ij,ij->i", Qw, Qw)  # diagonal of the hat matrix QQᵀ
     pred_full = X @ coef
 
@@ -447,7 +448,7 @@ def influence(result: PoolResult | MetaRegressionResult) -> InfluenceResult:
     vdelpred = full(np.einsum("ij,ijk,ik->i", Xv, fit.vb, Xv))
     dfb = full(coef[None, :] - beta_del)
     wd = 1.0 / (vi[None, :] + fit.tau2[:, None])  # all k studies, per deletion
-    _, Rinv_del = _core.wls_qr(np.broadcast_to(X, (wd.shape[0], *X.shape)), wd)
+    _, Rinv_del = core.wls_qr(np.broadcast_to(X, (wd.shape[0], *X.shape)), wd)
     vb_plug = full(np.einsum("ijk,ijk->ij", Rinv_del, Rinv_del))  # diag of R⁻¹R⁻ᵀ
     with np.errstate(divide="ignore", invalid="ignore"):
         resid = yi - delpred
@@ -459,7 +460,7 @@ def influence(result: PoolResult | MetaRegressionResult) -> InfluenceResult:
         dfbetas = dfb / np.sqrt(s2w[:, None] * vb_plug)
         influential = (
             (np.abs(dffits) > (3.0 * math.sqrt(p / (k - p)) if k > p else math.inf))
-            | (sps.chi2.cdf(cook_d, p) > 0.5)
+            | (chi2_sf(cook_d, p) < 0.5)
             | (hat > 3.0 * p / k)
             | np.any(np.abs(dfbetas) > 1.0, axis=1)
         )

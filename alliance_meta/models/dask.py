@@ -40,30 +40,20 @@ def is_dask_collection(obj: object) -> bool:
 def _block_fields(
     y: FloatArray, v: FloatArray, method: str, test: str, level: float
 ) -> FloatArray:
-    """Pool one row block; returns ``(rows, len(DASK_FIELDS))`` float64."""
-    from alliance_meta._pooling import _fit_chunks, _ManyData
+    """Pool one row block with :func:`pool_many`; returns ``(rows, len(DASK_FIELDS))``."""
+    from alliance_meta.models.many import pool_many
 
     m = y.shape[0]
     out = np.empty((m, len(DASK_FIELDS)))
     if m == 0:
         return out
-    from alliance_meta._pooling import (
-        _check_complete_fit,
-        _many_result,
-        _prepare_padded,
-        check_method,
-        check_test,
+    res = pool_many(
+        np.asarray(y, dtype=np.float64),
+        np.asarray(v, dtype=np.float64),
+        method=method,  # type: ignore[arg-type]
+        test=test,  # type: ignore[arg-type]
+        level=level,
     )
-
-    yy, vv = np.asarray(y, dtype=np.float64), np.asarray(v, dtype=np.float64)
-    core_test = check_test(test)
-    data = _ManyData(yy, vv, complete=_prepare_padded(yy, vv))
-    # every field is written out, so the τ² standard error comes with the fit
-    with np.errstate(invalid="ignore"):  # as in pool_many: bad effects are named below
-        fit = _fit_chunks(data, m, check_method(method), core_test, with_se=True)
-    if data.complete:
-        _check_complete_fit(yy, vv, fit["estimate"])
-    res = _many_result(fit, np.arange(m), method, core_test, level, "GEN", data)
     for j, name in enumerate(DASK_FIELDS):
         if name in ("ci_low", "ci_high", "pi_low", "pi_high"):
             iv = res.ci if name.startswith("ci") else res.pi
@@ -71,8 +61,6 @@ def _block_fields(
         else:
             out[:, j] = getattr(res, name)
     return out
-
-
 
 
 @attrs.frozen
@@ -151,7 +139,7 @@ def _pool_array(yi: Any, vi: Any, method: str, test: str, level: float) -> DaskP
 def _partition_pool(
     y: pd.Series, v: pd.Series, g: pd.Series, method: str, test: str, level: float
 ) -> pd.DataFrame:
-    from alliance_meta._pooling import pool_many
+    from alliance_meta.models.many import pool_many
 
     if len(y) == 0:
         return _empty_frame()

@@ -3,7 +3,7 @@
 Every function takes a fitted :class:`~alliance_meta.PoolResult` and reproduces the
 corresponding function of R's metafor (``regtest``, ``ranktest``, ``trimfill``,
 ``fsn``; checked against metafor 3.8.1).  Model fits go through the vectorised core
-(:mod:`alliance_meta._core`), so they use exactly the estimators of the pooling API.
+(:mod:`alliance_meta.core`), so they use exactly the estimators of the pooling API.
 """
 
 from __future__ import annotations
@@ -20,14 +20,16 @@ import statsmodels.api as sm
 from scipy import stats as sps
 from statsmodels.iolib.summary import Summary
 
-from alliance_meta import _core
-from alliance_meta._pooling import PoolResult, _pool_single, check_method, check_test
+from alliance_meta import core
 from alliance_meta._types import FloatArray
+from alliance_meta.core.inference import norm_sf, z_critical
 from alliance_meta.exceptions import (
     AllianceMetaError,
     FewStudiesWarning,
     ModelSpecificationError,
 )
+from alliance_meta.models._inputs import check_method, check_test
+from alliance_meta.models.pooling import PoolResult, _pool_single
 from alliance_meta.results.base import freeze_arrays, readonly
 from alliance_meta.results.summary import frame_summary
 
@@ -231,7 +233,7 @@ def _warn_two_studies(k: int, what: str) -> None:
 
 def _sei_regression(
     result: PoolResult, test: str | None = None, purpose: str = "Egger's test (model='rma')"
-) -> _core.CoreFit:
+) -> core.CoreFit:
     """One core fit of ``yi ~ 1 + sqrt(vi)`` with the result's τ² estimator."""
     yi, vi = result.yi, result.vi
     if yi.size <= 2 and check_method(result.method) != "EE":
@@ -241,9 +243,9 @@ def _sei_regression(
             "fit with method='EE'"
         )
     X = np.column_stack([np.ones(yi.size), np.sqrt(vi)])
-    kern = _core.kernel_from_padded(yi[None, :], vi[None, :], X)
+    kern = core.kernel_from_padded(yi[None, :], vi[None, :], X)
     core_test = check_test(result.test if test is None else test)
-    return _core.fit(kern, check_method(result.method), core_test, result.level)
+    return core.fit(kern, check_method(result.method), core_test, result.level)
 
 
 # ---------------------------------------------------------------------------
@@ -556,8 +558,8 @@ def trim_and_fill(
             )
         if k - k0 < 1:
             raise AllianceMetaError("trim and fill trimmed every study; k0 is not estimable")
-        kern = _core.kernel_from_padded(ys[None, : k - k0], vs[None, : k - k0])
-        beta = float(_core.fit(kern, method, "z", 0.95).beta[0, 0])
+        kern = core.kernel_from_padded(ys[None, : k - k0], vs[None, : k - k0])
+        beta = float(core.fit(kern, method, "z", 0.95).beta[0, 0])
         yc = ys - beta
         signed = np.sign(yc) * _rank_first(np.abs(yc))
         if estimator == "R0":
@@ -769,8 +771,8 @@ def fail_safe_n(
     if meth == "rosenthal":
         zi = yi / np.sqrt(vi)
         z_avg = abs(float(np.sum(zi)) / math.sqrt(k))
-        pval = float(sps.norm.sf(z_avg))
-        zcrit = float(sps.norm.isf(alpha))
+        pval = float(norm_sf(z_avg))
+        zcrit = z_critical(1.0 - 2.0 * alpha)  # the one-sided 1 - alpha quantile
         n = _fsn_round(max(0.0, k * (z_avg / zcrit) ** 2 - k))
         return FailSafeN(n, "rosenthal", None, pval, None, alpha, k)
     if meth == "orwin":
@@ -789,8 +791,8 @@ def fail_safe_n(
         swy = float(np.sum(wi * yi))
         mean = swy / sw
         zval = mean * math.sqrt(sw)
-        pval = float(2.0 * sps.norm.sf(abs(zval)))
-        wp = (swy / float(sps.norm.isf(alpha / 2.0))) ** 2 - sw
+        pval = float(2.0 * norm_sf(abs(zval)))
+        wp = (swy / z_critical(1.0 - alpha)) ** 2 - sw
         n = _fsn_round(max(0.0, k * wp / sw))
         return FailSafeN(n, "rosenberg", None, pval, mean, alpha, k)
     raise ModelSpecificationError(

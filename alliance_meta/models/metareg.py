@@ -1,7 +1,7 @@
 """Meta-regression: mixed-effects models with moderators (metafor's ``rma(yi, vi, mods=)``).
 
 The shell builds R's treatment-coded design matrix, calls the vectorised core once
-(:func:`alliance_meta._core.fit` with an ``(k, p)`` design) and wraps the arrays in
+(:func:`alliance_meta.core.fit` with an ``(k, p)`` design) and wraps the arrays in
 frozen result classes.  Permutation tests fit every permutation in one core call
 with an ``(n_perm, k, p)`` design (chunked only to bound memory).
 
@@ -31,26 +31,21 @@ import pandas as pd
 import statsmodels.api as sm
 from statsmodels.iolib.summary import Summary
 
-from alliance_meta import _core
-from alliance_meta._pooling import (
-    IntervalArray,
-    check_level,
-    check_method,
-    check_test,
-    fit_one,
-    resolve_input,
-)
+from alliance_meta import core
 from alliance_meta._types import FloatArray, Measure, Method, Test
+from alliance_meta.core.inference import critical_value
 from alliance_meta.exceptions import (
     InvalidStudyError,
     ModelSpecificationError,
     ModelSpecificationWarning,
 )
-from alliance_meta.results.base import freeze_arrays
+from alliance_meta.models._inputs import check_level, check_method, check_test, resolve_input
+from alliance_meta.models.pooling import fit_one
+from alliance_meta.results.base import IntervalArray, freeze_arrays
 from alliance_meta.results.summary import frame_summary, info_table, make_summary, value_table
 
 if TYPE_CHECKING:
-    from alliance_meta._data import Moderator, Study, StudySet
+    from alliance_meta.data.study import Moderator, Study, StudySet
 
 __all__ = [
     "MetaRegressionResult",
@@ -109,7 +104,7 @@ def _spec_for(
     name: str, values: npt.NDArray[Any], given: Moderator | None, labels: Sequence[str]
 ) -> tuple[Moderator, bool, npt.NDArray[Any]]:
     """The Moderator used for ``values`` and the values as ``design_columns`` wants them."""
-    from alliance_meta._data import Moderator
+    from alliance_meta.data.study import Moderator
 
     numeric = _is_numeric(values)
     if given is not None and given.kind == "categorical" and numeric:
@@ -137,7 +132,7 @@ def _moderator_items(
     moderators: object,
 ) -> list[tuple[str, Moderator | None, object | None]]:
     """``(name, Moderator or None, values or None)`` in the order given."""
-    from alliance_meta._data import Moderator
+    from alliance_meta.data.study import Moderator
 
     if isinstance(moderators, (str, Moderator)):
         moderators = [moderators]
@@ -171,7 +166,7 @@ def _moderator_items(
 
 
 def _studyset(studies: StudySet | Sequence[Study] | None) -> StudySet | None:
-    from alliance_meta._data import StudySet
+    from alliance_meta.data.study import StudySet
 
     if studies is None or isinstance(studies, StudySet):
         return studies
@@ -519,7 +514,7 @@ class MetaRegressionResult:
         Xn = self.X if new_moderators is None else self._new_design(new_moderators)
         pred = Xn @ self.coef
         se = np.sqrt(np.einsum("ij,jk,ik->i", Xn, self.vcov, Xn))
-        crit = _crit(self.df, self.level)
+        crit = float(critical_value(np.array(np.nan if self.df is None else self.df), self.level))
         half_pi = crit * np.sqrt(se**2 + self.tau2)
         return Prediction(
             pred=pred,
@@ -600,10 +595,10 @@ class MetaRegressionResult:
                 perms = np.argsort(rng.random((n, k)), axis=1)
                 perms[0] = np.arange(k)
 
-        obs_kern = _core.kernel_from_padded(
+        obs_kern = core.kernel_from_padded(
             self.yi[None, :], self.vi[None, :], None if int_only else self.X
         )
-        obs = _core.fit(
+        obs = core.fit(
             obs_kern,
             core_method,
             core_test,
@@ -619,7 +614,7 @@ class MetaRegressionResult:
             V = np.broadcast_to(self.vi, (m, k)).copy()
             if int_only:
                 Y = block * self.yi[None, :]
-                kern = _core.kernel_from_padded(Y, V)
+                kern = core.kernel_from_padded(Y, V)
             else:
                 if use_exact:
                     # block holds, per permutation, which X row goes to study i
@@ -627,8 +622,8 @@ class MetaRegressionResult:
                 else:
                     Xp = self.X[block]
                 Y = np.broadcast_to(self.yi, (m, k)).copy()
-                kern = _core.kernel_from_padded(Y, V, Xp)
-            f = _core.fit(kern, core_method, core_test, self.level)
+                kern = core.kernel_from_padded(Y, V, Xp)
+            f = core.fit(kern, core_method, core_test, self.level)
             zs.append(f.statistic)
             qms.append(f.QM)
         zperm = np.concatenate(zs, axis=0)
@@ -710,14 +705,6 @@ class MetaRegressionResult:
         return str(self.summary())
 
 
-def _crit(df: float | None, level: float) -> float:
-    from scipy import stats as sps
-
-    if df is None:
-        return float(sps.norm.isf((1.0 - level) / 2.0))
-    return float(sps.t.isf((1.0 - level) / 2.0, df))
-
-
 def _unique_permutations(codes: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
     """All distinct orderings of the row indices, treating rows with equal codes as equal.
 
@@ -766,7 +753,7 @@ def pseudo_r2(
     vi: FloatArray,
     X: FloatArray,
     tau2: float,
-    method: _core.CoreMethod,
+    method: core.CoreMethod,
 ) -> float | None:
     """metafor's pseudo-R² (percent) of a model with an intercept and moderators.
 
@@ -785,8 +772,8 @@ def pseudo_r2(
             return None
         adj = float(sm.WLS(yi, X, weights=1.0 / vi).fit().rsquared_adj)
         return max(0.0, 100.0 * adj)
-    kern0 = _core.kernel_from_padded(yi[None, :], vi[None, :])
-    tau2_re = float(_core.estimate_tau2(kern0, method).tau2[0])
+    kern0 = core.kernel_from_padded(yi[None, :], vi[None, :])
+    tau2_re = float(core.estimate_tau2(kern0, method).tau2[0])
     if tau2_re == 0.0:
         return 0.0
     return max(0.0, 100.0 * (tau2_re - tau2) / tau2_re)

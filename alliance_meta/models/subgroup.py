@@ -28,33 +28,25 @@ import numpy.typing as npt
 import pandas as pd
 from statsmodels.iolib.summary import Summary
 
-from alliance_meta import _core
-from alliance_meta._metareg import _check_design, _r_level
-from alliance_meta._pooling import (
-    IntervalArray,
-    PoolResult,
-    _reset_message,
-    check_level,
-    check_method,
-    check_test,
-    fit_groups,
-    fit_one,
-    resolve_input,
-    result_from_core,
-)
+from alliance_meta import core
 from alliance_meta._transforms import back_transform, natural_scale_name
 from alliance_meta._types import FloatArray, Measure, Method, Test
+from alliance_meta.core.inference import chi2_sf
+from alliance_meta.core.layout import fit_groups
 from alliance_meta.exceptions import (
     ConvergenceWarning,
     FewStudiesWarning,
     InvalidStudyError,
     ModelSpecificationError,
 )
-from alliance_meta.results.base import freeze_arrays
+from alliance_meta.models._inputs import check_level, check_method, check_test, resolve_input
+from alliance_meta.models.metareg import _check_design, _r_level
+from alliance_meta.models.pooling import PoolResult, fit_one, reset_message, result_from_core
+from alliance_meta.results.base import IntervalArray, freeze_arrays
 from alliance_meta.results.summary import info_table, make_summary, value_table
 
 if TYPE_CHECKING:
-    from alliance_meta._data import Moderator, Study, StudySet
+    from alliance_meta.data.study import Moderator, Study, StudySet
 
 __all__ = ["SubgroupResult", "subgroup_analysis"]
 
@@ -331,7 +323,7 @@ def subgroup_analysis(
     Thompson, S. G., & Higgins, J. P. T. (2002). How should meta-regression analyses
     be undertaken and interpreted? *Statistics in Medicine*, 21(11), 1559-1573.
     """
-    from alliance_meta._data import Moderator, StudySet
+    from alliance_meta.data.study import Moderator, StudySet
 
     core_method = check_method(method)
     core_test = check_test(test)
@@ -389,7 +381,7 @@ def subgroup_analysis(
         )
     if fit.tau2_reset.any():
         reset = ", ".join(repr(levels[g]) for g in np.flatnonzero(fit.tau2_reset))
-        warnings.warn(_reset_message(core_method, f" in subgroup {reset}"), ConvergenceWarning,
+        warnings.warn(reset_message(core_method, f" in subgroup {reset}"), ConvergenceWarning,
                       stacklevel=2)
     if (fit.k == 1).any():
         warnings.warn(
@@ -408,9 +400,8 @@ def subgroup_analysis(
     q_within = {lvl: float(fit.QE[g]) for g, lvl in enumerate(levels)}
     qw_total = float(fit.QE.sum())
     qw_df = int((fit.k - 1).sum())
-    from scipy import stats as sps
 
-    qw_p = float(sps.chi2.sf(qw_total, qw_df)) if qw_df > 0 else 1.0
+    qw_p = float(chi2_sf(qw_total, qw_df)) if qw_df > 0 else 1.0
 
     common_tau2: float | None = None
     common_QE: float | None = None
@@ -422,8 +413,8 @@ def subgroup_analysis(
     df2: int | None = None
     if tau2 == "separate":
         # EE model of the subgroup estimates with their standard errors (m = 1)
-        kb = _core.kernel_from_padded(fit.beta[None, :, 0], (fit.se[None, :, 0]) ** 2)
-        between = _core.fit(kb, "EE", "z", lv)
+        kb = core.kernel_from_padded(fit.beta[None, :, 0], (fit.se[None, :, 0]) ** 2)
+        between = core.fit(kb, "EE", "z", lv)
         Qb = float(between.QE[0])
         Qb_df = int(between.QE_df[0])
         Qb_p = float(between.QE_pvalue[0])

@@ -22,10 +22,10 @@ import attrs
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from scipy import stats
 
 from alliance_meta import _escalc
 from alliance_meta._types import FloatArray, Measure, NanPolicy
+from alliance_meta.core.inference import z_critical
 from alliance_meta.exceptions import (
     AllianceMetaError,
     DataOmittedWarning,
@@ -165,7 +165,7 @@ class EffectSize:
         """
         if not 0.0 < level < 1.0:
             raise AllianceMetaError(f"level must lie strictly between 0 and 1, got {level}")
-        z = float(stats.norm.ppf(0.5 + level / 2.0))
+        z = z_critical(level)
         return ConfidenceInterval(self.value - z * self.se, self.value + z * self.se)
 
     @classmethod

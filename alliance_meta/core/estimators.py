@@ -1,0 +1,443 @@
+"""The τ² estimators, one registry entry each.
+
+Every estimator of metafor's ``rma.uni`` is one :class:`Tau2Estimator` in
+:data:`ESTIMATORS`: its name and aliases, the quantities it asks of a kernel, its
+estimate, its standard error and whether it is a closed-form moment estimator (whose
+fit long-format data can supply ungrouped).  The public ``Method`` literal, the
+command line's choices and the tests' parametrisations are read from this table;
+adding an estimator means adding its two functions and one entry here.
+
+References
+----------
+Viechtbauer, W. (2005). Bias and efficiency of meta-analytic variance estimators in
+the random-effects model. *Journal of Educational and Behavioral Statistics*, 30(3),
+261-293.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+import numpy as np
+
+from alliance_meta.core.arrays import BoolArray, FloatArray, IntArray, rowdot, rowsum
+from alliance_meta.core.inference import chi2_ppf
+from alliance_meta.core.kernel import Kernel, Need
+from alliance_meta.core.roots import positive_root, q_root
+
+__all__ = [
+    "ESTIMATORS",
+    "METHOD_ALIASES",
+    "MOMENT_METHODS",
+    "CoreMethod",
+    "Method",
+    "Tau2Estimator",
+    "Tau2Result",
+    "estimate_tau2",
+    "tau2_se",
+]
+
+#: Canonical estimator names (metafor's ``method``).
+CoreMethod = Literal["EE", "DL", "HE", "HS", "HSk", "SJ", "ML", "REML", "EB", "PM", "PMM"]
+
+#: τ² estimators as the public API accepts them: the canonical names and their
+#: aliases (``FE`` and ``CE`` for ``EE``).
+Method = Literal[
+    "EE", "FE", "CE", "DL", "HE", "HS", "HSk", "SJ", "ML", "REML", "EB", "PM", "PMM"
+]
+
+
+@dataclass(frozen=True)
+class Tau2Result:
+    """τ² of m analyses, with standard errors and the search's report."""
+
+    tau2: FloatArray
+    se: FloatArray
+    iterations: IntArray
+    converged: BoolArray
+    #: rows whose ML/REML root was set to 0 by metafor's ``ll0check``
+    reset: BoolArray
+
+
+#: ``estimate(kern, extra) -> (tau2, iterations, converged, reset)``; ``extra`` is
+#: what the caller will ask of the kernel at τ² = 0 next (the SE's needs), so that
+#: one pass computes both.
+EstimateFn = Callable[[Kernel, Need], tuple[FloatArray, IntArray, BoolArray, BoolArray]]
+#: ``se(kern, tau2) -> standard errors``.
+SeFn = Callable[[Kernel, FloatArray], FloatArray]
+
+
+@dataclass(frozen=True)
+class Tau2Estimator:
+    """One τ² estimator.
+
+    Attributes
+    ----------
+    name : str
+        metafor's name.
+    aliases : tuple of str
+        Other names accepted for it.
+    description : str
+        The estimator and its source.
+    needs : Need
+        The quantities its estimate asks of a kernel (the deepest of them).
+    se_needs : Need
+        The quantities at τ² = 0 its standard error asks for (prefetched with the
+        estimate when both are wanted).
+    estimate, se : callables
+        See :data:`EstimateFn` and :data:`SeFn`.
+    moment : bool
+        A closed form in weight moments: the fit and the SE need no explicit
+        residuals, so long-format data can be read ungrouped (a scatter kernel).
+    iterative : bool
+        Solved by a root search (reports iterations and convergence).
+    """
+
+    name: CoreMethod
+    aliases: tuple[str, ...]
+    description: str
+    needs: Need
+    se_needs: Need
+    estimate: EstimateFn
+    se: SeFn
+    moment: bool
+    iterative: bool
+
+
+def _closed(tau2: FloatArray) -> tuple[FloatArray, IntArray, BoolArray, BoolArray]:
+    m = tau2.shape[0]
+    return (
+        tau2,
+        np.zeros(m, dtype=np.int64),
+        np.ones(m, dtype=bool),
+        np.zeros(m, dtype=bool),
+    )
+
+
+# -- EE ------------------------------------------------------------------------
+
+
+def _ee(kern: Kernel, extra: Need) -> tuple[FloatArray, IntArray, BoolArray, BoolArray]:
+    return _closed(np.zeros(kern.m))
+
+
+def _no_se(kern: Kernel, tau2: FloatArray) -> FloatArray:
+    return np.full(kern.m, np.nan)
+
+
+# -- DL, HS, HSk: weight moments at τ² = 0 -------------------------------------
+
+
+def _dl(kern: Kernel, extra: Need) -> tuple[FloatArray, IntArray, BoolArray, BoolArray]:
+    """DerSimonian & Laird (1986): ``(Q - (k-p)) / tr(P)`` at weights ``1/v``."""
+    st = kern.weighted(kern.zeros, Need.DL | extra)
+    assert st.trP is not None
+    return _closed(np.maximum((st.Q - kern.dfr) / st.trP, 0.0))
+
+
+def _hs(kern: Kernel, extra: Need) -> tuple[FloatArray, IntArray, BoolArray, BoolArray]:
+    """Hunter & Schmidt (2004): ``(Q - k) / Σw``."""
+    st = kern.weighted(kern.zeros, Need.DL | extra)
+    return _closed(np.maximum((st.Q - kern.k) / st.S1, 0.0))
+
+
+def _hsk(kern: Kernel, extra: Need) -> tuple[FloatArray, IntArray, BoolArray, BoolArray]:
+    """Hunter & Schmidt with the k-correction: ``(k/(k-p) Q - k) / Σw``."""
+    st = kern.weighted(kern.zeros, Need.DL | extra)
+    kf = kern.k.astype(np.float64)
+    return _closed(np.maximum((kf / kern.dfr * st.Q - kf) / st.S1, 0.0))
+
+
+def _moment_se(kern: Kernel, tau2: FloatArray, denom_is_trp: bool) -> FloatArray:
+    st = kern.weighted(kern.zeros, Need.MOMENTS)
+    assert st.trP is not None and st.trPP is not None
+    denom = st.trP if denom_is_trp else st.S1
+    out: FloatArray = (
+        np.sqrt(2.0 * kern.dfr + tau2 * (4.0 * st.trP + 2.0 * tau2 * st.trPP)) / denom
+    )
+    return out
+
+
+def _dl_se(kern: Kernel, tau2: FloatArray) -> FloatArray:
+    """``sqrt(2(k-p) + 4τ² tr(P) + 2τ⁴ tr(PP)) / tr(P)`` at ``1/v``."""
+    return _moment_se(kern, tau2, True)
+
+
+def _hs_se(kern: Kernel, tau2: FloatArray) -> FloatArray:
+    """DL's numerator over ``Σ 1/v``."""
+    return _moment_se(kern, tau2, False)
+
+
+def _hsk_se(kern: Kernel, tau2: FloatArray) -> FloatArray:
+    """HS's standard error times ``k/(k-p)``."""
+    out: FloatArray = kern.k / kern.dfr * _moment_se(kern, tau2, False)
+    return out
+
+
+# -- HE: ordinary least squares ------------------------------------------------
+
+
+def _he_value(kern: Kernel) -> FloatArray:
+    rss, trPV, _ = kern.unweighted
+    out: FloatArray = np.maximum((rss - trPV) / kern.dfr, 0.0)
+    return out
+
+
+def _he(kern: Kernel, extra: Need) -> tuple[FloatArray, IntArray, BoolArray, BoolArray]:
+    """Hedges (1983): ``(RSS - tr(PV)) / (k-p)`` with the OLS projection."""
+    return _closed(_he_value(kern))
+
+
+def _he_se(kern: Kernel, tau2: FloatArray) -> FloatArray:
+    """``sqrt(2 tr(PVPV) + 4τ² tr(PV) + 2τ⁴ (k-p)) / (k-p)`` with OLS ``P``."""
+    _, trPV, trPVPV = kern.unweighted
+    dfr = kern.dfr
+    out: FloatArray = np.sqrt((2.0 * trPVPV + 4.0 * tau2 * trPV + 2.0 * tau2**2 * dfr) / dfr**2)
+    return out
+
+
+# -- SJ ------------------------------------------------------------------------
+
+
+def _sj_start(kern: Kernel) -> FloatArray:
+    """Sidik-Jonkman starting value ``var(y) (k-1)/k`` (metafor's default, any model)."""
+    mask = kern.mask
+    kf = kern.k.astype(np.float64)
+    ybar = kern.Y.sum(axis=1) / kf
+    e = np.where(mask, kern.Y - ybar[:, None], 0.0)
+    out: FloatArray = rowdot(e, e) / kf
+    return out
+
+
+def _sj(kern: Kernel, extra: Need) -> tuple[FloatArray, IntArray, BoolArray, BoolArray]:
+    """Sidik & Jonkman (2005): ``τ₀ Q(τ₀) / (k-p)`` from the start ``τ₀``."""
+    tau0 = _sj_start(kern)
+    # every quantity at τ₀, so that the SE (at the same τ₀) is a cache hit
+    st = kern.weighted(tau0, Need.ALL)
+    return _closed(np.maximum(tau0 * st.Q / kern.dfr, 0.0))
+
+
+def _sj_se(kern: Kernel, tau2: FloatArray) -> FloatArray:
+    """``τ₀/(k-p) sqrt(2 tr(PVPV) + 4τ² tr(PVP) + 2τ⁴ tr(PP))`` at ``1/(v+τ₀)``."""
+    tau0 = _sj_start(kern)
+    st = kern.weighted(tau0, Need.ALL)
+    assert st.trPVPV is not None and st.trPVP is not None and st.trPP is not None
+    out: FloatArray = np.sqrt(
+        tau0**2
+        / kern.dfr**2
+        * (2.0 * st.trPVPV + 4.0 * tau2 * st.trPVP + 2.0 * tau2**2 * st.trPP)
+    )
+    return out
+
+
+# -- ML and REML ---------------------------------------------------------------
+
+
+def _loglik_gain(K: Kernel, t: FloatArray, reml: bool) -> FloatArray:
+    """(Restricted) log-likelihood at ``t`` minus that at τ² = 0, profiled over the
+    coefficients: ``-1/2 [Σ log(1 + t/v) + Q(t) - Q(0) + log|X'W(t)X| - log|X'W(0)X|]``
+    (the last two terms for REML only; ``log1p`` keeps small ``t`` exact)."""
+    st, st0 = K.weighted(t, Need.FIT), K.weighted(K.zeros, Need.FIT)
+    V = K.V
+    logs = np.log1p(t[:, None] / V, out=np.zeros_like(V), where=np.isfinite(V))
+    gain = -0.5 * (rowsum(logs) + st.Q - st0.Q)
+    if reml:
+        if K.X is None:  # |X'WX| = Σw
+            gain -= 0.5 * (np.log(st.S1) - np.log(st0.S1))
+        else:
+            gain += 0.5 * (np.linalg.slogdet(st.cov())[1] - np.linalg.slogdet(st0.cov())[1])
+    out: FloatArray = gain
+    return out
+
+
+def _ml_gain(K: Kernel, t: FloatArray) -> FloatArray:
+    return _loglik_gain(K, t, reml=False)
+
+
+def _reml_gain(K: Kernel, t: FloatArray) -> FloatArray:
+    return _loglik_gain(K, t, reml=True)
+
+
+def _reml_fun(K: Kernel, t: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Twice the REML score ``y'PPy - tr(P)``, its derivative and -2 x information."""
+    st = K.weighted(t, Need.LIKELIHOOD)
+    assert st.yPPy is not None and st.trP is not None
+    assert st.trPP is not None and st.yPPPy is not None
+    return st.yPPy - st.trP, st.trPP - 2.0 * st.yPPPy, -st.trPP
+
+
+def _reml_score(K: Kernel, t: FloatArray) -> FloatArray:
+    """Twice the REML score alone (see :func:`_reml_fun`)."""
+    st = K.weighted(t, Need.SCORE)
+    assert st.yPPy is not None and st.trP is not None
+    out: FloatArray = st.yPPy - st.trP
+    return out
+
+
+def _ml_fun(K: Kernel, t: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Twice the ML score ``y'PPy - Σw``, its derivative and -2 x information."""
+    st = K.weighted(t, Need.LIKELIHOOD)
+    assert st.yPPy is not None and st.S2 is not None and st.yPPPy is not None
+    return st.yPPy - st.S1, st.S2 - 2.0 * st.yPPPy, -st.S2
+
+
+def _ml_score(K: Kernel, t: FloatArray) -> FloatArray:
+    """Twice the ML score alone (see :func:`_ml_fun`)."""
+    st = K.weighted(t, Need.QROOT)
+    assert st.yPPy is not None
+    out: FloatArray = st.yPPy - st.S1
+    return out
+
+
+def _ml(kern: Kernel, extra: Need) -> tuple[FloatArray, IntArray, BoolArray, BoolArray]:
+    """Maximum likelihood: the root of the ML score reached from the HE start."""
+    return positive_root(kern, _ml_fun, _he_value(kern), _ml_gain, _ml_score)
+
+
+def _reml(kern: Kernel, extra: Need) -> tuple[FloatArray, IntArray, BoolArray, BoolArray]:
+    """Restricted maximum likelihood: the root of the REML score from the HE start."""
+    return positive_root(kern, _reml_fun, _he_value(kern), _reml_gain, _reml_score)
+
+
+def _ml_se(kern: Kernel, tau2: FloatArray) -> FloatArray:
+    """``sqrt(2 / Σw²)`` at ``1/(v+τ²)``."""
+    st = kern.weighted(tau2, Need.LIKELIHOOD)
+    assert st.S2 is not None
+    out: FloatArray = np.sqrt(2.0 / st.S2)
+    return out
+
+
+def _reml_se(kern: Kernel, tau2: FloatArray) -> FloatArray:
+    """``sqrt(2 / tr(PP))`` at ``1/(v+τ²)``."""
+    st = kern.weighted(tau2, Need.LIKELIHOOD)
+    assert st.trPP is not None
+    out: FloatArray = np.sqrt(2.0 / st.trPP)
+    return out
+
+
+# -- PM, EB, PMM: roots of the generalised Q -----------------------------------
+
+
+def _dl_start(kern: Kernel) -> FloatArray:
+    st0 = kern.weighted(kern.zeros, Need.DL)
+    assert st0.trP is not None
+    out: FloatArray = np.maximum((st0.Q - kern.dfr) / st0.trP, 0.0)
+    return out
+
+
+def _q_equation(
+    kern: Kernel, target: Callable[[Kernel], FloatArray]
+) -> tuple[FloatArray, IntArray, BoolArray, BoolArray]:
+    tau2, it, conv = q_root(kern, target, _dl_start(kern))
+    return tau2, it, conv, np.zeros(kern.m, dtype=bool)
+
+
+def _pm(kern: Kernel, extra: Need) -> tuple[FloatArray, IntArray, BoolArray, BoolArray]:
+    """Paule & Mandel (1982): ``Q(τ²) = k - p``.  EB's (Morris, 1983) estimating
+    equation ``Q(τ²) k/(k-p) = k`` has the same root."""
+    return _q_equation(kern, lambda K: K.dfr)
+
+
+def _pmm(kern: Kernel, extra: Need) -> tuple[FloatArray, IntArray, BoolArray, BoolArray]:
+    """The median-unbiased Paule-Mandel estimator: ``Q(τ²) = χ²_{k-p; 0.5}``."""
+    return _q_equation(kern, lambda K: chi2_ppf(0.5, K.dfr))
+
+
+def _pm_se(kern: Kernel, tau2: FloatArray) -> FloatArray:
+    """``sqrt(2k² / ((k-p) (Σw)²))`` at ``1/(v+τ²)``."""
+    st = kern.weighted(tau2, Need.FIT)
+    out: FloatArray = np.sqrt(2.0 * kern.k**2 / kern.dfr / st.S1**2)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# The registry
+# ---------------------------------------------------------------------------
+
+_NONE = Need(0)
+
+ESTIMATORS: dict[CoreMethod, Tau2Estimator] = {
+    e.name: e
+    for e in (
+        Tau2Estimator("EE", ("FE", "CE"), "equal effects (τ² = 0)",
+                      Need(0), _NONE, _ee, _no_se, moment=True, iterative=False),
+        Tau2Estimator("DL", (), "DerSimonian & Laird (1986)",
+                      Need.DL, Need.MOMENTS, _dl, _dl_se, moment=True, iterative=False),
+        Tau2Estimator("HE", (), "Hedges (1983), ordinary least squares",
+                      Need(0), _NONE, _he, _he_se, moment=False, iterative=False),
+        Tau2Estimator("HS", (), "Hunter & Schmidt (2004)",
+                      Need.DL, Need.MOMENTS, _hs, _hs_se, moment=True, iterative=False),
+        Tau2Estimator("HSk", (), "Hunter & Schmidt with the k/(k-p) correction",
+                      Need.DL, Need.MOMENTS, _hsk, _hsk_se, moment=True, iterative=False),
+        Tau2Estimator("SJ", (), "Sidik & Jonkman (2005)",
+                      Need.ALL, _NONE, _sj, _sj_se, moment=False, iterative=False),
+        Tau2Estimator("ML", (), "maximum likelihood (Viechtbauer, 2005)",
+                      Need.LIKELIHOOD, _NONE, _ml, _ml_se, moment=False, iterative=True),
+        Tau2Estimator("REML", (), "restricted maximum likelihood (Viechtbauer, 2005)",
+                      Need.LIKELIHOOD, _NONE, _reml, _reml_se, moment=False, iterative=True),
+        Tau2Estimator("EB", (), "empirical Bayes (Morris, 1983)",
+                      Need.QROOT, _NONE, _pm, _pm_se, moment=False, iterative=True),
+        Tau2Estimator("PM", (), "Paule & Mandel (1982)",
+                      Need.QROOT, _NONE, _pm, _pm_se, moment=False, iterative=True),
+        Tau2Estimator("PMM", (), "median-unbiased Paule & Mandel (Viechtbauer, 2021)",
+                      Need.QROOT, _NONE, _pmm, _pm_se, moment=False, iterative=True),
+    )
+}
+
+#: Every accepted name (canonical names and aliases) to its canonical name.
+METHOD_ALIASES: dict[str, CoreMethod] = {
+    alias: e.name for e in ESTIMATORS.values() for alias in (e.name, *e.aliases)
+}
+
+#: Estimators whose fit and τ² standard error need only weight moments, which a
+#: scatter kernel of ungrouped long-format data provides.
+MOMENT_METHODS: frozenset[CoreMethod] = frozenset(n for n, e in ESTIMATORS.items() if e.moment)
+
+# The literals must list exactly the registry's names (a new estimator is added to
+# both, in this file).
+assert set(get_args(CoreMethod)) == set(ESTIMATORS)
+assert set(get_args(Method)) == set(METHOD_ALIASES)
+
+
+def estimate_tau2(kern: Kernel, method: CoreMethod, with_se: bool = True) -> Tau2Result:
+    """τ² and its standard error for every row, as metafor's ``rma.uni`` defines them.
+
+    Rows with ``k == 1`` get τ² = 0 (the caller warns).  The standard errors are
+    those of :func:`tau2_se`; with ``with_se=False`` they are left out (``se`` is
+    NaN) and the closed-form estimators skip the weight moments only they need.
+    """
+    est = ESTIMATORS[method]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tau2, it, conv, reset = est.estimate(kern, est.se_needs if with_se else _NONE)
+    if kern.kmin <= 1:
+        tau2 = np.where(kern.k <= 1, 0.0, tau2)
+    se = tau2_se(kern, method, tau2) if with_se else np.full(kern.m, np.nan)
+    return Tau2Result(tau2, se, it, conv, reset)
+
+
+def tau2_se(kern: Kernel, method: CoreMethod, tau2: FloatArray) -> FloatArray:
+    """Standard error of the τ² estimates ``tau2`` of each row, as in metafor.
+
+    Notes
+    -----
+    Each estimator's own formula, from ``rma.uni``'s source (Viechtbauer, 2005;
+    Sidik & Jonkman, 2005 for SJ), with ``P`` the projection at the weights shown:
+
+    * DL: ``sqrt(2(k-p) + 4τ² tr(P) + 2τ⁴ tr(PP)) / tr(P)`` at ``1/v``; HS the same
+      over ``Σ 1/v`` (times ``k/(k-p)`` for HSk);
+    * HE: ``sqrt(2 tr(PVPV) + 4τ² tr(PV) + 2τ⁴ (k-p)) / (k-p)`` with OLS ``P``;
+    * SJ: ``τ₀/(k-p) sqrt(2 tr(PVPV) + 4τ² tr(PVP) + 2τ⁴ tr(PP))`` at ``1/(v+τ₀)``;
+    * ML/REML: ``sqrt(2 / Σw²)`` and ``sqrt(2 / tr(PP))`` at ``1/(v+τ²)``;
+    * EB, PM, PMM: ``sqrt(2k² / ((k-p) (Σw)²))`` at ``1/(v+τ²)``.
+
+    NaN for EE and for rows with one study.  The kernel's cache makes this free
+    right after :func:`estimate_tau2` has computed ``tau2``.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        se = ESTIMATORS[method].se(kern, tau2)
+    if kern.kmin <= 1:
+        se = np.where(kern.k <= 1, np.nan, se)
+    out: FloatArray = se
+    return out

@@ -1,0 +1,652 @@
+"""Kernels: the weighted quantities of the projection ``P`` for m analyses at once.
+
+Layout
+------
+An *analysis* is one meta-analysis (one row).  Studies of m analyses are held in
+padded 2-D arrays of shape ``(m, n)`` (ragged groups are padded chunk by chunk,
+groups of similar size together; see :mod:`alliance_meta.core.layout`):
+
+* ``Y``: effects, 0 where a study is absent; for meta-regression centred per row
+  by their unweighted mean, as metafor does (``center`` shifts the intercept back);
+* ``V``: sampling variances, ``+inf`` where a study is absent, so that every
+  inverse-variance weight ``1 / (V + tau2)`` of an absent study is exactly 0;
+* ``X``: the design, ``None`` for the intercept-only model (the fast kernel), or an
+  array of shape ``(n, p)`` shared by every row or ``(m, n, p)``.
+
+Estimators (:mod:`alliance_meta.core.estimators`) are written once, in terms of the
+quadratic forms and traces of the projection matrix
+``P = W - W X (X'WX)^{-1} X'W`` that metafor's ``rma.uni`` uses (Viechtbauer, 2005).
+Two kernels supply those quantities: a closed-form one for the intercept-only model
+and a general one with explicit ``P`` for meta-regression.  The closed-form one also
+reads long-format data ungrouped (:class:`ScatterKernel`: 1-D studies with a group
+code each), for what needs only weight moments.  Callers say which quantities they
+need with a :class:`Need` flag; :meth:`Kernel.weighted` computes no more than that
+and caches the result for the last τ² and for τ² = 0.
+
+References
+----------
+Viechtbauer, W. (2005). Bias and efficiency of meta-analytic variance estimators in
+the random-effects model. *Journal of Educational and Behavioral Statistics*, 30(3),
+261-293.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from alliance_meta.core.arrays import BoolArray, FloatArray, IntArray, rowdot, rowsum
+
+__all__ = [
+    "BLOCK_CELLS",
+    "Kernel",
+    "Need",
+    "ScatterKernel",
+    "Stats",
+    "kernel_from_long",
+    "kernel_from_padded",
+    "wls_qr",
+]
+
+
+class Need(enum.Flag):
+    """The quantities of ``P`` a caller needs from :meth:`Kernel.weighted`.
+
+    A result computed for ``have`` serves a request ``want`` when
+    ``have & want == want``.  The named combinations are what the estimators ask for.
+    """
+
+    #: the coefficients, their covariance and Σw
+    BETA = 1
+    #: Q = y'Py
+    Q = 2
+    #: Σw² and tr(P)
+    TRP = 4
+    #: Σw³ and tr(PP)
+    TRPP = 8
+    #: y'PPy
+    YPPY = 16
+    #: y'PPPy
+    YPPPY = 32
+    #: tr(PVPV) and tr(PVP) (SJ's standard error)
+    VTRACES = 64
+
+    #: the fit: coefficients and Q
+    FIT = BETA | Q
+    #: what DL's estimate needs
+    DL = BETA | Q | TRP
+    #: every weight moment (DL's standard error)
+    MOMENTS = BETA | Q | TRP | TRPP
+    #: the Q-root searches (PM, PMM, EB, Q-profile)
+    QROOT = BETA | Q | YPPY
+    #: the REML score alone
+    SCORE = BETA | Q | YPPY | TRP
+    #: ML/REML scores with their derivatives and information
+    LIKELIHOOD = BETA | Q | TRP | TRPP | YPPY | YPPPY
+    #: LIKELIHOOD and the traces with V
+    ALL = BETA | Q | TRP | TRPP | YPPY | YPPPY | VTRACES
+
+
+#: Needs that the moment form of the intercept-only kernel cannot give (they need
+#: explicit residuals, and long-format data grouped).
+RESIDUAL_NEEDS = Need.YPPY | Need.YPPPY | Need.VTRACES
+
+# What the intercept-only kernel computes for a request, smallest first, and how
+# many per-analysis sums each takes (see Kernel._io_sums).
+_MOMENT_SETS = (Need.BETA, Need.FIT, Need.DL, Need.MOMENTS)
+_MOMENT_SUMS = {Need.BETA: 2, Need.FIT: 3, Need.DL: 4, Need.MOMENTS: 5}
+_RESIDUAL_SETS = (Need.QROOT, Need.SCORE, Need.LIKELIHOOD, Need.ALL)
+_RESIDUAL_SUMS = {Need.QROOT: 4, Need.SCORE: 5, Need.LIKELIHOOD: 8}
+
+#: Scratch arrays the intercept-only kernel needs at most.
+_IO_SLOTS = 9
+#: Cells per block of the intercept-only kernel's elementwise passes (its scratch
+#: slots then stay in a 2 MiB L2 cache; see docs/benchmarks.rst).
+BLOCK_CELLS = 98304
+#: Moment-form Q is kept where Q exceeds Σwy² / _MOMENT_COND (error below ~k 1e-13).
+_MOMENT_COND = 1e3
+#: Per-thread scratch buffer of the intercept-only kernel (see Kernel._scratch).
+_SCRATCH = threading.local()
+
+
+@dataclass
+class Stats:
+    """Weighted quantities of ``P`` at one τ² per row (fields filled on demand)."""
+
+    S1: FloatArray  # sum of weights
+    Q: FloatArray  # y'Py: weighted residual sum of squares
+    beta: FloatArray  # (m, p)
+    vb: FloatArray | None  # (m, p, p); None from the intercept-only kernel (see cov)
+    S2: FloatArray | None = None  # sum of squared weights
+    yPPy: FloatArray | None = None
+    yPPPy: FloatArray | None = None
+    trP: FloatArray | None = None
+    trPP: FloatArray | None = None
+    trPVPV: FloatArray | None = None
+    trPVP: FloatArray | None = None
+
+
+    def cov(self) -> FloatArray:
+        """``(X'WX)^{-1}``; the intercept-only kernel leaves it to be formed here, 1/S1."""
+        return (1.0 / self.S1)[:, None, None] if self.vb is None else self.vb
+
+
+@dataclass
+class Kernel:
+    """Padded data of m analyses plus the linear algebra for its projection.
+
+    ``X is None`` selects the closed-form intercept-only kernel.
+    """
+
+    Y: FloatArray
+    V: FloatArray
+    k: IntArray
+    center: FloatArray
+    X: FloatArray | None = None
+    p: int = field(init=False)
+    kmin: int = field(init=False)
+    # Cache of weighted() results: the last τ² (with what it holds) and τ² = 0, which
+    # the estimators, heterogeneity() and the final fit all ask for again.
+    _cache: dict[str, tuple[FloatArray, Need, Stats]] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
+        self.p = 1 if self.X is None else int(self.X.shape[-1])
+        #: the fewest studies of any row (rows with k <= p need special cases)
+        self.kmin = int(self.k.min()) if self.k.size else 0
+
+    @functools.cached_property
+    def _ones(self) -> FloatArray:
+        return np.ones(self.Y.shape[1])
+
+    @functools.cached_property
+    def zeros(self) -> FloatArray:
+        """τ² = 0 for every row; :meth:`weighted` recognises it without a scan."""
+        return np.zeros(self.m)
+
+    @functools.cached_property
+    def dfr(self) -> FloatArray:
+        """Residual degrees of freedom ``k - p`` per row."""
+        out: FloatArray = (self.k - self.p).astype(np.float64)
+        return out
+
+    @property
+    def m(self) -> int:
+        return int(self.k.shape[0])
+
+    @property
+    def mask(self) -> BoolArray:
+        return np.isfinite(self.V)
+
+    def take(self, idx: npt.NDArray[np.intp] | BoolArray) -> Kernel:
+        X = self.X
+        if X is not None and X.ndim == 3:
+            X = X[idx]
+        return Kernel(self.Y[idx], self.V[idx], self.k[idx], self.center[idx], X)
+
+    def _scratch(self, size: int) -> FloatArray:
+        """A flat scratch array of ``size`` floats (a view into a reused buffer).
+
+        The buffer is kept per thread and reused by every kernel of that thread, so
+        block after block touches the same (cache-resident) memory instead of
+        faulting in fresh pages; no result returned by the kernel is a view into it.
+        """
+        flat = getattr(_SCRATCH, "buf", None)
+        if flat is None or flat.size < size:
+            flat = np.empty(max(size, _IO_SLOTS * BLOCK_CELLS))
+            _SCRATCH.buf = flat
+        out: FloatArray = flat[:size]
+        return out
+
+    def _Xfull(self) -> FloatArray:
+        assert self.X is not None
+        if self.X.ndim == 2:
+            return np.broadcast_to(self.X, (self.m, *self.X.shape))
+        return self.X
+
+    # -- weighted quantities -------------------------------------------------
+    def weighted(self, tau2: FloatArray, need: Need = Need.FIT) -> Stats:
+        """Quantities of ``P`` with weights ``1 / (v + tau2)``: at least those in ``need``.
+
+        The result for the last τ² and for τ² = 0 is cached, and serves any later
+        request it covers.
+        """
+        tau2 = np.asarray(tau2, dtype=np.float64)
+        slot = "zero" if tau2 is self.zeros or not tau2.any() else "last"
+        hit = self._cache.get(slot)
+        if hit is not None and hit[1] & need == need and (
+            slot == "zero" or hit[0] is tau2 or np.array_equal(hit[0], tau2)
+        ):
+            return hit[2]
+        if self.X is None:
+            have, st = self._weighted_io(tau2, need, slot == "last")
+        else:
+            # the general kernel forms P explicitly: everything but the traces with V
+            # comes at once
+            have = Need.FIT if need & ~Need.FIT == Need(0) else Need.LIKELIHOOD
+            have |= need & Need.VTRACES
+            w = np.add(self.V, tau2[:, None])
+            np.divide(1.0, w, out=w)
+            st = self._weighted_general(w, have)
+        self._cache[slot] = (tau2 if slot == "zero" else tau2.copy(), have, st)
+        return st
+
+    def _weighted_io(self, tau2: FloatArray, need: Need, shifted: bool) -> tuple[Need, Stats]:
+        # Needs up to MOMENTS take Q at weights fixed by the estimator, so it comes
+        # from moments, Q = Σwy² - (Σwy)²/S1, checked for cancellation below; the
+        # Q-root and likelihood needs take every quadratic form of explicit residuals.
+        moments = need & RESIDUAL_NEEDS == Need(0)
+        if moments:
+            have = _MOMENT_SETS[min(i for i, h in enumerate(_MOMENT_SETS) if h & need == need)]
+            nsum = _MOMENT_SUMS[have]
+        else:
+            have = _RESIDUAL_SETS[
+                min(i for i, h in enumerate(_RESIDUAL_SETS) if h & need == need)
+            ]
+            nsum = _RESIDUAL_SUMS[have & ~Need.VTRACES]
+        sums = self._io_sums(tau2, nsum, moments, shifted)
+        return have, self._io_stats(sums, tau2, have, moments)
+
+    def _io_sums(
+        self, tau2: FloatArray, nsum: int, moments: bool, shifted: bool
+    ) -> list[FloatArray]:
+        """Per-analysis sums of the intercept-only kernel at weights ``1/(v + tau2)``.
+
+        Moment sums (``moments``): ``Σw, Σwy, Σwy², Σw², Σw³`` (the first ``nsum``).
+        Otherwise, with residuals ``e = y - Σwy/Σw``: ``Σw, Σwy, Σwe², Σw²e²``, for
+        ``nsum = 5`` also ``Σw²`` and for ``nsum = 8`` also ``Σw², Σw³, Σw³e², Σw²e``.
+        ``shifted=False`` means τ² = 0.
+        """
+        # The elementwise passes run block by block over the rows, into scratch
+        # slots small enough to stay in cache; the per-analysis sums of several
+        # slots are one BLAS product of the stacked slots with a vector of ones, much
+        # faster than numpy reductions over a dozen studies per row.
+        Y, V = self.Y, self.V
+        m, n = Y.shape
+        ones = self._ones
+        slots = nsum if moments else nsum + 1
+        # One vector per sum (a stacked array above malloc's mmap threshold, 128 KiB,
+        # would be faulted in afresh on every call); BLAS writes the row sums of each
+        # scratch slot straight into its slice.
+        sums = [np.empty(m) for _ in range(nsum)]
+        rows = max(1, min(m, BLOCK_CELLS // max(n, 1)))
+        buf = self._scratch(slots * rows * n)
+
+        def rowsums(lo: int, hi: int, slot: int, first: int, count: int) -> None:
+            # row sums of scratch slots slot.. into sums[first..] (rows lo:hi)
+            for i in range(count):
+                np.matmul(B[slot + i], ones, out=sums[first + i][lo:hi])
+
+        for lo in range(0, m, rows):
+            hi = min(m, lo + rows)
+            b = hi - lo
+            B = buf[: slots * b * n].reshape(slots, b, n)
+            Yb = Y[lo:hi]
+            w = B[0]
+            if shifted:
+                np.add(V[lo:hi], tau2[lo:hi, None], out=w)
+                np.divide(1.0, w, out=w)
+            else:
+                np.divide(1.0, V[lo:hi], out=w)
+            if moments:
+                _moment_terms(B, Yb, nsum)
+                rowsums(lo, hi, 0, 0, nsum)
+                continue
+            np.multiply(w, Yb, out=B[1])
+            rowsums(lo, hi, 0, 0, 2)
+            e = np.subtract(Yb, (sums[1][lo:hi] / sums[0][lo:hi])[:, None], out=B[1])
+            we = np.multiply(w, e, out=B[2])
+            np.multiply(we, e, out=B[3])  # Q
+            np.multiply(we, we, out=B[4])  # y'PPy
+            if nsum >= 5:
+                ww = np.multiply(w, w, out=B[5])  # S2
+            if nsum == 8:
+                np.multiply(ww, w, out=B[6])  # S3
+                np.multiply(B[4], w, out=B[7])  # w^3 e^2
+                np.multiply(ww, e, out=B[8])  # w^2 e
+            rowsums(lo, hi, 3, 2, nsum - 2)
+        return sums
+
+    def _rows(self, idx: npt.NDArray[np.intp]) -> tuple[FloatArray, FloatArray]:
+        """Padded ``(Y, V)`` of the analyses ``idx`` (0 and +inf where absent)."""
+        return self.Y[idx], self.V[idx]
+
+    def _io_stats(
+        self, sums: list[FloatArray], tau2: FloatArray, have: Need, moments: bool
+    ) -> Stats:
+        """The per-analysis algebra of the intercept-only kernel, from its sums."""
+        m = self.m
+        S1, Swy = sums[0], sums[1]
+        mu = Swy / S1
+        vb = None  # 1 / S1, formed by Stats.cov where it is needed
+        if not have & Need.Q:
+            return Stats(S1=S1, Q=np.full(m, np.nan), beta=mu[:, None], vb=vb)
+        if moments:
+            Q = sums[2] - Swy * mu
+            # Relative rounding error of the moment form is about k eps Σwy²/Q; rows
+            # where Σwy² exceeds _MOMENT_COND Q (a pooled z² above ~1000 (k-1)), or
+            # Q <= 0, take Q from explicit residuals instead.  One study: Q = 0.
+            if self.kmin <= 1:
+                Q[self.k <= 1] = 0.0
+                bad = np.flatnonzero((Q * _MOMENT_COND <= sums[2]) & (self.k > 1))
+            else:
+                bad = np.flatnonzero(Q * _MOMENT_COND <= sums[2])
+            if bad.size:
+                Yr, Vr = self._rows(bad)
+                wb = 1.0 / (Vr + tau2[bad, None])
+                eb = Yr - mu[bad, None]
+                Q[bad] = rowsum(wb * eb * eb)
+            st = Stats(S1=S1, Q=Q, beta=mu[:, None], vb=vb)
+            if not have & Need.TRP:
+                return st
+            S2 = sums[3]
+            S3: FloatArray | None = sums[4] if have & Need.TRPP else None
+        else:
+            st = Stats(S1=S1, Q=sums[2], beta=mu[:, None], vb=vb, yPPy=sums[3])
+            if not have & Need.TRP:
+                return st
+            S2, S3 = sums[4], None
+            if have & Need.YPPPY:
+                S3, Sw3e2, Sw2e = sums[5], sums[6], sums[7]
+                # y'PPPy = sum w^3 e^2 - (sum w^2 e)^2 / S1
+                st.yPPPy = Sw3e2 - Sw2e**2 / S1
+        st.S2 = S2
+        r = S2 / S1
+        st.trP = S1 - r
+        if S3 is not None:
+            st.trPP = S2 - (2.0 * S3 - S2 * r) / S1
+        # Those closed forms cancel catastrophically when one weight dominates: with
+        # q = max w / S1 their relative error is about eps/(1-q)^2.  Rows with
+        # S2/S1^2 > 0.98 (1-q below about 0.01, error above about 1e-12) are
+        # recomputed from sums of positive terms only (exact for every row).
+        dom = np.flatnonzero(r > 0.98 * S1)
+        if dom.size:
+            wd = 1.0 / (self._rows(dom)[1] + tau2[dom, None])
+            trP, trPP = _stable_traces(wd, S1[dom])
+            st.trP[dom] = trP
+            if st.trPP is not None:
+                st.trPP[dom] = trPP
+        if have & Need.VTRACES:
+            V = self.V
+            Vz = np.where(np.isfinite(V), V, 0.0)
+            wf = 1.0 / (V + tau2[:, None])
+            st.trPVPV, st.trPVP = _stable_v_traces(wf, Vz, S1)
+        return st
+
+    def _weighted_general(self, w: FloatArray, have: Need) -> Stats:
+        vb, beta, P, Py, Q = _wls(self._Xfull(), w, self.Y)
+        st = Stats(S1=w.sum(axis=1), Q=Q, beta=beta, vb=vb)
+        if have & Need.YPPY:
+            st.S2 = rowdot(w, w)
+            st.yPPy = rowdot(Py, Py)
+            st.yPPPy = np.einsum("mi,mij,mj->m", Py, P, Py)
+            st.trP = np.einsum("mii->m", P)
+            st.trPP = np.einsum("mij,mij->m", P, P)
+            if have & Need.VTRACES:
+                Vz = np.where(np.isfinite(self.V), self.V, 0.0)
+                PV = P * Vz[:, None, :]
+                st.trPVPV = np.einsum("mij,mji->m", PV, PV)
+                st.trPVP = np.einsum("mij,mij->m", PV, P)
+        return st
+
+    # -- unweighted quantities (HE estimator, SJ start) ----------------------
+    @functools.cached_property
+    def unweighted(self) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """``(RSS, tr(PV), tr(PVPV))`` of the ordinary least-squares projection."""
+        kf = self.k.astype(np.float64)
+        if self.X is None:
+            Y, V = self.Y, self.V
+            ones = np.ones(Y.shape[1])
+            ybar = (Y @ ones) / kf
+            e = Y - ybar[:, None]
+            if self.m and int(self.k.min()) != Y.shape[1]:
+                mask = np.isfinite(V)
+                e[~mask] = 0.0
+                Vz = np.where(mask, V, 0.0)
+            else:
+                Vz = V
+            rss = (e * e) @ ones
+            sv = Vz @ ones
+            sv2 = (Vz * Vz) @ ones
+            trPV = sv * (kf - 1.0) / kf
+            trPVPV = sv2 - 2.0 * sv2 / kf + (sv / kf) ** 2
+            return rss, trPV, trPVPV
+        mask = self.mask
+        Vz = np.where(mask, self.V, 0.0)
+        _, _, P, _, rss = _wls(self._Xfull(), mask.astype(np.float64), self.Y)
+        PV = P * Vz[:, None, :]
+        return rss, np.einsum("mii->m", PV), np.einsum("mij,mji->m", PV, PV)
+
+
+def wls_qr(X: FloatArray, w: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """``(Q, R⁻¹)`` of the QR decomposition ``W^½ X = QR``, stacked over leading axes.
+
+    ``X`` is ``(..., n, p)`` and ``w`` the weights ``(..., n)``; then
+    ``(X'WX)⁻¹ = R⁻¹R⁻ᵀ`` and the hat matrix ``W^½X(X'WX)⁻¹X'W^½`` is ``QQᵀ``.
+    Least squares through QR (one batched LAPACK call) has a rounding error that
+    grows with ``cond(W^½ X)`` rather than with its square, as the normal equations
+    do; that matters for uncentred moderators such as a publication year, where
+    ``cond(X'WX)`` reaches 1e10 and more (Golub & Van Loan, 2013, sec. 5.3).
+    """
+    A = X * np.sqrt(w)[..., :, None]
+    Rinv = np.linalg.inv(np.linalg.qr(A, mode="r"))
+    return A @ Rinv, Rinv
+
+
+def _wls(
+    X: FloatArray, w: FloatArray, Y: FloatArray
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
+    """``((X'WX)⁻¹, b, P, Py, y'Py)`` of every row, with ``P = W - WX(X'WX)⁻¹X'W``.
+
+    Through :func:`wls_qr`: ``b = R⁻¹QᵀW^½y``, ``P = W^½(I - QQᵀ)W^½`` (explicit,
+    ``(m, n, n)``) and ``y'Py`` the squared norm of the residual ``(I - QQᵀ)W^½y``.
+    """
+    Qf, Rinv = wls_qr(X, w)
+    vb: FloatArray = Rinv @ np.swapaxes(Rinv, 1, 2)
+    sw = np.sqrt(w)
+    z = sw * Y
+    qz = np.swapaxes(Qf, 1, 2) @ z[:, :, None]  # (m, p, 1)
+    beta = (Rinv @ qz)[:, :, 0]
+    resid = z - (Qf @ qz)[:, :, 0]
+    SQ = Qf * sw[:, :, None]
+    # a contiguous transpose keeps the batched product on BLAS
+    P = -(SQ @ np.ascontiguousarray(np.swapaxes(SQ, 1, 2)))
+    idx = np.arange(P.shape[1])
+    P[:, idx, idx] += w
+    return vb, beta, P, sw * resid, rowdot(resid, resid)
+
+
+def _moment_terms(B: FloatArray, y: FloatArray, nsum: int) -> None:
+    """Fill scratch slots ``B[1:nsum]`` with ``wy, wy², w², w³`` from ``w = B[0]``."""
+    w = B[0]
+    wy = np.multiply(w, y, out=B[1])
+    if nsum >= 3:
+        np.multiply(wy, y, out=B[2])
+    if nsum >= 4:
+        ww = np.multiply(w, w, out=B[3])
+    if nsum == 5:
+        np.multiply(ww, w, out=B[4])
+
+
+@dataclass
+class ScatterKernel(Kernel):
+    """Intercept-only kernel of long-format data, without grouping the studies.
+
+    ``Y`` and ``V`` are 1-D (one entry per study, in any order) and ``codes`` gives
+    the analysis (row ``0..m-1``) of each study; ``k`` holds the studies per analysis.
+
+    The per-analysis sums of the moment needs (everything the closed-form EE, DL,
+    HS and HSk estimators, their standard errors and the fit need) are scatter-adds
+    (``np.add.at``) over blocks of studies, which costs less than the sort that
+    grouping the studies would take.  The few analyses whose moment form needs an
+    exact fallback are gathered into padded rows (:meth:`_rows`).  Levels that need
+    explicit residuals (likelihood, Q-root searches) need the padded layout of
+    :func:`kernel_from_padded`.
+    """
+
+    codes: IntArray = field(kw_only=True)
+
+    def _io_sums(
+        self, tau2: FloatArray, nsum: int, moments: bool, shifted: bool
+    ) -> list[FloatArray]:
+        if not moments:
+            raise NotImplementedError("these quantities need the padded layout")
+        y, v, codes = self.Y, self.V, self.codes
+        # Sums are scattered in pairs, as the real and imaginary parts of one complex
+        # accumulator: a scatter-add costs about the same per row for one float as
+        # for a complex pair, so this halves the scattering.
+        npair = nsum // 2
+        pairs = [np.zeros(self.m, dtype=np.complex128) for _ in range(npair)]
+        last = np.zeros(self.m) if nsum % 2 else None
+        block = BLOCK_CELLS // 4
+        buf = self._scratch((nsum + 2 * npair) * block)
+        for lo in range(0, y.size, block):
+            hi = min(y.size, lo + block)
+            b = hi - lo
+            cb = codes[lo:hi]
+            B = buf[: nsum * b].reshape(nsum, b)
+            C = buf[nsum * b : (nsum + 2 * npair) * b].view(np.complex128).reshape(npair, b)
+            w = B[0]
+            if shifted:
+                np.take(tau2, cb, out=w, mode="clip")  # codes are valid: skip the check
+                np.add(w, v[lo:hi], out=w)
+                np.divide(1.0, w, out=w)
+            else:
+                np.divide(1.0, v[lo:hi], out=w)
+            _moment_terms(B, y[lo:hi], nsum)
+            for j in range(npair):
+                C[j].real = B[2 * j]
+                C[j].imag = B[2 * j + 1]
+                np.add.at(pairs[j], cb, C[j])
+            if last is not None:
+                np.add.at(last, cb, B[nsum - 1])
+        sums = [part.copy() for acc in pairs for part in (acc.real, acc.imag)]
+        if last is not None:
+            sums.append(last)
+        return sums
+
+    def _rows(self, idx: npt.NDArray[np.intp]) -> tuple[FloatArray, FloatArray]:
+        flag = np.zeros(self.m, dtype=bool)
+        flag[idx] = True
+        pos = np.flatnonzero(flag[self.codes])
+        pos = pos[np.argsort(self.codes[pos], kind="stable")]
+        sizes = self.k[idx]
+        row = np.repeat(np.arange(idx.size), sizes)
+        col = np.arange(pos.size) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        n = int(sizes.max()) if sizes.size else 0
+        Y = np.zeros((idx.size, n))
+        V = np.full((idx.size, n), np.inf)
+        Y[row, col] = self.Y[pos]
+        V[row, col] = self.V[pos]
+        return Y, V
+
+    @property
+    def mask(self) -> BoolArray:
+        raise NotImplementedError("ScatterKernel has no padded layout")
+
+    def take(self, idx: npt.NDArray[np.intp] | BoolArray) -> Kernel:
+        raise NotImplementedError("ScatterKernel has no padded layout")
+
+    @functools.cached_property
+    def unweighted(self) -> tuple[FloatArray, FloatArray, FloatArray]:
+        raise NotImplementedError("ScatterKernel has no padded layout")
+
+
+def kernel_from_long(
+    y: FloatArray, v: FloatArray, codes: IntArray, counts: IntArray
+) -> ScatterKernel:
+    """:class:`ScatterKernel` of validated long-format studies with codes ``0..m-1``."""
+    # k is copied: results hand it to users, who may write to it
+    return ScatterKernel(y, v, counts.copy(), np.zeros(counts.size), codes=codes)
+
+
+def _rest_sums(a: FloatArray) -> FloatArray:
+    """For each entry of non-negative rows, the sum of the other entries of its row.
+
+    ``total - a`` is exact to a few ulps except for an entry holding most of its
+    row's total; that one entry per row is summed directly instead.
+    """
+    total = a.sum(axis=1)
+    rest = total[:, None] - a
+    j = np.argmax(a, axis=1)
+    rows = np.arange(a.shape[0])
+    others = a.copy()
+    others[rows, j] = 0.0
+    rest[rows, j] = others.sum(axis=1)
+    out: FloatArray = rest
+    return out
+
+
+def _stable_traces(w: FloatArray, S1: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """``tr(P)`` and ``tr(PP)`` of the intercept-only projection, without cancellation.
+
+    With ``r_i = Σ_{j≠i} w_j`` and ``s_i = Σ_{j≠i} w_j²``:
+    ``P_ii = w_i r_i / S1``, ``P_ij = -w_i w_j / S1``, so
+    ``tr(P) = Σ w_i r_i / S1`` and ``tr(PP) = (Σ (w_i r_i)² + Σ w_i² s_i) / S1²``.
+    """
+    u = w * _rest_sums(w)
+    w2 = w * w
+    trP = u.sum(axis=1) / S1
+    trPP = (rowdot(u, u) + rowdot(w2, _rest_sums(w2))) / S1**2
+    return trP, trPP
+
+
+def _stable_v_traces(w: FloatArray, v: FloatArray, S1: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """``tr(PVPV)`` and ``tr(PVP)`` of the intercept-only projection (SJ's SE).
+
+    ``tr(PVPV) = (Σ (w_i r_i v_i)² + Σ a_i Σ_{j≠i} a_j) / S1²`` with ``a = w² v``;
+    ``tr(PVP) = Σ v_i ((w_i r_i)² + w_i² s_i) / S1²`` (notation of
+    :func:`_stable_traces`).
+    """
+    u = w * _rest_sums(w)
+    uv = u * v
+    a = w * w * v
+    w2 = w * w
+    trPVPV = (rowdot(uv, uv) + rowdot(a, _rest_sums(a))) / S1**2
+    trPVP = rowdot(v, u * u + w2 * _rest_sums(w2)) / S1**2
+    return trPVPV, trPVP
+
+
+# ---------------------------------------------------------------------------
+# Building kernels from user-shaped data
+# ---------------------------------------------------------------------------
+
+
+def kernel_from_padded(
+    Y: FloatArray, V: FloatArray, X: FloatArray | None = None, *, complete: bool = False
+) -> Kernel:
+    """Kernel from padded arrays where NaN (in both Y and V) marks an absent study.
+
+    The caller has validated that NaNs coincide and that present variances are > 0;
+    ``complete=True`` asserts that no study is absent (skips the check for NaN).
+    """
+    if X is None:
+        # Intercept-only: row-major and uncentred (every quadratic form of this
+        # kernel is taken of explicit residuals y - mu, so centring buys nothing).
+        Y = np.ascontiguousarray(Y, dtype=np.float64)
+        V = np.ascontiguousarray(V, dtype=np.float64)
+        m, n = Y.shape
+        zero = np.zeros(m)
+        if complete or (n > 0 and not np.isnan(Y @ np.ones(n)).any()):  # no study absent
+            return Kernel(Y, V, np.full(m, n, dtype=np.int64), zero)
+        mask = ~np.isnan(Y)
+        k = mask.sum(axis=1).astype(np.int64)
+        return Kernel(np.where(mask, Y, 0.0), np.where(mask, V, np.inf), k, zero)
+    mask = ~np.isnan(Y)
+    # the centring of Y is undone on column 0 (_center_shift): it must be the intercept
+    x0 = X[..., 0]
+    if not np.all((x0 == 1.0) | ~mask if X.ndim == 3 else x0 == 1.0):
+        raise ValueError("a design kernel needs the intercept in column 0")
+    k = mask.sum(axis=1).astype(np.int64)
+    Yz = np.where(mask, Y, 0.0)
+    center = Yz.sum(axis=1) / np.maximum(k, 1)
+    Yc = np.where(mask, Yz - center[:, None], 0.0)
+    Vi = np.where(mask, V, np.inf)
+    Xz = np.where(mask[..., None], X, 0.0) if X.ndim == 3 else np.asarray(X, dtype=float)
+    return Kernel(Yc, Vi, k, center, Xz)

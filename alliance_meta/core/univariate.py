@@ -1,0 +1,215 @@
+"""Univariate models (rma.uni), m at once: τ², coefficients, tests, heterogeneity.
+
+:func:`fit` is what every univariate model function calls (pooling, meta-regression,
+subgroups, and the refits of the diagnostics): an estimator from
+:mod:`~alliance_meta.core.estimators`, the coefficient covariance of
+:mod:`~alliance_meta.core.vcov`, inference from :mod:`~alliance_meta.core.inference`
+and heterogeneity from :mod:`~alliance_meta.core.heterogeneity`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from alliance_meta.core.arrays import BoolArray, FloatArray, IntArray
+from alliance_meta.core.estimators import CoreMethod, Tau2Result, estimate_tau2
+from alliance_meta.core.heterogeneity import heterogeneity, q_statistic
+from alliance_meta.core.inference import (
+    coef_inference,
+    prediction_interval,
+    residual_df,
+    wald_test,
+)
+from alliance_meta.core.kernel import Kernel
+from alliance_meta.core.vcov import TESTS, CoreTest, location
+
+__all__ = [
+    "CoreFit",
+    "SlimFit",
+    "concat_fits",
+    "fit",
+    "fit_given_tau2",
+    "fit_slim",
+    "permute_rows",
+]
+
+
+@dataclass(frozen=True)
+class CoreFit:
+    """Arrays describing m fitted models (p coefficients each)."""
+
+    beta: FloatArray  # (m, p)
+    vb: FloatArray  # (m, p, p), after the Knapp-Hartung scaling if any
+    se: FloatArray  # (m, p)
+    statistic: FloatArray  # (m, p)
+    pvalue: FloatArray  # (m, p)
+    ci_low: FloatArray  # (m, p)
+    ci_high: FloatArray  # (m, p)
+    df: FloatArray  # (m,), nan under z
+    crit: FloatArray  # (m,)
+    tau2: FloatArray
+    tau2_se: FloatArray
+    iterations: IntArray
+    converged: BoolArray
+    k: IntArray
+    p: int
+    QE: FloatArray
+    QE_df: FloatArray
+    QE_pvalue: FloatArray
+    I2: FloatArray
+    H2: FloatArray
+    vt: FloatArray
+    s2w: FloatArray
+    QM: FloatArray
+    QM_df1: FloatArray
+    QM_df2: FloatArray
+    QM_pvalue: FloatArray
+    pi_low: FloatArray  # prediction interval of the intercept (intercept-only models)
+    pi_high: FloatArray
+    #: rows whose ML/REML τ² metafor's ll0check set to 0 (see _positive_root)
+    tau2_reset: BoolArray
+
+
+@dataclass(frozen=True)
+class SlimFit:
+    """What :func:`pool_many` keeps of an intercept-only fit; the rest (tests, CIs,
+    I², H², p-values) follows from these by :func:`coef_tests`, :func:`i2_h2`, ...
+    """
+
+    estimate: FloatArray
+    se: FloatArray
+    tau2: FloatArray
+    QE: FloatArray
+    vt: FloatArray
+    k: IntArray
+    iterations: IntArray
+    converged: BoolArray
+    tau2_reset: BoolArray
+    tau2_se: FloatArray | None = None
+
+
+def fit_slim(
+    kern: Kernel, method: CoreMethod, test: CoreTest, with_se: bool = False
+) -> SlimFit:
+    """The estimation part of :func:`fit` for an intercept-only kernel.
+
+    The standard error of τ² is left to :func:`tau2_se` (computed on demand) unless
+    ``with_se``, which computes it in the same passes.
+    """
+    est = estimate_tau2(kern, method, with_se=with_se)
+    beta, vb, _ = location(kern, est.tau2, test)
+    QE, _, vt = q_statistic(kern)
+    return SlimFit(
+        estimate=beta[:, 0],
+        se=np.sqrt(vb[:, 0, 0]),
+        tau2=est.tau2,
+        QE=QE,
+        vt=vt,
+        k=kern.k,
+        iterations=est.iterations,
+        converged=est.converged,
+        tau2_se=est.se if with_se else None,
+        tau2_reset=est.reset,
+    )
+
+
+def fit(
+    kern: Kernel,
+    method: CoreMethod,
+    test: CoreTest = "z",
+    level: float = 0.95,
+    btt: npt.NDArray[np.intp] | None = None,
+) -> CoreFit:
+    """Fit every row of ``kern`` with one τ² estimator and one test.
+
+    ``btt`` selects the coefficients of the omnibus test (default: all but the
+    intercept when p > 1, the intercept alone when p = 1).
+    """
+    est = estimate_tau2(kern, method)
+    return fit_given_tau2(kern, est, method, test, level, btt)
+
+
+def fit_given_tau2(
+    kern: Kernel,
+    est: Tau2Result,
+    method: CoreMethod,
+    test: CoreTest,
+    level: float,
+    btt: npt.NDArray[np.intp] | None = None,
+) -> CoreFit:
+    """The fixed-effects part of the fit, tests and heterogeneity for given τ² values."""
+    p = kern.p
+    tau2 = est.tau2
+    beta, vb, s2w = location(kern, tau2, test)
+    t_ref = TESTS[test].t_reference
+    df = residual_df(kern.k, p, t_ref)
+    ct = coef_inference(beta, vb, df, level)
+    if btt is None:
+        btt = np.arange(1, p) if p > 1 else np.arange(1)
+    wt = wald_test(beta, vb, btt, df if t_ref else None)
+    QE, QE_df, QEp, I2, H2, vt = heterogeneity(kern, tau2, method == "EE")
+    crit = ct.crit[:, 0]
+    with np.errstate(invalid="ignore"):
+        pi_low, pi_high = prediction_interval(beta[:, 0], ct.se[:, 0], tau2, crit)
+    return CoreFit(
+        beta=beta,
+        vb=vb,
+        se=ct.se,
+        statistic=ct.statistic,
+        pvalue=ct.pvalue,
+        ci_low=ct.ci_low,
+        ci_high=ct.ci_high,
+        df=df,
+        crit=crit,
+        tau2=tau2,
+        tau2_se=est.se,
+        iterations=est.iterations,
+        converged=est.converged,
+        k=kern.k,
+        p=p,
+        QE=QE,
+        QE_df=QE_df,
+        QE_pvalue=QEp,
+        I2=I2,
+        H2=H2,
+        vt=vt,
+        s2w=s2w,
+        QM=wt.statistic,
+        QM_df1=wt.df1,
+        QM_df2=wt.df2,
+        QM_pvalue=wt.pvalue,
+        pi_low=pi_low,
+        pi_high=pi_high,
+        tau2_reset=est.reset,
+    )
+
+
+def concat_fits(fits: list[CoreFit]) -> CoreFit:
+    """Concatenate fits of consecutive row blocks."""
+    if len(fits) == 1:
+        return fits[0]
+    first = fits[0]
+    kw: dict[str, object] = {}
+    for name in CoreFit.__dataclass_fields__:
+        if name == "p":
+            kw[name] = first.p
+        else:
+            kw[name] = np.concatenate([getattr(f, name) for f in fits], axis=0)
+    return CoreFit(**kw)  # type: ignore[arg-type]
+
+
+def permute_rows(fitobj: CoreFit, order: npt.NDArray[np.intp]) -> CoreFit:
+    """Reorder the rows of a fit (``out[order[i]] = fit[i]``)."""
+    kw: dict[str, object] = {}
+    for name in CoreFit.__dataclass_fields__:
+        val = getattr(fitobj, name)
+        if name == "p":
+            kw[name] = val
+        else:
+            arr = np.empty_like(val)
+            arr[order] = val
+            kw[name] = arr
+    return CoreFit(**kw)  # type: ignore[arg-type]
