@@ -49,7 +49,7 @@ from alliance_meta._transforms import back_transform
 from alliance_meta._types import FloatArray
 from alliance_meta.core.inference import z_critical
 from alliance_meta.diagnostics.bias import TrimAndFillResult
-from alliance_meta.models.pooling import PoolResult, random_effects
+from alliance_meta.models.pooling import PoolResult
 from alliance_meta.models.subgroup import SubgroupResult
 
 if TYPE_CHECKING:
@@ -323,22 +323,6 @@ def _model_name(res: PoolResult) -> str:
     return f"Random-effects model ({res.method})"
 
 
-def _overall_of(result: SubgroupResult) -> PoolResult:
-    """The overall pooled result of a subgroup analysis: all studies re-pooled."""
-    parts = list(result.groups.values())
-    first = parts[0]
-    yi = np.concatenate([p.yi for p in parts])
-    vi = np.concatenate([p.vi for p in parts])
-    return random_effects(
-        yi=yi,
-        vi=vi,
-        measure=first.measure,  # type: ignore[arg-type]
-        method=first.method,  # type: ignore[arg-type]
-        test=first.test,  # type: ignore[arg-type]
-        level=first.level,
-    )
-
-
 def _subgroup_test_text(result: SubgroupResult) -> str:
     q, df, p = result.Q_between, result.Q_between_df, result.Q_between_pvalue
     if result.Q_between_df2 is not None:  # F test under a common tau^2 with t-type tests
@@ -379,8 +363,8 @@ def forest(
         result with ``groups`` (label → PoolResult): one block per subgroup with its
         header, studies and diamond, then the overall diamond and the test for
         subgroup differences (``Q_between``, ``Q_between_df``, ``Q_between_pvalue``).
-        The overall result is ``result.overall`` when present, otherwise all studies
-        are re-pooled with the subgroups' method.
+        The overall diamond is ``result.overall`` (every study pooled with the
+        subgroups' method).
     ax : matplotlib.axes.Axes, optional
         Axes to draw into.  The label and text columns are drawn *outside* the axes
         (to its left and right), so leave room for them, e.g. with
@@ -452,7 +436,7 @@ def forest(
         sub = result
         if not sub.groups:
             raise ValueError("the subgroup result has no groups")
-        overall = _overall_of(sub)
+        overall = sub.overall
         blocks: list[tuple[str | None, PoolResult]] = [
             (str(name), res) for name, res in sub.groups.items()
         ]

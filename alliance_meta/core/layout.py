@@ -314,3 +314,37 @@ def fit_chunks(
                 out[name] = np.empty(m, dtype=val.dtype)
             out[name][rows] = val
     return out
+
+
+def cluster_index(codes: npt.NDArray[np.int64], n_clusters: int | None = None) -> npt.NDArray[
+    np.int64
+]:
+    """Positions of each cluster's rows, padded: ``(G, b)`` with -1 for padding.
+
+    ``codes`` are cluster codes ``0..G-1``, one per row, in any order; within a
+    cluster the positions keep their input order.
+    """
+    codes = np.asarray(codes, dtype=np.int64)
+    G = int(codes.max()) + 1 if n_clusters is None else n_clusters
+    counts = np.bincount(codes, minlength=G)
+    order = np.argsort(codes, kind="stable")
+    b = int(counts.max()) if counts.size else 0
+    starts = np.cumsum(counts) - counts
+    col = np.arange(codes.size) - np.repeat(starts, counts)
+    index = np.full((G, b), -1, dtype=np.int64)
+    index[codes[order], col] = order
+    return index
+
+
+def diagonal_blocks(
+    index: npt.NDArray[np.int64], diag: FloatArray
+) -> FloatArray:
+    """``(G, b, b)`` blocks of ``diag(d)`` by the padded ``index`` of
+    :func:`cluster_index` (identity on the padding)."""
+    G, b = index.shape
+    present = index >= 0
+    vals = np.where(present, diag[np.where(present, index, 0)], 1.0)
+    M = np.zeros((G, b, b))
+    ii = np.arange(b)
+    M[:, ii, ii] = vals
+    return M

@@ -23,8 +23,8 @@ from alliance_meta._types import FloatArray
 from alliance_meta.core.inference import chi2_sf
 from alliance_meta.exceptions import ModelSpecificationError
 from alliance_meta.models._inputs import check_method, check_test
-from alliance_meta.models.metareg import MetaRegressionResult
 from alliance_meta.models.pooling import PoolResult
+from alliance_meta.models.protocol import UnivariateModel
 from alliance_meta.results.base import IntervalArray, freeze_arrays
 from alliance_meta.results.summary import frame_summary, info_table, make_summary, value_table
 
@@ -44,17 +44,18 @@ IntArray = npt.NDArray[np.int64]
 _RESID_ZERO = 100.0 * float(np.finfo(np.float64).eps)
 
 
-def _refit_subsets(result: PoolResult, include: BoolArray) -> core.CoreFit:
+def _refit_subsets(result: UnivariateModel, include: BoolArray) -> core.CoreFit:
     """Refit ``result``'s model on every row-subset of ``include`` in ONE core call.
 
     ``include`` has shape ``(m, k)``; row ``j`` selects the studies of refit ``j``.
     Excluded studies become NaN in the padded arrays given to
-    :func:`core.kernel_from_padded`, so every refit uses the same estimator, test
-    and level as ``result``.
+    :func:`core.kernel_from_padded`, so every refit uses the same design, estimator,
+    test and level as ``result`` (an intercept-only design takes the closed-form
+    kernel).
     """
     Y = np.where(include, result.yi[None, :], np.nan)
     V = np.where(include, result.vi[None, :], np.nan)
-    kern = core.kernel_from_padded(Y, V)
+    kern = core.kernel_from_padded(Y, V, None if result.p == 1 else result.X)
     return core.fit(kern, check_method(result.method), check_test(result.test), result.level)
 
 
@@ -350,8 +351,8 @@ class InfluenceResult:
         return str(self.summary())
 
 
-def _loo_fit_regression(result: MetaRegressionResult) -> tuple[core.CoreFit, BoolArray]:
-    """Leave-one-out refits of a meta-regression in one core call.
+def _loo_fit_model(result: UnivariateModel) -> tuple[core.CoreFit, BoolArray]:
+    """Leave-one-out refits of a univariate model in one core call.
 
     Returns the fits of the deletions that leave the design of full rank (and, when
     τ² is estimated, more studies than coefficients), and a mask of those deletions;
@@ -361,7 +362,7 @@ def _loo_fit_regression(result: MetaRegressionResult) -> tuple[core.CoreFit, Boo
     include = ~np.eye(k, dtype=bool)
     Xs = np.where(include[:, :, None], result.X[None, :, :], 0.0)
     valid = np.linalg.matrix_rank(Xs) == result.p
-    if result.method != "EE" and k - 1 <= result.p:
+    if result.method != "EE" and result.p > 1 and k - 1 <= result.p:
         valid[:] = False  # k - 1 studies for p coefficients and τ²: rma() stops
     if not valid.any():
         raise ModelSpecificationError(
@@ -369,20 +370,19 @@ def _loo_fit_regression(result: MetaRegressionResult) -> tuple[core.CoreFit, Boo
             f"estimable (k = {k})"
             + ("" if result.method == "EE" else " with a residual df for tau^2")
         )
-    Y = np.where(include[valid], result.yi[None, :], np.nan)
-    V = np.where(include[valid], result.vi[None, :], np.nan)
-    kern = core.kernel_from_padded(Y, V, result.X)
-    fit = core.fit(kern, check_method(result.method), check_test(result.test), result.level)
+    fit = _refit_subsets(result, include[valid])
     return fit, valid
 
 
-def influence(result: PoolResult | MetaRegressionResult) -> InfluenceResult:
+def influence(result: UnivariateModel) -> InfluenceResult:
     """Outlier and influence diagnostics of a pooled result or a meta-regression.
 
     Parameters
     ----------
     result : PoolResult or MetaRegressionResult
-        A fitted model.  The deleted fits are the k leave-one-out refits (one call
+        A fitted univariate model (any
+        :class:`~alliance_meta.models.protocol.UnivariateModel`).  The deleted fits
+        are the k leave-one-out refits (one call
         of the vectorised core), with the model's method, test and level.
 
     Returns
@@ -417,18 +417,11 @@ def influence(result: PoolResult | MetaRegressionResult) -> InfluenceResult:
     """
     k = result.k
     yi, vi = result.yi, result.vi
-    if isinstance(result, MetaRegressionResult):
-        X = np.asarray(result.X, dtype=np.float64)
-        coef = np.asarray(result.coef, dtype=np.float64)
-        vb_full = np.asarray(result.vcov, dtype=np.float64)
-        coef_names = result.coef_names
-        fit, valid = _loo_fit_regression(result)
-    else:
-        X = np.ones((k, 1))
-        coef = np.array([result.estimate])
-        vb_full = np.array([[result.se**2]])
-        coef_names = ("intrcpt",)
-        fit, valid = _loo_fit(result), np.ones(k, dtype=bool)
+    X = np.asarray(result.X, dtype=np.float64)
+    coef = np.asarray(result.coef, dtype=np.float64)
+    vb_full = np.asarray(result.vcov, dtype=np.float64)
+    coef_names = result.coef_names
+    fit, valid = _loo_fit_model(result)
     p = X.shape[1]
     w = 1.0 / (vi + result.tau2)
     Qw, _ = core.wls_qr(X, w)
@@ -473,7 +466,7 @@ def influence(result: PoolResult | MetaRegressionResult) -> InfluenceResult:
         QE_del=_col(full(fit.QE)),
         hat=_col(hat),
         weight=_col(100.0 * w / w.sum()),
-        dfbetas=_col(dfbetas[:, 0] if isinstance(result, PoolResult) else dfbetas),
+        dfbetas=_col(dfbetas[:, 0] if p == 1 else dfbetas),
         influential=np.asarray(influential & ~np.isnan(dffits), dtype=bool),
         labels=result.labels,
         k=k,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from alliance_meta._types import FloatArray
+from alliance_meta._types import FloatArray, Measure
 from alliance_meta.core.estimators import METHOD_ALIASES, CoreMethod
 from alliance_meta.core.vcov import TESTS, CoreTest
 from alliance_meta.data.study import _check_unique, _numeric
@@ -96,8 +96,8 @@ def resolve_input(
     studies: StudySet | Sequence[Study] | None,
     yi: npt.ArrayLike | None,
     vi: npt.ArrayLike | None,
-    measure: str,
-) -> tuple[FloatArray, FloatArray, tuple[str, ...], str]:
+    measure: Measure,
+) -> tuple[FloatArray, FloatArray, tuple[str, ...], Measure]:
     """``(yi, vi, labels, measure)`` from either studies or arrays, validated."""
     if studies is not None:
         if yi is not None or vi is not None:
@@ -109,7 +109,7 @@ def resolve_input(
         _check_unique(labels)  # as a StudySet does
         y = np.array([s.effect.value for s in study_list], dtype=np.float64)
         v = np.array([s.effect.variance for s in study_list], dtype=np.float64)
-        measures = {str(s.effect.measure) for s in study_list}
+        measures: set[Measure] = {s.effect.measure for s in study_list}
         if measure == "GEN" and len(measures) == 1:
             measure = measures.pop()
         elif len(measures) > 1:

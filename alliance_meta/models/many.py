@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from typing import Any, cast
+from typing import Any
 
 import attrs
 import numpy as np
@@ -124,10 +124,10 @@ class ManyPoolResult:
     k: npt.NDArray[np.int64] = attrs.field(eq=False)
     iterations: npt.NDArray[np.int64] = attrs.field(eq=False)
     converged: npt.NDArray[np.bool_] = attrs.field(eq=False)
-    method: str
-    test: str
+    method: CoreMethod
+    test: CoreTest
     level: float
-    measure: str
+    measure: Measure
     _vt: FloatArray = attrs.field(eq=False, repr=False, alias="vt")
     _data: ManyData = attrs.field(eq=False, repr=False, alias="data")
     _tau2_se_known: FloatArray | None = attrs.field(
@@ -140,7 +140,7 @@ class ManyPoolResult:
         if self._tau2_se_known is not None:
             return self._tau2_se_known
         out = np.empty(len(self))
-        method = cast(CoreMethod, self.method)
+        method = self.method
         for kern, rows in iter_kernels(self._data, moments=method in MOMENT_METHODS):
             out[rows] = tau2_se(kern, method, self.tau2[rows])
         return readonly(out)
@@ -148,7 +148,7 @@ class ManyPoolResult:
     @functools.cached_property
     def df(self) -> FloatArray:
         """Degrees of freedom of the test (NaN under z, and where k = 1)."""
-        t_ref = TESTS[cast(CoreTest, self.test)].t_reference
+        t_ref = TESTS[self.test].t_reference
         return readonly(residual_df(self.k, 1, t_ref))
 
     @functools.cached_property
@@ -385,10 +385,10 @@ def _check_long_fit(y: FloatArray, v: FloatArray, estimate: FloatArray) -> None:
 def _many_result(
     fit: dict[str, npt.NDArray[Any]],
     labels: npt.NDArray[Any],
-    method: str,
-    test: str,
+    method: CoreMethod,
+    test: CoreTest,
     level: float,
-    measure: str,
+    measure: Measure,
     data: ManyData,
 ) -> ManyPoolResult:
     return ManyPoolResult(

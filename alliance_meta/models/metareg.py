@@ -33,7 +33,9 @@ from statsmodels.iolib.summary import Summary
 
 from alliance_meta import core
 from alliance_meta._types import FloatArray, Measure, Method, Test
+from alliance_meta.core.estimators import CoreMethod
 from alliance_meta.core.inference import critical_value
+from alliance_meta.core.vcov import CoreTest
 from alliance_meta.exceptions import (
     InvalidStudyError,
     ModelSpecificationError,
@@ -41,6 +43,7 @@ from alliance_meta.exceptions import (
 )
 from alliance_meta.models._inputs import check_level, check_method, check_test, resolve_input
 from alliance_meta.models.pooling import fit_one
+from alliance_meta.models.protocol import UnivariateFit
 from alliance_meta.results.base import IntervalArray, freeze_arrays
 from alliance_meta.results.summary import frame_summary, info_table, make_summary, value_table
 
@@ -365,7 +368,7 @@ class PermutationTestResult:
 
 
 @attrs.frozen(field_transformer=freeze_arrays)
-class MetaRegressionResult:
+class MetaRegressionResult(UnivariateFit):
     """A fitted mixed-effects meta-regression (metafor's ``rma(yi, vi, mods=...)``).
 
     Attributes
@@ -412,10 +415,10 @@ class MetaRegressionResult:
     H2: float
     R2: float | None
     k: int
-    method: str
-    test: str
+    method: CoreMethod
+    test: CoreTest
     level: float
-    measure: str
+    measure: Measure
     iterations: int
     converged: bool
     labels: tuple[str, ...] = attrs.field(repr=False)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import numpy as np
 import numpy.typing as npt
 import pandas as pd
 from statsmodels.iolib.summary import Summary
@@ -32,6 +33,7 @@ from alliance_meta.exceptions import (
     ModelSpecificationError,
 )
 from alliance_meta.models._inputs import check_level, check_method, check_test, resolve_input
+from alliance_meta.models.protocol import UnivariateFit
 from alliance_meta.results.base import ConfidenceInterval, freeze_arrays, readonly
 from alliance_meta.results.summary import frame_summary, info_table, make_summary, value_table
 
@@ -124,7 +126,7 @@ class HeterogeneityCI:
 
 
 @attrs.frozen(field_transformer=freeze_arrays)
-class PoolResult:
+class PoolResult(UnivariateFit):
     """A fixed- or random-effects meta-analysis (metafor's ``rma.uni`` without moderators).
 
     Attributes follow scipy.stats result objects: ``statistic`` and ``pvalue`` test
@@ -159,22 +161,56 @@ class PoolResult:
     I2: float
     H2: float
     k: int
-    method: str
-    test: str
+    method: CoreMethod
+    test: CoreTest
     level: float
-    measure: str
+    measure: Measure
     iterations: int
     converged: bool
     labels: tuple[str, ...] = attrs.field(repr=False)
     yi: FloatArray = attrs.field(eq=False, repr=False)
     vi: FloatArray = attrs.field(eq=False, repr=False)
 
+    # -- the fitted-model protocol: the intercept-only case -------------------
     @property
-    def weights(self) -> FloatArray:
-        """Percentage weights ``100 w_i / Σ w`` with ``w_i = 1/(v_i + τ²)``."""
-        w = 1.0 / (self.vi + self.tau2)
-        out: FloatArray = 100.0 * w / w.sum()
-        return readonly(out)
+    def coef_names(self) -> tuple[str, ...]:
+        """``("intrcpt",)``: the one coefficient, as metafor names it."""
+        return ("intrcpt",)
+
+    @property
+    def coef(self) -> FloatArray:
+        """``[estimate]``."""
+        return readonly(np.array([self.estimate]))
+
+    @property
+    def vcov(self) -> FloatArray:
+        """``[[se²]]``."""
+        return readonly(np.array([[self.se**2]]))
+
+    @property
+    def X(self) -> FloatArray:
+        """The design: a column of ones."""
+        return readonly(np.ones((self.k, 1)))
+
+    @property
+    def p(self) -> int:
+        """Number of coefficients (1)."""
+        return 1
+
+    @property
+    def QE(self) -> float:
+        """``Q`` under the name meta-regressions use."""
+        return self.Q
+
+    @property
+    def QE_df(self) -> int:
+        """``Q_df`` under the name meta-regressions use."""
+        return self.Q_df
+
+    @property
+    def QE_pvalue(self) -> float:
+        """``Q_pvalue`` under the name meta-regressions use."""
+        return self.Q_pvalue
 
     def confidence_interval(self, level: float | None = None) -> ConfidenceInterval:
         """CI of the pooled estimate (at the fit's level, or refitted at another)."""
@@ -292,10 +328,10 @@ def result_from_core(
     yi: FloatArray,
     vi: FloatArray,
     labels: tuple[str, ...],
-    method: str,
-    test: str,
+    method: CoreMethod,
+    test: CoreTest,
     level: float,
-    measure: str,
+    measure: Measure,
 ) -> PoolResult:
     """Wrap row ``row`` of an intercept-only core fit as a :class:`PoolResult`."""
     df = float(fit.df[row])
@@ -365,10 +401,10 @@ def _pool_single(
     vi: FloatArray,
     labels: tuple[str, ...],
     *,
-    method: str,
-    test: str,
+    method: Method,
+    test: Test,
     level: float,
-    measure: str,
+    measure: Measure,
 ) -> PoolResult:
     """The m = 1 call of the vectorised core."""
     core_method = check_method(method)

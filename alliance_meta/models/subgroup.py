@@ -31,8 +31,10 @@ from statsmodels.iolib.summary import Summary
 from alliance_meta import core
 from alliance_meta._transforms import back_transform, natural_scale_name
 from alliance_meta._types import FloatArray, Measure, Method, Test
+from alliance_meta.core.estimators import CoreMethod
 from alliance_meta.core.inference import chi2_sf
 from alliance_meta.core.layout import fit_groups
+from alliance_meta.core.vcov import CoreTest
 from alliance_meta.exceptions import (
     ConvergenceWarning,
     FewStudiesWarning,
@@ -41,7 +43,13 @@ from alliance_meta.exceptions import (
 )
 from alliance_meta.models._inputs import check_level, check_method, check_test, resolve_input
 from alliance_meta.models.metareg import _check_design, _r_level
-from alliance_meta.models.pooling import PoolResult, fit_one, reset_message, result_from_core
+from alliance_meta.models.pooling import (
+    PoolResult,
+    _pool_single,
+    fit_one,
+    reset_message,
+    result_from_core,
+)
 from alliance_meta.results.base import IntervalArray, freeze_arrays
 from alliance_meta.results.summary import info_table, make_summary, value_table
 
@@ -88,6 +96,9 @@ class SubgroupResult:
         model under knha/adhoc); ``None`` under ``"separate"``.
     common_ci : IntervalArray or None
         Their confidence intervals (t on ``k - G`` df under t/knha/adhoc).
+    overall : PoolResult
+        Every study pooled together with the same method, test and level (the
+        overall diamond of a forest plot).
     """
 
     groups: Mapping[str, PoolResult] = attrs.field(converter=_readonly_mapping)
@@ -106,10 +117,11 @@ class SubgroupResult:
     QE_pvalue: float | None
     by: str
     k: int
-    method: str
-    test: str
+    method: CoreMethod
+    test: CoreTest
     level: float
-    measure: str
+    measure: Measure
+    overall: PoolResult = attrs.field(repr=False)
     common_estimate: FloatArray | None = attrs.field(default=None, eq=False)
     common_se: FloatArray | None = attrs.field(default=None, eq=False)
     common_ci: IntervalArray | None = None
@@ -471,6 +483,8 @@ def subgroup_analysis(
         test=core_test,
         level=lv,
         measure=meas,
+        overall=_pool_single(y, v, labels, method=core_method, test=core_test, level=lv,
+                             measure=meas),
         common_estimate=common_est,
         common_se=common_se,
         common_ci=common_ci,
