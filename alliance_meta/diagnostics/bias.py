@@ -16,7 +16,6 @@ import attrs
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-import statsmodels.api as sm
 from scipy import stats as sps
 from statsmodels.iolib.summary import Summary
 
@@ -136,8 +135,9 @@ def egger_test(result: PoolResult, model: Literal["lm", "rma"] = "lm") -> EggerT
         A fitted pooled result; its ``yi``, ``vi``, ``method`` and ``test`` are used.
     model : {"lm", "rma"}
         ``"lm"`` (the default): the classical test, a weighted least-squares
-        regression of ``yi`` on ``sqrt(vi)`` with weights ``1/vi`` (statsmodels'
-        WLS) and a t test of the slope on k-2 df (metafor's ``regtest(model="lm")``).
+        regression of ``yi`` on ``sqrt(vi)`` with weights ``1/vi`` and a t test of
+        the slope on k-2 df (metafor's ``regtest(model="lm")``): the equal-effects
+        fit with the Knapp-Hartung scale, which is exactly that regression.
         ``"rma"`` (metafor's ``regtest`` default): the meta-regression
         ``rma(yi, vi, mods = ~ sqrt(vi), method = result.method, test = result.test)``;
         the statistic is a z (a t with k-2 df under ``t``/``knha``/``adhoc``).
@@ -181,19 +181,20 @@ def egger_test(result: PoolResult, model: Literal["lm", "rma"] = "lm") -> EggerT
             "all standard errors are equal: the regression on sqrt(vi) is not identifiable"
         )
     if model == "lm":
+        # weighted least squares with a free dispersion φ: the EE fit whose
+        # covariance is scaled by the Knapp-Hartung factor y'Py / (k - 2) = φ̂
+        kern = core.kernel_from_padded(yi[None, :], vi[None, :], X)
         with np.errstate(divide="ignore", invalid="ignore"):
-            wls = sm.WLS(yi, X, weights=1.0 / vi).fit()
-            params = np.asarray(wls.params, dtype=np.float64)
-            bse = np.asarray(wls.bse, dtype=np.float64)
-            tvals = np.asarray(wls.tvalues, dtype=np.float64)
-            pvals = np.asarray(wls.pvalues, dtype=np.float64)
+            wls = core.fit(kern, "EE", "knha", result.level)
+        params = wls.beta[0]
+        bse, tvals, pvals = wls.se[0], wls.statistic[0], wls.pvalue[0]
         if k == 2:  # no residual df: the line is exact, its errors unknown (metafor: NaN)
             bse = tvals = pvals = np.full(2, np.nan)
         _warn_two_studies(k, "Egger's test")
         return EggerTest(
             statistic=float(tvals[1]),
             pvalue=float(pvals[1]),
-            df=float(wls.df_resid),
+            df=float(k - 2),
             intercept=float(params[0]),
             intercept_se=float(bse[0]),
             slope=float(params[1]),

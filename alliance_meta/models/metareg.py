@@ -28,7 +28,6 @@ import attrs
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-import statsmodels.api as sm
 from statsmodels.iolib.summary import Summary
 
 from alliance_meta import core
@@ -757,6 +756,7 @@ def pseudo_r2(
     X: FloatArray,
     tau2: float,
     method: core.CoreMethod,
+    QE: float,
 ) -> float | None:
     """metafor's pseudo-R² (percent) of a model with an intercept and moderators.
 
@@ -764,7 +764,10 @@ def pseudo_r2(
     estimate of the intercept-only model with the same estimator, and 0 when
     ``τ²_0 = 0`` (Raudenbush, 2009).  Equal-effects models: ``max(0, 100 R²_adj)``
     of the weighted least-squares fit with weights ``1/v_i`` (metafor's
-    ``lm(yi ~ X, weights = wi)``), and 0 when all ``y_i`` are equal.
+    ``lm(yi ~ X, weights = wi)``), and 0 when all ``y_i`` are equal.  Its residual
+    and centred total sums of squares are the models' Q statistics, so
+    ``R²_adj = 1 - (QE / (k-p)) / (QE_0 / (k-1))`` with ``QE`` of this model and
+    ``QE_0`` of the intercept-only model.
     """
     if X.shape[1] == 1:
         return None
@@ -773,7 +776,9 @@ def pseudo_r2(
             return 0.0
         if X.shape[0] <= X.shape[1]:  # saturated: adjusted R² undefined (metafor: NaN)
             return None
-        adj = float(sm.WLS(yi, X, weights=1.0 / vi).fit().rsquared_adj)
+        k, p = int(X.shape[0]), int(X.shape[1])
+        qe0 = float(core.fit(core.kernel_from_padded(yi[None, :], vi[None, :]), "EE").QE[0])
+        adj = 1.0 - (QE / (k - p)) / (qe0 / (k - 1))
         return max(0.0, 100.0 * adj)
     kern0 = core.kernel_from_padded(yi[None, :], vi[None, :])
     tau2_re = float(core.estimate_tau2(kern0, method).tau2[0])
@@ -899,7 +904,7 @@ def meta_regression(
         QM_pvalue=float(fit.QM_pvalue[0]),
         I2=float(fit.I2[0]),
         H2=float(fit.H2[0]),
-        R2=pseudo_r2(y, v, X, tau2, core_method),
+        R2=pseudo_r2(y, v, X, tau2, core_method, float(fit.QE[0])),
         k=int(y.size),
         method=core_method,
         test=core_test,
