@@ -678,11 +678,10 @@ class Moderator:
                 study=_study_name(labels, i),
                 field=self.name,
             )
-        others = [lv for lv in mod.levels if lv != mod.reference]
-        cols = np.empty((len(vals), len(others)), dtype=np.float64)
-        for j, lv in enumerate(others):
-            cols[:, j] = strs == lv
-        return mod.coef_names, cols
+        from alliance_meta.data.design import treatment_columns
+
+        assert mod.reference is not None
+        return mod.coef_names, treatment_columns(strs, mod.levels, mod.reference)
 
 
 # ---------------------------------------------------------------------------- StudySet

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import numpy as np
@@ -35,6 +35,15 @@ from alliance_meta._types import FloatArray, Measure, Method, Test
 from alliance_meta.core.estimators import CoreMethod
 from alliance_meta.core.inference import critical_value
 from alliance_meta.core.vcov import CoreTest
+from alliance_meta.data.design import (
+    ModeratorSpec,
+    Term,
+    as_studyset,
+    build_design,
+    check_design,
+    independent_columns,
+    new_design_rows,
+)
 from alliance_meta.exceptions import (
     InvalidStudyError,
     ModelSpecificationError,
@@ -47,7 +56,7 @@ from alliance_meta.results.base import IntervalArray, freeze_arrays
 from alliance_meta.results.summary import frame_summary, info_table, make_summary, value_table
 
 if TYPE_CHECKING:
-    from alliance_meta.data.study import Moderator, Study, StudySet
+    from alliance_meta.data.study import Study, StudySet
 
 __all__ = [
     "MetaRegressionResult",
@@ -68,210 +77,6 @@ _PERM_CHUNK = 4096
 # ---------------------------------------------------------------------------
 
 
-def _r_level(v: object) -> str:
-    """R's ``as.character`` of one factor value (``2`` not ``2.0``, ``TRUE``/``FALSE``)."""
-    if isinstance(v, (bool, np.bool_)):
-        return "TRUE" if v else "FALSE"
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
-    if isinstance(v, (float, np.floating)):
-        f = float(v)
-        return str(int(f)) if f.is_integer() else repr(f)
-    return str(v)
-
-
-def _is_numeric(values: npt.NDArray[Any]) -> bool:
-    if values.dtype.kind in "iuf":
-        return True
-    if values.dtype.kind == "O":
-        return all(
-            isinstance(v, (int, float, np.integer, np.floating))
-            and not isinstance(v, (bool, np.bool_))
-            for v in values
-        )
-    return False
-
-
-@attrs.frozen
-class _Term:
-    """One moderator as it enters the design: its name, coding and columns."""
-
-    name: str
-    moderator: Moderator
-    numeric_levels: bool  # categorical coded from numeric values (R's factor(x))
-    coef_names: tuple[str, ...]
-
-
-def _spec_for(
-    name: str, values: npt.NDArray[Any], given: Moderator | None, labels: Sequence[str]
-) -> tuple[Moderator, bool, npt.NDArray[Any]]:
-    """The Moderator used for ``values`` and the values as ``design_columns`` wants them."""
-    from alliance_meta.data.study import Moderator
-
-    numeric = _is_numeric(values)
-    if given is not None and given.kind == "categorical" and numeric:
-        # factor(x) of a numeric moderator: levels sorted numerically, spelled as R does
-        fl = values.astype(np.float64)
-        if not np.all(np.isfinite(fl)):
-            i = int(np.flatnonzero(~np.isfinite(fl))[0])
-            raise InvalidStudyError("missing moderator value", study=labels[i], field=name)
-        strs = np.asarray([_r_level(v) for v in fl], dtype=object)
-        levels = given.levels
-        if levels is None:
-            levels = tuple(_r_level(v) for v in np.unique(fl))
-        return Moderator(name, "categorical", levels, given.reference), True, strs
-    if given is not None:
-        if given.kind == "categorical":
-            given = given.with_levels_from(list(values))
-        return given, False, values
-    if values.dtype.kind == "b":
-        values = values.astype(object)
-    spec = Moderator.infer(name, list(values), labels=labels)
-    return spec, False, values
-
-
-def _moderator_items(
-    moderators: object,
-) -> list[tuple[str, Moderator | None, object | None]]:
-    """``(name, Moderator or None, values or None)`` in the order given."""
-    from alliance_meta.data.study import Moderator
-
-    if isinstance(moderators, (str, Moderator)):
-        moderators = [moderators]
-    items: list[tuple[str, Moderator | None, object | None]] = []
-    if isinstance(moderators, Mapping):
-        for key, vals in moderators.items():
-            if isinstance(key, Moderator):
-                items.append((key.name, key, vals))
-            elif isinstance(key, str):
-                items.append((key, None, vals))
-            else:
-                raise ModelSpecificationError(
-                    f"moderator names must be str or Moderator, got {type(key).__name__}"
-                )
-        return items
-    if isinstance(moderators, Sequence):
-        for m in moderators:
-            if isinstance(m, Moderator):
-                items.append((m.name, m, None))
-            elif isinstance(m, str):
-                items.append((m, None, None))
-            else:
-                raise ModelSpecificationError(
-                    f"moderators must be names, Moderator objects or a mapping, got {m!r}"
-                )
-        return items
-    raise ModelSpecificationError(
-        "moderators must be a name, a Moderator, a sequence of them, or a mapping "
-        "name -> values"
-    )
-
-
-def _studyset(studies: StudySet | Sequence[Study] | None) -> StudySet | None:
-    from alliance_meta.data.study import StudySet
-
-    if studies is None or isinstance(studies, StudySet):
-        return studies
-    return StudySet(tuple(studies))
-
-
-def _moderator_values(
-    name: str, vals: object | None, sset: StudySet | None, k: int
-) -> npt.NDArray[Any]:
-    if vals is None:
-        if sset is None:
-            raise InvalidStudyError(
-                "moderator given by name but no studies; pass a mapping name -> values",
-                field=name,
-            )
-        # an unknown name raises InvalidStudyError naming it and the known ones
-        arr = np.asarray(sset.moderator(name))
-    else:
-        arr = np.asarray(vals)
-        if arr.dtype.kind == "U":
-            arr = arr.astype(object)
-    if arr.ndim != 1 or arr.shape[0] != k:
-        raise InvalidStudyError(
-            f"moderator has shape {arr.shape}, expected ({k},) (one value per study)",
-            field=name,
-        )
-    return arr
-
-
-#: What ``meta_regression(moderators=...)`` takes: moderator names (or Moderator
-#: objects) of the studies, or a mapping of them to values (with yi/vi).
-ModeratorSpec: TypeAlias = (
-    "str | Moderator | Sequence[str | Moderator] | Mapping[str, npt.ArrayLike]"
-    " | Mapping[Moderator, npt.ArrayLike] | Mapping[str | Moderator, npt.ArrayLike]"
-)
-
-
-def build_design(
-    moderators: object,
-    sset: StudySet | None,
-    k: int,
-    labels: Sequence[str],
-) -> tuple[tuple[str, ...], FloatArray, tuple[_Term, ...]]:
-    """R's model matrix ``[1, moderator columns...]`` with coefficient names."""
-    names: list[str] = ["intrcpt"]
-    cols: list[FloatArray] = [np.ones((k, 1))]
-    terms: list[_Term] = []
-    seen: set[str] = set()
-    for name, given, vals in _moderator_items(moderators):
-        if name in seen:
-            raise ModelSpecificationError(f"moderator {name!r} is given twice")
-        seen.add(name)
-        arr = _moderator_values(name, vals, sset, k)
-        spec, numeric_levels, coded = _spec_for(name, arr, given, labels)
-        cn, block = spec.design_columns(list(coded), labels)
-        if block.shape[1] == 0:
-            raise InvalidStudyError(
-                "categorical moderator has a single level (no contrast to estimate)",
-                field=name,
-            )
-        names.extend(cn)
-        cols.append(block)
-        terms.append(_Term(name, spec, numeric_levels, tuple(cn)))
-    X = np.hstack(cols).astype(np.float64)
-    return tuple(names), X, tuple(terms)
-
-
-#: A column is redundant when projecting it on the kept columns leaves at most this
-#: fraction of its norm (the tolerance of R's ``lm``, which metafor uses to find them).
-_REDUNDANT_TOL = 1e-7
-
-
-def _independent_columns(X: FloatArray) -> npt.NDArray[np.bool_]:
-    """Columns of ``X`` kept by R's ``lm(yi ~ X - 1)``: each in turn unless it is a
-    linear combination of the kept ones before it (its residual after projecting
-    on them is at most ``_REDUNDANT_TOL`` times its norm)."""
-    keep = np.zeros(X.shape[1], dtype=bool)
-    for j in range(X.shape[1]):
-        col = X[:, j]
-        norm = float(np.linalg.norm(col))
-        if keep.any():
-            basis = X[:, keep]
-            coef = np.linalg.lstsq(basis, col, rcond=None)[0]
-            resid = float(np.linalg.norm(col - basis @ coef))
-        else:
-            resid = norm
-        keep[j] = norm > 0 and resid > _REDUNDANT_TOL * norm
-    return keep
-
-
-def _check_design(
-    X: FloatArray, names: Sequence[str], method: str, hint: str = "use fewer moderators"
-) -> None:
-    """metafor's rule, after redundant columns are dropped: k >= p, and k > p when τ²
-    is estimated too ("Number of parameters to be estimated is larger than the number
-    of observations")."""
-    k, p = X.shape
-    if k < p or (method != "EE" and k == p):
-        extra = "" if method == "EE" else " and tau^2"
-        raise ModelSpecificationError(
-            f"too few studies: k = {k} for {p} coefficients ({', '.join(names)}){extra}; "
-            + hint + ("" if method == "EE" else " or method='EE'")
-        )
 
 
 # ---------------------------------------------------------------------------
@@ -424,7 +229,7 @@ class MetaRegressionResult(UnivariateFit):
     yi: FloatArray = attrs.field(eq=False, repr=False)
     vi: FloatArray = attrs.field(eq=False, repr=False)
     X: FloatArray = attrs.field(eq=False, repr=False)
-    _terms: tuple[_Term, ...] = attrs.field(eq=False, repr=False, alias="terms")
+    _terms: tuple[Term, ...] = attrs.field(eq=False, repr=False, alias="terms")
     #: which columns of the full design (intercept, then each moderator's columns)
     #: the model kept; metafor drops redundant ones
     _kept: npt.NDArray[np.bool_] = attrs.field(eq=False, repr=False, alias="kept")
@@ -445,33 +250,7 @@ class MetaRegressionResult(UnivariateFit):
     def _new_design(self, new_moderators: object) -> FloatArray:
         p = self.p
         if isinstance(new_moderators, Mapping):
-            given = {str(getattr(k, "name", k)): v for k, v in new_moderators.items()}
-            missing = [t.name for t in self._terms if t.name not in given]
-            extra = sorted(set(given) - {t.name for t in self._terms})
-            if missing or extra:
-                what = f"missing {missing}" if missing else f"unknown {extra}"
-                raise InvalidStudyError(
-                    f"new moderators must name exactly the model's moderators ({what})",
-                    field=(missing or extra)[0],
-                )
-            lens = {np.atleast_1d(np.asarray(v)).shape[0] for v in given.values()}
-            # no moderators (an intercept-only model): one prediction, the intercept
-            n = lens.pop() if len(lens) == 1 else (1 if not lens else -1)
-            if n < 0:
-                raise InvalidStudyError("new moderators differ in length", field="new_moderators")
-            cols: list[FloatArray] = [np.ones((n, 1))]
-            labels = [f"new {i}" for i in range(n)]
-            for t in self._terms:
-                vals = np.atleast_1d(np.asarray(given[t.name]))
-                if vals.dtype.kind == "U":
-                    vals = vals.astype(object)
-                if t.numeric_levels:
-                    vals = np.asarray([_r_level(v) for v in vals.astype(float)], dtype=object)
-                elif vals.dtype.kind == "b":
-                    vals = vals.astype(object)
-                _, block = t.moderator.design_columns(list(vals), labels)
-                cols.append(block)
-            return np.hstack(cols)[:, self._kept]
+            return new_design_rows(self._terms, self._kept, new_moderators)
         try:
             Xn = np.asarray(new_moderators, dtype=np.float64)
         except (TypeError, ValueError):
@@ -866,9 +645,9 @@ def meta_regression(
     core_test = check_test(test)
     lv = check_level(level)
     y, v, labels, meas = resolve_input(studies, yi, vi, measure)
-    sset = _studyset(studies)
+    sset = as_studyset(studies)
     names, X, terms = build_design(moderators, sset, y.size, labels)
-    keep = _independent_columns(X)
+    keep = independent_columns(X)
     dropped = tuple(n for n, kept in zip(names, keep, strict=True) if not kept)
     if dropped:
         warnings.warn(
@@ -879,7 +658,7 @@ def meta_regression(
         )
         X = X[:, keep]
         names = tuple(n for n, kept in zip(names, keep, strict=True) if kept)
-    _check_design(X, names, core_method)
+    check_design(X, names, core_method)
     fit = fit_one(y, v, None if X.shape[1] == 1 else X, core_method, core_test, lv)
     tau2 = float(fit.tau2[0])
     df = float(fit.df[0])

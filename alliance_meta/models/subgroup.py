@@ -35,6 +35,7 @@ from alliance_meta.core.estimators import CoreMethod
 from alliance_meta.core.inference import chi2_sf
 from alliance_meta.core.layout import fit_groups
 from alliance_meta.core.vcov import CoreTest
+from alliance_meta.data.design import check_design, factor_codes
 from alliance_meta.exceptions import (
     ConvergenceWarning,
     FewStudiesWarning,
@@ -42,7 +43,6 @@ from alliance_meta.exceptions import (
     ModelSpecificationError,
 )
 from alliance_meta.models._inputs import check_level, check_method, check_test, resolve_input
-from alliance_meta.models.metareg import _check_design, _r_level
 from alliance_meta.models.pooling import (
     PoolResult,
     _pool_single,
@@ -222,53 +222,6 @@ class SubgroupResult:
         return str(self.summary())
 
 
-def _group_codes(
-    values: npt.NDArray[Any], spec: Moderator | None, field: str, labels: Sequence[str]
-) -> tuple[tuple[str, ...], npt.NDArray[np.int64]]:
-    """Level labels (R's order) and the 0-based level of each study."""
-
-    def missing(i: int) -> InvalidStudyError:
-        return InvalidStudyError("missing group value", study=labels[i], field=field)
-
-    if values.dtype.kind == "U":
-        values = values.astype(object)
-    numeric = values.dtype.kind in "iuf" or (
-        values.dtype.kind == "O"
-        and all(
-            isinstance(v, (int, float, np.integer, np.floating))
-            and not isinstance(v, (bool, np.bool_))
-            for v in values
-        )
-    )
-    if numeric:
-        fl = values.astype(np.float64)
-        if not np.all(np.isfinite(fl)):
-            raise missing(int(np.argmin(np.isfinite(fl))))
-        strs = [_r_level(v) for v in fl]
-        natural = [_r_level(v) for v in np.unique(fl)]
-    else:
-        for i, v in enumerate(values):
-            if v is None or (isinstance(v, float) and math.isnan(v)):
-                raise missing(i)
-        strs = [_r_level(v) for v in values]
-        natural = sorted(set(strs))
-    levels: tuple[str, ...] = tuple(natural)
-    if spec is not None and spec.levels is not None:
-        levels = tuple(spec.levels)
-        unknown = sorted(set(strs) - set(levels))
-        if unknown:
-            raise InvalidStudyError(
-                f"unknown level {unknown[0]!r}; expected one of {levels}", field=field
-            )
-    index = {lv: i for i, lv in enumerate(levels)}
-    codes = np.fromiter((index[s] for s in strs), dtype=np.int64, count=len(strs))
-    counts = np.bincount(codes, minlength=len(levels))
-    if (counts == 0).any():
-        empty = levels[int(np.argmin(counts))]
-        raise ModelSpecificationError(f"field {field!r}: subgroup {empty!r} has no studies")
-    return levels, codes
-
-
 def subgroup_analysis(
     studies: StudySet | Sequence[Study] | None = None,
     *,
@@ -376,7 +329,7 @@ def subgroup_analysis(
             raise InvalidStudyError(
                 f"groups has shape {values.shape}, expected ({y.size},)", field="groups"
             )
-    levels, codes = _group_codes(values, spec, name, labels)
+    levels, codes = factor_codes(values, spec, name, labels)
     G = len(levels)
     if G < 2:
         raise ModelSpecificationError(
@@ -436,7 +389,7 @@ def subgroup_analysis(
         X = np.ones((y.size, G))
         for j, g in enumerate(others):
             X[:, j + 1] = codes == g
-        _check_design(
+        check_design(
             X, [f"subgroup {levels[g]}" for g in [ref, *others]], core_method,
             "use tau2='separate'",
         )
