@@ -372,3 +372,23 @@ def test_missing_matplotlib_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(builtins, "__import__", fake_import)
     with pytest.raises(ImportError, match=r"alliance_meta\[plot\]"):
         plot_mod.forest(am.random_effects(yi=[0.1, 0.2], vi=[0.01, 0.02]))
+
+
+def test_forest_layout_is_data_and_errors_are_library_errors() -> None:
+    """forest_layout gives the rows without drawing; plot errors are AllianceMetaError."""
+    from alliance_meta.exceptions import AllianceMetaError
+    from alliance_meta.plot.forest import forest_layout
+
+    studies = am.datasets.load_alliance_example().studies()
+    sub = am.subgroup_analysis(studies, by="rater")
+    lay = forest_layout(sub, subgroup_title="Rater")
+    kinds = [r.kind for r in lay.rows]
+    assert kinds.count("study") == studies.k
+    assert kinds.count("group-diamond") == len(sub.groups)
+    assert kinds.count("overall") == 1
+    overall = next(r for r in lay.rows if r.kind == "overall")
+    assert overall.yi == sub.overall.estimate
+    headers = [r.label for r in lay.rows if r.kind == "header"]
+    assert headers == [f"Rater: {g}" for g in sub.groups]
+    with pytest.raises(AllianceMetaError, match="labels"):
+        forest_layout(sub, labels=["a"])

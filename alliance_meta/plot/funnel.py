@@ -1,0 +1,226 @@
+"""Funnel plots, with trim-and-fill studies and significance contours."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from alliance_meta._types import FloatArray
+from alliance_meta.core.inference import z_critical
+from alliance_meta.diagnostics.bias import TrimAndFillResult
+from alliance_meta.exceptions import ModelSpecificationError
+from alliance_meta.models.pooling import PoolResult
+from alliance_meta.models.subgroup import SubgroupResult
+from alliance_meta.plot.scale import Scale
+from alliance_meta.plot.style import FONT_SIZE, require_matplotlib, root_figure
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = ["funnel"]
+
+def _filled_data(tf: TrimAndFillResult) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """``(yi_obs, vi_obs, yi_filled, vi_filled)`` from a trim-and-fill result."""
+    yi = np.asarray(tf.yi, dtype=np.float64)
+    vi = np.asarray(tf.vi, dtype=np.float64)
+    mask = np.asarray(tf.filled, dtype=np.bool_)
+    return yi[~mask], vi[~mask], yi[mask], vi[mask]
+
+
+def funnel(
+    result: PoolResult | SubgroupResult,
+    *,
+    ax: Axes | None = None,
+    contours: bool | Sequence[float] = False,
+    trim_and_fill: TrimAndFillResult | None = None,
+    transform: bool = True,
+    level: float = 0.95,
+    title: str | None = None,
+    xlabel: str | None = None,
+    legend: bool = True,
+) -> Figure:
+    """Draw a funnel plot: effect sizes against their standard errors.
+
+    Parameters
+    ----------
+    result : PoolResult or SubgroupResult
+        The pooled result; for a subgroup analysis each subgroup's studies get
+        their own colour (gid ``"study-point"``, legend entry with the subgroup's
+        name) and their own pseudo-confidence triangle around the subgroup's
+        estimate (gid ``"funnel-triangle"``, in subgroup order).
+    ax : matplotlib.axes.Axes, optional
+        Axes to draw into; a new 5.5 x 4.5 inch figure when omitted.
+    contours : bool or sequence of float
+        False (default) for a plain funnel; True for a contour-enhanced funnel
+        (Peters et al., 2008) shading the regions where a study's two-sided test of
+        zero has p > .10, .10-.05, .05-.01 and < .01; or the p-value levels to use,
+        e.g. ``(0.10, 0.05, 0.01)``.
+    trim_and_fill : TrimFillResult, optional
+        A result of :func:`alliance_meta.trim_and_fill`: its imputed studies are
+        added as open markers (gid ``"filled-study"``), and the funnel is centred on
+        its adjusted estimate ``trim_and_fill.result.estimate``.
+    transform : bool
+        Natural-scale axis (r, ratios) as in :func:`forest`, or the analysis scale.
+    level : float
+        Level of the pseudo-confidence region around the estimate
+        (``estimate ± z_{1-α/2} · SE``).
+    title, xlabel : str, optional
+        Axes title and x-axis label.
+    legend : bool
+        Add a legend (contours and filled studies only).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    ImportError
+        If matplotlib (the ``plot`` extra) is not installed.
+
+    Notes
+    -----
+    The y axis is the standard error ``√v_i``, inverted so that the most precise
+    studies are at the top, as in metafor's ``funnel``.  The pseudo-confidence
+    triangle is centred on the pooled estimate (one per subgroup, on its own
+    estimate, for a subgroup analysis: asymmetry is judged within each subgroup);
+    significance contours are centred on zero (on the analysis scale).
+    """
+    require_matplotlib()
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    scale = Scale(result.measure, transform)
+    # one series (label, yi, vi, centre, colour) per subgroup, or one for the result
+    series: list[tuple[str | None, FloatArray, FloatArray, float, Any]]
+    if isinstance(result, SubgroupResult):
+        if trim_and_fill is not None:
+            raise ModelSpecificationError("trim_and_fill needs a PoolResult, not a SubgroupResult")
+        palette = plt.get_cmap("tab10")
+        series = [(name, part.yi, part.vi, part.estimate, palette(i % 10))
+                  for i, (name, part) in enumerate(result.groups.items())]  # fmt: skip
+    else:
+        center = result.estimate if trim_and_fill is None else trim_and_fill.result.estimate
+        series = [(None, result.yi, result.vi, center, "black")]
+    if trim_and_fill is not None:
+        _, _, yf, vf = _filled_data(trim_and_fill)
+    else:
+        yf = vf = np.empty(0)
+    yo = np.concatenate([sr[1] for sr in series])
+    se_o, se_f = np.sqrt(np.concatenate([sr[2] for sr in series])), np.sqrt(vf)
+    se_max = float(max(np.max(se_o), np.max(se_f) if se_f.size else 0.0)) * 1.05
+    crit = z_critical(level)
+    centers = [float(sr[3]) for sr in series]
+
+    if contours is True:
+        levels: tuple[float, ...] = (0.10, 0.05, 0.01)
+    elif contours is False:
+        levels = ()
+    else:
+        levels = tuple(sorted((float(p) for p in contours), reverse=True))
+        if any(not 0.0 < p < 1.0 for p in levels):
+            raise ModelSpecificationError(f"contour levels must lie in (0, 1), got {contours!r}")
+
+    own_figure = ax is None
+    if ax is None:
+        wide = legend and (bool(levels) or trim_and_fill is not None or len(series) > 1)
+        fig_new = plt.figure(figsize=(7.2 if wide else 5.5, 4.5))
+        ax = fig_new.add_subplot(1, 1, 1)
+    fig = root_figure(ax)
+
+    # x range (analysis scale): points, triangle and contours at se_max
+    half = crit * se_max
+    xs = [float(np.min(yo)), float(np.max(yo)), min(centers) - half, max(centers) + half, 0.0]
+    if yf.size:
+        xs += [float(np.min(yf)), float(np.max(yf))]
+    if levels:
+        zmax = z_critical(1.0 - min(levels))
+        xs += [-zmax * se_max * 1.15, zmax * se_max * 1.15]
+    a_lo, a_hi = min(xs), max(xs)
+    if scale.kind == "r":  # keep the analysis-scale range inside the bounds of r
+        a_lo, a_hi = max(a_lo, -5.0), min(a_hi, 5.0)
+    p_lo, p_hi = scale.to_plot_scalar(a_lo), scale.to_plot_scalar(a_hi)
+    scale.configure(ax, p_lo, p_hi)
+    ax.set_ylim(se_max, 0.0)  # inverted: precise studies on top
+    handles: list[Any] = []
+
+    se_grid = np.linspace(0.0, se_max, 200)
+    if levels:
+        shades = ["white", "0.62", "0.80", "0.90", "0.95"]
+        x0, x1 = ax.get_xlim()
+        ax.set_facecolor("0.90" if len(levels) == 3 else "0.95")
+        bg = ax.get_facecolor()
+        handles.append(Patch(facecolor=bg, edgecolor="0.5", linewidth=0.5,
+                             label=f"p < {_fmt_p(levels[-1])}"))  # fmt: skip
+        # widest region (smallest p) first, so narrower regions are drawn on top
+        for i, p in enumerate(reversed(levels)):
+            z = z_critical(1.0 - p)
+            shade = shades[len(levels) - 1 - i]
+            lo_c, hi_c = scale.to_plot(-z * se_grid), scale.to_plot(z * se_grid)
+            poly = ax.fill_betweenx(se_grid, lo_c, hi_c, facecolor=shade, edgecolor="none",
+                                    zorder=0.5)  # fmt: skip
+            poly.set_gid(f"contour-{p:g}")
+            nxt = levels[len(levels) - 2 - i] if i < len(levels) - 1 else None
+            lab = f"{_fmt_p(p)} < p < {_fmt_p(nxt)}" if nxt is not None else f"p > {_fmt_p(p)}"
+            handles.append(Patch(facecolor=shade, edgecolor="0.5", linewidth=0.5, label=lab))
+        ax.set_xlim(x0, x1)
+        handles = [handles[0], *handles[1:]]
+
+    if not levels:
+        ax.plot([scale.null, scale.null], [se_max, 0.0], color="0.6", linewidth=0.7,
+                linestyle=":", zorder=1, gid="null-line")  # fmt: skip
+    for name, yi_g, vi_g, center, color in series:
+        line_color = "0.2" if name is None else color
+        # pseudo-confidence triangle around the (adjusted or subgroup's) estimate
+        tri_x = scale.to_plot(np.array([center - half, center, center + half]))
+        ax.plot(tri_x, [se_max, 0.0, se_max], color=line_color, linestyle=(0, (4, 3)),
+                linewidth=0.9, zorder=2, gid="funnel-triangle")  # fmt: skip
+        c_plot = scale.to_plot_scalar(center)
+        ax.plot([c_plot, c_plot], [se_max, 0.0], color=line_color, linewidth=0.9, zorder=2,
+                gid="estimate-line")  # fmt: skip
+        for x, s in zip(scale.to_plot(yi_g), np.sqrt(vi_g), strict=True):
+            ax.plot([x], [s], marker="o", markersize=5.5, markerfacecolor=color,
+                    markeredgecolor=color, linestyle="none", zorder=4,
+                    gid="study-point")  # fmt: skip
+        if name is not None:
+            handles.append(Line2D([], [], marker="o", linestyle="none", markerfacecolor=color,
+                                  markeredgecolor=color,
+                                  label=f"{name} (k = {yi_g.size})"))  # fmt: skip
+    for x, s in zip(scale.to_plot(yf), se_f, strict=True):
+        ax.plot([x], [s], marker="o", markersize=5.5, markerfacecolor="white",
+                markeredgecolor="black", markeredgewidth=1.0, linestyle="none", zorder=4,
+                gid="filled-study")  # fmt: skip
+    if yf.size:
+        handles.append(Line2D([], [], marker="o", linestyle="none", markerfacecolor="black",
+                              markeredgecolor="black", label="Observed studies"))  # fmt: skip
+        handles.append(Line2D([], [], marker="o", linestyle="none", markerfacecolor="white",
+                              markeredgecolor="black",
+                              label=f"Imputed by trim-and-fill (k0 = {trim_and_fill.k0})"
+                              if trim_and_fill is not None else "Imputed"))  # fmt: skip
+
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    ax.tick_params(labelsize=FONT_SIZE)
+    ax.set_xlabel(xlabel if xlabel is not None else scale.axis_label, fontsize=FONT_SIZE)
+    ax.set_ylabel("Standard error", fontsize=FONT_SIZE)
+    if title:
+        ax.set_title(title, fontsize=FONT_SIZE + 1.5, fontweight="bold", loc="left")
+    if legend and handles:
+        # outside the axes, so that it never hides a study
+        ax.legend(handles=handles, fontsize=FONT_SIZE - 1, frameon=False, loc="upper left",
+                  bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)  # fmt: skip
+    if own_figure:
+        fig.tight_layout()
+    return fig
+
+
+def _fmt_p(p: float | None) -> str:
+    """APA-style p without the leading zero: ``.10``, ``.05``, ``.001``."""
+    if p is None:
+        return ""
+    s = f"{p:.2f}" if round(p, 2) == p else f"{p:g}"
+    return s.lstrip("0") or "0"
