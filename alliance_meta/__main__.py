@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from alliance_meta import __version__
+from alliance_meta.core.estimators import ESTIMATORS
 from alliance_meta.data.study import StudySet
 from alliance_meta.datasets import ALLIANCE_EXAMPLE_SEED, load_alliance_example
 from alliance_meta.diagnostics.bias import egger_test
@@ -32,7 +33,7 @@ from alliance_meta.models.subgroup import SubgroupResult, subgroup_analysis
 
 __all__ = ["main"]
 
-_METHODS = ("REML", "DL", "HE", "HS", "HSk", "SJ", "ML", "EB", "PM", "PMM", "EE")
+_METHODS = tuple(ESTIMATORS)  # the τ² estimator registry
 _DEFAULT_PNG = "alliance_forest.png"
 _RULE = "=" * 78
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import alliance_meta as am
+from alliance_meta.core.estimators import ESTIMATORS
 from alliance_meta.exceptions import InvalidStudyError, ModelSpecificationError
 
 REF = Path(__file__).parent / "reference"
@@ -202,7 +203,7 @@ def test_moderator_reference_override() -> None:
 
 
 @pytest.mark.parametrize(
-    "method", ["EE", "DL", "HE", "HS", "HSk", "SJ", "ML", "REML", "EB", "PM", "PMM"]
+    "method", list(ESTIMATORS)
 )
 def test_every_estimator_gives_r2(method: str) -> None:
     data = _load(REF / "metareg_bcg_ablat.json")

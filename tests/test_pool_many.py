@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 
 import alliance_meta as am
 from alliance_meta import pool_many
+from alliance_meta.core.estimators import ESTIMATORS
 
-METHODS = ["EE", "DL", "HE", "HS", "HSk", "SJ", "ML", "REML", "EB", "PM", "PMM"]
+METHODS = list(ESTIMATORS)  # every estimator of the registry
 # τ² and estimates agree to 1e-10: the iterative estimators stop at 1e-10 relative
 # step size, and two paths that sum in a different order can stop one Newton step
 # apart; closed-form estimators agree to a few ulps.

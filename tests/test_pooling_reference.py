@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 import alliance_meta as am
+from alliance_meta.core.estimators import ESTIMATORS
 from alliance_meta.exceptions import AllianceMetaWarning
 
 REF = Path(__file__).parent / "reference"
@@ -168,7 +169,7 @@ def test_reml_stress_set_never_fails() -> None:
     np.testing.assert_allclose(many.estimate, est, rtol=RTOL, atol=1e-10)
 
 
-OFFSET_METHODS = ["EE", "DL", "HE", "HS", "HSk", "SJ", "ML", "REML", "EB", "PM", "PMM"]
+OFFSET_METHODS = list(ESTIMATORS)  # every estimator of the registry
 
 
 @pytest.mark.parametrize("method", OFFSET_METHODS)
