@@ -293,12 +293,8 @@ class RobustResult:
     def _positions(self, coefs: object) -> npt.NDArray[np.intp]:
         p = len(self.coef_names)
         if coefs is None:
-            pos = list(range(1 if self._intercept else 0, p))
-            if not pos:
-                raise ModelSpecificationError(
-                    "the model has only an intercept: nothing to test by default; give "
-                    "coefs=[0] to test the intercept"
-                )
+            # metafor's default btt: the intercept only in an intercept-only model
+            pos = list(range(1 if self._intercept else 0, p)) or [0]
         else:
             items = [coefs] if isinstance(coefs, (int, np.integer, str)) else list(
                 coefs  # type: ignore[call-overload]
@@ -338,7 +334,8 @@ class RobustResult:
         ----------
         coefs : sequence of int (or str), optional
             0-based coefficient positions (or names); default all but the intercept
-            (all, in a model without one).
+            (all in a model without one; the intercept in an intercept-only model, as
+            metafor's ``btt``).
         test : {"HTZ", "chi2"}
             ``"HTZ"``: the small-sample test of the estimator (HTZ for CR0/CR2;
             metafor's ``F = Q / q`` on ``(q, n − p)`` df for CR1); ``"chi2"``: the
