@@ -397,6 +397,7 @@ def test_cr2_is_unbiased_under_the_working_model() -> None:
     fit = am.meta_regression(yi=data["yi"], vi=data["vi"], moderators=data["moderators"])
     for adjust, unbiased in (("CR2", True), ("CR0", False)):
         s = _quiet(robust, fit, data["cluster"], adjust=adjust)._sandwich
+        assert s.gram is not None and s.H is not None
         expected = s.gram.sum(0) - np.einsum("jau,jbu->ab", s.H, s.H)
         if unbiased:
             np.testing.assert_allclose(expected, s.bread, rtol=1e-10)

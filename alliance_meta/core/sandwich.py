@@ -140,19 +140,20 @@ def _cr2_matrices(w: Whitened) -> FloatArray:
     ``S_j = I − Z_j B Z_j'``, and ``Ã_j = L_j⁻¹ A_j L_j = G_j^{-1/2} K_j``.
     """
     L, Z, B = w.L, w.Z, w.B
-    Lt = np.swapaxes(L, -1, -2)
-    K = Lt @ L
-    s = Z.shape[1]
-    S = np.eye(s) - (Z @ B) @ np.swapaxes(Z, -1, -2)
-    Gm = K @ S @ K
+    K = np.swapaxes(L, -1, -2) @ L
+    KZ = K @ Z
+    # G_j = K_j S_j K_j = K_j² − (K_j Z_j) B (K_j Z_j)'
+    Gm = K @ K - (KZ @ B) @ np.swapaxes(KZ, -1, -2)
     Gm = 0.5 * (Gm + np.swapaxes(Gm, -1, -2))
-    ev, U = np.linalg.eigh(Gm)
+    if Gm.shape[1] == 1:
+        ev, U = Gm[:, :, 0], np.ones_like(Gm)
+    else:
+        ev, U = np.linalg.eigh(Gm)
     # tr(M_j)² bounds the eigenvalues of G_j (≤ λ_max(M_j)²): the units of G_j
     trM = np.einsum("nii->n", K)
     tol = EIG_TOL * trM**2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        root = np.where(ev > tol[:, None], 1.0 / np.sqrt(np.where(ev > 0, ev, 1.0)), 0.0)
-    out: FloatArray = ((U * root[:, None, :]) @ np.swapaxes(U, -1, -2)) @ K
+    root = np.where(ev > tol[:, None], 1.0 / np.sqrt(np.where(ev > 0, ev, 1.0)), 0.0)
+    out: FloatArray = (U * root[:, None, :]) @ (np.swapaxes(U, -1, -2) @ K)
     return out
 
 
@@ -202,8 +203,9 @@ class Sandwich:
         Degrees of freedom of each coefficient's t test.
     bread : (p, p) array
         ``(X' W X)⁻¹``.
-    gram, H : (G, p, p) arrays
-        Per-cluster summaries ``B Z_j'Ã_j Ã_j'Z_j B`` and ``B Z_j'Ã_j Z_j C_B``.
+    gram, H : (G, p, p) arrays or None
+        Per-cluster summaries ``B Z_j'Ã_j Ã_j'Z_j B`` and ``B Z_j'Ã_j Z_j C_B``
+        (None for an estimator with ``n − p`` df, which does not need them).
     n_clusters, n_effects : int
     adjust : str
         The registry name.
@@ -213,8 +215,8 @@ class Sandwich:
     vcov: FloatArray
     df: FloatArray
     bread: FloatArray
-    gram: FloatArray
-    H: FloatArray
+    gram: FloatArray | None
+    H: FloatArray | None
     n_clusters: int
     n_effects: int
     adjust: str
@@ -248,7 +250,11 @@ def _check_blocks(codes: IntArray, index: IntArray, M: FloatArray, k: int) -> In
     if not np.array_equal(valid, np.arange(b)[None, :] < sizes[:, None]):
         raise ModelSpecificationError("marginal blocks must pad each cluster at the end (-1)")
     flat = index[valid]
-    if flat.size != k or not np.array_equal(np.sort(flat), np.arange(k)):
+    if (
+        flat.size != k
+        or flat.max(initial=-1) >= k
+        or not np.all(np.bincount(flat, minlength=k) == 1)
+    ):
         raise ModelSpecificationError("marginal blocks must hold every effect exactly once")
     owner = np.repeat(np.arange(G), sizes)
     if not np.array_equal(codes[flat], owner):
@@ -264,6 +270,21 @@ def _check_blocks(codes: IntArray, index: IntArray, M: FloatArray, k: int) -> In
 def _groups(sizes: IntArray) -> list[tuple[int, npt.NDArray[np.intp]]]:
     """Clusters grouped by size: ``[(s, cluster positions), ...]``."""
     return [(int(s), np.flatnonzero(sizes == s)) for s in np.unique(sizes)]
+
+
+def lower_solve(L: FloatArray, R: FloatArray) -> FloatArray:
+    """``L⁻¹ R`` for a stack of lower-triangular ``L`` ``(n, s, s)`` and ``R`` ``(n, s, m)``.
+
+    Forward substitution, vectorised over the stack (``s`` steps): several times
+    faster than a batched LU solve for the small blocks of clustered data.
+    """
+    out = np.empty_like(R)
+    for i in range(R.shape[1]):
+        acc = R[:, i, :]
+        if i:
+            acc = acc - np.einsum("nk,nkm->nm", L[:, i, :i], out[:, :i, :])
+        out[:, i, :] = acc / L[:, i, i, None]
+    return out
 
 
 def _lower_cholesky(Mg: FloatArray, members: npt.NDArray[np.intp]) -> FloatArray:
@@ -350,7 +371,7 @@ def cluster_sandwich(
         idx = index[members, :s]
         Lg = _lower_cholesky(M[members, :s, :s], members)
         rhs = np.concatenate([X[idx], r[idx][:, :, None]], axis=2)
-        sol = np.linalg.solve(Lg, rhs)
+        sol = lower_solve(Lg, rhs)
         Zg, rho = sol[:, :, :p], sol[:, :, p]
         XtWX += np.einsum("nsa,nsb->ab", Zg, Zg)
         groups.append((members, Lg, Zg, rho))
@@ -365,20 +386,26 @@ def cluster_sandwich(
     # C_B with C_B C_B' = B: the inverse transpose of chol(X'WX)
     CB = np.linalg.inv(CBinv).T
 
-    # pass 2: adjust, and summarise each cluster
+    # pass 2: adjust; summarise each cluster by Y_j = Z_j' Ã_j (p × s_j)
+    satt = spec.df == "satterthwaite"
     comps = np.empty((G, p))
-    gram = np.empty((G, p, p))
-    H = np.empty((G, p, p))
+    YY = np.empty((G, p, p))
+    YZ = np.empty((G, p, p))
     for members, Lg, Zg, rho in groups:
         A = spec.matrices(Whitened(Lg, Zg, B))
-        ZtA = np.swapaxes(Zg, -1, -2) if A is None else np.swapaxes(Zg, -1, -2) @ A
-        comps[members] = np.einsum("nps,ns->np", ZtA, rho)
-        BZtA = B @ ZtA
-        gram[members] = BZtA @ np.swapaxes(BZtA, -1, -2)
-        H[members] = (BZtA @ Zg) @ CB
+        Zt = np.swapaxes(Zg, -1, -2)
+        Y = Zt if A is None else Zt @ A
+        comps[members] = (Y @ rho[:, :, None])[:, :, 0]
+        if satt:  # only the Satterthwaite df and the HTZ test need these
+            YY[members] = Y @ np.swapaxes(Y, -1, -2)
+            YZ[members] = Y @ Zg
     vcov = spec.scale(G, p) * (B @ (comps.T @ comps) @ B)
     vcov = 0.5 * (vcov + vcov.T)
-    if spec.df == "satterthwaite":
+    gram: FloatArray | None = None
+    H: FloatArray | None = None
+    if satt:
+        gram = np.einsum("ab,jbc,cd->jad", B, YY, B, optimize=True)
+        H = np.einsum("ab,jbc,cd->jad", B, YZ, CB, optimize=True)
         df = satterthwaite_df(gram, H)
     else:
         df = np.full(p, float(G - p))
@@ -471,6 +498,8 @@ def htz_test(s: Sandwich, btt: npt.NDArray[np.intp]) -> ClusterWald:
     test statistic is ``F = δ Q / q`` with ``δ = (ν − q + 1) / ν`` on
     ``(q, ν − q + 1)`` df (clubSandwich's ``Wald_test(test = "HTZ")``).
     """
+    if s.gram is None or s.H is None:
+        raise ValueError(f"{s.adjust} has no Satterthwaite/HTZ small-sample tests")
     q = int(btt.size)
     gC = s.gram[:, btt[:, None], btt[None, :]]  # (G, q, q)
     hC = s.H[:, btt, :]  # (G, q, u)
