@@ -545,3 +545,21 @@ def test_result_contract() -> None:
     assert list(w.to_frame().columns) == ["F", "df_num", "df_denom", "pvalue", "Q"]
     assert w.coefs == ("year", "deltypegeneral", "deltypeovert")
     assert res.n_clusters == len(set(data["cluster"])) and res.k == len(data["yi"])
+
+
+def test_the_fits_test_option_does_not_enter_the_sandwich() -> None:
+    # The bread is (X'WX)^{-1} of the model's weights whatever the fit's test:
+    # clubSandwich recomputes it from the weights (its CR2 is the same for z and
+    # knha fits).  metafor 3.8.1's robust() instead reuses the fit's vb, which under
+    # test="knha" carries the Knapp-Hartung factor s², so its CR1 variance is s⁴
+    # times ours on knha fits (s² = 0.9646 for konstantopoulos2011 with year: its SEs
+    # are 0.9646 x those of the z fit); ours is the estimator its code comment
+    # intends, "vb = (X'WX)^-1".
+    data = _load(REF / "robust_konstantopoulos2011.json")
+    z = am.meta_regression(yi=data["yi"], vi=data["vi"], moderators=data["moderators"])
+    knha = am.meta_regression(yi=data["yi"], vi=data["vi"], moderators=data["moderators"],
+                              test="knha")
+    for adjust in ("CR1", "CR2"):
+        a = _quiet(robust, z, data["cluster"], adjust=adjust)
+        b = _quiet(robust, knha, data["cluster"], adjust=adjust)
+        np.testing.assert_allclose(b.vcov, a.vcov, rtol=1e-12)
