@@ -150,9 +150,14 @@ def _cluster_codes(fit: object, cluster: object, k: int) -> tuple[IntArray, list
                 f"{', '.join(map(str, levels))})"
             )
         cluster = levels[cluster]
-    if isinstance(cluster, (pd.Series, pd.Index, pd.Categorical)):
-        values = np.asarray(cluster, dtype=object)
+    if isinstance(cluster, (np.ndarray, pd.Series, pd.Index)) and np.asarray(
+        cluster
+    ).dtype.kind in "iufb":
+        # a numeric array: factorised natively (no Python objects)
+        values = np.asarray(cluster)
     else:
+        # a list (whose mixed labels, e.g. 1 and "1", must stay distinct), a
+        # categorical or an object array
         try:
             values = np.asarray(cluster, dtype=object)
         except (TypeError, ValueError):
