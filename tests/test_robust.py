@@ -563,3 +563,31 @@ def test_the_fits_test_option_does_not_enter_the_sandwich() -> None:
         a = _quiet(robust, z, data["cluster"], adjust=adjust)
         b = _quiet(robust, knha, data["cluster"], adjust=adjust)
         np.testing.assert_allclose(b.vcov, a.vcov, rtol=1e-12)
+
+
+def test_core_accepts_blocks_in_any_order_and_padding_anywhere() -> None:
+    data, fit = _assink()
+    ref = _quiet(robust, fit, data["cluster"])
+    codes = pd.factorize(np.asarray(data["cluster"]), sort=True)[0].astype(np.int64)
+    X, y, coef = fit.X, np.asarray(data["yi"]), fit.coef
+    vi, tau2 = np.asarray(data["vi"]), fit.tau2
+    G = int(codes.max()) + 1
+    b = int(np.bincount(codes).max()) + 2
+    rng = np.random.default_rng(3)
+    rows = rng.permutation(G)
+    index = np.full((G, b), -1, dtype=np.int64)
+    M = np.tile(np.eye(b), (G, 1, 1))
+    for row, g in zip(range(G), rows, strict=True):
+        members = np.flatnonzero(codes == g)
+        slots = np.sort(rng.choice(b, size=members.size, replace=False))
+        index[row, slots] = members
+        M[row, slots, slots] = vi[members] + tau2
+    s = _quiet(sw.cluster_sandwich, X, y, codes, index, M, coef, "CR2")
+    np.testing.assert_allclose(s.vcov, ref.vcov, rtol=1e-12)
+    np.testing.assert_allclose(s.df, ref.df, rtol=1e-12)
+    # blocks that mix two clusters (one effect swapped between two blocks) are an error
+    two = index.copy()
+    i0, i1 = np.flatnonzero(two[0] >= 0)[0], np.flatnonzero(two[1] >= 0)[0]
+    two[0, i0], two[1, i1] = index[1, i1], index[0, i0]
+    with pytest.raises(ModelSpecificationError, match="two clusters"):
+        sw.cluster_sandwich(X, y, codes, two, M, coef, "CR2")

@@ -232,8 +232,16 @@ class Sandwich:
         return ADJUSTMENTS[self.adjust].df
 
 
-def _check_blocks(codes: IntArray, index: IntArray, M: FloatArray, k: int) -> IntArray:
-    """Validate the blocks against the clustering; return each cluster's size."""
+def _check_blocks(
+    codes: IntArray, index: IntArray, M: FloatArray, k: int
+) -> tuple[IntArray, FloatArray, IntArray]:
+    """Validate the blocks against the clustering.
+
+    Returns ``index`` and ``M`` with each block's padding moved to its end (rows
+    may come in any order and pad anywhere), and each block's size.  Every block
+    must hold the effects of exactly one cluster, and every effect must be in
+    exactly one block.
+    """
     if codes.shape != (k,):
         raise ModelSpecificationError(
             f"cluster codes have {codes.shape[0] if codes.ndim else 0} entries for {k} effects"
@@ -248,7 +256,11 @@ def _check_blocks(codes: IntArray, index: IntArray, M: FloatArray, k: int) -> In
     sizes = valid.sum(axis=1).astype(np.int64)
     b = index.shape[1]
     if not np.array_equal(valid, np.arange(b)[None, :] < sizes[:, None]):
-        raise ModelSpecificationError("marginal blocks must pad each cluster at the end (-1)")
+        order = np.argsort(~valid, axis=1, kind="stable")
+        index = np.take_along_axis(index, order, axis=1)
+        M = np.take_along_axis(np.take_along_axis(M, order[:, :, None], axis=1),
+                               order[:, None, :], axis=2)
+        valid = index >= 0
     flat = index[valid]
     if (
         flat.size != k
@@ -256,15 +268,20 @@ def _check_blocks(codes: IntArray, index: IntArray, M: FloatArray, k: int) -> In
         or not np.all(np.bincount(flat, minlength=k) == 1)
     ):
         raise ModelSpecificationError("marginal blocks must hold every effect exactly once")
-    owner = np.repeat(np.arange(G), sizes)
-    if not np.array_equal(codes[flat], owner):
-        bad = int(flat[codes[flat] != owner][0])
+    if np.any(sizes == 0):
+        raise ModelSpecificationError("a marginal block holds no effect")
+    row_code = codes[index[:, 0]]
+    mixed = codes[flat] != np.repeat(row_code, sizes)
+    if mixed.any():
+        bad = int(flat[mixed][0])
+        row = int(np.repeat(np.arange(G), sizes)[mixed][0])
         raise ModelSpecificationError(
-            f"marginal block of cluster {int(owner[flat == bad][0])} holds effect {bad} "
-            f"of cluster {int(codes[bad])}"
+            f"a marginal block holds effects of two clusters ({int(row_code[row])} and "
+            f"{int(codes[bad])}, effect {bad})"
         )
-    out: IntArray = sizes
-    return out
+    if not np.all(np.bincount(row_code, minlength=G) == 1):
+        raise ModelSpecificationError("each cluster must be exactly one marginal block")
+    return index, M, sizes
 
 
 def _groups(sizes: IntArray) -> list[tuple[int, npt.NDArray[np.intp]]]:
@@ -323,7 +340,8 @@ def cluster_sandwich(
     codes : (k,) int array
         Cluster of each effect, ``0 … G − 1``.
     index : (G, b) int array
-        Effect positions of each cluster's block (``-1`` padding at the end).
+        Effect positions of each cluster's block (``-1`` padding); one block per
+        cluster, in any order.
     M : (G, b, b) array
         The fitted marginal covariance restricted to each cluster (identity on the
         padding); the working weights are ``W_j = M_j⁻¹``.
@@ -342,7 +360,8 @@ def cluster_sandwich(
     ``r = y − X β̂`` and ``A_j``:
 
     - CR0: ``I`` (Liang & Zeger, 1986), ``s = 1``;
-    - CR1: ``I``, ``s = n / (n − p)`` with ``n`` clusters: metafor's ``robust()``;
+    - CR1: ``I``, ``s = n / (n − p)`` with ``n`` clusters (Hedges, Tipton & Johnson,
+      2010): metafor's ``robust()``;
     - CR2: ``F_j' [F_j (M_j − X_j B X_j') F_j']^{-1/2} F_j`` with ``F_j`` the upper
       Cholesky factor of ``M_j`` (Bell & McCaffrey, 2002; McCaffrey, Bell & Botts,
       2001), the symmetric inverse square root taken over the positive eigenvalues:
@@ -360,7 +379,7 @@ def cluster_sandwich(
     index = np.asarray(index, dtype=np.int64)
     M = np.asarray(M, dtype=np.float64)
     k, p = X.shape
-    sizes = _check_blocks(codes, index, M, k)
+    index, M, sizes = _check_blocks(codes, index, M, k)
     G = sizes.shape[0]
     r = y - X @ coef
 
