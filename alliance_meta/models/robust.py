@@ -1,0 +1,530 @@
+"""Cluster-robust inference for any fitted model: ``robust(fit, cluster)``.
+
+CR2 standard errors with Satterthwaite degrees of freedom and the HTZ Wald test,
+exact to clubSandwich 0.5.8 with the model's own working weights; CR1 is metafor's
+``robust(fit, cluster)``.  The numerical work is :mod:`alliance_meta.core.sandwich`;
+this module turns a fit into its design, effects, coefficients and marginal
+covariance blocks, and wraps the answer in a frozen result.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import attrs
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from statsmodels.iolib.summary import Summary
+
+from alliance_meta._pooling import IntervalArray
+from alliance_meta.core.sandwich import (
+    ADJUSTMENTS,
+    ClusterWald,
+    CRType,
+    Sandwich,
+    chi2_cluster_test,
+    cluster_coef_tests,
+    cluster_f_test,
+    cluster_sandwich,
+    htz_test,
+)
+from alliance_meta.exceptions import (
+    FewStudiesWarning,
+    InvalidStudyError,
+    ModelSpecificationError,
+)
+from alliance_meta.results.base import freeze_arrays
+from alliance_meta.results.summary import frame_summary
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+WaldTestKind = Literal["HTZ", "chi2"]
+
+__all__ = ["RobustResult", "RobustWaldTest", "SupportsMarginalBlocks", "robust"]
+
+#: Satterthwaite df below this make t and F p-values unreliable (Tipton, 2015;
+#: Pustejovsky & Tipton, 2018; clubSandwich's documentation).
+MIN_RELIABLE_DF = 4.0
+
+
+@runtime_checkable
+class SupportsMarginalBlocks(Protocol):
+    """A fit that ``robust`` can use directly (multilevel and multivariate models).
+
+    ``marginal_blocks(codes)`` gets the cluster code (``0 … G − 1``) of each effect
+    and returns ``index`` ``(G, b)``, the effect positions of each cluster (``-1``
+    padding at the end), and ``M`` ``(G, b, b)``, the fitted marginal covariance
+    restricted to each cluster (identity on the padding); it raises
+    :class:`~alliance_meta.exceptions.ModelSpecificationError` when ``M`` links two
+    clusters.
+    """
+
+    @property
+    def X(self) -> Any: ...  # (k, p) design
+    @property
+    def yi(self) -> Any: ...  # (k,) effects
+    @property
+    def coef(self) -> Any: ...  # (p,) coefficients
+    @property
+    def coef_names(self) -> Any: ...
+    @property
+    def level(self) -> Any: ...
+
+    def marginal_blocks(self, codes: IntArray) -> tuple[IntArray, FloatArray]: ...
+
+
+def _padded_positions(codes: IntArray) -> tuple[IntArray, IntArray]:
+    """Cluster sizes, and for each effect its slot in its cluster's padded block."""
+    G = int(codes.max()) + 1
+    sizes = np.bincount(codes, minlength=G).astype(np.int64)
+    order = np.argsort(codes, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    slot = np.empty(codes.shape[0], dtype=np.int64)
+    slot[order] = np.arange(codes.shape[0]) - np.repeat(starts, sizes)
+    return sizes, slot
+
+
+@attrs.frozen
+class _UnivariateFit:
+    """A univariate fit (``random_effects``, ``fixed_effect``, ``meta_regression``)
+    seen as a model with marginal covariance ``diag(v_i + τ²)``."""
+
+    X: FloatArray
+    yi: FloatArray
+    vi: FloatArray
+    tau2: float
+    coef: FloatArray
+    coef_names: tuple[str, ...]
+    level: float
+
+    def marginal_blocks(self, codes: IntArray) -> tuple[IntArray, FloatArray]:
+        sizes, slot = _padded_positions(codes)
+        G, b = sizes.shape[0], int(sizes.max())
+        index = np.full((G, b), -1, dtype=np.int64)
+        index[codes, slot] = np.arange(codes.shape[0])
+        M = np.tile(np.eye(b), (G, 1, 1))
+        M[codes, slot, slot] = self.vi + self.tau2
+        return index, M
+
+
+def _as_blocks_fit(fit: object) -> SupportsMarginalBlocks:
+    if isinstance(fit, SupportsMarginalBlocks) and callable(
+        getattr(fit, "marginal_blocks", None)
+    ):
+        return fit
+    if all(hasattr(fit, a) for a in ("yi", "vi", "tau2", "level")):
+        yi = np.asarray(fit.yi, dtype=np.float64)  # type: ignore[attr-defined]
+        vi = np.asarray(fit.vi, dtype=np.float64)  # type: ignore[attr-defined]
+        tau2 = float(getattr(fit, "tau2", 0.0) or 0.0)
+        if hasattr(fit, "coef"):
+            coef = np.atleast_1d(np.asarray(fit.coef, dtype=np.float64))
+            X = np.asarray(fit.X, dtype=np.float64)  # type: ignore[attr-defined]
+            names = tuple(str(n) for n in fit.coef_names)  # type: ignore[attr-defined]
+        else:
+            coef = np.array([float(fit.estimate)])  # type: ignore[attr-defined]
+            X = np.ones((yi.shape[0], 1))
+            names = ("intrcpt",)
+        return _UnivariateFit(X, yi, vi, tau2, coef, names, float(fit.level))  # type: ignore[attr-defined]
+    raise TypeError(
+        f"robust() needs a fitted model (random_effects, fixed_effect, meta_regression, "
+        f"or a fit with marginal_blocks()), not {type(fit).__name__}"
+    )
+
+
+def _cluster_codes(fit: object, cluster: object, k: int) -> tuple[IntArray, list[Any]]:
+    """Cluster codes ``0 … G − 1`` (in sorted label order where sortable) and labels."""
+    if isinstance(cluster, str):
+        levels = getattr(fit, "levels", None)
+        if not isinstance(levels, Mapping):
+            raise ModelSpecificationError(
+                f"cluster={cluster!r} names a level, but this fit has no levels; give "
+                f"one cluster label per effect ({k} labels)"
+            )
+        if cluster not in levels:
+            raise ModelSpecificationError(
+                f"cluster={cluster!r} is not a level of the fit (levels: "
+                f"{', '.join(map(str, levels))})"
+            )
+        cluster = levels[cluster]
+    if isinstance(cluster, (np.ndarray, pd.Series, pd.Index)) and np.asarray(
+        cluster
+    ).dtype.kind in "iufb":
+        # a numeric array: factorised natively (no Python objects)
+        values = np.asarray(cluster)
+    else:
+        # a list (whose mixed labels, e.g. 1 and "1", must stay distinct), a
+        # categorical or an object array
+        try:
+            values = np.asarray(cluster, dtype=object)
+        except (TypeError, ValueError):
+            raise InvalidStudyError(
+                "cluster must be one label per effect", field="cluster"
+            ) from None
+    if values.ndim != 1:
+        raise InvalidStudyError(
+            f"cluster must be one label per effect (a 1-d sequence); got shape "
+            f"{values.shape}",
+            field="cluster",
+        )
+    if values.shape[0] != k:
+        raise InvalidStudyError(
+            f"cluster has {values.shape[0]} labels but the fit has {k} effects",
+            field="cluster",
+        )
+    try:
+        codes, uniques = pd.factorize(values, sort=True)
+    except TypeError:  # labels of mixed, unorderable types
+        codes, uniques = pd.factorize(values, sort=False)
+    if (codes < 0).any():
+        row = int(np.flatnonzero(codes < 0)[0])
+        raise InvalidStudyError("cluster label is missing", study=str(row), field="cluster")
+    return codes.astype(np.int64), list(uniques)
+
+
+def _has_intercept(X: FloatArray, names: Sequence[str]) -> bool:
+    return bool(names and names[0] == "intrcpt") or bool(
+        X.shape[1] and np.all(X[:, 0] == 1.0)
+    )
+
+
+def _warn_few_df(df: FloatArray, what: str) -> None:
+    low = np.isfinite(df) & (df < MIN_RELIABLE_DF)
+    if low.any():
+        warnings.warn(
+            f"Satterthwaite degrees of freedom below {MIN_RELIABLE_DF:g} ({what}: "
+            f"{', '.join(f'{d:.3g}' for d in np.asarray(df)[low])}); the robust p-values "
+            "and confidence intervals are unreliable (Tipton, 2015; Pustejovsky & "
+            "Tipton, 2018)",
+            FewStudiesWarning,
+            stacklevel=3,
+        )
+
+
+@attrs.frozen(field_transformer=freeze_arrays)
+class RobustWaldTest:
+    """A cluster-robust Wald test that some coefficients are zero.
+
+    Attributes
+    ----------
+    test : str
+        ``"HTZ"`` (Tipton & Pustejovsky, 2015), ``"F"`` (metafor's robust ``QM``
+        under CR1) or ``"chi2"`` (naive).
+    F : float
+        The test statistic: ``δ Q / q`` for HTZ, ``Q / q`` otherwise.
+    df_num, df_denom : int, float
+        Degrees of freedom (``df_denom`` is ``inf`` for the χ² test).
+    pvalue : float
+    Q : float
+        The unadjusted Wald statistic ``β_S' V_S⁻¹ β_S`` (χ² on ``q`` df).
+    coefs : tuple of str
+        The tested coefficients.
+    """
+
+    test: str
+    F: float
+    df_num: int
+    df_denom: float
+    pvalue: float
+    Q: float
+    coefs: tuple[str, ...]
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row: the test."""
+        frame: pd.DataFrame = pd.DataFrame(
+            {
+                "F": [self.F],
+                "df_num": [self.df_num],
+                "df_denom": [self.df_denom],
+                "pvalue": [self.pvalue],
+                "Q": [self.Q],
+            },
+            index=pd.Index([self.test], name="test"),
+        )
+        return frame
+
+    def summary(self) -> Summary:
+        """A statsmodels Summary like clubSandwich's ``Wald_test`` print."""
+        return frame_summary(
+            "Cluster-robust Wald test",
+            [("Test:", self.test), ("Coefficients:", ", ".join(self.coefs))],
+            self.to_frame(),
+        )
+
+    def __str__(self) -> str:
+        return str(self.summary())
+
+
+@attrs.frozen(field_transformer=freeze_arrays)
+class RobustResult:
+    """Cluster-robust inference for a fitted model (:func:`robust`).
+
+    Attributes
+    ----------
+    coef_names : tuple of str
+    coef, se, statistic, df, pvalue : ndarray
+        Coefficients (the fit's), robust standard errors, t statistics, degrees of
+        freedom (one per coefficient) and two-sided p-values.
+    ci : IntervalArray
+        Confidence intervals at ``level`` (``.low``, ``.high``).
+    vcov : ndarray
+        The robust variance matrix.
+    n_clusters : int
+    adjust : str
+        ``"CR0"``, ``"CR1"`` or ``"CR2"``.
+    level : float
+    k : int
+        Number of effects.
+    """
+
+    coef_names: tuple[str, ...]
+    coef: FloatArray = attrs.field(eq=False)
+    se: FloatArray = attrs.field(eq=False)
+    statistic: FloatArray = attrs.field(eq=False)
+    df: FloatArray = attrs.field(eq=False)
+    pvalue: FloatArray = attrs.field(eq=False)
+    ci: IntervalArray
+    vcov: FloatArray = attrs.field(eq=False, repr=False)
+    n_clusters: int
+    adjust: str
+    level: float
+    k: int
+    _sandwich: Sandwich = attrs.field(eq=False, repr=False, alias="sandwich")
+    _intercept: bool = attrs.field(repr=False, alias="intercept")
+
+    def _positions(self, coefs: object) -> npt.NDArray[np.intp]:
+        p = len(self.coef_names)
+        if coefs is None:
+            # metafor's default btt: the intercept only in an intercept-only model
+            pos = list(range(1 if self._intercept else 0, p)) or [0]
+        else:
+            items = [coefs] if isinstance(coefs, (int, np.integer, str)) else list(
+                coefs  # type: ignore[call-overload]
+            )
+            pos = []
+            for c in items:
+                if isinstance(c, str):
+                    if c not in self.coef_names:
+                        raise ModelSpecificationError(
+                            f"no coefficient named {c!r} (coefficients: "
+                            f"{', '.join(self.coef_names)})"
+                        )
+                    pos.append(self.coef_names.index(c))
+                elif isinstance(c, (int, np.integer)) and not isinstance(c, bool):
+                    if not 0 <= int(c) < p:
+                        raise ModelSpecificationError(
+                            f"coefficient position {int(c)} is out of range: positions "
+                            f"are 0-based, 0 … {p - 1}"
+                        )
+                    pos.append(int(c))
+                else:
+                    raise ModelSpecificationError(
+                        f"coefs must be 0-based coefficient positions (or names), not {c!r}"
+                    )
+            if not pos:
+                raise ModelSpecificationError("coefs is empty: nothing to test")
+            if len(set(pos)) != len(pos):
+                raise ModelSpecificationError(f"coefs repeats a coefficient: {items!r}")
+        return np.asarray(pos, dtype=np.intp)
+
+    def wald_test(
+        self, coefs: Sequence[int | str] | int | str | None = None, *, test: WaldTestKind = "HTZ"
+    ) -> RobustWaldTest:
+        """Test that the chosen coefficients are all zero.
+
+        Parameters
+        ----------
+        coefs : sequence of int (or str), optional
+            0-based coefficient positions (or names); default all but the intercept
+            (all in a model without one; the intercept in an intercept-only model, as
+            metafor's ``btt``).
+        test : {"HTZ", "chi2"}
+            ``"HTZ"``: the small-sample test of the estimator (HTZ for CR0/CR2;
+            metafor's ``F = Q / q`` on ``(q, n − p)`` df for CR1); ``"chi2"``: the
+            naive ``Q`` on χ²(q).
+
+        Returns
+        -------
+        RobustWaldTest
+
+        Notes
+        -----
+        ``Q = β_S' (V^R_S)⁻¹ β_S``.  HTZ (Tipton & Pustejovsky, 2015; clubSandwich's
+        ``Wald_test(test = "HTZ")``) refers ``δ Q / q`` to ``F(q, ν − q + 1)`` with
+        ``δ = (ν − q + 1)/ν`` and ``ν`` from a Hotelling T² approximation whose
+        variance is matched under the working model.
+        """
+        btt = self._positions(coefs)
+        s = self._sandwich
+        res: ClusterWald
+        if test == "chi2":
+            res = chi2_cluster_test(s, btt)
+        elif test == "HTZ":
+            if s.df_kind == "clusters":
+                res = cluster_f_test(s, btt)
+            else:
+                res = htz_test(s, btt)
+                _warn_few_df(np.array([res.df_denom]), "HTZ denominator")
+        else:
+            raise ModelSpecificationError(f"test must be 'HTZ' or 'chi2', not {test!r}")
+        return RobustWaldTest(
+            res.test,
+            float(res.F),
+            int(res.df_num),
+            float(res.df_denom),
+            float(res.pvalue),
+            float(res.Q),
+            tuple(self.coef_names[i] for i in btt),
+        )
+
+    def to_frame(self) -> pd.DataFrame:
+        """Coefficient table: one row per coefficient."""
+        frame: pd.DataFrame = pd.DataFrame(
+            {
+                "coef": self.coef,
+                "se": self.se,
+                "statistic": self.statistic,
+                "df": self.df,
+                "pvalue": self.pvalue,
+                "ci_low": self.ci.low,
+                "ci_high": self.ci.high,
+            },
+            index=pd.Index(list(self.coef_names), name="coefficient"),
+        )
+        return frame
+
+    def summary(self) -> Summary:
+        """A statsmodels ``Summary``: the estimator, the clusters and the coefficient table."""
+        spec = ADJUSTMENTS[self.adjust]
+        info = [
+            ("Estimator:", self.adjust),
+            ("Clusters:", str(self.n_clusters)),
+            ("Effects (k):", str(self.k)),
+            ("df:", "Satterthwaite" if spec.df == "satterthwaite" else "n - p"),
+            ("Level:", f"{self.level:g}"),
+        ]
+        notes = [spec.description + "."]
+        if len(self.coef_names) > (1 if self._intercept else 0):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FewStudiesWarning)
+                w = self.wald_test()
+            notes.append(
+                f"Wald test ({w.test}) of {', '.join(w.coefs)}: F = {w.F:.4f} on "
+                f"({w.df_num}, {w.df_denom:.4g}) df, p = {w.pvalue:.4g}."
+            )
+        if spec.df == "satterthwaite" and np.any(self.df < MIN_RELIABLE_DF):
+            notes.append(
+                f"Some df are below {MIN_RELIABLE_DF:g}: p-values and CIs are unreliable."
+            )
+        return frame_summary("Cluster-robust inference", info, self.to_frame(), notes)
+
+    def __str__(self) -> str:
+        return str(self.summary())
+
+
+def robust(
+    fit: object,
+    cluster: str | Sequence[Hashable] | npt.ArrayLike,
+    *,
+    adjust: CRType = "CR2",
+) -> RobustResult:
+    """Cluster-robust standard errors, t tests and CIs of a fitted model.
+
+    Parameters
+    ----------
+    fit : fitted model
+        A ``random_effects``/``fixed_effect`` result, a ``meta_regression`` result,
+        or a multilevel/multivariate fit (anything with ``marginal_blocks``).
+    cluster : sequence or str
+        One cluster label per effect, or the name of one of the fit's levels.
+    adjust : {"CR2", "CR1", "CR0"}
+        ``"CR2"`` (default): Bell & McCaffrey's bias-reduced linearisation with the
+        model's own working weights, t tests on Satterthwaite df for each
+        coefficient (clubSandwich's ``coef_test(fit, vcov = "CR2")``); ``"CR1"``:
+        metafor's ``robust(fit, cluster)``, scaled by ``n/(n − p)`` with ``n``
+        clusters, t tests on ``n − p`` df; ``"CR0"``: no adjustment (Satterthwaite
+        df).
+
+    Returns
+    -------
+    RobustResult
+
+    Raises
+    ------
+    InvalidStudyError
+        ``cluster`` has the wrong length or a missing label.
+    ModelSpecificationError
+        One cluster only; fewer clusters than coefficients (``n ≤ p`` for CR1);
+        clusters that split a block of correlated effects of a multilevel fit.
+
+    Warns
+    -----
+    FewStudiesWarning
+        A Satterthwaite df is below 4: the p-values are unreliable.
+
+    Notes
+    -----
+    With ``W_j = M_j⁻¹`` the model's weights in cluster ``j``, ``B = (X'WX)⁻¹`` and
+    residuals ``r = y − Xβ̂``, ``V^R = B [Σ_j X_j'W_j A_j r_j r_j' A_j' W_j X_j] B``;
+    CR2 takes ``A_j = F_j' [F_j (M_j − X_j B X_j') F_j']^{-1/2} F_j`` (``F_j'F_j = M_j``),
+    which makes ``V^R`` unbiased when the working model is right (Bell &
+    McCaffrey, 2002; Tipton, 2015; Pustejovsky & Tipton, 2018).  The
+    Satterthwaite df ``ν_i = 2 E[V^R_ii]² / Var[V^R_ii]`` are computed under the
+    working model; below 4 the tests are unreliable.  See
+    :mod:`alliance_meta.core.sandwich` for the computation.
+    """
+    if adjust not in ADJUSTMENTS:
+        raise ModelSpecificationError(
+            f"adjust must be one of {', '.join(ADJUSTMENTS)}, not {adjust!r}"
+        )
+    bf = _as_blocks_fit(fit)
+    X = np.asarray(bf.X, dtype=np.float64)
+    y = np.asarray(bf.yi, dtype=np.float64)
+    coef = np.atleast_1d(np.asarray(bf.coef, dtype=np.float64))
+    names = tuple(str(n) for n in bf.coef_names)
+    k, p = X.shape
+    codes, _ = _cluster_codes(fit, cluster, k)
+    n = int(codes.max()) + 1
+    if n < 2:
+        raise ModelSpecificationError(
+            "all effects are in one cluster: cluster-robust variance needs at least two "
+            "clusters"
+        )
+    if n < p or (adjust == "CR1" and n == p):
+        need = "more clusters than" if adjust == "CR1" else "at least as many clusters as"
+        raise ModelSpecificationError(
+            f"{n} clusters for {p} coefficients: {adjust} needs {need} coefficients "
+            f"({adjust} is undefined here)"
+        )
+    try:
+        index, M = bf.marginal_blocks(codes)
+    except ModelSpecificationError as err:
+        raise ModelSpecificationError(
+            f"the clusters split a block of correlated effects (effects that share a "
+            f"random effect or a sampling covariance must be in the same cluster): {err}"
+        ) from err
+    s = cluster_sandwich(X, y, codes, np.asarray(index), np.asarray(M), coef, adjust)
+    tests = cluster_coef_tests(s, float(bf.level))
+    if s.df_kind == "satterthwaite":
+        _warn_few_df(s.df, "coefficients " + ", ".join(
+            nm for nm, d in zip(names, s.df, strict=True) if d < MIN_RELIABLE_DF
+        ))
+    return RobustResult(
+        names,
+        coef,
+        tests.se[0],
+        tests.statistic[0],
+        s.df,
+        tests.pvalue[0],
+        IntervalArray(tests.ci_low[0], tests.ci_high[0]),
+        s.vcov,
+        n,
+        adjust,
+        float(bf.level),
+        k,
+        sandwich=s,
+        intercept=_has_intercept(X, names),
+    )
