@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal
 
 import attrs
 import numpy as np
@@ -19,7 +19,6 @@ import numpy.typing as npt
 import pandas as pd
 from statsmodels.iolib.summary import Summary
 
-from alliance_meta._pooling import IntervalArray
 from alliance_meta.core.sandwich import (
     ADJUSTMENTS,
     ClusterWald,
@@ -36,7 +35,8 @@ from alliance_meta.exceptions import (
     InvalidStudyError,
     ModelSpecificationError,
 )
-from alliance_meta.results.base import freeze_arrays
+from alliance_meta.models.protocol import FittedModel
+from alliance_meta.results.base import IntervalArray, freeze_arrays
 from alliance_meta.results.summary import frame_summary
 
 FloatArray = npt.NDArray[np.float64]
@@ -44,95 +44,26 @@ IntArray = npt.NDArray[np.int64]
 
 WaldTestKind = Literal["HTZ", "chi2"]
 
-__all__ = ["RobustResult", "RobustWaldTest", "SupportsMarginalBlocks", "robust"]
+__all__ = ["RobustResult", "RobustWaldTest", "robust"]
 
 #: Satterthwaite df below this make t and F p-values unreliable (Tipton, 2015;
 #: Pustejovsky & Tipton, 2018; clubSandwich's documentation).
 MIN_RELIABLE_DF = 4.0
 
 
-@runtime_checkable
-class SupportsMarginalBlocks(Protocol):
-    """A fit that ``robust`` can use directly (multilevel and multivariate models).
-
-    ``marginal_blocks(codes)`` gets the cluster code (``0 … G − 1``) of each effect
-    and returns ``index`` ``(G, b)``, the effect positions of each cluster (``-1``
-    padding at the end), and ``M`` ``(G, b, b)``, the fitted marginal covariance
-    restricted to each cluster (identity on the padding); it raises
-    :class:`~alliance_meta.exceptions.ModelSpecificationError` when ``M`` links two
-    clusters.
-    """
-
-    @property
-    def X(self) -> Any: ...  # (k, p) design
-    @property
-    def yi(self) -> Any: ...  # (k,) effects
-    @property
-    def coef(self) -> Any: ...  # (p,) coefficients
-    @property
-    def coef_names(self) -> Any: ...
-    @property
-    def level(self) -> Any: ...
-
-    def marginal_blocks(self, codes: IntArray) -> tuple[IntArray, FloatArray]: ...
-
-
-def _padded_positions(codes: IntArray) -> tuple[IntArray, IntArray]:
-    """Cluster sizes, and for each effect its slot in its cluster's padded block."""
-    G = int(codes.max()) + 1
-    sizes = np.bincount(codes, minlength=G).astype(np.int64)
-    order = np.argsort(codes, kind="stable")
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    slot = np.empty(codes.shape[0], dtype=np.int64)
-    slot[order] = np.arange(codes.shape[0]) - np.repeat(starts, sizes)
-    return sizes, slot
-
-
-@attrs.frozen
-class _UnivariateFit:
-    """A univariate fit (``random_effects``, ``fixed_effect``, ``meta_regression``)
-    seen as a model with marginal covariance ``diag(v_i + τ²)``."""
-
-    X: FloatArray
-    yi: FloatArray
-    vi: FloatArray
-    tau2: float
-    coef: FloatArray
-    coef_names: tuple[str, ...]
-    level: float
-
-    def marginal_blocks(self, codes: IntArray) -> tuple[IntArray, FloatArray]:
-        sizes, slot = _padded_positions(codes)
-        G, b = sizes.shape[0], int(sizes.max())
-        index = np.full((G, b), -1, dtype=np.int64)
-        index[codes, slot] = np.arange(codes.shape[0])
-        M = np.tile(np.eye(b), (G, 1, 1))
-        M[codes, slot, slot] = self.vi + self.tau2
-        return index, M
-
-
-def _as_blocks_fit(fit: object) -> SupportsMarginalBlocks:
-    if isinstance(fit, SupportsMarginalBlocks) and callable(
-        getattr(fit, "marginal_blocks", None)
-    ):
-        return fit
-    if all(hasattr(fit, a) for a in ("yi", "vi", "tau2", "level")):
-        yi = np.asarray(fit.yi, dtype=np.float64)  # type: ignore[attr-defined]
-        vi = np.asarray(fit.vi, dtype=np.float64)  # type: ignore[attr-defined]
-        tau2 = float(getattr(fit, "tau2", 0.0) or 0.0)
-        if hasattr(fit, "coef"):
-            coef = np.atleast_1d(np.asarray(fit.coef, dtype=np.float64))
-            X = np.asarray(fit.X, dtype=np.float64)  # type: ignore[attr-defined]
-            names = tuple(str(n) for n in fit.coef_names)  # type: ignore[attr-defined]
-        else:
-            coef = np.array([float(fit.estimate)])  # type: ignore[attr-defined]
-            X = np.ones((yi.shape[0], 1))
-            names = ("intrcpt",)
-        return _UnivariateFit(X, yi, vi, tau2, coef, names, float(fit.level))  # type: ignore[attr-defined]
-    raise TypeError(
-        f"robust() needs a fitted model (random_effects, fixed_effect, meta_regression, "
-        f"or a fit with marginal_blocks()), not {type(fit).__name__}"
-    )
+def _as_fit(fit: object) -> FittedModel:
+    """The fitted model whose blocks ``robust`` uses: any fit of the fitted-model
+    protocol, or the common-τ² model of a subgroup analysis."""
+    common = getattr(fit, "common_model", None)
+    if common is not None:
+        fit = common
+    if not callable(getattr(fit, "marginal_blocks", None)):
+        raise TypeError(
+            "robust() needs a fitted model (random_effects, fixed_effect, "
+            "meta_regression, a common-tau^2 subgroup analysis, multilevel or "
+            f"multivariate), not {type(fit).__name__}"
+        )
+    return fit  # type: ignore[return-value]
 
 
 def _cluster_codes(fit: object, cluster: object, k: int) -> tuple[IntArray, list[Any]]:
@@ -480,7 +411,7 @@ def robust(
         raise ModelSpecificationError(
             f"adjust must be one of {', '.join(ADJUSTMENTS)}, not {adjust!r}"
         )
-    bf = _as_blocks_fit(fit)
+    bf = _as_fit(fit)
     X = np.asarray(bf.X, dtype=np.float64)
     y = np.asarray(bf.yi, dtype=np.float64)
     coef = np.atleast_1d(np.asarray(bf.coef, dtype=np.float64))
