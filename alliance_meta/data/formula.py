@@ -697,14 +697,14 @@ class _Evaluator:
             raise self.error("':' inside an expression (R's sequence or factor crossing) "
                              "is not supported; write the interaction in the formula")
         a, b = self.eval(node.left), self.eval(node.right)
+        if op == "%in%":  # the table has any length
+            return self.match(a, b)
         self.size_check(a, b)
         if op in ("&", "|"):
             la, lb = _as_logical(a, self.text), _as_logical(b, self.text)
             return _LglV(la & lb if op == "&" else la | lb)
         if op in ("==", "!=", "<", ">", "<=", ">="):
             return self.compare(op, a, b)
-        if op == "%in%":
-            return self.match(a, b)
         if op.startswith("%") and op not in ("%%", "%/%"):
             raise self.error(f"the operator {op} is not supported")
         x, y = _as_number(a, self.text), _as_number(b, self.text)

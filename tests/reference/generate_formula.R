@@ -165,7 +165,11 @@ bcg_formulas <- c(
   "~ region", "~ region + ablat", "~ factor(year > 1960) + ablat", "~ I(ablat %% 10) + ablat",
   "~ log(ablat, base = 10)", "~ I(alloc == 'random') * ablat", "~ year:ablat:alloc",
   "~ factor(alloc, levels = c('random', 'systematic', 'alternate'))",
-  "~ (log(ablat) + alloc)^2", "~ ablat + alloc:ablat", "~ alloc:ablat + alloc")
+  "~ (log(ablat) + alloc)^2", "~ ablat + alloc:ablat", "~ alloc:ablat + alloc",
+  "~ I(alloc %in% c('random', 'systematic'))", "~ ifelse(ablat > 30, 'high', 'low')",
+  "~ scale(ablat, scale = FALSE)", "~ as.numeric(alloc_f)", "~ exp(-ablat/100)",
+  "~ I(ablat^-1)", "~ I(ablat >= 40 & lat_high)", "~ I(year %/% 10) + abs(ablat - 35)",
+  "~ factor(alloc_f):ablat", "~ region:ablat - 1 + year")
 bcg_design_only <- c("~ (ablat + year + alloc)^2", "~ region * alloc", "~ alloc:region - 1")
 bcg_cols <- c("ablat", "year", "alloc", "lat_high", "alloc_f", "region")
 
