@@ -191,7 +191,7 @@ def main() -> None:
     # memory: tracemalloc peak of pool_many above what is allocated before the call,
     # including the per-thread scratch buffer of the core (dropped first, so that its
     # allocation is counted rather than reused from the timing runs above)
-    from alliance_meta import core as _core
+    from alliance_meta.core import kernel as _kernel
 
     tracemalloc.start()
     for label, fn, nbytes in (
@@ -199,7 +199,7 @@ def main() -> None:
         ("REML long", lambda: pool_many(yl, vl, gl, method="REML"),
          yl.nbytes + vl.nbytes + gl.nbytes),
     ):
-        _core._SCRATCH.__dict__.clear()
+        _kernel._SCRATCH.__dict__.clear()
         tracemalloc.reset_peak()
         base = tracemalloc.get_traced_memory()[0]
         res = fn()
