@@ -56,6 +56,8 @@ def test_readme_has_two_setup_commands_and_ci_runs_both() -> None:
     pyproject = (root / "pyproject.toml").read_text(encoding="utf-8")
     assert re.search(r'^plot = \[[^]]*"matplotlib', pyproject, re.MULTILINE)
     ci = (root / ".ci" / "run").read_text(encoding="utf-8")
-    demo_at = ci.index("""step demo bash -c 'pip install ".[plot]" && python -m alliance_meta demo""")
+    demo_at = ci.index(
+        """step demo bash -c 'pip install ".[plot]" && python -m alliance_meta demo"""
+    )
     test_at = ci.index("""step test bash -c 'pip install ".[test]" && pytest'""")
     assert demo_at < test_at  # the demo runs before the test extras are installed

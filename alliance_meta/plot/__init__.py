@@ -36,7 +36,7 @@ look symmetric, while data and tick labels are in r or in ratios.  With
 ``transform=False`` the analysis-scale values are plotted on a linear axis.
 """
 
-from alliance_meta.plot.forest import forest
+from alliance_meta.plot.forest import ForestLayout, ForestRow, draw_forest, forest, forest_layout
 from alliance_meta.plot.funnel import funnel
 
-__all__ = ["forest", "funnel"]
+__all__ = ["ForestLayout", "ForestRow", "draw_forest", "forest", "forest_layout", "funnel"]

@@ -10,7 +10,7 @@ import numpy as np
 
 from alliance_meta._transforms import back_transform
 from alliance_meta._types import FloatArray
-from alliance_meta.plot.style import fmt_tick, minus, nice_ticks, ratio_ticks
+from alliance_meta.plot.style import fmt_fixed, fmt_tick, nice_ticks, ratio_ticks
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -149,8 +149,9 @@ class Scale:
             ax.xaxis.set_major_formatter(FuncFormatter(fmt_tick))
 
     def format_value(self, x: float, digits: int) -> str:
-        """Format a plotted value for the text column (with a true minus sign)."""
-        return minus(f"{x:.{digits}f}")
+        """Format a plotted value for the text column (a true minus sign, never
+        ``−0.00``: a value that rounds to zero is printed unsigned)."""
+        return fmt_fixed(x, digits)
 
 
 def _atanh_clipped(x: Any) -> Any:
