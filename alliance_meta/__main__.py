@@ -224,7 +224,7 @@ def _build_parser() -> argparse.ArgumentParser:
         elif arg in ("ri", "ni"):
             flags.append(f"--{short}")
         cols.add_argument(*flags, dest=f"col_{arg}", metavar="COL",
-                          help=f"column of {arg} (else one named {_CONVENTIONAL[arg][-1]!r}, ...)")
+                          help=f"column of {arg} (else: {', '.join(_CONVENTIONAL[arg])})")
     add_common(analyze)
     return parser
 
