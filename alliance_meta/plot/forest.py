@@ -771,7 +771,21 @@ def draw_forest(
     diamond_color: str = "#2f4f6f",
     xlim: tuple[float, float] | None = None,
 ) -> Figure:
-    """Draw a :class:`ForestLayout` (the renderer behind :func:`forest`)."""
+    """Draw a :class:`ForestLayout` (the renderer behind :func:`forest`).
+
+    Parameters
+    ----------
+    lay : ForestLayout
+        What to draw, from :func:`forest_layout` (possibly edited with
+        ``attrs.evolve``).
+    ax, title, xlabel, color, diamond_color, xlim
+        As in :func:`forest`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure containing ``ax``.
+    """
     require_matplotlib()
     import matplotlib.pyplot as plt
     from matplotlib import transforms
