@@ -511,3 +511,15 @@ def test_subgroups_by_a_numeric_moderator_must_be_declared_categorical() -> None
             studies, by=Moderator("experience", "categorical")
         )
     assert len(by_value.groups) == len(set(studies.moderator("experience")))
+
+
+def test_sample_sizes_beyond_exact_doubles_are_refused() -> None:
+    """A sample size above 2**53 (1e300 in a CSV file) is an input error naming the
+    study, not a traceback from the Int64 column of to_dataframe()."""
+    with pytest.raises(InvalidStudyError, match=r"study 'b', field 'n'.*2\*\*53"):
+        StudySet.from_arrays(yi=[0.1, 0.2], vi=[0.01, 0.02], labels=["a", "b"],
+                             n=[10, 1e300])  # fmt: skip
+    with pytest.raises(InvalidStudyError, match=r"2\*\*53"):
+        Study("a", EffectSize(0.1, 0.01), n=2**53 + 2)
+    ok = StudySet.from_arrays(yi=[0.1], vi=[0.01], n=[2**53])  # the largest accepted
+    assert ok.to_dataframe()["n"].iloc[0] == 2**53

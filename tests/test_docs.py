@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import doctest
 import io
+import re
 import warnings
 from pathlib import Path
 
@@ -39,3 +40,24 @@ def test_readme_example_prints_what_it_says() -> None:
     with contextlib.redirect_stdout(out):
         exec(compile(code, "README.md", "exec"), {})
     assert out.getvalue().splitlines() == expected_lines
+
+
+def test_readme_has_two_setup_commands_and_ci_runs_both() -> None:
+    """The README's set-up is exactly two commands: the demo (which must install what
+    draws its forest plot) and the tests; ``.ci/run`` runs both, the demo first on an
+    environment without the test extras."""
+    root = DOCS.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    blocks = [b.split("```", 1)[0].strip() for b in readme.split("```bash\n")[1:]]
+    assert blocks == [
+        'pip install ".[plot]" && python -m alliance_meta demo',
+        'pip install ".[test]" && pytest',
+    ]
+    pyproject = (root / "pyproject.toml").read_text(encoding="utf-8")
+    assert re.search(r'^plot = \[[^]]*"matplotlib', pyproject, re.MULTILINE)
+    ci = (root / ".ci" / "run").read_text(encoding="utf-8")
+    demo_at = ci.index(
+        """step demo bash -c 'pip install ".[plot]" && python -m alliance_meta demo"""
+    )
+    test_at = ci.index("""step test bash -c 'pip install ".[test]" && pytest'""")
+    assert demo_at < test_at  # the demo runs before the test extras are installed

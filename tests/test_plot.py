@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,9 +20,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Polygon  # noqa: E402
+from matplotlib.text import Text  # noqa: E402
 
 import alliance_meta as am  # noqa: E402
-from alliance_meta.plot import forest, funnel  # noqa: E402
+from alliance_meta.exceptions import InvalidStudyError, ModelSpecificationError  # noqa: E402
+from alliance_meta.plot import forest, forest_layout, funnel  # noqa: E402
 
 # Plotted coordinates are float64 copies of the results' values, passed through
 # tanh/exp at most once; 1e-12 absolute allows for that rounding only.
@@ -392,3 +395,245 @@ def test_forest_layout_is_data_and_errors_are_library_errors() -> None:
     assert headers == [f"Rater: {g}" for g in sub.groups]
     with pytest.raises(AllianceMetaError, match="labels"):
         forest_layout(sub, labels=["a"])
+
+
+# ---------------------------------------------------------------------------
+# forest: the layout's data (positions, texts, weights) and what is drawn of it
+# ---------------------------------------------------------------------------
+
+MINUS = "\u2212"
+_NUMBER = re.compile(r"[-\u2212]?\d+(?:\.\d+)?")
+
+
+def negative_zeros(text: str) -> list[str]:
+    """Numbers in ``text`` printed with a minus sign whose value is zero ("−0.00")."""
+    return [
+        m for m in _NUMBER.findall(text)
+        if m[0] in "-\u2212" and float(m[1:]) == 0.0
+    ]  # fmt: skip
+
+
+def all_texts(fig: Figure) -> list[str]:
+    fig.canvas.draw()
+    out = [t.get_text() for t in fig.findobj(Text)]
+    for ax in fig.axes:
+        out += [t.get_text() for t in ax.get_xticklabels()]
+    return out
+
+
+def r_text(z: float, lo: float, hi: float) -> str:
+    """Independent formatting of an estimate text on the r scale (2 decimals)."""
+    def f(x: float) -> str:
+        s = f"{math.tanh(x):.2f}"
+        return ("0.00" if float(s) == 0.0 else s).replace("-", MINUS)
+
+    return f"{f(z)} [{f(lo)}, {f(hi)}]"
+
+
+@pytest.fixture(scope="module")
+def alliance_studies() -> am.StudySet:
+    return am.datasets.load_alliance_example().studies()
+
+
+@pytest.fixture(scope="module")
+def by_rater(alliance_studies: am.StudySet) -> am.SubgroupResult:
+    return am.subgroup_analysis(alliance_studies, by="rater")
+
+
+def test_forest_layout_rows_positions_texts_weights(alliance: am.PoolResult) -> None:
+    lay = forest_layout(alliance)
+    ys = [r.y for r in lay.rows]
+    assert ys == [float(len(ys) - i) for i in range(len(ys))]  # top to bottom, 1 apart
+    studies = lay.rows_of("study")
+    assert [r.index for r in studies] == list(range(alliance.k))
+    assert [r.label for r in studies] == list(alliance.labels)
+    z = 1.959963984540054  # qnorm(0.975): the whiskers are Wald intervals
+    se = np.sqrt(alliance.vi)
+    for r, y, s in zip(studies, alliance.yi, se, strict=True):
+        assert r.estimate_text == r_text(y, y - z * s, y + z * s)
+    assert lay.weight_columns == ("Weight",)
+    w = 1.0 / (alliance.vi + alliance.tau2)
+    np.testing.assert_allclose(
+        [r.weights[0] for r in studies], 100 * w / w.sum(), rtol=1e-12
+    )  # the same sums in another order: rounding only
+    assert [r.weight_texts[0] for r in studies] == [f"{x:.1f}%" for x in 100 * w / w.sum()]
+    (overall,) = lay.rows_of("overall")
+    assert overall.weight_texts == ("100%",)
+    assert overall.estimate_text == r_text(
+        alliance.estimate, alliance.ci.low, alliance.ci.high
+    )
+    (pi,) = lay.rows_of("pi")
+    lo, hi = (f"{math.tanh(v):.2f}".replace("-", MINUS) for v in alliance.pi)
+    assert pi.estimate_text == f"[{lo}, {hi}]"
+    assert lay.estimate_header == "r [95% CI]"
+
+
+def test_forest_subgroup_weights_are_labelled_within_and_overall(
+    by_rater: am.SubgroupResult,
+) -> None:
+    lay = forest_layout(by_rater)
+    assert lay.weight_columns == ("Weight\nin subgroup", "Weight\noverall")
+    ov = by_rater.overall
+    w_all = 1.0 / (ov.vi + ov.tau2)
+    w_all = 100 * w_all / w_all.sum()
+    studies = lay.rows_of("study")
+    within = np.array([r.weights[0] for r in studies])
+    overall_w = np.array([r.weights[1] for r in studies])
+    # the overall column: each study's weight in the model of all studies
+    np.testing.assert_allclose(overall_w, w_all[[r.index for r in studies]], rtol=1e-12)
+    assert overall_w.sum() == pytest.approx(100.0, rel=1e-12)  # rounding only
+    start = 0
+    diamonds = lay.rows_of("group-diamond")
+    for g, dia in zip(by_rater.groups.values(), diamonds, strict=True):
+        part = slice(start, start + g.k)
+        start += g.k
+        w_g = 1.0 / (g.vi + g.tau2)
+        np.testing.assert_allclose(within[part], 100 * w_g / w_g.sum(), rtol=1e-12)
+        assert [r.label for r in studies[part]] == list(g.labels)
+        # the subgroup's diamond: 100% of its own model, its studies' share of the overall
+        assert dia.weight_texts[0] == "100%"
+        assert dia.weights[1] == pytest.approx(overall_w[part].sum(), rel=1e-12)
+        assert dia.estimate_text == r_text(g.estimate, g.ci.low, g.ci.high)
+    (overall,) = lay.rows_of("overall")
+    assert overall.weight_texts == ("", "100%")
+    # default headers name the moderator
+    assert [r.label for r in lay.rows_of("header")] == [f"Rater: {g}" for g in by_rater.groups]
+    bare = forest_layout(by_rater, subgroup_title="")
+    assert [r.label for r in bare.rows_of("header")] == list(by_rater.groups)
+    fig = forest(by_rater)
+    headers = [t.get_text() for t in by_gid(fig, "header-text")]
+    assert "Weight\nin subgroup" in headers and "Weight\noverall" in headers
+    assert len(by_gid(fig, "weight-text")) == 2 * by_rater.k
+
+
+def test_forest_extra_columns(alliance_studies: am.StudySet, by_rater: am.SubgroupResult) -> None:
+    k = alliance_studies.k
+    events = [f"{i}/{10 * i}" for i in range(1, k + 1)]
+    lay = forest_layout(
+        by_rater, data=alliance_studies,
+        columns={"N": "n", "Events/total": events, "Rater": "rater"},
+    )  # fmt: skip
+    assert lay.columns == ("N", "Events/total", "Rater")
+    assert lay.column_align == ("right", "left", "left")
+    n = alliance_studies.n
+    raters = alliance_studies.moderator("rater")
+    for r in lay.rows_of("study"):
+        assert r.cells == (str(int(n[r.index])), events[r.index], str(raters[r.index]))
+    for r in lay.rows_of("overall"):
+        assert r.cells == ()
+    # a sequence of names, looked up in a data frame
+    frame = alliance_studies.to_dataframe()
+    lay2 = forest_layout(am.random_effects(alliance_studies), columns=["n"], data=frame)
+    assert [r.cells for r in lay2.rows_of("study")] == [(str(int(v)),) for v in n]
+    # floats get the estimate's decimals, with true minus signs and no −0.00
+    lay3 = forest_layout(
+        am.random_effects(alliance_studies),
+        columns={"x": [-0.001, 1.234, -2.5, np.nan, *[1.0] * (k - 4)]},
+    )  # fmt: skip
+    cells = [r.cells[0] for r in lay3.rows_of("study")][:4]
+    assert cells == ["0.00", "1.23", f"{MINUS}2.50", ""]
+    fig = forest(by_rater, data=alliance_studies, columns={"N": "n"})
+    texts = by_gid(fig, "column-text")
+    assert sorted(t.get_text() for t in texts) == sorted(str(int(v)) for v in n)
+    fig.canvas.draw()
+    ax_x0 = main_axes(fig).get_window_extent().x0
+    label_x1 = max(t.get_window_extent().x1 for t in by_gid(fig, "study-label"))
+    for t in texts:  # between the labels and the plot
+        box = t.get_window_extent()
+        assert label_x1 < box.x0 and box.x1 < ax_x0
+    with pytest.raises(ModelSpecificationError, match="data="):
+        forest_layout(by_rater, columns=["n"])
+    with pytest.raises(InvalidStudyError, match="no column 'nope'"):
+        forest_layout(by_rater, columns=["nope"], data=alliance_studies)
+    with pytest.raises(InvalidStudyError, match="3 values"):
+        forest_layout(by_rater, columns={"N": [1, 2, 3]})
+    with pytest.raises(InvalidStudyError, match="rows"):
+        forest_layout(by_rater, columns=["n"], data=frame.iloc[:3])
+
+
+def test_forest_sort_by(alliance_studies: am.StudySet, by_rater: am.SubgroupResult) -> None:
+    fit = am.random_effects(alliance_studies)
+    lay = forest_layout(fit, sort_by="yi")
+    assert [r.index for r in lay.rows_of("study")] == list(np.argsort(fit.yi, kind="stable"))
+    lay = forest_layout(fit, sort_by="-weight")
+    assert [r.index for r in lay.rows_of("study")] == list(
+        np.argsort(-fit.weights, kind="stable")
+    )
+    keys = list(range(fit.k, 0, -1))
+    lay = forest_layout(fit, sort_by=keys)
+    assert [r.index for r in lay.rows_of("study")] == list(range(fit.k))[::-1]
+    lay = forest_layout(fit, sort_by="n", data=alliance_studies)
+    assert [r.index for r in lay.rows_of("study")] == list(
+        np.argsort(alliance_studies.n, kind="stable")
+    )
+    # within each subgroup: the blocks stay, the studies inside are sorted
+    lay = forest_layout(by_rater, sort_by="yi")
+    studies = lay.rows_of("study")
+    start = 0
+    for g in by_rater.groups.values():
+        ys = [r.yi for r in studies[start : start + g.k]]
+        assert ys == sorted(g.yi)
+        start += g.k
+    with pytest.raises(InvalidStudyError, match="sort"):
+        forest_layout(fit, sort_by="nope")
+
+
+def test_forest_common_and_random_diamonds(
+    alliance: am.PoolResult, by_rater: am.SubgroupResult
+) -> None:
+    lay = forest_layout(alliance, common=True)
+    overall = lay.rows_of("overall")
+    assert [r.model for r in overall] == ["random", "common"]
+    ee = am.random_effects(yi=alliance.yi, vi=alliance.vi, method="EE")
+    assert overall[1].yi == pytest.approx(ee.estimate, rel=1e-12)  # the same closed form
+    assert (overall[1].lo, overall[1].hi) == pytest.approx(tuple(ee.ci), rel=1e-12)
+    assert overall[1].label == "Common-effect model"
+    assert lay.weight_columns == ("Weight (random)", "Weight (common)")
+    w = 1.0 / alliance.vi
+    np.testing.assert_allclose(
+        [r.weights[1] for r in lay.rows_of("study")], 100 * w / w.sum(), rtol=1e-12
+    )  # rounding only
+    assert overall[0].weight_texts == ("100%", "")
+    assert overall[1].weight_texts == ("", "100%")
+    fig = forest(by_rater, common=True)
+    assert len(by_gid(fig, "diamond-overall")) == 1
+    assert len(by_gid(fig, "diamond-overall-common")) == 1
+    assert len(by_gid(fig, "diamond-subgroup")) == len(by_rater.groups)
+    common_dias = by_gid(fig, "diamond-subgroup-common")
+    assert len(common_dias) == len(by_rater.groups)
+    for poly, g in zip(common_dias, by_rater.groups.values(), strict=True):
+        gee = am.random_effects(yi=g.yi, vi=g.vi, method="EE")
+        _, mid, _ = diamond_xy(poly)
+        assert mid == pytest.approx(math.tanh(gee.estimate), rel=1e-12)  # rounding only
+    # an equal-effects result has one diamond whatever common says
+    assert len(forest_layout(ee, common=True).rows_of("overall")) == 1
+
+
+def test_forest_favours_labels(bcg: am.PoolResult) -> None:
+    fig = forest(bcg, favours=("Favours vaccine", "Favours control"))
+    fig.canvas.draw()
+    (left,) = by_gid(fig, "favours-left")
+    (right,) = by_gid(fig, "favours-right")
+    assert "Favours vaccine" in left.get_text() and "Favours control" in right.get_text()
+    ax = main_axes(fig)
+    null_px = ax.transData.transform((1.0, 0.0))[0]
+    assert left.get_window_extent().x1 < null_px < right.get_window_extent().x0
+    ax_y0 = ax.get_window_extent().y0
+    assert left.get_window_extent().y1 < ax_y0  # under the axis
+    assert forest_layout(bcg, favours=("a", "b")).favours == ("a", "b")
+
+
+def test_forest_never_prints_negative_zero() -> None:
+    # effects and bounds that round to zero from below, on the r and linear scales
+    yi = [-0.004, -0.0049, 0.3, -0.2, 0.1]
+    vi = [0.01, 0.02, 0.015, 0.01, 0.02]
+    for measure in ("ZCOR", "GEN"):
+        res = am.random_effects(yi=yi, vi=vi, measure=measure)
+        lay = forest_layout(res)
+        texts = [r.estimate_text for r in lay.rows] + [r.text for r in lay.rows]
+        assert not any(negative_zeros(t) for t in texts), texts
+        fig = forest(res, columns={"x": [-0.001, -0.0, 0.0, 1.0, 2.0]})
+        bad = [t for t in all_texts(fig) if negative_zeros(t)]
+        assert bad == []
+    assert lay.rows_of("study")[0].estimate_text.startswith("0.00 [")
+    assert negative_zeros(f"{MINUS}0.00 [x]") == [f"{MINUS}0.00"]  # the check can fail

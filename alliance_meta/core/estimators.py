@@ -16,6 +16,7 @@ the random-effects model. *Journal of Educational and Behavioral Statistics*, 30
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -24,7 +25,7 @@ import numpy as np
 
 from alliance_meta.core.arrays import BoolArray, FloatArray, IntArray, rowdot, rowsum
 from alliance_meta.core.inference import chi2_ppf
-from alliance_meta.core.kernel import Kernel, Need
+from alliance_meta.core.kernel import Kernel, Need, wls_qr
 from alliance_meta.core.roots import positive_root, q_root
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "Tau2Estimator",
     "Tau2Result",
     "estimate_tau2",
+    "profile_loglik",
     "tau2_se",
 ]
 
@@ -441,3 +443,70 @@ def tau2_se(kern: Kernel, method: CoreMethod, tau2: FloatArray) -> FloatArray:
         se = np.where(kern.k <= 1, np.nan, se)
     out: FloatArray = se
     return out
+
+
+def profile_loglik(
+    yi: FloatArray, vi: FloatArray, X: FloatArray | None, tau2: FloatArray, reml: bool
+) -> tuple[FloatArray, FloatArray]:
+    """The (restricted) log-likelihood of one model at each τ² of a grid.
+
+    Parameters
+    ----------
+    yi, vi : ndarray, shape (k,)
+        Effects and sampling variances of one analysis.
+    X : ndarray, shape (k, p), or None
+        The design (None: intercept only).
+    tau2 : ndarray, shape (G,)
+        The τ² values, all at once (one batched QR of ``W^½X`` per value).
+    reml : bool
+        The restricted likelihood (REML) or the full one (ML).
+
+    Returns
+    -------
+    loglik : ndarray, shape (G,)
+        The log-likelihood at each τ², profiled over the coefficients; NaN where
+        ``v_i + τ² = 0`` for some study.
+    coef : ndarray, shape (G, p)
+        ``β̂(τ²) = (X'WX)⁻¹X'Wy``, the coefficients at each τ².
+
+    Notes
+    -----
+    With ``W = diag(1/(v_i + τ²))`` and ``RSS = (y - Xβ̂)'W(y - Xβ̂)``, as
+    metafor's ``rma.uni`` (``fit.stats``, which ``logLik`` and ``profile`` report):
+
+    * ML: ``-k/2 log 2π - 1/2 Σ log(v_i + τ²) - RSS/2``;
+    * REML: ``-(k-p)/2 log 2π + 1/2 log|X'X| - 1/2 Σ log(v_i + τ²)
+      - 1/2 log|X'WX| - RSS/2``
+
+    (Viechtbauer, 2005).  The least squares go through :func:`wls_qr`, so
+    ``log|X'WX| = 2 Σ log|R_jj|`` comes from the same factorisation.
+    """
+    y = np.asarray(yi, dtype=np.float64)
+    v = np.asarray(vi, dtype=np.float64)
+    t = np.asarray(tau2, dtype=np.float64).reshape(-1)
+    k = y.size
+    Xd = np.ones((k, 1)) if X is None else np.asarray(X, dtype=np.float64)
+    p = Xd.shape[1]
+    tot = v[None, :] + t[:, None]  # (G, k)
+    ok = np.all(tot > 0.0, axis=1)
+    w = 1.0 / np.where(tot > 0.0, tot, 1.0)
+    Qf, Rinv = wls_qr(np.broadcast_to(Xd, (t.size, k, p)), w)
+    z = np.sqrt(w) * y[None, :]
+    qz = np.einsum("gkp,gk->gp", Qf, z)
+    coef: FloatArray = np.einsum("gpq,gq->gp", Rinv, qz)
+    resid = z - np.einsum("gkp,gp->gk", Qf, qz)
+    rss = rowdot(resid, resid)
+    sum_log = rowsum(np.log(np.where(tot > 0.0, tot, 1.0)))
+    log2pi = math.log(2.0 * math.pi)
+    if reml:
+        # log|X'WX| = -2 Σ log|diag R⁻¹|; log|X'X| from the unweighted factorisation
+        logdet_xwx = -2.0 * np.sum(np.log(np.abs(np.diagonal(Rinv, axis1=1, axis2=2))), axis=1)
+        r0 = np.linalg.qr(Xd, mode="r")
+        logdet_xx = 2.0 * float(np.sum(np.log(np.abs(np.diagonal(r0)))))
+        ll = -0.5 * (k - p) * log2pi + 0.5 * logdet_xx - 0.5 * sum_log - 0.5 * logdet_xwx
+    else:
+        ll = -0.5 * k * log2pi - 0.5 * sum_log
+    ll = ll - 0.5 * rss
+    out: FloatArray = np.where(ok, ll, np.nan)
+    coef[~ok] = np.nan
+    return out, coef

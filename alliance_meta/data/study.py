@@ -396,7 +396,17 @@ def _convert_n(n: float | None) -> int | None:
         raise InvalidStudyError(
             f"a sample size must be a positive whole number, got {n}", field="n"
         )
+    if f > _MAX_N:
+        # beyond 2**53 a double does not hold every whole number (and past 2**63 no
+        # integer column does): such a "sample size" is an input error
+        raise InvalidStudyError(
+            f"a sample size must be at most 2**53 = {_MAX_N:.0f}, got {f:g}", field="n"
+        )
     return int(f)
+
+
+#: The largest sample size accepted: every whole number up to 2**53 is a double.
+_MAX_N = float(2**53)
 
 
 # ------------------------------------------------------------------------------- Study
@@ -1002,6 +1012,14 @@ class StudySet:
             ns = [None] * k
         else:
             na = np.atleast_1d(np.asarray(n, dtype=np.float64))
+            too_big = np.isfinite(na) & (na > _MAX_N)
+            if too_big.any():
+                i = int(np.flatnonzero(too_big)[0])
+                raise InvalidStudyError(
+                    f"a sample size must be at most 2**53 = {_MAX_N:.0f}, got {na[i]:g}",
+                    study=labels[i],
+                    field="n",
+                )
             whole = np.isfinite(na) & (na > 0) & (na == np.round(na))
             ns = [int(x) if ok else None for x, ok in zip(na.tolist(), whole.tolist(), strict=True)]
         studies = tuple(

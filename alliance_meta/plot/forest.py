@@ -1,18 +1,20 @@
 """Forest plots: a row layout (what to show) and a renderer (how to draw it).
 
 :func:`forest_layout` turns a result into rows (studies, subgroup headers and
-diamonds, the overall diamond, the prediction interval, notes) without drawing
-anything; :func:`forest` draws such a layout with matplotlib.
+diamonds, the overall diamonds, the prediction interval, notes) with every text,
+weight and vertical position already decided, without drawing anything;
+:func:`forest` draws such a layout with matplotlib.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 import numpy as np
+import pandas as pd
 
 from alliance_meta._types import FloatArray
 from alliance_meta.core.inference import z_critical
@@ -29,6 +31,8 @@ from alliance_meta.plot.style import (
     PLOT_WIDTH_IN,
     ROW_HEIGHT_IN,
     auto_digits,
+    fmt_cell,
+    fmt_fixed,
     minus,
     pvalue_text,
     require_matplotlib,
@@ -42,54 +46,66 @@ if TYPE_CHECKING:
 
 __all__ = ["ForestLayout", "ForestRow", "forest", "forest_layout"]
 
+#: Which model a diamond (or weight column) belongs to.
+Model = Literal["random", "common"]
+
+#: Row kinds, top to bottom.
+RowKind = Literal["study", "header", "group-diamond", "overall", "pi", "note", "blank"]
+
+
 @attrs.frozen
 class ForestRow:
-    """One row of the forest plot (y decreases downwards)."""
+    """One row of the forest plot, with everything it shows.
 
-    kind: str  # "study", "header", "group-diamond", "overall", "pi", "note", "blank"
+    Attributes
+    ----------
+    kind : str
+        "study", "header" (a subgroup's title), "group-diamond" (a subgroup's
+        pooled estimate), "overall" (a pooled estimate of all studies), "pi" (the
+        prediction interval), "note" (heterogeneity and test lines) or "blank".
+    label : str
+        The text of the left column (study label, subgroup title, model name).
+    yi, lo, hi : float
+        Estimate and interval bounds on the analysis scale (interval rows).
+    weight : float
+        A study's weight (percent) in the model it is drawn with: the subgroup's
+        model for a subgroup analysis, else the pooled model.
+    text : str
+        The text of a note row.
+    y : float
+        Vertical position (data units; the top row is highest, rows 1 apart).
+    model : {"random", "common", ""}
+        The model of a diamond row ("random" is the result's own model, whatever
+        its method; "common" the equal-effects refit asked for with ``common``).
+    estimate_text : str
+        "estimate [low, high]" on the plotted scale (interval rows), with true
+        minus signs and never "−0.00".
+    cells : tuple of str
+        The texts of the extra columns (``ForestLayout.columns``), study rows only.
+    weights : tuple of float
+        One value per weight column (``ForestLayout.weight_columns``), NaN where the
+        row shows none.
+    weight_texts : tuple of str
+        The texts of the weight columns ("" where none).
+    index : int
+        A study's position in the result's study order (``result.labels``; for a
+        subgroup analysis the order of ``result.overall``); -1 for other rows.
+    """
+
+    kind: str
     label: str = ""
     yi: float = math.nan
     lo: float = math.nan
     hi: float = math.nan
     weight: float = math.nan
     text: str = ""
-
-
-def _study_ci(yi: FloatArray, vi: FloatArray, level: float) -> tuple[FloatArray, FloatArray]:
-    crit = z_critical(level)
-    se = np.sqrt(vi)
-    return yi - crit * se, yi + crit * se
-
-
-def _heterogeneity_text(res: PoolResult) -> str:
-    tau2 = f"{res.tau2:.3f}" if res.tau2 >= 0.001 or res.tau2 == 0 else f"{res.tau2:.2g}"
-    return (
-        f"Heterogeneity: \u03c4\u00b2 = {tau2}, I\u00b2 = {res.I2:.0f}%, "
-        f"Q({res.Q_df}) = {res.Q:.2f}, {minus(pvalue_text(res.Q_pvalue))}"
-    )
-
-
-def _model_name(res: PoolResult) -> str:
-    if res.method == "EE":
-        return "Equal-effects model"
-    return f"Random-effects model ({res.method})"
-
-
-def _subgroup_test_text(result: SubgroupResult) -> str:
-    q, df, p = result.Q_between, result.Q_between_df, result.Q_between_pvalue
-    if result.Q_between_df2 is not None:  # F test under a common tau^2 with t-type tests
-        stat = f"F({df}, {result.Q_between_df2}) = {q:.2f}"
-    else:
-        stat = f"Q({df}) = {q:.2f}"
-    return f"Test for subgroup differences: {stat}, {minus(pvalue_text(p))}"
-
-
-def _ci_text(scale: Scale, est: float, lo: float, hi: float, digits: int) -> str:
-    f = scale.format_value
-    return f"{f(est, digits)} [{f(lo, digits)}, {f(hi, digits)}]"
-
-
-_INTERVAL_ROWS = ("study", "group-diamond", "overall", "pi")
+    y: float = math.nan
+    model: str = ""
+    estimate_text: str = ""
+    cells: tuple[str, ...] = ()
+    weights: tuple[float, ...] = ()
+    weight_texts: tuple[str, ...] = ()
+    index: int = -1
 
 
 @attrs.frozen
@@ -99,17 +115,31 @@ class ForestLayout:
     Attributes
     ----------
     rows : tuple of ForestRow
-        ``kind`` is one of "study", "header", "group-diamond", "overall", "pi",
-        "note" and "blank"; interval rows hold their estimate and bounds on the
-        analysis scale and study rows their weight (percent).
+        The rows, top to bottom (see :class:`ForestRow`).
     overall : PoolResult
-        The result of the overall diamond.
+        The result of the overall (random-effects, or the result's own) diamond.
     scale : Scale
         The x axis (natural or analysis scale of the measure).
     level : float
         The confidence level of every interval.
     is_subgroup : bool
         Whether the rows come in subgroup blocks.
+    columns : tuple of str
+        Headers of the extra columns, drawn between the labels and the plot.
+    column_align : tuple of str
+        "right" for a column of numbers, "left" for text.
+    weight_columns : tuple of str
+        Headers of the weight columns, saying which weight each is: "Weight" for a
+        pooled result; "Weight\\nin subgroup" and "Weight\\noverall" for a
+        subgroup analysis; with ``common``, "Weight (random)" and "Weight (common)".
+    estimate_header : str
+        Header of the estimate column, e.g. "r [95% CI]".
+    favours : tuple of str, or None
+        The labels under the axis, left and right of the null.
+    digits : int
+        Decimals of the estimate texts.
+    common : PoolResult or None
+        The overall equal-effects refit, when ``common`` was asked for.
     """
 
     rows: tuple[ForestRow, ...]
@@ -117,6 +147,250 @@ class ForestLayout:
     scale: Scale
     level: float
     is_subgroup: bool
+    columns: tuple[str, ...] = ()
+    column_align: tuple[str, ...] = ()
+    weight_columns: tuple[str, ...] = ()
+    estimate_header: str = ""
+    favours: tuple[str, str] | None = None
+    digits: int = 2
+    common: PoolResult | None = None
+
+    def rows_of(self, kind: str) -> tuple[ForestRow, ...]:
+        """The rows of one kind, top to bottom."""
+        return tuple(r for r in self.rows if r.kind == kind)
+
+
+# ---------------------------------------------------------------------------
+# texts
+# ---------------------------------------------------------------------------
+
+
+def _study_ci(yi: FloatArray, vi: FloatArray, level: float) -> tuple[FloatArray, FloatArray]:
+    crit = z_critical(level)
+    se = np.sqrt(vi)
+    return yi - crit * se, yi + crit * se
+
+
+def _tau2_text(tau2: float) -> str:
+    if tau2 == 0 or tau2 >= 0.001:
+        return fmt_fixed(tau2, 3)
+    return minus(f"{tau2:.2g}")
+
+
+def _heterogeneity_text(res: PoolResult) -> str:
+    return (
+        f"Heterogeneity: \u03c4\u00b2 = {_tau2_text(res.tau2)}, "
+        f"I\u00b2 = {fmt_fixed(res.I2, 0)}%, "
+        f"Q({res.Q_df}) = {fmt_fixed(res.Q, 2)}, {minus(pvalue_text(res.Q_pvalue))}"
+    )
+
+
+def _model_name(res: PoolResult) -> str:
+    if res.method == "EE":
+        return "Common-effect model"
+    return f"Random-effects model ({res.method})"
+
+
+def _subgroup_test_text(result: SubgroupResult) -> str:
+    q, df, p = result.Q_between, result.Q_between_df, result.Q_between_pvalue
+    if result.Q_between_df2 is not None:  # F test under a common tau^2 with t-type tests
+        stat = f"F({df}, {result.Q_between_df2}) = {fmt_fixed(q, 2)}"
+    else:
+        stat = f"Q({df}) = {fmt_fixed(q, 2)}"
+    return f"Test for subgroup differences: {stat}, {minus(pvalue_text(p))}"
+
+
+def _interval_text(scale: Scale, yi: float, lo: float, hi: float, digits: int, pi: bool) -> str:
+    x, a, b = (float(v) for v in scale.to_plot(np.array([yi, lo, hi])))
+    f = scale.format_value
+    if pi:
+        return f"[{f(a, digits)}, {f(b, digits)}]"
+    return f"{f(x, digits)} [{f(a, digits)}, {f(b, digits)}]"
+
+
+def _pct(w: float) -> str:
+    if math.isnan(w):
+        return ""
+    if abs(w - 100.0) < 1e-9:
+        return "100%"
+    return f"{fmt_fixed(w, 1)}%"
+
+
+# ---------------------------------------------------------------------------
+# extra columns and sorting
+# ---------------------------------------------------------------------------
+
+#: Extra columns: names of columns of ``data``, or a mapping header -> values (one
+#: per study, in study order) or header -> name of a column of ``data``.
+ColumnSpec = Mapping[str, Sequence[object] | str] | Sequence[str]
+
+
+def _data_frame(data: object, k: int) -> pd.DataFrame | None:
+    """``data`` as a frame with one row per study, in study order."""
+    if data is None:
+        return None
+    from alliance_meta.data.study import StudySet
+
+    if isinstance(data, StudySet):
+        frame = data.to_dataframe()
+    elif isinstance(data, pd.DataFrame):
+        frame = data.reset_index(drop=True)
+    elif isinstance(data, Mapping):
+        frame = pd.DataFrame(dict(data))
+    elif hasattr(data, "__dataframe__"):
+        frame = pd.api.interchange.from_dataframe(data)
+    else:
+        raise ModelSpecificationError(
+            f"data must be a StudySet, a pandas DataFrame or a mapping of columns, got "
+            f"{type(data).__name__}"
+        )
+    if len(frame) != k:
+        raise InvalidStudyError(
+            f"data has {len(frame)} rows but the result has {k} studies; give the data the "
+            "model was fitted to, one row per study in the same order",
+            field="data",
+        )
+    return frame
+
+
+def _column_values(
+    header: str, spec: object, frame: pd.DataFrame | None, k: int
+) -> list[object]:
+    if isinstance(spec, str):
+        if frame is None:
+            raise ModelSpecificationError(
+                f"column {header!r} names {spec!r}: give data= (the StudySet or data frame "
+                "the model was fitted to) to look it up"
+            )
+        if spec not in frame.columns:
+            raise InvalidStudyError(
+                f"no column {spec!r} in data; it has {', '.join(map(str, frame.columns))}",
+                field=spec,
+            )
+        return list(frame[spec].to_numpy(dtype=object))
+    try:
+        values: list[object] = list(spec)  # type: ignore[call-overload]  # any sequence
+    except TypeError:
+        raise InvalidStudyError(
+            f"column {header!r} must be a sequence of values or a column name, got "
+            f"{type(spec).__name__}",
+            field=header,
+        ) from None
+    if len(values) != k:
+        raise InvalidStudyError(
+            f"column {header!r} has {len(values)} values but there are {k} studies",
+            field=header,
+        )
+    return values
+
+
+def _extra_columns(
+    columns: object, frame: pd.DataFrame | None, k: int
+) -> tuple[tuple[str, ...], list[list[object]]]:
+    if columns is None:
+        return (), []
+    if isinstance(columns, str):
+        columns = [columns]
+    if isinstance(columns, Mapping):
+        items = [(str(h), v) for h, v in columns.items()]
+    else:
+        items = [(str(name), name) for name in columns]  # type: ignore[attr-defined]
+    headers = tuple(h for h, _ in items)
+    return headers, [_column_values(h, v, frame, k) for h, v in items]
+
+
+def _is_numeric_column(values: Sequence[object]) -> bool:
+    present = [v for v in values if fmt_cell(v, 2) != ""]
+    return bool(present) and all(
+        isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
+        for v in present
+    )
+
+
+def _sort_keys(
+    sort_by: object,
+    *,
+    yi: FloatArray,
+    vi: FloatArray,
+    weights: FloatArray,
+    labels: Sequence[str],
+    headers: Sequence[str],
+    values: Sequence[Sequence[object]],
+    frame: pd.DataFrame | None,
+) -> tuple[list[object], bool]:
+    """One sort key per study (study order) and whether to sort descending."""
+    k = len(labels)
+    descending = False
+    if isinstance(sort_by, str):
+        name = sort_by
+        if name.startswith("-"):
+            descending, name = True, name[1:]
+        builtin: dict[str, Callable[[], list[object]]] = {
+            "yi": lambda: list(yi),
+            "effect": lambda: list(yi),
+            "se": lambda: list(np.sqrt(vi)),
+            "precision": lambda: list(1.0 / np.sqrt(vi)),
+            "weight": lambda: list(weights),
+            "label": lambda: list(labels),
+        }
+        if name in builtin:
+            return builtin[name](), descending
+        if name in headers:
+            return list(values[list(headers).index(name)]), descending
+        if frame is not None and name in frame.columns:
+            return list(frame[name].to_numpy(dtype=object)), descending
+        raise InvalidStudyError(
+            f"cannot sort by {name!r}: not one of {', '.join(builtin)}, an extra column"
+            + (" or a column of data" if frame is not None else " (give data= to sort by a "
+               "column of the data)"),
+            field="sort_by",
+        )
+    keys = list(sort_by)  # type: ignore[call-overload]  # a sequence of sort keys
+    if len(keys) != k:
+        raise InvalidStudyError(
+            f"sort_by has {len(keys)} keys but there are {k} studies", field="sort_by"
+        )
+    return keys, descending
+
+
+def _order(keys: Sequence[object], idx: Sequence[int], descending: bool) -> list[int]:
+    """``idx`` sorted by ``keys[i]`` (stable; missing keys last either way)."""
+
+    def missing(v: object) -> bool:
+        return fmt_cell(v, 2) == "" and not isinstance(v, str)
+
+    present = [i for i in idx if not missing(keys[i])]
+    absent = [i for i in idx if missing(keys[i])]
+    try:
+        present.sort(key=lambda i: keys[i], reverse=descending)  # type: ignore[arg-type,return-value]
+    except TypeError:
+        present.sort(key=lambda i: str(keys[i]), reverse=descending)
+    return present + absent
+
+
+def _overall_positions(sub: SubgroupResult) -> dict[str, list[int]]:
+    """Each subgroup's studies as positions in ``sub.overall`` (matched by label)."""
+    where: dict[str, list[int]] = {}
+    for i, lab in enumerate(sub.overall.labels):
+        where.setdefault(lab, []).append(i)
+    out: dict[str, list[int]] = {}
+    for name, res in sub.groups.items():
+        pos = []
+        for lab in res.labels:
+            spots = where.get(lab)
+            if not spots:
+                raise ModelSpecificationError(
+                    f"study {lab!r} of subgroup {name!r} is not among the studies of the "
+                    "overall result"
+                )
+            pos.append(spots.pop(0))
+        out[str(name)] = pos
+    return out
+
+
+# ---------------------------------------------------------------------------
+# the layout
+# ---------------------------------------------------------------------------
 
 
 def forest_layout(
@@ -124,86 +398,225 @@ def forest_layout(
     *,
     labels: Sequence[str] | None = None,
     transform: bool = True,
+    show_weights: bool = True,
     show_pi: bool = True,
     show_heterogeneity: bool = True,
     subgroup_title: str | None = None,
+    columns: ColumnSpec | None = None,
+    data: object = None,
+    sort_by: str | Sequence[object] | None = None,
+    common: bool = False,
+    favours: tuple[str, str] | None = None,
+    digits: int | None = None,
 ) -> ForestLayout:
     """The rows a forest plot of ``result`` shows (see :func:`forest`); draws nothing.
+
+    The parameters are those of :func:`forest` that decide *what* is shown.
+
+    Returns
+    -------
+    ForestLayout
+        The rows top to bottom, with their positions, texts and weights.
 
     Raises
     ------
     InvalidStudyError
-        If ``labels`` does not give one label per study.
+        If ``labels``, a column or ``sort_by`` does not give one entry per study, or
+        names a column that ``data`` does not have.
     ModelSpecificationError
-        For a subgroup result without groups.
+        For a subgroup result without groups, or a column name without ``data``.
+
+    Examples
+    --------
+    >>> import alliance_meta as am
+    >>> from alliance_meta.plot import forest_layout
+    >>> studies = am.datasets.load_alliance_example().studies()
+    >>> sub = am.subgroup_analysis(studies, by="rater")
+    >>> lay = forest_layout(sub, columns={"N": "n"}, data=studies)
+    >>> [r.label for r in lay.rows_of("header")]
+    ['Rater: patient', 'Rater: therapist']
+    >>> lay.weight_columns
+    ('Weight\\nin subgroup', 'Weight\\noverall')
     """
-    is_subgroup = isinstance(result, SubgroupResult)
     if isinstance(result, SubgroupResult):
-        sub = result
-        if not sub.groups:
+        if not result.groups:
             raise ModelSpecificationError("the subgroup result has no groups")
-        overall = sub.overall
-        blocks: list[tuple[str | None, PoolResult]] = [
-            (str(name), res) for name, res in sub.groups.items()
+        overall = result.overall
+        positions = _overall_positions(result)
+        blocks: list[tuple[str | None, PoolResult, list[int]]] = [
+            (str(name), res, positions[str(name)]) for name, res in result.groups.items()
         ]
+        if subgroup_title is None:
+            subgroup_title = result.by[:1].upper() + result.by[1:]
     else:
         overall = result
-        blocks = [(None, result)]
-
+        blocks = [(None, result, list(range(result.k)))]
+    is_subgroup = isinstance(result, SubgroupResult)
     scale = Scale(overall.measure, transform)
     level = overall.level
-    n_studies = sum(res.k for _, res in blocks)
-    if labels is not None and len(labels) != n_studies:
-        raise InvalidStudyError(
-            f"labels has {len(labels)} entries but there are {n_studies} studies",
-            field="labels",
-        )
+    k = overall.k
+    if labels is not None:
+        labels = [str(x) for x in labels]
+        if len(labels) != k:
+            raise InvalidStudyError(
+                f"labels has {len(labels)} entries but there are {k} studies", field="labels"
+            )
+    study_labels = list(labels) if labels is not None else list(overall.labels)
+
+    # ---- the models: the result's own, and an equal-effects refit if asked ----
+    models: list[Model] = ["random"]
+    if common and overall.method != "EE":
+        models.append("common")
+
+    def fit_of(res: PoolResult, model: Model) -> PoolResult:
+        return res if model == "random" else res.refit(method="EE")
+
+    overall_fits = {m: fit_of(overall, m) for m in models}
+    block_fits = [{m: fit_of(res, m) for m in models} for _, res, _ in blocks]
+
+    # ---- weight columns: (model, scope) ---------------------------------------
+    scopes = ("subgroup", "overall") if is_subgroup else ("overall",)
+    wcols: list[tuple[Model, str]] = (
+        [(m, sc) for m in models for sc in scopes] if show_weights else []
+    )
+
+    def wheader(model: Model, scope: str) -> str:
+        head = f"Weight ({model})" if len(models) > 1 else "Weight"
+        if is_subgroup:
+            head += "\nin subgroup" if scope == "subgroup" else "\noverall"
+        return head
+
+    overall_w = {m: np.asarray(f.weights, dtype=np.float64) for m, f in overall_fits.items()}
+
+    # ---- extra columns and sort keys (study order) ----------------------------
+    frame = _data_frame(data, k)
+    headers, col_values = _extra_columns(columns, frame, k)
+    keys: list[object] | None = None
+    descending = False
+    if sort_by is not None:
+        keys, descending = _sort_keys(
+            sort_by, yi=np.asarray(overall.yi), vi=np.asarray(overall.vi),
+            weights=overall_w["random"], labels=study_labels, headers=headers,
+            values=col_values, frame=frame,
+        )  # fmt: skip
+
+    # ---- digits of the estimate texts ------------------------------------------
+    if digits is None:
+        vals: list[float] = []
+        for _, res, _ in blocks:
+            lo, hi = _study_ci(res.yi, res.vi, level)
+            vals += [*res.yi, *lo, *hi]
+        vals += [overall.estimate, overall.ci.low, overall.ci.high]
+        digits = auto_digits([float(v) for v in scale.to_plot(np.array(vals))])
+
+    def interval_row(
+        kind: str, label: str, fit: PoolResult, model: Model, wts: list[float]
+    ) -> ForestRow:
+        return ForestRow(
+            kind, label=label, yi=fit.estimate, lo=fit.ci.low, hi=fit.ci.high, model=model,
+            estimate_text=_interval_text(scale, fit.estimate, fit.ci.low, fit.ci.high,
+                                         digits, pi=False),
+            weights=tuple(wts), weight_texts=tuple(_pct(w) for w in wts),
+        )  # fmt: skip
 
     # ---- rows ---------------------------------------------------------------
     rows: list[ForestRow] = []
-    label_iter = iter(labels) if labels is not None else None
-    for name, res in blocks:
+    nan = math.nan
+    for (name, res, pos), fits in zip(blocks, block_fits, strict=True):
         if name is not None:
-            head = f"{subgroup_title}: {name}" if subgroup_title else str(name)
+            head = f"{subgroup_title}: {name}" if subgroup_title else name
             rows.append(ForestRow("header", label=head))
         ci_lo, ci_hi = _study_ci(res.yi, res.vi, level)
-        # Overall weights for a subgroup display are the within-subgroup weights,
-        # as in metafor's and RevMan's subgroup forest plots.
-        w = res.weights
-        for i in range(res.k):
-            lab = next(label_iter) if label_iter is not None else res.labels[i]
+        within = {m: np.asarray(f.weights, dtype=np.float64) for m, f in fits.items()}
+        order = list(range(res.k))
+        if keys is not None:
+            inv = {j: i for i, j in enumerate(pos)}
+            order = [inv[j] for j in _order(keys, pos, descending)]
+        for i in order:
+            j = pos[i]
+            wts = [
+                float(within[m][i]) if sc == "subgroup" else float(overall_w[m][j])
+                for m, sc in wcols
+            ]
             rows.append(
-                ForestRow("study", label=str(lab), yi=float(res.yi[i]), lo=float(ci_lo[i]),
-                     hi=float(ci_hi[i]), weight=float(w[i]))
+                ForestRow(
+                    "study", label=study_labels[j], yi=float(res.yi[i]), lo=float(ci_lo[i]),
+                    hi=float(ci_hi[i]), weight=float(within["random"][i]),
+                    estimate_text=_interval_text(scale, float(res.yi[i]), float(ci_lo[i]),
+                                                 float(ci_hi[i]), digits, pi=False),
+                    cells=tuple(fmt_cell(v[j], digits) for v in col_values),
+                    weights=tuple(wts), weight_texts=tuple(_pct(w) for w in wts), index=j,
+                )
             )  # fmt: skip
         if name is not None:
-            rows.append(
-                ForestRow("group-diamond", label=f"Subtotal ({res.method}, k = {res.k})",
-                     yi=res.estimate, lo=res.ci.low, hi=res.ci.high)
-            )  # fmt: skip
+            for m in models:
+                fit = fits[m]
+                wts = [
+                    (100.0 if sc == "subgroup" else float(np.sum(overall_w[m][pos])))
+                    if mm == m else nan
+                    for mm, sc in wcols
+                ]
+                what = (
+                    "Subtotal" if len(models) == 1
+                    else f"Subtotal, {'common effect' if m == 'common' else 'random effects'}"
+                )
+                meth = "" if fit.method == "EE" else f"{fit.method}, "
+                rows.append(interval_row("group-diamond", f"{what} ({meth}k = {fit.k})",
+                                         fit, m, wts))  # fmt: skip
             if show_heterogeneity and res.k > 1:
                 rows.append(ForestRow("note", text=_heterogeneity_text(res)))
             rows.append(ForestRow("blank"))
     if not is_subgroup:
         rows.append(ForestRow("blank"))
-    rows.append(
-        ForestRow("overall", label=_model_name(overall) if not is_subgroup else
-             f"Overall, {_model_name(overall)[0].lower()}{_model_name(overall)[1:]}",
-             yi=overall.estimate, lo=overall.ci.low, hi=overall.ci.high)
-    )  # fmt: skip
-    has_pi = show_pi and overall.method != "EE"
-    if has_pi:
+    for m in models:
+        fit = overall_fits[m]
+        wts = [100.0 if (mm == m and sc == "overall") else nan for mm, sc in wcols]
+        name = _model_name(fit)
+        label = f"Overall, {name[0].lower()}{name[1:]}" if is_subgroup else name
+        rows.append(interval_row("overall", label, fit, m, wts))
+    if show_pi and overall.method != "EE":
         rows.append(
             ForestRow("pi", label="Prediction interval", yi=overall.estimate, lo=overall.pi.low,
-                 hi=overall.pi.high)
+                      hi=overall.pi.high, model="random",
+                      estimate_text=_interval_text(scale, overall.estimate, overall.pi.low,
+                                                   overall.pi.high, digits, pi=True))
         )  # fmt: skip
     if show_heterogeneity:
         rows.append(ForestRow("note", text=_heterogeneity_text(overall)))
     if isinstance(result, SubgroupResult):
         rows.append(ForestRow("note", text=_subgroup_test_text(result)))
 
-    return ForestLayout(tuple(rows), overall, scale, level, is_subgroup)
+    n_rows = len(rows)
+    rows = [attrs.evolve(r, y=float(n_rows - i)) for i, r in enumerate(rows)]
+    align = tuple("right" if _is_numeric_column(v) else "left" for v in col_values)
+    return ForestLayout(
+        rows=tuple(rows),
+        overall=overall,
+        scale=scale,
+        level=level,
+        is_subgroup=is_subgroup,
+        columns=headers,
+        column_align=align,
+        weight_columns=tuple(wheader(m, sc) for m, sc in wcols),
+        estimate_header=f"{scale.short_name} [{100 * level:g}% CI]",
+        favours=None if favours is None else (str(favours[0]), str(favours[1])),
+        digits=digits,
+        common=overall_fits.get("common"),
+    )
 
+
+# ---------------------------------------------------------------------------
+# the renderer
+# ---------------------------------------------------------------------------
+
+_DIAMOND_GIDS = {
+    ("overall", "random"): "diamond-overall",
+    ("overall", "common"): "diamond-overall-common",
+    ("group-diamond", "random"): "diamond-subgroup",
+    ("group-diamond", "common"): "diamond-subgroup-common",
+}
+#: Height of one header line, in rows (a 9 pt line in a 0.24 in row).
+_HEADER_LINE = 0.62
 
 
 def forest(
@@ -222,6 +635,11 @@ def forest(
     diamond_color: str = "#2f4f6f",
     subgroup_title: str | None = None,
     xlim: tuple[float, float] | None = None,
+    columns: ColumnSpec | None = None,
+    data: object = None,
+    sort_by: str | Sequence[object] | None = None,
+    common: bool = False,
+    favours: tuple[str, str] | None = None,
 ) -> Figure:
     """Draw a forest plot of a pooled result or a subgroup analysis.
 
@@ -246,29 +664,57 @@ def forest(
         Plot on the natural scale (r for ``ZCOR`` on a tanh-spaced axis, ratios on a
         log axis) — the default — or, if False, on the analysis scale.
     show_weights : bool
-        Add the weight (%) column.
+        Add the weight columns.  A pooled result has one, "Weight" (percent of the
+        pooled model's total weight).  A subgroup analysis has two, each labelled:
+        the weight within the study's subgroup ("in subgroup", 100% per subgroup)
+        and within the overall model ("overall", 100% over all studies; a
+        subgroup's diamond row shows its studies' share).  With ``common`` each
+        comes for both models.
     show_pi : bool
         Add the prediction-interval bar under the overall diamond (random-effects
         models only).
     show_heterogeneity : bool
-        Add the heterogeneity line (τ², I², Q) under the overall estimate.
+        Add the heterogeneity line (τ², I², Q) under each pooled estimate.
     title : str, optional
-        Axes title.
+        Title above the table.
     xlabel : str, optional
         x-axis label; by default the natural-scale name of the measure.
     digits : int, optional
-        Decimals of the text column; 2 (or 3 for small values) by default.
+        Decimals of the estimate texts; 2 (or 3 for small values) by default.
     color : str
         Colour of the study squares and whiskers.
     diamond_color : str
         Fill colour of the diamonds.
     subgroup_title : str, optional
-        Prefix of subgroup headers, e.g. ``"Rater"`` gives "Rater: patient".
+        Prefix of subgroup headers; by default the moderator's name, capitalised
+        ("Rater: patient").  ``""`` gives the bare level names.
     xlim : (float, float), optional
         x-axis limits on the plotted scale (e.g. ``(-0.6, 0.4)`` for r, ``(0.1, 10)``
         for ratios), instead of limits that hold every interval.  Intervals that
         extend past a limit are cut there and end in an arrowhead, as in metafor's
         ``forest(..., alim=)``; the text columns still give their full values.
+    columns : sequence of str, or mapping of str to values or str, optional
+        Extra columns between the labels and the plot (metafor's ``ilab``, meta's
+        ``leftcols``): names of columns of ``data`` (moderators, ``n``, or any column
+        of a data frame), or a mapping header → values (one per study, in study
+        order) or header → column name, e.g. ``{"N": "n", "Events/total":
+        ["4/123", ...], "Rater": "rater"}``.  Whole numbers print without decimals,
+        other numbers with ``digits`` decimals.
+    data : StudySet, pandas.DataFrame or mapping, optional
+        Where the names in ``columns`` and ``sort_by`` are looked up: the data the
+        model was fitted to, one row per study in study order.
+    sort_by : str or sequence, optional
+        Order of the studies (within each subgroup): ``"yi"`` (or ``"effect"``),
+        ``"se"``, ``"precision"``, ``"weight"``, ``"label"``, the header of an extra
+        column, a column of ``data``, or one sort key per study (in study order);
+        a leading ``"-"`` sorts descending.  Studies keep their order by default.
+    common : bool
+        Also draw the common-effect (equal-effects) diamond of every pooled
+        estimate under the random-effects one (meta's ``common = TRUE``), with its
+        own weight columns; the refit uses the result's test and level.
+    favours : (str, str), optional
+        Labels under the axis, left and right of the null line, e.g.
+        ``("Favours control", "Favours treatment")``.
 
     Returns
     -------
@@ -279,49 +725,94 @@ def forest(
     ------
     ImportError
         If matplotlib (the ``plot`` extra) is not installed.
+    InvalidStudyError, ModelSpecificationError
+        See :func:`forest_layout`; and for an ``xlim`` that is not an increasing
+        range on the plotted scale.
 
     Notes
     -----
-    Study squares have an area proportional to the study's weight in the model;
-    whiskers are Wald intervals ``y_i ± z_{1-α/2} √v_i`` at the result's level; the
-    diamond spans the pooled CI; the prediction interval is drawn as a bar from
-    ``pi.low`` to ``pi.high``.  See the module docstring for gids and scales.
+    Study squares have an area proportional to the study's weight in the model
+    it is drawn with; whiskers are Wald intervals ``y_i ± z_{1-α/2} √v_i`` at the
+    result's level; the diamond spans the pooled CI; the prediction interval is
+    drawn as a bar from ``pi.low`` to ``pi.high``.  What is shown (rows, texts,
+    weights, positions) is :func:`forest_layout`'s; this function only draws it.
+    See the module docstring for gids and scales.
 
     Examples
     --------
     >>> import alliance_meta as am
     >>> from alliance_meta.plot import forest
-    >>> res = am.random_effects(am.datasets.load_molloy2014().studies())
-    >>> fig = forest(res)  # doctest: +SKIP
+    >>> studies = am.datasets.load_alliance_example().studies()
+    >>> res = am.subgroup_analysis(studies, by="rater")
+    >>> fig = forest(res, columns={"N": "n"}, data=studies, sort_by="yi",
+    ...              favours=("Weaker alliance", "Stronger alliance"))  # doctest: +SKIP
     >>> fig.savefig("forest.png", dpi=200)  # doctest: +SKIP
+    """
+    require_matplotlib()
+    lay = forest_layout(
+        result, labels=labels, transform=transform, show_weights=show_weights,
+        show_pi=show_pi, show_heterogeneity=show_heterogeneity,
+        subgroup_title=subgroup_title, columns=columns, data=data, sort_by=sort_by,
+        common=common, favours=favours, digits=digits,
+    )  # fmt: skip
+    return draw_forest(
+        lay, ax=ax, title=title, xlabel=xlabel, color=color, diamond_color=diamond_color,
+        xlim=xlim,
+    )  # fmt: skip
+
+
+def draw_forest(
+    lay: ForestLayout,
+    *,
+    ax: Axes | None = None,
+    title: str | None = None,
+    xlabel: str | None = None,
+    color: str = "black",
+    diamond_color: str = "#2f4f6f",
+    xlim: tuple[float, float] | None = None,
+) -> Figure:
+    """Draw a :class:`ForestLayout` (the renderer behind :func:`forest`).
+
+    Parameters
+    ----------
+    lay : ForestLayout
+        What to draw, from :func:`forest_layout` (possibly edited with
+        ``attrs.evolve``).
+    ax, title, xlabel, color, diamond_color, xlim
+        As in :func:`forest`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure containing ``ax``.
     """
     require_matplotlib()
     import matplotlib.pyplot as plt
     from matplotlib import transforms
     from matplotlib.patches import Polygon
 
-    lay = forest_layout(
-        result, labels=labels, transform=transform, show_pi=show_pi,
-        show_heterogeneity=show_heterogeneity, subgroup_title=subgroup_title,
-    )  # fmt: skip
-    rows, scale, overall, level = lay.rows, lay.scale, lay.overall, lay.level
+    rows, scale, overall = lay.rows, lay.scale, lay.overall
     is_subgroup = lay.is_subgroup
-    all_vals = [v for r in rows if r.kind in _INTERVAL_ROWS for v in (r.lo, r.hi, r.yi)]
-    if digits is None:
-        digits = auto_digits([float(v) for v in scale.to_plot(np.array(all_vals))])
-
     n_rows = len(rows)
-    ys = [float(n_rows - i) for i in range(n_rows)]  # top row at y = n_rows
-    header_y = n_rows + 1.3
+    bottom_y = min((r.y for r in rows), default=1.0)
+    top_y = max((r.y for r in rows), default=1.0)
+    headers = ["Study", *lay.columns, lay.estimate_header, *lay.weight_columns]
+    n_lines = max(h.count("\n") + 1 for h in headers)
+    header_y = top_y + 0.75  # headers sit on this line and grow upwards
+    header_top = header_y + _HEADER_LINE * n_lines
+    title_y = header_top + 0.75
 
     # ---- figure and axes ----------------------------------------------------
     own_figure = ax is None
+    fav_in = 0.22 if lay.favours else 0.0
     if ax is None:
-        height = ROW_HEIGHT_IN * (n_rows + 2.0 + (1.5 if title else 0.0)) + 0.75
+        height = ROW_HEIGHT_IN * (n_rows + (header_top - top_y) + (1.2 if title else 0.3))
+        height += 0.6 + fav_in
         fig_new = plt.figure(figsize=(9.0, height))
         ax = fig_new.add_subplot(1, 1, 1)
     fig = root_figure(ax)
 
+    interval_rows = [r for r in rows if r.kind in ("study", "group-diamond", "overall", "pi")]
     if xlim is not None:
         x_lo, x_hi = (float(x) for x in xlim)
         bad = not (x_lo < x_hi) or (scale.kind == "log" and x_lo <= 0) or (
@@ -333,28 +824,29 @@ def forest(
             )
         scale.configure(ax, x_lo, x_hi, exact=True)
     else:
-        pv = scale.to_plot(np.array(all_vals, dtype=np.float64))
-        x_lo, x_hi = float(np.min(pv)), float(np.max(pv))
+        vals = [v for r in interval_rows for v in (r.lo, r.hi, r.yi)]
+        pv = scale.to_plot(np.array(vals, dtype=np.float64))
+        x_lo, x_hi = float(np.nanmin(pv)), float(np.nanmax(pv))
         x_lo, x_hi = min(x_lo, scale.null), max(x_hi, scale.null)
         scale.configure(ax, x_lo, x_hi)
         x_lo, x_hi = -math.inf, math.inf  # nothing to clip
-    title_y = header_y + 1.5
-    ax.set_ylim(0.4, (title_y if title else header_y) + 0.6)
+    ax.set_ylim(bottom_y - 0.6, (title_y if title else header_top) + 0.4)
 
     # ---- plot elements ------------------------------------------------------
     study_w = [r.weight for r in rows if r.kind == "study"]
     w_max = max(study_w) if study_w else 1.0
-    top_study_y = max((y for r, y in zip(rows, ys, strict=True) if r.kind == "study"), default=1.0)
+    top_study_y = max((r.y for r in rows if r.kind == "study"), default=1.0)
     ax.plot(
-        [scale.null, scale.null], [ys[-1] - 0.5, top_study_y + 0.6], color="0.35",
+        [scale.null, scale.null], [bottom_y - 0.5, top_study_y + 0.6], color="0.35",
         linewidth=0.8, zorder=1, gid="null-line",
     )  # fmt: skip
     ax.plot(
-        [scale.to_plot_scalar(overall.estimate)] * 2, [ys[-1] - 0.5, top_study_y + 0.6],
+        [scale.to_plot_scalar(overall.estimate)] * 2, [bottom_y - 0.5, top_study_y + 0.6],
         color=diamond_color, linewidth=0.7, linestyle=(0, (3, 3)), alpha=0.6, zorder=1,
         gid="estimate-line",
     )  # fmt: skip
-    for r, y in zip(rows, ys, strict=True):
+    for r in rows:
+        y = r.y
         if r.kind == "study":
             x, lo, hi = scale.row_values(r)
             ax.plot([max(lo, x_lo), min(hi, x_hi)], [y, y], color=color, linewidth=0.9,
@@ -369,12 +861,17 @@ def forest(
                     zorder=3, gid="study-row")  # fmt: skip
         elif r.kind in ("group-diamond", "overall"):
             x, lo, hi = (min(max(v, x_lo), x_hi) for v in scale.row_values(r))
+            is_common = r.model == "common"
+            edge = "0.35" if is_common else diamond_color
+            if r.kind == "overall":
+                face = "0.72" if is_common else diamond_color
+            else:
+                face = "white"
             poly = Polygon(
                 [(lo, y), (x, y + DIAMOND_HALF_HEIGHT), (hi, y), (x, y - DIAMOND_HALF_HEIGHT)],
-                closed=True, facecolor=diamond_color if r.kind == "overall" else "white",
-                edgecolor=diamond_color, linewidth=1.0, zorder=3,
+                closed=True, facecolor=face, edgecolor=edge, linewidth=1.0, zorder=3,
             )  # fmt: skip
-            poly.set_gid("diamond-overall" if r.kind == "overall" else "diamond-subgroup")
+            poly.set_gid(_DIAMOND_GIDS[(r.kind, "common" if is_common else "random")])
             ax.add_patch(poly)
         elif r.kind == "pi":
             _, lo, hi = scale.row_values(r)
@@ -396,66 +893,72 @@ def forest(
     ax.spines["bottom"].set_linewidth(0.8)
     ax.set_yticks([])
     ax.tick_params(axis="x", labelsize=FONT_SIZE, width=0.8, length=3.5)
-    ax.set_xlabel(xlabel if xlabel is not None else scale.axis_label, fontsize=FONT_SIZE)
+    ax.set_xlabel(xlabel if xlabel is not None else scale.axis_label, fontsize=FONT_SIZE,
+                  labelpad=16.0 if lay.favours else 4.0)  # fmt: skip
+    if lay.favours:
+        fav_kw: dict[str, Any] = {
+            "xycoords": ("data", "axes fraction"), "textcoords": "offset points",
+            "va": "top", "fontsize": FONT_SIZE - 0.5, "color": "0.2", "annotation_clip": False,
+        }  # fmt: skip
+        left, right = lay.favours
+        ax.annotate("\u2190 " + left, xy=(scale.null, 0.0), xytext=(-5.0, -17.0), ha="right",
+                    gid="favours-left", **fav_kw)  # fmt: skip
+        ax.annotate(right + " \u2192", xy=(scale.null, 0.0), xytext=(5.0, -17.0), ha="left",
+                    gid="favours-right", **fav_kw)  # fmt: skip
 
     # ---- text columns -------------------------------------------------------
     base = transforms.blended_transform_factory(ax.transAxes, ax.transData)
-    left_texts: list[Text] = []
-    left_notes: list[Text] = []
-    est_texts: list[Text] = []
-    wt_texts: list[Text] = []
     kw: dict[str, Any] = {"fontsize": FONT_SIZE, "va": "center", "clip_on": False}
-    for r, y in zip(rows, ys, strict=True):
+    hkw: dict[str, Any] = {
+        "fontsize": FONT_SIZE, "va": "bottom", "clip_on": False, "fontweight": "bold",
+        "gid": "header-text", "linespacing": 1.1,
+    }  # fmt: skip
+    n_cols = len(lay.columns)
+    n_w = len(lay.weight_columns)
+    # one list of texts per column, its header and its horizontal alignment
+    label_texts: list[Text] = []
+    cell_texts: list[list[Text]] = [[] for _ in range(n_cols)]
+    est_texts: list[Text] = []
+    wt_texts: list[list[Text]] = [[] for _ in range(n_w)]
+    notes: list[Text] = []
+    for r in rows:
+        y = r.y
         if r.kind == "blank":
             continue
         if r.kind == "note":
-            t = ax.text(0.0, y, r.text, ha="left", fontsize=FONT_SIZE - 1, va="center",
-                        clip_on=False, color="0.25", gid="note-text")  # fmt: skip
-            left_notes.append(t)
+            notes.append(ax.text(0.0, y, r.text, ha="left", fontsize=FONT_SIZE - 1,
+                                 va="center", clip_on=False, color="0.25",
+                                 gid="note-text"))  # fmt: skip
             continue
         weight = "bold" if r.kind in ("header", "overall", "group-diamond") else "normal"
         style = "italic" if r.kind == "pi" else "normal"
         gid = "study-label" if r.kind == "study" else f"{r.kind}-label"
         indent = "   " if is_subgroup and r.kind in ("study", "group-diamond") else ""
-        left_texts.append(
-            ax.text(0.0, y, indent + r.label, ha="left", fontweight=weight, fontstyle=style,
-                    gid=gid, **kw)
-        )  # fmt: skip
+        label_texts.append(ax.text(0.0, y, indent + r.label, ha="left", fontweight=weight,
+                                   fontstyle=style, gid=gid, **kw))  # fmt: skip
         if r.kind == "header":
             continue
-        x, lo, hi = scale.row_values(r)
-        if r.kind == "pi":
-            f = scale.format_value
-            txt = f"[{f(lo, digits)}, {f(hi, digits)}]"
-        else:
-            txt = _ci_text(scale, x, lo, hi, digits)
-        est_texts.append(
-            ax.text(0.0, y, txt, ha="right", fontweight=weight, fontstyle=style,
-                    gid="estimate-text", **kw)
-        )  # fmt: skip
-        if show_weights and r.kind in ("study", "overall"):
-            wtxt = f"{r.weight:.1f}%" if r.kind == "study" else "100%"
-            if r.kind == "overall" and is_subgroup:
-                continue
-            wt_texts.append(
-                ax.text(0.0, y, wtxt, ha="right", fontweight=weight,
-                        gid="weight-text" if r.kind == "study" else "weight-total", **kw)
-            )  # fmt: skip
-    header_kw: dict[str, Any] = {**kw, "fontweight": "bold"}
-    h_study = ax.text(0.0, header_y, "Study", ha="left", gid="header-text", **header_kw)
-    pct = f"{100 * level:g}%"
-    h_est = ax.text(0.0, header_y, f"{scale.short_name} [{pct} CI]", ha="right",
-                    gid="header-text", **header_kw)  # fmt: skip
+        for j, cell in enumerate(r.cells):
+            cell_texts[j].append(ax.text(0.0, y, cell, ha=lay.column_align[j],
+                                         gid="column-text", **kw))  # fmt: skip
+        est_texts.append(ax.text(0.0, y, r.estimate_text, ha="right", fontweight=weight,
+                                 fontstyle=style, gid="estimate-text", **kw))  # fmt: skip
+        for j, wtxt in enumerate(r.weight_texts):
+            if wtxt:
+                wt_texts[j].append(ax.text(
+                    0.0, y, wtxt, ha="right", fontweight=weight,
+                    gid="weight-text" if r.kind == "study" else "weight-total", **kw))  # fmt: skip
+    h_study = ax.text(0.0, header_y, "Study", ha="left", **hkw)
+    h_cols = [ax.text(0.0, header_y, h, ha=lay.column_align[j], **hkw)
+              for j, h in enumerate(lay.columns)]  # fmt: skip
+    h_est = ax.text(0.0, header_y, lay.estimate_header, ha="right", **hkw)
+    h_wts = [ax.text(0.0, header_y, h, ha="right", multialignment="right", **hkw)
+             for h in lay.weight_columns]  # fmt: skip
     if title:
-        left_notes.append(
+        notes.append(
             ax.text(0.0, title_y, title, ha="left", va="center", fontsize=FONT_SIZE + 1.5,
                     fontweight="bold", clip_on=False, gid="title-text")
         )  # fmt: skip
-    h_wt = (
-        ax.text(0.0, header_y, "Weight", ha="right", gid="header-text", **header_kw)
-        if show_weights
-        else None
-    )
 
     # Measure the text (in points) to lay the columns out without overlap.
     fig.draw_without_rendering()
@@ -464,41 +967,50 @@ def forest(
     def width_pt(ts: Sequence[Text]) -> float:
         return max((t.get_window_extent().width * to_pt for t in ts), default=0.0)
 
-    left_w = width_pt([*left_texts, h_study])
-    est_w = width_pt([*est_texts, h_est])
-    wt_w = width_pt([*wt_texts, h_wt]) if h_wt is not None else 0.0
-    gap = COLUMN_GAP_PT
-
     def place(t: Text, dx_pt: float, x_axes: float) -> None:
         t.set_transform(
             base + transforms.ScaledTranslation(dx_pt / 72.0, 0.0, fig.dpi_scale_trans)
         )
         t.set_x(x_axes)
 
-    for t in [*left_texts, h_study, *left_notes]:
-        place(t, -(left_w + gap), 0.0)
-    for t in [*est_texts, h_est]:
-        place(t, gap + est_w, 1.0)
-    right_w = gap + est_w
-    if h_wt is not None:
-        for t in [*wt_texts, h_wt]:
-            place(t, gap + est_w + gap + wt_w, 1.0)
-        right_w += gap + wt_w
+    gap = COLUMN_GAP_PT
+    # left: the labels, then the extra columns; the last ends one gap before the plot
+    left_cols: list[tuple[list[Text], str]] = [([*label_texts, h_study], "left")]
+    left_cols += [([*cell_texts[j], h_cols[j]], lay.column_align[j]) for j in range(n_cols)]
+    widths = [width_pt(ts) for ts, _ in left_cols]
+    left_w = sum(w + gap for w in widths)
+    cursor = -left_w
+    for (ts, ha), w in zip(left_cols, widths, strict=True):
+        for t in ts:
+            place(t, cursor if ha == "left" else cursor + w, 0.0)
+        cursor += w + gap
+    for t in notes:
+        place(t, -left_w, 0.0)
+    # right: the estimates, then the weights, each right-aligned
+    right_cols: list[list[Text]] = [[*est_texts, h_est]]
+    right_cols += [[*wt_texts[j], h_wts[j]] for j in range(n_w)]
+    cursor = 0.0
+    for ts in right_cols:
+        w = width_pt(ts)
+        for t in ts:
+            place(t, cursor + gap + w, 1.0)
+        cursor += gap + w
+    right_w = cursor
 
     if own_figure:
-        # Size the figure so that the columns fit: left column, plot, right column.
+        # Size the figure so that the columns fit: left columns, plot, right columns.
         fig.draw_without_rendering()
-        note_w = width_pt(left_notes)
-        # A note may run under the plot, but not beyond the right column.
-        plot_w = max(PLOT_WIDTH_IN * 72.0, note_w - left_w - gap + 6.0 - right_w)
+        note_w = width_pt(notes)
+        # A note may run under the plot, but not beyond the right columns.
+        plot_w = max(PLOT_WIDTH_IN * 72.0, note_w - left_w + 6.0 - right_w)
         margin = 10.0
-        total_w = margin + left_w + gap + plot_w + right_w + margin
+        total_w = margin + left_w + plot_w + right_w + margin
         fig.set_figwidth(total_w / 72.0)
         height_in = float(fig.get_figheight())
-        bottom_in = 0.55
+        bottom_in = 0.55 + fav_in
         top_in = 0.12
         fig.subplots_adjust(
-            left=(margin + left_w + gap) / total_w,
+            left=(margin + left_w) / total_w,
             right=1.0 - (right_w + margin) / total_w,
             bottom=bottom_in / height_in,
             top=1.0 - top_in / height_in,

@@ -10,7 +10,7 @@ import numpy as np
 
 from alliance_meta._transforms import back_transform
 from alliance_meta._types import FloatArray
-from alliance_meta.plot.style import fmt_tick, minus, nice_ticks, ratio_ticks
+from alliance_meta.plot.style import fmt_fixed, fmt_tick, nice_ticks, ratio_ticks
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -120,37 +120,44 @@ class Scale:
             return {"ZCOR": "z"}.get(self.measure, "log " + self.measure)
         return _SHORT_NAMES.get(self.measure, self.measure)
 
-    def configure(self, ax: Axes, lo: float, hi: float, exact: bool = False) -> None:
-        """Set the axis scale, limits and natural-scale ticks for plotted range [lo, hi]
-        (padded by 4 % of the range unless ``exact``)."""
+    def configure(
+        self, ax: Axes, lo: float, hi: float, exact: bool = False, axis: str = "x"
+    ) -> None:
+        """Set the scale, limits and natural-scale ticks of ``ax``'s x (or, with
+        ``axis="y"``, y) axis for the plotted range [lo, hi] (padded by 4 % of the
+        range unless ``exact``)."""
         from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
         kind = self.kind
         frac = 0.0 if exact else 0.04
+        set_scale = ax.set_xscale if axis == "x" else ax.set_yscale
+        set_lim = ax.set_xlim if axis == "x" else ax.set_ylim
+        target = ax.xaxis if axis == "x" else ax.yaxis
         if kind == "r":
-            ax.set_xscale("function", functions=(_atanh_clipped, np.tanh))
+            set_scale("function", functions=(_atanh_clipped, np.tanh))
             zlo, zhi = math.atanh(lo), math.atanh(hi)
             pad = frac * (zhi - zlo)
-            ax.set_xlim(math.tanh(zlo - pad), math.tanh(zhi + pad))
-            ax.xaxis.set_major_locator(FixedLocator(nice_ticks(lo, hi, bounded=True)))
-            ax.xaxis.set_major_formatter(FuncFormatter(fmt_tick))
+            set_lim(math.tanh(zlo - pad), math.tanh(zhi + pad))
+            target.set_major_locator(FixedLocator(nice_ticks(lo, hi, bounded=True)))
+            target.set_major_formatter(FuncFormatter(fmt_tick))
         elif kind == "log":
-            ax.set_xscale("log")
+            set_scale("log")
             llo, lhi = math.log(lo), math.log(hi)
             pad = frac * (lhi - llo)
-            ax.set_xlim(math.exp(llo - pad), math.exp(lhi + pad))
-            ax.xaxis.set_major_locator(FixedLocator(ratio_ticks(lo, hi)))
-            ax.xaxis.set_major_formatter(FuncFormatter(fmt_tick))
-            ax.xaxis.set_minor_locator(NullLocator())
+            set_lim(math.exp(llo - pad), math.exp(lhi + pad))
+            target.set_major_locator(FixedLocator(ratio_ticks(lo, hi)))
+            target.set_major_formatter(FuncFormatter(fmt_tick))
+            target.set_minor_locator(NullLocator())
         else:
             pad = frac * (hi - lo)
-            ax.set_xlim(lo - pad, hi + pad)
-            ax.xaxis.set_major_locator(FixedLocator(nice_ticks(lo, hi, bounded=False)))
-            ax.xaxis.set_major_formatter(FuncFormatter(fmt_tick))
+            set_lim(lo - pad, hi + pad)
+            target.set_major_locator(FixedLocator(nice_ticks(lo, hi, bounded=False)))
+            target.set_major_formatter(FuncFormatter(fmt_tick))
 
     def format_value(self, x: float, digits: int) -> str:
-        """Format a plotted value for the text column (with a true minus sign)."""
-        return minus(f"{x:.{digits}f}")
+        """Format a plotted value for the text column (a true minus sign, never
+        ``−0.00``: a value that rounds to zero is printed unsigned)."""
+        return fmt_fixed(x, digits)
 
 
 def _atanh_clipped(x: Any) -> Any:

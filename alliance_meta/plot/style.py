@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -13,6 +17,8 @@ if TYPE_CHECKING:
 __all__ = [
     "FONT_SIZE",
     "auto_digits",
+    "fmt_cell",
+    "fmt_fixed",
     "fmt_tick",
     "minus",
     "nice_ticks",
@@ -58,12 +64,54 @@ def minus(s: str) -> str:
     return s.replace("-", "\u2212")
 
 
-def fmt_tick(x: float, _pos: object = None) -> str:
-    """Tick label: shortest clean decimal, true minus sign, no ``-0``."""
-    if abs(x) < 1e-12:
-        return "0"
-    s = f"{x:.3f}".rstrip("0").rstrip(".")
+def fmt_fixed(x: float, digits: int) -> str:
+    """``x`` with ``digits`` decimals and a true minus sign, never ``−0.00``.
+
+    A value that rounds to zero is printed without a sign (``-0.001`` gives
+    ``"0.00"``); NaN gives ``"NA"``, as metafor prints a missing value.
+    """
+    if math.isnan(x):
+        return "NA"
+    s = f"{x:.{digits}f}"
+    if s.startswith("-") and float(s) == 0.0:
+        s = s[1:]
     return minus(s)
+
+
+def fmt_cell(value: object, digits: int) -> str:
+    """Text of one cell of an extra forest-plot column.
+
+    Missing values (None, NaN, pandas' NA) are blank; whole numbers (a sample size
+    stored as a float) print without decimals; other numbers with ``digits``
+    decimals through :func:`fmt_fixed`; anything else as ``str``.
+    """
+    if value is None:
+        return ""
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value))
+    if isinstance(value, numbers.Real):
+        x = float(value)
+        if math.isnan(x):
+            return ""
+        if math.isinf(x):
+            return minus("-Inf") if x < 0 else "Inf"
+        if x == round(x) and abs(x) < 1e15:
+            return minus(str(round(x)))
+        return fmt_fixed(x, digits)
+    try:
+        if pd.isna(value):  # type: ignore[call-overload]  # pd.NA, NaT: any scalar
+            return ""
+    except (TypeError, ValueError):  # not a scalar
+        pass
+    return str(value)
+
+
+def fmt_tick(x: float, _pos: object = None) -> str:
+    """Tick label: shortest clean decimal (up to 3), true minus sign, no ``-0``."""
+    s = fmt_fixed(x, 3)
+    if "." in s:
+        s = s.rstrip("0").rstrip(".")
+    return s
 
 
 def nice_ticks(lo: float, hi: float, *, bounded: bool) -> list[float]:
@@ -108,6 +156,9 @@ def auto_digits(values: Sequence[float]) -> int:
 
 
 def pvalue_text(p: float) -> str:
+    """APA-style p value: ``p < .001`` or ``p = .042`` (no leading zero)."""
+    if math.isnan(p):
+        return "p = NA"
     if p < 0.001:
         return "p < .001"
     return "p = " + f"{p:.3f}".lstrip("0")
