@@ -7,10 +7,18 @@ from __future__ import annotations
 
 import re
 import sys
-import tomllib
 from pathlib import Path
 
-deps = tomllib.loads(Path(sys.argv[1]).read_text())["project"]["dependencies"]
+text = Path(sys.argv[1]).read_text()
+try:
+    import tomllib
+
+    deps = tomllib.loads(text)["project"]["dependencies"]
+except ModuleNotFoundError:  # Python 3.10: the list is simple enough to read directly
+    block = re.search(r"^dependencies\s*=\s*\[(.*?)\]", text, re.S | re.M)
+    if block is None:
+        sys.exit("no [project] dependencies in " + sys.argv[1])
+    deps = re.findall(r'"([^"]+)"', block.group(1))
 pins = []
 for dep in deps:
     m = re.fullmatch(r"\s*([A-Za-z0-9_.\-\[\]]+)\s*>=\s*([0-9][^,;\s]*)\s*", dep)
