@@ -44,6 +44,7 @@ from alliance_meta._pooling import (
     random_effects,
 )
 from alliance_meta._subgroup import SubgroupResult, subgroup_analysis
+from alliance_meta.data.escalc import EscalcResult, escalc
 from alliance_meta.results.base import ConfidenceInterval
 
 __version__ = "0.1.0"
@@ -54,6 +55,7 @@ __all__ = [
     "CumulativeResult",
     "EffectSize",
     "EggerTest",
+    "EscalcResult",
     "FailSafeN",
     "HeterogeneityCI",
     "InfluenceResult",
@@ -75,6 +77,7 @@ __all__ = [
     "cumulative",
     "datasets",
     "egger_test",
+    "escalc",
     "exceptions",
     "fail_safe_n",
     "fixed_effect",

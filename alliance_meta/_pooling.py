@@ -24,8 +24,8 @@ from statsmodels.iolib.summary import Summary
 
 from alliance_meta import _core
 from alliance_meta._data import _check_unique, _numeric
-from alliance_meta._transforms import back_transform, natural_scale_name
 from alliance_meta._types import FloatArray, Measure, Method, Test
+from alliance_meta.data.measures import back_transform, natural_scale_name
 from alliance_meta.exceptions import (
     ConvergenceWarning,
     FewStudiesWarning,

@@ -42,8 +42,8 @@ from alliance_meta._pooling import (
     resolve_input,
     result_from_core,
 )
-from alliance_meta._transforms import back_transform, natural_scale_name
 from alliance_meta._types import FloatArray, Measure, Method, Test
+from alliance_meta.data.measures import back_transform, natural_scale_name
 from alliance_meta.exceptions import (
     ConvergenceWarning,
     FewStudiesWarning,

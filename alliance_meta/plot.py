@@ -49,8 +49,8 @@ from scipy import stats
 from alliance_meta._bias import TrimAndFillResult
 from alliance_meta._pooling import PoolResult, random_effects
 from alliance_meta._subgroup import SubgroupResult
-from alliance_meta._transforms import back_transform
 from alliance_meta._types import FloatArray
+from alliance_meta.data.measures import back_transform
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
