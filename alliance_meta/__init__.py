@@ -44,6 +44,8 @@ from alliance_meta._pooling import (
     random_effects,
 )
 from alliance_meta._subgroup import SubgroupResult, subgroup_analysis
+from alliance_meta.data import conversions
+from alliance_meta.data.effect_sizes.artefacts import correct_r
 from alliance_meta.data.escalc import EscalcResult, escalc
 from alliance_meta.results.base import ConfidenceInterval
 
@@ -74,6 +76,8 @@ __all__ = [
     "SubgroupResult",
     "TrimAndFillResult",
     "__version__",
+    "conversions",
+    "correct_r",
     "cumulative",
     "datasets",
     "egger_test",

@@ -201,6 +201,9 @@ def _prepare_partial(semi: bool) -> PrepareFn:
         ni, mi, r2i = given.get("ni"), given.get("mi"), given.get("r2i")
         df = None if ni is None or mi is None else ni - mi - 1.0
         t, problems = statistic_t(given, df, "mi", "df = ni - mi - 1")
+        if semi and r2i is not None:
+            r2 = finite_or(r2i, 0.5)
+            problems.insert(0, Problem("r2i", "R^2 must lie in [0, 1]", (r2 < 0) | (r2 > 1)))
         ri = given.get("ri")
         if t is not None and df is not None:
             with np.errstate(all="ignore"):
