@@ -148,3 +148,8 @@ def test_pft_back_transform_uses_harmonic_mean() -> None:
     assert M.back_transform(0.5, "PFT", n=n) == pytest.approx(0.214704040937641, rel=1e-12)
     with pytest.raises(am.exceptions.AllianceMetaError, match="sample sizes"):
         M.back_transform(0.5, "PFT")
+
+
+def test_docs_table_is_generated_from_the_registry() -> None:
+    committed = (Path(__file__).parents[1] / "docs" / "effect_sizes_table.rst").read_text()
+    assert committed == M.docs_table()

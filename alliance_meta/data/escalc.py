@@ -41,8 +41,8 @@ NanPolicy = Literal["raise", "omit", "propagate"]
 _Input = npt.ArrayLike | str
 
 
-def _labels_tuple(x: Sequence[str]) -> tuple[str, ...]:
-    return tuple(str(v) for v in x)
+def _labels_tuple(x: Sequence[str] | None) -> tuple[str, ...] | None:
+    return None if x is None else tuple(str(v) for v in x)
 
 
 @attrs.frozen(field_transformer=freeze_arrays)
@@ -59,8 +59,9 @@ class EscalcResult:
         ``nan_policy="propagate"``).
     rows : ndarray of int
         The input row of each result row (all rows unless ``nan_policy="omit"``).
-    labels : tuple of str
-        Study labels (``slab``; by default ``"1"``, ``"2"``, ... by input row).
+    labels : tuple of str or None
+        Study labels (``slab``), or None: then :attr:`study_labels` are ``"1"``,
+        ``"2"``, ... by input row (R's default).
     ni : ndarray of float64
         metafor's total sample size of each study (person-time for the incidence
         rate measures); used by ``to_studyset`` and the PFT/IRFT back-transforms.
@@ -80,7 +81,7 @@ class EscalcResult:
     yi: FloatArray
     vi: FloatArray
     rows: IntArray
-    labels: tuple[str, ...] = attrs.field(converter=_labels_tuple)
+    labels: tuple[str, ...] | None = attrs.field(converter=_labels_tuple)
     ni: FloatArray
     corrected: BoolArray
     flipped: BoolArray
@@ -93,6 +94,13 @@ class EscalcResult:
     def k(self) -> int:
         """Number of result rows."""
         return int(self.yi.size)
+
+    @property
+    def study_labels(self) -> tuple[str, ...]:
+        """The labels of the result rows: ``slab``, or the input row numbers from 1."""
+        if self.labels is not None:
+            return self.labels
+        return tuple(str(i + 1) for i in self.rows.tolist())
 
     @property
     def sei(self) -> FloatArray:
@@ -116,7 +124,7 @@ class EscalcResult:
                 "corrected": np.array(self.corrected),
                 "flipped": np.array(self.flipped),
             },
-            index=pd.Index(list(self.labels), name="label"),
+            index=pd.Index(list(self.study_labels), name="label"),
         )
         return frame
 
@@ -143,7 +151,9 @@ class EscalcResult:
         from alliance_meta._data import StudySet
 
         keep = np.isfinite(self.yi) & np.isfinite(self.vi)
-        labs = self._row_values(labels, "labels") if labels is not None else list(self.labels)
+        labs = (
+            self._row_values(labels, "labels") if labels is not None else list(self.study_labels)
+        )
         mods: dict[str, Any] = {}
         if moderators is not None:
             if isinstance(moderators, str):
@@ -205,7 +215,9 @@ class EscalcResult:
         if self.omitted.size:
             notes.append(f"{self.omitted.size} rows omitted (missing values).")
         if np.any(self.flipped):
-            flipped = [lab for lab, f in zip(self.labels, self.flipped.tolist(), strict=True) if f]
+            flipped = [
+                lab for lab, f in zip(self.study_labels, self.flipped.tolist(), strict=True) if f
+            ]
             notes.append("Sign reversed (flip): " + ", ".join(flipped))
         return frame_summary(
             f"Effect sizes ({self.spec.description})", info, self.to_frame(), notes
@@ -309,7 +321,7 @@ def escalc(
     ------
     InvalidStudyError
         For invalid input (a proportion outside [0, 1], counts above n, negative
-        times, alpha >= 1, |r| > 1, a t without its df, mi >= ni - 1 for a
+        times, alpha >= 1, ``|r| > 1``, a t without its df, mi >= ni - 1 for a
         partial correlation, ...), naming the row and the field.
 
     Notes
@@ -352,10 +364,9 @@ def escalc(
     if frame is not None and k == 1 and len(frame) > 1:
         arrays = {name: np.repeat(a, len(frame)) for name, a in arrays.items()}
         k = len(frame)
-    labels = _labels(slab, frame, k)
     # errors name a row by its label when labels were given, else by its 0-based
-    # position ("row 3"), as the data frame's iloc
-    where = labels if slab is not None else [f"row {i}" for i in range(k)]
+    # position ("row 3", as the data frame's iloc)
+    where = None if slab is None else _labels(slab, frame, k)
     options = M.EscalcOptions(
         add=add, to=to, drop00=drop00, vtype=vtype if isinstance(vtype, str) else tuple(vtype)
     )
@@ -389,23 +400,26 @@ def escalc(
         spec,
         arrays,
         options,
-        labels=[where[i] for i in pre.tolist()],
+        labels=_take(where, pre, k),
         nan_policy=nan_policy,
     )
     rows = pre[ev.kept]
     yi, vi = np.array(ev.computed.yi), np.array(ev.computed.vi)
     if artefacts:
         yi, vi = _correct(spec, yi, vi, {n: a[rows] for n, a in artefacts.items()},
-                          rxx_restricted, [where[i] for i in rows.tolist()])
+                          rxx_restricted, _take(where, rows, k))
     flipped = np.zeros(rows.size, dtype=np.bool_)
     if flip is not None or direction is not None:
         yi, vi, flipped = _flip(spec, yi, vi, frame, flip, direction, k, rows,
-                                [where[i] for i in rows.tolist()])
-    omitted = np.setdiff1d(np.arange(k), rows)
+                                _take(where, rows, k))
+    kept_mask = np.zeros(k, dtype=np.bool_)
+    kept_mask[rows] = True
+    omitted = np.flatnonzero(~kept_mask)
     if omitted.size:
+        names = [f"row {i}" if where is None else where[i] for i in omitted.tolist()]
         warnings.warn(
             f"omitted {omitted.size} of {k} rows with missing values: "
-            + ", ".join(repr(where[i]) for i in omitted.tolist()),
+            + ", ".join(repr(x) for x in names),
             DataOmittedWarning,
             stacklevel=2,
         )
@@ -417,7 +431,7 @@ def escalc(
         yi=yi,
         vi=vi,
         rows=rows,
-        labels=[labels[i] for i in rows.tolist()],
+        labels=_take(where, rows, k),
         ni=np.asarray(ni, dtype=np.float64),
         corrected=corrected,
         flipped=flipped,
@@ -436,9 +450,16 @@ def attrs_evolve_vtype(options: M.EscalcOptions, rows: IntArray) -> M.EscalcOpti
     )
 
 
-def _labels(slab: Sequence[str] | str | None, frame: pd.DataFrame | None, k: int) -> list[str]:
-    if slab is None:
-        return [str(i + 1) for i in range(k)]
+def _take(labels: list[str] | None, rows: IntArray, k: int) -> list[str] | None:
+    """``labels`` of ``rows`` (None stays None: rows are then named by position)."""
+    if labels is None:
+        return None
+    if rows.size == k:
+        return labels
+    return [labels[i] for i in rows.tolist()]
+
+
+def _labels(slab: Sequence[str] | str, frame: pd.DataFrame | None, k: int) -> list[str]:
     if isinstance(slab, str):
         if frame is None or slab not in frame.columns:
             raise InvalidStudyError(f"no column {slab!r} in the data", field="slab")
@@ -456,7 +477,7 @@ def _correct(
     vi: FloatArray,
     artefacts: Mapping[str, FloatArray],
     rxx_restricted: bool,
-    labels: Sequence[str],
+    labels: Sequence[str] | None,
 ) -> tuple[FloatArray, FloatArray]:
     """Apply :func:`correct_r` on the measure's scale (r, or Fisher's z of r)."""
     problems = []
@@ -499,7 +520,7 @@ def _flip(
     direction: npt.ArrayLike | str | None,
     k: int,
     rows: IntArray,
-    labels: Sequence[str],
+    labels: Sequence[str] | None,
 ) -> tuple[FloatArray, FloatArray, BoolArray]:
     """metafor's ``flip``: yi·f and vi·f² per study (a logical flip is f = -1)."""
     if flip is not None and direction is not None:

@@ -598,3 +598,49 @@ def harmonic_mean(n: FloatArray) -> float:
     """metafor's ``1/mean(1/n, na.rm = TRUE)``."""
     inv = 1.0 / n[np.isfinite(n)]
     return math.nan if inv.size == 0 else float(1.0 / np.mean(inv))
+
+
+# ------------------------------------------------------------------ docs table
+
+
+def docs_table() -> str:
+    """The reStructuredText table of every measure (``docs/effect_sizes_table.rst``):
+    measure, inputs, formula and source, variance, back-transform."""
+    lines = [
+        ".. This file is generated from the measure registry by",
+        "   ``python -c 'from alliance_meta.data.measures import docs_table; "
+        "print(docs_table(), end=\"\")' > docs/effect_sizes_table.rst``;",
+        "   tests/test_escalc_measures.py checks that it is up to date.",
+        "",
+    ]
+    for family in dict.fromkeys(s.family for s in specs()):
+        members = [s for s in specs() if s.family == family]
+        lines += [
+            family[0].upper() + family[1:],
+            "~" * len(family),
+            "",
+            ".. list-table::",
+            "   :header-rows: 1",
+            "   :widths: 8 14 34 26 18",
+            "",
+            "   * - Measure",
+            "     - Inputs",
+            "     - Effect size and source",
+            "     - Variance (default ``vtype``)",
+            "     - Back-transform",
+        ]
+        for s in members:
+            inputs = ", ".join(f"``{a}``" for a in s.inputs)
+            if s.alternatives:
+                inputs += " (or " + ", ".join(f"``{a}``" for a in s.alternatives) + ")"
+            vt = "" if s.vtypes == ("LS",) else "; vtype " + ", ".join(s.vtypes)
+            back = s.back_transform_label or "none (natural scale)"
+            lines += [
+                f"   * - ``{s.name}``",
+                f"     - {inputs}",
+                f"     - {s.description}: {s.formula}. {s.reference}",
+                f"     - {s.variance}{vt}",
+                f"     - {back}",
+            ]
+        lines.append("")
+    return "\n".join(lines)

@@ -252,6 +252,11 @@ def _check_partial(measure: str) -> CheckFn:
         if measure == "SPCOR":
             r2 = finite_or(inputs["r2i"], 0.5)
             problems.append(Problem("r2i", "R^2 must lie in [0, 1]", (r2 < 0) | (r2 > 1)))
+            rf = finite_or(ri, 0.0)
+            problems.append(
+                Problem("r2i", "the squared semi-partial correlation cannot exceed the "
+                        "model's R^2", rf**2 > r2)
+            )
         return problems
 
     return check
