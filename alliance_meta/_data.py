@@ -128,9 +128,9 @@ class EffectSize:
     variance : float
         Its sampling variance; must be finite and > 0.
     measure : str
-        One of metafor's ``escalc`` measures (``"ZCOR"``, ``"COR"``, ``"UCOR"``,
-        ``"SMD"``, ``"MD"``, ``"SMDH"``, ``"ROM"``, ``"OR"``, ``"RR"``, ``"RD"``) or
-        ``"GEN"`` for a generic outcome. ``OR`` and ``RR`` are on the log scale.
+        One of metafor's ``escalc`` measures (the registry's names: ``"ZCOR"``,
+        ``"SMD"``, ``"OR"``, ``"PLO"``, ...; see :func:`alliance_meta.escalc`) or
+        ``"GEN"`` for a generic outcome.  Ratios are on the log scale.
     corrected : bool
         Whether 1/2 was added to the cells of a 2×2 table with a zero cell.
 
@@ -207,7 +207,7 @@ class EffectSize:
         cls,
         r: float,
         n: float,
-        measure: Literal["ZCOR", "COR", "UCOR"] = "ZCOR",
+        measure: Measure = "ZCOR",
         *,
         label: str | None = None,
     ) -> EffectSize:
@@ -221,7 +221,8 @@ class EffectSize:
             Sample size: > 3 for ``"ZCOR"`` and ``"COR"`` (metafor has no variance
             below), > 4 for ``"UCOR"``.
         measure : {"ZCOR", "COR", "UCOR"}
-            Fisher's z, the raw correlation, or the unbiased correlation.
+            Fisher's z, the raw correlation, or the unbiased correlation (the
+            measures computed from r and n).
         label : str, optional
             Study label used in error messages.
 
@@ -258,7 +259,7 @@ class EffectSize:
         m2: float,
         sd2: float,
         n2: float,
-        measure: Literal["SMD", "MD", "SMDH", "ROM"] = "SMD",
+        measure: Measure = "SMD",
         *,
         label: str | None = None,
     ) -> EffectSize:
@@ -270,9 +271,11 @@ class EffectSize:
             Mean, standard deviation (> 0) and size (> 0) of group 1.
         m2, sd2, n2 : float
             The same for group 2.
-        measure : {"SMD", "MD", "SMDH", "ROM"}
-            Hedges' g, the raw mean difference, Bonett's heteroscedastic SMD or the
-            log ratio of means.
+        measure : str
+            Hedges' g (``"SMD"``), the raw mean difference (``"MD"``), Bonett's
+            heteroscedastic SMD (``"SMDH"``), the log ratio of means (``"ROM"``), or
+            any other measure of two groups' means and SDs (``"SMD1"``, ``"CVR"``,
+            ``"VR"``, ``"RPB"``, ``"RBIS"``, ``"D2ORL"`` ...).
         label : str, optional
             Study label used in error messages.
 
@@ -311,7 +314,7 @@ class EffectSize:
         b: float,
         c: float,
         d: float,
-        measure: Literal["OR", "RR", "RD"] = "OR",
+        measure: Measure = "OR",
         *,
         label: str | None = None,
     ) -> EffectSize:
@@ -323,8 +326,10 @@ class EffectSize:
             Events and non-events in group 1 (non-negative whole numbers).
         c, d : float
             Events and non-events in group 2.
-        measure : {"OR", "RR", "RD"}
-            Log odds ratio, log risk ratio or risk difference.
+        measure : str
+            Log odds ratio (``"OR"``), log risk ratio (``"RR"``), risk difference
+            (``"RD"``), or any other measure of a 2×2 table (``"PETO"``, ``"AS"``,
+            ``"PHI"``, ``"YUQ"``, ``"RTET"``, ``"PBIT"``, ``"OR2DL"`` ...).
         label : str, optional
             Study label used in error messages.
 
