@@ -146,8 +146,15 @@ def test_vtype_per_row_and_unknown_vtype() -> None:
     ls = am.escalc("PR", xi=[3, 10], ni=[20, 25], vtype="LS")
     ub = am.escalc("PR", xi=[3, 10], ni=[20, 25], vtype="UB")
     assert rows.vi[0] == ls.vi[0] and rows.vi[1] == ub.vi[1]
-    with pytest.raises(AllianceMetaError, match="not available for measure 'OR'"):
-        am.escalc("OR", ai=1, bi=2, ci=3, di=4, vtype="UB")
+    # metafor ignores vtype for a measure with one estimator: so does escalc, with a
+    # warning; it refuses a vtype the measure's estimators do not include
+    with pytest.warns(am.exceptions.AllianceMetaWarning, match="ignored"):
+        ub_or = am.escalc("OR", ai=1, bi=2, ci=3, di=4, vtype="UB")
+    assert ub_or.vi[0] == am.escalc("OR", ai=1, bi=2, ci=3, di=4).vi[0]
+    with pytest.raises(AllianceMetaError, match="not available for measure 'SMDH'"):
+        am.escalc("SMDH", m1i=1, m2i=0, sd1i=1, sd2i=1, n1i=10, n2i=10, vtype="UB")
+    with pytest.raises(AllianceMetaError, match="not available for measure 'ZCOR'"):
+        am.escalc("ZCOR", ri=0.3, ni=30, vtype="UB")
     with pytest.raises(AllianceMetaError, match="unknown vtype"):
         am.escalc("PR", xi=3, ni=20, vtype="XX")
 

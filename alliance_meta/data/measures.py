@@ -18,6 +18,7 @@ and the field), computes, and checks the output.  :func:`alliance_meta.escalc`,
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple, Protocol, TypeVar
@@ -25,7 +26,7 @@ from typing import Literal, NamedTuple, Protocol, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from alliance_meta.exceptions import AllianceMetaError, InvalidStudyError
+from alliance_meta.exceptions import AllianceMetaError, AllianceMetaWarning, InvalidStudyError
 
 __all__ = [
     "ARGUMENTS",
@@ -460,12 +461,23 @@ def _check_vtype(spec: MeasureSpec, options: EscalcOptions, k: int) -> None:
             f"unknown vtype {unknown[0]!r}; metafor's vtypes are {', '.join(VTYPES)}"
         )
     bad = [v for v in given if v not in spec.vtypes]
-    if bad:
-        allowed = ", ".join(repr(v) for v in spec.vtypes)
-        raise AllianceMetaError(
-            f"vtype {bad[0]!r} is not available for measure {spec.name!r}; "
-            f"it must be one of {allowed}"
+    if not bad:
+        return
+    if spec.vtypes == ("LS",) and not (spec.name == "ZCOR" and "UB" in bad):
+        # metafor ignores vtype for a measure with one variance estimator (and
+        # refuses only vtype = "UB" for ZCOR); say so instead of staying silent
+        warnings.warn(
+            f"measure {spec.name!r} has one sampling variance estimator; vtype "
+            f"{bad[0]!r} is ignored, as in metafor",
+            AllianceMetaWarning,
+            stacklevel=4,
         )
+        return
+    allowed = ", ".join(repr(v) for v in spec.vtypes)
+    raise AllianceMetaError(
+        f"vtype {bad[0]!r} is not available for measure {spec.name!r}; "
+        f"it must be one of {allowed}"
+    )
 
 
 def evaluate(
