@@ -80,11 +80,12 @@ def test_matches_metafor(case: dict[str, Any]) -> None:
     "case", [pytest.param(c, id=c["id"]) for c in REF["cases"] if c["ni"] is not None]
 )
 def test_sample_sizes_as_metafor(case: dict[str, Any]) -> None:
-    # metafor's attr(yi, "ni"): counts and sizes, exact
+    # metafor's attr(yi, "ni"): counts and sizes, exact for whole numbers; sums of
+    # person-times (t1i + t2i) may differ in the last ulp of jsonlite's 15 digits
     res = _run(case)
     ni = _array(case["ni"])
     keep = np.isfinite(ni)
-    np.testing.assert_allclose(res.ni[: ni.size][keep], ni[keep], rtol=1e-15)
+    np.testing.assert_allclose(res.ni[: ni.size][keep], ni[keep], rtol=1e-14)
 
 
 def test_every_measure_is_tested() -> None:

@@ -283,6 +283,51 @@ add_case("GEN-lipsey-wilson", "GEN", "Lipsey & Wilson (2001), Table 7.1 (escalc 
 add_case("GEN-lipsey-wilson-sei", "GEN", "Lipsey & Wilson (2001), Table 7.1, as SEs",
          list(yi = lw$yi, sei = sqrt(lw$vi)))
 
+# ------------------------------------------------- random rows, every measure
+# 40 random valid rows per measure (seeded), beyond the example data sets
+set.seed(20261206)
+k <- 40
+n1 <- sample(5:400, k, replace = TRUE); n2 <- sample(5:400, k, replace = TRUE)
+a <- rbinom(k, n1, runif(k, 0.05, 0.6)); cc <- rbinom(k, n2, runif(k, 0.05, 0.6))
+tab_rand <- list(ai = a, bi = n1 - a, ci = cc, di = n2 - cc)
+for (m in c(two_by_two, "MPRD", "MPRR", "MPOR", "MPORC", "MPPETO"))
+  add_case(paste0(m, "-random"), m, "random tables (seeded)",
+           if (m == "RTET") no_zero(tab_rand) else tab_rand)
+add_case("MPORM-random", "MPORM", "random tables (seeded)", c(tab_rand, list(ri = runif(k, -0.3, 0.8))))
+add_case("REH-random", "REH", "random genotype counts (seeded)",
+         list(ai = sample(20:500, k), bi = sample(20:500, k), ci = sample(20:500, k)))
+t1 <- runif(k, 20, 5000); t2 <- runif(k, 20, 5000)
+for (m in c("IRR", "IRD", "IRSD"))
+  add_case(paste0(m, "-random"), m, "random rates (seeded)",
+           list(x1i = rpois(k, t1 * 0.01), x2i = rpois(k, t2 * 0.02), t1i = t1, t2i = t2))
+for (m in c("IR", "IRLN", "IRS", "IRFT"))
+  add_case(paste0(m, "-random"), m, "random rates (seeded)", list(xi = rpois(k, t1 * 0.01), ti = t1))
+np <- sample(1:300, k, replace = TRUE)
+for (m in c("PR", "PLN", "PLO", "PAS", "PFT"))
+  add_case(paste0(m, "-random"), m, "random proportions (seeded)",
+           list(xi = rbinom(k, np, runif(k)), ni = np))
+for (m in c("ARAW", "AHW", "ABT"))
+  add_case(paste0(m, "-random"), m, "random alphas (seeded)",
+           list(ai = runif(k, -0.5, 0.98), mi = sample(2:60, k, replace = TRUE),
+                ni = sample(3:2000, k, replace = TRUE)))
+nr <- sample(6:3000, k, replace = TRUE)
+for (m in c("COR", "UCOR", "ZCOR"))
+  add_case(paste0(m, "-random"), m, "random correlations (seeded)", list(ri = runif(k, -0.98, 0.98), ni = nr))
+nn <- sample(30:3000, k, replace = TRUE); mm <- sample(1:20, k, replace = TRUE)
+for (m in c("PCOR", "ZPCOR", "SPCOR"))
+  add_case(paste0(m, "-random"), m, "random regression t statistics (seeded)",
+           list(ti = rnorm(k, 0, 2), ni = nn, mi = mm, r2i = runif(k, 0.3, 0.9)))
+grp <- list(m1i = runif(k, 1, 50), m2i = runif(k, 1, 50), sd1i = runif(k, 0.5, 20),
+            sd2i = runif(k, 0.5, 20), n1i = n1, n2i = n2)
+for (m in two_group) add_case(paste0(m, "-random"), m, "random group summaries (seeded)", grp)
+for (m in c("MN", "MNLN", "CVLN", "SDLN", "SMN"))
+  add_case(paste0(m, "-random"), m, "random group summaries (seeded)",
+           list(mi = grp$m1i, sdi = grp$sd1i, ni = n1))
+prepost <- list(m1i = grp$m1i, m2i = grp$m2i, sd1i = grp$sd1i, sd2i = grp$sd2i, ni = n1,
+                ri = runif(k, -0.5, 0.95))
+for (m in c("MC", "SMCC", "SMCR", "SMCRH", "ROMC", "CVRC", "VRC"))
+  add_case(paste0(m, "-random"), m, "random pre-post summaries (seeded)", prepost)
+
 res <- list(
   source = paste("metafor", as.character(packageVersion("metafor"))),
   metadat = as.character(packageVersion("metadat")),

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
-import numpy.typing as npt
 from scipy import special
 
 from alliance_meta.data.measures import (
@@ -95,12 +94,6 @@ def by_vtype(
         rows = vts == v
         out[rows] = np.broadcast_to(variants[v](), (k,))[rows]
     return out
-
-
-def vtype_is(options: EscalcOptions, v: str) -> bool:
-    """Whether every row uses vtype ``v``."""
-    vt = options.vtype
-    return vt == v if isinstance(vt, str) else all(x == v for x in vt)
 
 
 def add_to_cells(
@@ -194,11 +187,6 @@ def nonnegative(name: str, x: FloatArray, what: str) -> Problem:
 def correlation_range(name: str, r: FloatArray, what: str = "a correlation") -> Problem:
     """``|r| <= 1``."""
     return Problem(name, f"{what} must lie in [-1, 1]", np.abs(finite_or(r, 0.0)) > 1.0)
-
-
-def as_bool(mask: npt.ArrayLike) -> BoolArray:
-    """A boolean array."""
-    return np.asarray(mask, dtype=np.bool_)
 
 
 def statistic_t(
