@@ -115,6 +115,40 @@ def bvn_upper(h: float, k: float, r: float) -> float:
     return -bvn + max(0.0, _phi(-h) - _phi(-k))
 
 
+def _quadrants(cut_row: float, cut_col: float, rho: float) -> tuple[float, float, float, float]:
+    """The four cell probabilities, as pmvnorm's limits map to Genz's MVBVN:
+    ``bvn_upper(-c, -r, rho)``, ``(c, -r, -rho)``, ``(-c, r, -rho)``, ``(c, r, rho)``.
+
+    For :math:`|\rho| < 0.925` the four share their quadrature sum bit for bit
+    (sin is odd and the products of h, k and sin change sign together), so it is
+    summed once: the results are those of the four calls, four times faster.
+    """
+    if abs(rho) >= 0.925:
+        return (
+            bvn_upper(-cut_col, -cut_row, rho),
+            bvn_upper(cut_col, -cut_row, -rho),
+            bvn_upper(-cut_col, cut_row, -rho),
+            bvn_upper(cut_col, cut_row, rho),
+        )
+    ar = abs(rho)
+    xs, ws = _RULES[0] if ar < 0.3 else _RULES[1] if ar < 0.75 else _RULES[2]
+    h, k = -cut_col, -cut_row
+    hk = h * k
+    hs = (h * h + k * k) / 2.0
+    asr = math.asin(rho)
+    total = 0.0
+    for x, w in zip(xs, ws, strict=True):
+        sn = math.sin(asr * (x + 1.0) / 2.0)
+        total += w * math.exp((sn * hk - hs) / (1.0 - sn * sn))
+        sn = math.sin(asr * (-x + 1.0) / 2.0)
+        total += w * math.exp((sn * hk - hs) / (1.0 - sn * sn))
+    plus = total * asr / (2.0 * _TWOPI)
+    minus = total * -asr / (2.0 * _TWOPI)
+    lo_c, hi_c = _phi(cut_col), _phi(-cut_col)
+    lo_r, hi_r = _phi(cut_row), _phi(-cut_row)
+    return plus + lo_c * lo_r, minus + hi_c * lo_r, minus + lo_c * hi_r, plus + hi_c * hi_r
+
+
 def _negloglik(
     rho: float, cut_row: float, cut_col: float, a: float, b: float, c: float, d: float
 ) -> float:
@@ -122,11 +156,7 @@ def _negloglik(
     probability is not positive)."""
     if abs(rho) > _MAXCOR:
         rho = math.copysign(_MAXCOR, rho)
-    # the four quadrants, as pmvnorm's limits map to Genz's MVBVN
-    p_a = bvn_upper(-cut_col, -cut_row, rho)
-    p_b = bvn_upper(cut_col, -cut_row, -rho)
-    p_c = bvn_upper(-cut_col, cut_row, -rho)
-    p_d = bvn_upper(cut_col, cut_row, rho)
+    p_a, p_b, p_c, p_d = _quadrants(cut_row, cut_col, rho)
     if p_a <= 0 or p_b <= 0 or p_c <= 0 or p_d <= 0:
         return math.inf
     return -(a * math.log(p_a) + b * math.log(p_b) + c * math.log(p_c) + d * math.log(p_d))
