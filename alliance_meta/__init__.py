@@ -7,6 +7,9 @@ start with an underscore are private and may change without notice.
 from __future__ import annotations
 
 from alliance_meta import datasets, exceptions
+from alliance_meta.data import conversions
+from alliance_meta.data.effect_sizes.artefacts import correct_r
+from alliance_meta.data.escalc import EscalcResult, escalc
 from alliance_meta.data.study import EffectSize, Moderator, Study, StudySet
 from alliance_meta.diagnostics.bias import (
     EggerTest,
@@ -51,6 +54,7 @@ __all__ = [
     "CumulativeResult",
     "EffectSize",
     "EggerTest",
+    "EscalcResult",
     "FailSafeN",
     "HeterogeneityCI",
     "InfluenceResult",
@@ -69,9 +73,12 @@ __all__ = [
     "SubgroupResult",
     "TrimAndFillResult",
     "__version__",
+    "conversions",
+    "correct_r",
     "cumulative",
     "datasets",
     "egger_test",
+    "escalc",
     "exceptions",
     "fail_safe_n",
     "fixed_effect",

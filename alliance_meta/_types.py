@@ -17,7 +17,29 @@ __all__ = [
 ]
 
 #: Effect-size measures, named as in metafor's ``escalc``; ``"GEN"`` is a generic outcome.
-Measure = Literal["GEN", "ZCOR", "COR", "UCOR", "SMD", "MD", "SMDH", "ROM", "OR", "RR", "RD"]
+#: The same names as the measure registry (:mod:`alliance_meta.data.measures`), which
+#: a test checks.
+Measure = Literal[
+    "GEN",
+    # 2x2 tables, paired tables, genotype counts
+    "RR", "OR", "RD", "PETO", "AS", "PHI", "YUQ", "YUY", "RTET", "PBIT", "OR2D", "OR2DN",
+    "OR2DL", "MPRD", "MPRR", "MPOR", "MPORC", "MPPETO", "MPORM", "REH",
+    # incidence rates
+    "IRR", "IRD", "IRSD", "IR", "IRLN", "IRS", "IRFT",
+    # two groups' means
+    "MD", "SMD", "SMDH", "SMD1", "SMD1H", "ROM", "CVR", "VR", "RPB", "RBIS", "D2OR",
+    "D2ORN", "D2ORL",
+    # correlations
+    "COR", "UCOR", "ZCOR", "PCOR", "ZPCOR", "SPCOR",
+    # proportions
+    "PR", "PLN", "PLO", "PAS", "PFT",
+    # single groups
+    "MN", "MNLN", "CVLN", "SDLN", "SMN",
+    # pre-post change
+    "MC", "SMCC", "SMCR", "SMCRH", "ROMC", "CVRC", "VRC",
+    # Cronbach's alpha
+    "ARAW", "AHW", "ABT",
+]  # fmt: skip
 
 #: τ² estimators, named as in metafor's ``rma.uni`` (``FE`` and ``CE`` are aliases of ``EE``).
 Method = Literal[

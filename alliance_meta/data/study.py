@@ -1,8 +1,9 @@
 """The data model: effect sizes, studies, moderators and collections of studies.
 
 All classes are frozen :mod:`attrs` classes. Effect sizes of whole tables are
-computed by the vectorised functions of :mod:`alliance_meta._escalc`; the named
-constructors of :class:`EffectSize` call the same functions with length-1 arrays.
+computed by the measure registry (:func:`alliance_meta.data.measures.evaluate`, the
+same code as :func:`alliance_meta.escalc`); the named constructors of
+:class:`EffectSize` call it with length-1 arrays.
 
 References
 ----------
@@ -16,16 +17,16 @@ import math
 import os
 import warnings
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Literal, TypeAlias, cast, overload
+from typing import Any, Literal, TypeAlias, overload
 
 import attrs
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from alliance_meta import _escalc
 from alliance_meta._types import FloatArray, Measure, NanPolicy
 from alliance_meta.core.inference import z_critical
+from alliance_meta.data import measures as _measures
 from alliance_meta.exceptions import (
     AllianceMetaError,
     DataOmittedWarning,
@@ -38,19 +39,24 @@ __all__ = ["EffectSize", "Moderator", "ModeratorValue", "Study", "StudySet"]
 #: A moderator's value for one study.
 ModeratorValue: TypeAlias = "str | float | bool"
 
-MEASURES: tuple[str, ...] = (
-    "GEN",
-    "ZCOR",
-    "COR",
-    "UCOR",
-    "SMD",
-    "MD",
-    "SMDH",
-    "ROM",
-    "OR",
-    "RR",
-    "RD",
-)
+#: Every registered measure (metafor's ``escalc`` measures and ``"GEN"``).
+MEASURES: tuple[str, ...] = _measures.names()
+
+#: metafor's argument names of the raw-data roles of the named constructors and of
+#: ``StudySet.from_dataframe``.
+_METAFOR_NAME: dict[str, str] = {
+    "r": "ri", "n": "ni", "m1": "m1i", "sd1": "sd1i", "n1": "n1i", "m2": "m2i",
+    "sd2": "sd2i", "n2": "n2i", "a": "ai", "b": "bi", "c": "ci", "d": "di",
+}  # fmt: skip
+
+
+def _measures_of(roles: Sequence[str]) -> tuple[str, ...]:
+    """The measures computed from exactly these roles' metafor arguments."""
+    have = {_METAFOR_NAME[r] for r in roles}
+    return tuple(
+        spec.name for spec in _measures.specs() if spec.inputs and set(spec.inputs) <= have
+        and spec.name != "GEN"
+    )
 
 
 def _to_float(x: float, name: str) -> float:
@@ -81,12 +87,31 @@ def _to_levels(xs: Iterable[object] | None) -> tuple[str, ...] | None:
 
 
 def _check_measure(measure: str, allowed: Sequence[str], label: str | None = None) -> None:
-    if measure not in allowed:
+    if measure in allowed:
+        return
+    if measure in MEASURES:
         raise InvalidStudyError(
-            f"unknown measure {measure!r}; expected one of {tuple(allowed)}",
+            f"measure {measure!r} is not computed from this input; expected one of "
+            f"{tuple(allowed)}",
             study=label,
             field="measure",
         )
+    try:
+        _measures.get(measure)
+    except InvalidStudyError as exc:
+        raise InvalidStudyError(str(exc).split(": ", 1)[-1], study=label, field="measure") from None
+
+
+def _evaluate(
+    measure: str, roles: Mapping[str, npt.ArrayLike], label: str | None
+) -> _measures.Computed:
+    """One study's effect of ``measure`` from the named constructors' roles, with
+    errors naming the role (``r``, ``sd1``, ``b`` ...)."""
+    given: dict[str, npt.ArrayLike] = {
+        _METAFOR_NAME[role]: [value] for role, value in roles.items()  # type: ignore[misc]
+    }
+    fields = {_METAFOR_NAME[role]: role for role in roles}
+    return _measures.evaluate(measure, given, labels=[label], fields=fields).computed
 
 
 # ---------------------------------------------------------------------------- EffectSize
@@ -103,9 +128,9 @@ class EffectSize:
     variance : float
         Its sampling variance; must be finite and > 0.
     measure : str
-        One of metafor's ``escalc`` measures (``"ZCOR"``, ``"COR"``, ``"UCOR"``,
-        ``"SMD"``, ``"MD"``, ``"SMDH"``, ``"ROM"``, ``"OR"``, ``"RR"``, ``"RD"``) or
-        ``"GEN"`` for a generic outcome. ``OR`` and ``RR`` are on the log scale.
+        One of metafor's ``escalc`` measures (the registry's names: ``"ZCOR"``,
+        ``"SMD"``, ``"OR"``, ``"PLO"``, ...; see :func:`alliance_meta.escalc`) or
+        ``"GEN"`` for a generic outcome.  Ratios are on the log scale.
     corrected : bool
         Whether 1/2 was added to the cells of a 2×2 table with a zero cell.
 
@@ -120,7 +145,7 @@ class EffectSize:
     The constructors :meth:`from_correlation`, :meth:`from_means` and
     :meth:`from_counts` reproduce ``metafor::escalc`` with its default arguments
     (Viechtbauer, 2010); each measure's formula and its source are given in
-    :mod:`alliance_meta._escalc`.
+    :mod:`alliance_meta.data.effect_sizes` (see :func:`alliance_meta.escalc`).
 
     Examples
     --------
@@ -169,12 +194,12 @@ class EffectSize:
         return ConfidenceInterval(self.value - z * self.se, self.value + z * self.se)
 
     @classmethod
-    def _from_result(cls, res: _escalc.EscalcResult, measure: Measure) -> EffectSize:
+    def _from_result(cls, res: _measures.Computed, measure: Measure) -> EffectSize:
         return cls(
             value=float(res.yi[0]),
             variance=float(res.vi[0]),
             measure=measure,
-            corrected=bool(res.corrected[0]),
+            corrected=res.corrected is not None and bool(res.corrected[0]),
         )
 
     @classmethod
@@ -182,7 +207,7 @@ class EffectSize:
         cls,
         r: float,
         n: float,
-        measure: Literal["ZCOR", "COR", "UCOR"] = "ZCOR",
+        measure: Measure = "ZCOR",
         *,
         label: str | None = None,
     ) -> EffectSize:
@@ -196,7 +221,8 @@ class EffectSize:
             Sample size: > 3 for ``"ZCOR"`` and ``"COR"`` (metafor has no variance
             below), > 4 for ``"UCOR"``.
         measure : {"ZCOR", "COR", "UCOR"}
-            Fisher's z, the raw correlation, or the unbiased correlation.
+            Fisher's z, the raw correlation, or the unbiased correlation (the
+            measures computed from r and n).
         label : str, optional
             Study label used in error messages.
 
@@ -220,8 +246,8 @@ class EffectSize:
 
         These are metafor's ``escalc`` defaults (Viechtbauer, 2010).
         """
-        _check_measure(measure, _escalc.CORRELATION_MEASURES, label)
-        res = _escalc.from_correlation([r], [n], measure, labels=[label])
+        _check_measure(measure, _measures_of(("r", "n")), label)
+        res = _evaluate(measure, {"r": r, "n": n}, label)
         return cls._from_result(res, measure)
 
     @classmethod
@@ -233,7 +259,7 @@ class EffectSize:
         m2: float,
         sd2: float,
         n2: float,
-        measure: Literal["SMD", "MD", "SMDH", "ROM"] = "SMD",
+        measure: Measure = "SMD",
         *,
         label: str | None = None,
     ) -> EffectSize:
@@ -245,9 +271,11 @@ class EffectSize:
             Mean, standard deviation (> 0) and size (> 0) of group 1.
         m2, sd2, n2 : float
             The same for group 2.
-        measure : {"SMD", "MD", "SMDH", "ROM"}
-            Hedges' g, the raw mean difference, Bonett's heteroscedastic SMD or the
-            log ratio of means.
+        measure : str
+            Hedges' g (``"SMD"``), the raw mean difference (``"MD"``), Bonett's
+            heteroscedastic SMD (``"SMDH"``), the log ratio of means (``"ROM"``), or
+            any other measure of two groups' means and SDs (``"SMD1"``, ``"CVR"``,
+            ``"VR"``, ``"RPB"``, ``"RBIS"``, ``"D2ORL"`` ...).
         label : str, optional
             Study label used in error messages.
 
@@ -269,12 +297,14 @@ class EffectSize:
         MD: :math:`y = \\bar x_1 - \\bar x_2`, :math:`v = s_1^2/n_1 + s_2^2/n_2`.
 
         SMDH (Bonett, 2009) and ROM (Hedges, Gurevitch & Curtis, 1999):
-        see :func:`alliance_meta._escalc.smdh` and :func:`alliance_meta._escalc.rom`.
+        and every other measure of two groups' means: see :func:`alliance_meta.escalc`.
 
         These are metafor's ``escalc`` defaults (Viechtbauer, 2010).
         """
-        _check_measure(measure, _escalc.MEAN_MEASURES, label)
-        res = _escalc.from_means([m1], [sd1], [n1], [m2], [sd2], [n2], measure, labels=[label])
+        _check_measure(measure, _measures_of(("m1", "sd1", "n1", "m2", "sd2", "n2")), label)
+        res = _evaluate(
+            measure, {"m1": m1, "sd1": sd1, "n1": n1, "m2": m2, "sd2": sd2, "n2": n2}, label
+        )
         return cls._from_result(res, measure)
 
     @classmethod
@@ -284,7 +314,7 @@ class EffectSize:
         b: float,
         c: float,
         d: float,
-        measure: Literal["OR", "RR", "RD"] = "OR",
+        measure: Measure = "OR",
         *,
         label: str | None = None,
     ) -> EffectSize:
@@ -296,8 +326,10 @@ class EffectSize:
             Events and non-events in group 1 (non-negative whole numbers).
         c, d : float
             Events and non-events in group 2.
-        measure : {"OR", "RR", "RD"}
-            Log odds ratio, log risk ratio or risk difference.
+        measure : str
+            Log odds ratio (``"OR"``), log risk ratio (``"RR"``), risk difference
+            (``"RD"``), or any other measure of a 2×2 table (``"PETO"``, ``"AS"``,
+            ``"PHI"``, ``"YUQ"``, ``"RTET"``, ``"PBIT"``, ``"OR2DL"`` ...).
         label : str, optional
             Study label used in error messages.
 
@@ -323,8 +355,8 @@ class EffectSize:
 
         Viechtbauer (2010).
         """
-        _check_measure(measure, _escalc.COUNT_MEASURES, label)
-        res = _escalc.from_counts([a], [b], [c], [d], measure, labels=[label])
+        _check_measure(measure, _measures_of(("a", "b", "c", "d")), label)
+        res = _evaluate(measure, {"a": a, "b": b, "c": c, "d": d}, label)
         return cls._from_result(res, measure)
 
 
@@ -982,7 +1014,7 @@ class StudySet:
         k = y.size
         labs = _default_labels(labels, k)
         _check_measure(measure, MEASURES)
-        _escalc.raise_problems(_generic_problems(y, v), labs)
+        _measures.raise_problems(_generic_problems(y, v), labs)
         return cls._build(y, v, np.zeros(k, dtype=np.bool_), labs, measure, n, moderators)
 
     @classmethod
@@ -1099,7 +1131,8 @@ class StudySet:
         Notes
         -----
         Each column is converted once by the vectorised functions of
-        :mod:`alliance_meta._escalc` (metafor's ``escalc`` defaults).
+        the measure registry, as :func:`alliance_meta.escalc` (metafor's ``escalc``
+        defaults); ``measure`` may be any measure computed from the given columns.
         """
         if nan_policy not in ("raise", "omit"):
             raise AllianceMetaError(f"nan_policy must be 'raise' or 'omit', got {nan_policy!r}")
@@ -1112,12 +1145,7 @@ class StudySet:
         }  # fmt: skip
         family, fields = _input_family(given)
         meas: Measure = measure if measure is not None else _DEFAULT_MEASURE[family]
-        allowed = {
-            "correlation": _escalc.CORRELATION_MEASURES,
-            "means": _escalc.MEAN_MEASURES,
-            "counts": _escalc.COUNT_MEASURES,
-            "generic": MEASURES,
-        }[family]
+        allowed = MEASURES if family == "generic" else _measures_of(tuple(fields))
         _check_measure(meas, allowed)
         mod_cols = [moderators] if isinstance(moderators, str) else list(moderators)
         for col in [*fields.values(), *mod_cols, *([label] if label else [])]:
@@ -1137,28 +1165,28 @@ class StudySet:
 
         # numeric input columns, and missing values in used columns
         numeric: dict[str, FloatArray] = {}
-        missing: list[_escalc.Problem] = []
+        missing: list[_measures.Problem] = []
         for role, col in fields.items():
             raw = frame[col]
             isna = raw.isna().to_numpy(dtype=np.bool_)
             num = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
             not_number = ~isna & np.isnan(num)
-            _escalc.raise_problems(
-                [_escalc.Problem(role, "not a number", not_number)], labels, {role: col}
+            _measures.raise_problems(
+                [_measures.Problem(role, "not a number", not_number)], labels, {role: col}
             )
             numeric[role] = num
-            missing.append(_escalc.Problem(role, "missing value", isna))
+            missing.append(_measures.Problem(role, "missing value", isna))
         for col in mod_cols:
             missing.append(
-                _escalc.Problem(
+                _measures.Problem(
                     col, "missing moderator value", frame[col].isna().to_numpy(np.bool_)
                 )
             )
         role_to_col = {**fields, **{c: c for c in mod_cols}}
-        drop = _escalc.bad_rows(missing, k)
+        drop = _measures.bad_rows(missing, k)
         dropped: tuple[str, ...] = ()
         if nan_policy == "raise":
-            _escalc.raise_problems(missing, labels, role_to_col)
+            _measures.raise_problems(missing, labels, role_to_col)
         elif np.any(drop):
             dropped = tuple(lab for lab, dr in zip(labels, drop.tolist(), strict=True) if dr)
             warnings.warn(
@@ -1173,48 +1201,37 @@ class StudySet:
         mod_values = {col: frame[col].to_numpy()[keep] for col in mod_cols}
 
         study_n: npt.ArrayLike | None
-        if family == "correlation":
-            res = _escalc.from_correlation(
-                numeric["r"],
-                numeric["n"],
-                cast(_escalc.CorrelationMeasure, meas),
+        if family != "generic":
+            res = _measures.evaluate(
+                meas,
+                {_METAFOR_NAME[role]: arr for role, arr in numeric.items()},
                 labels=labels,
-                fields=fields,
-            )
-            study_n = numeric["n"]
-        elif family == "means":
-            res = _escalc.from_means(
-                numeric["m1"], numeric["sd1"], numeric["n1"],
-                numeric["m2"], numeric["sd2"], numeric["n2"],
-                cast(_escalc.MeanMeasure, meas), labels=labels, fields=fields,
-            )  # fmt: skip
-            study_n = numeric["n1"] + numeric["n2"]
-        elif family == "counts":
-            res = _escalc.from_counts(
-                numeric["a"], numeric["b"], numeric["c"], numeric["d"],
-                cast(_escalc.CountMeasure, meas), labels=labels, fields=fields,
-            )  # fmt: skip
-            study_n = numeric["a"] + numeric["b"] + numeric["c"] + numeric["d"]
+                fields={_METAFOR_NAME[role]: col for role, col in fields.items()},
+            ).computed
+            study_n = res.ni
         else:
             y = numeric["yi"]
             if "se" in numeric:
                 s = numeric["se"]
-                _escalc.raise_problems(
-                    [_escalc.Problem("se", "a standard error must be > 0", ~(s > 0))],
+                _measures.raise_problems(
+                    [_measures.Problem("se", "a standard error must be > 0", ~(s > 0))],
                     labels,
                     fields,
                 )
                 v = s**2
             else:
                 v = numeric["vi"]
-            _escalc.raise_problems(
+            _measures.raise_problems(
                 _generic_problems(y, v),
                 labels,
                 {"value": fields["yi"], "variance": fields.get("vi", fields.get("se", "vi"))},
             )
-            res = _escalc.EscalcResult(y, v, np.zeros(y.size, dtype=np.bool_))
+            res = _measures.Computed(y, v, np.zeros(y.size, dtype=np.bool_))
             study_n = numeric.get("n")
-        return cls._build(res.yi, res.vi, res.corrected, labels, meas, study_n, mod_values, dropped)
+        corrected = (
+            res.corrected if res.corrected is not None else np.zeros(res.yi.size, np.bool_)
+        )
+        return cls._build(res.yi, res.vi, corrected, labels, meas, study_n, mod_values, dropped)
 
     @classmethod
     def from_csv(
@@ -1313,10 +1330,10 @@ def _check_unique(labels: Sequence[Hashable]) -> None:
         seen[lab] = i
 
 
-def _generic_problems(y: FloatArray, v: FloatArray) -> list[_escalc.Problem]:
+def _generic_problems(y: FloatArray, v: FloatArray) -> list[_measures.Problem]:
     return [
-        _escalc.Problem("value", "the effect size is missing or infinite", ~np.isfinite(y)),
-        _escalc.Problem(
+        _measures.Problem("value", "the effect size is missing or infinite", ~np.isfinite(y)),
+        _measures.Problem(
             "variance",
             "the sampling variance must be finite and > 0",
             ~(np.isfinite(v) & (v > 0)),

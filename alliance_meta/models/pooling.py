@@ -19,7 +19,6 @@ import numpy.typing as npt
 import pandas as pd
 from statsmodels.iolib.summary import Summary
 
-from alliance_meta._transforms import back_transform, natural_scale_name
 from alliance_meta._types import FloatArray, Measure, Method, Test
 from alliance_meta.core.estimators import CoreMethod
 from alliance_meta.core.heterogeneity import qprofile
@@ -27,6 +26,7 @@ from alliance_meta.core.kernel import kernel_from_padded
 from alliance_meta.core.univariate import CoreFit
 from alliance_meta.core.univariate import fit as core_fit
 from alliance_meta.core.vcov import CoreTest
+from alliance_meta.data.measures import back_transform, natural_scale_name
 from alliance_meta.exceptions import (
     ConvergenceWarning,
     FewStudiesWarning,

@@ -29,13 +29,13 @@ import pandas as pd
 from statsmodels.iolib.summary import Summary
 
 from alliance_meta import core
-from alliance_meta._transforms import back_transform, natural_scale_name
 from alliance_meta._types import FloatArray, Measure, Method, Test
 from alliance_meta.core.estimators import CoreMethod
 from alliance_meta.core.inference import chi2_sf
 from alliance_meta.core.layout import fit_groups
 from alliance_meta.core.vcov import CoreTest
 from alliance_meta.data.design import check_design, factor_codes
+from alliance_meta.data.measures import back_transform, natural_scale_name
 from alliance_meta.exceptions import (
     ConvergenceWarning,
     FewStudiesWarning,

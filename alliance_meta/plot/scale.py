@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import attrs
 import numpy as np
 
-from alliance_meta._transforms import back_transform
 from alliance_meta._types import FloatArray
+from alliance_meta.data.measures import back_transform
 from alliance_meta.plot.style import fmt_fixed, fmt_tick, nice_ticks, ratio_ticks
 
 if TYPE_CHECKING:

@@ -1,5 +1,31 @@
-"""Effect-size measures, one module per family of input data.
+"""The effect-size measures, one module per family of input data.
 
-Importing this package imports every family module, and each registers its
-measures in :mod:`alliance_meta.data.measures`.
+Importing this package registers every measure in
+:mod:`alliance_meta.data.measures`, family by family.
 """
+
+from __future__ import annotations
+
+from alliance_meta.data.effect_sizes import (
+    change,
+    correlations,
+    generic,
+    means,
+    proportions,
+    rates,
+    reliability,
+    single_group,
+    tables,
+)
+
+__all__ = [
+    "change",
+    "correlations",
+    "generic",
+    "means",
+    "proportions",
+    "rates",
+    "reliability",
+    "single_group",
+    "tables",
+]
