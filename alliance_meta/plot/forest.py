@@ -815,9 +815,9 @@ def draw_forest(
     interval_rows = [r for r in rows if r.kind in ("study", "group-diamond", "overall", "pi")]
     if xlim is not None:
         x_lo, x_hi = (float(x) for x in xlim)
-        bad = not (x_lo < x_hi) or (scale.kind == "log" and x_lo <= 0) or (
-            scale.kind == "r" and not -1.0 < x_lo < x_hi < 1.0
-        )
+        with np.errstate(all="ignore"):  # limits outside the measure's domain
+            z = scale.spec.to_analysis(np.array([x_lo, x_hi]), n=scale.n)
+        bad = not (x_lo < x_hi) or (scale.natural and not np.isfinite(z).all())
         if bad:
             raise ModelSpecificationError(
                 f"xlim {xlim!r} is not an increasing range on the plotted scale"

@@ -141,7 +141,7 @@ def funnel(
         zmax = z_critical(1.0 - min(levels))
         xs += [-zmax * se_max * 1.15, zmax * se_max * 1.15]
     a_lo, a_hi = min(xs), max(xs)
-    if scale.kind == "r":  # keep the analysis-scale range inside the bounds of r
+    if scale.kind == "function":  # keep the analysis-scale range inside a bounded scale
         a_lo, a_hi = max(a_lo, -5.0), min(a_hi, 5.0)
     p_lo, p_hi = scale.to_plot_scalar(a_lo), scale.to_plot_scalar(a_hi)
     scale.configure(ax, p_lo, p_hi)

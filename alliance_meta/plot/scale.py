@@ -9,7 +9,8 @@ import attrs
 import numpy as np
 
 from alliance_meta._types import FloatArray
-from alliance_meta.data.measures import back_transform
+from alliance_meta.data import measures
+from alliance_meta.data.measures import AxisKind, MeasureSpec
 from alliance_meta.plot.style import fmt_fixed, fmt_tick, nice_ticks, ratio_ticks
 
 if TYPE_CHECKING:
@@ -28,69 +29,60 @@ class HasInterval(Protocol):
     @property
     def hi(self) -> float: ...
 
-_LOG_MEASURES = frozenset({"OR", "RR", "ROM"})
-
-_AXIS_NAMES: dict[str, str] = {
-    "ZCOR": "Correlation (r)",
-    "COR": "Correlation (r)",
-    "UCOR": "Correlation (r)",
-    "OR": "Odds ratio (log scale)",
-    "RR": "Risk ratio (log scale)",
-    "ROM": "Ratio of means (log scale)",
-    "SMD": "Standardized mean difference (Hedges' g)",
-    "SMDH": "Standardized mean difference (heteroscedastic)",
-    "MD": "Mean difference",
-    "RD": "Risk difference",
-    "GEN": "Effect size",
-}
-
-_ANALYSIS_NAMES: dict[str, str] = {
-    "ZCOR": "Fisher's z",
-    "OR": "Log odds ratio",
-    "RR": "Log risk ratio",
-    "ROM": "Log ratio of means",
-}
-
-_SHORT_NAMES: dict[str, str] = {
-    "ZCOR": "r",
-    "COR": "r",
-    "UCOR": "r",
-    "OR": "OR",
-    "RR": "RR",
-    "ROM": "ROM",
-    "SMD": "g",
-    "SMDH": "SMD",
-    "MD": "MD",
-    "RD": "RD",
-    "GEN": "Estimate",
-}
-
 
 @attrs.frozen
 class Scale:
-    """How analysis-scale values are mapped to, and shown on, the x axis."""
+    """How analysis-scale values of a measure are mapped to, and shown on, an axis.
+
+    Everything about the measure (back-transform, axis kind, names and labels)
+    comes from the measure registry (:mod:`alliance_meta.data.measures`).
+
+    Parameters
+    ----------
+    measure : str
+        The effect-size measure.
+    transform : bool
+        Show the natural scale (True) or the analysis scale.
+    n : float, optional
+        The sample size that the back-transforms of PFT and IRFT need (metafor uses
+        the harmonic mean of the studies' sizes); without it those measures are
+        shown on the analysis scale.
+    """
 
     measure: str
     transform: bool
+    n: float | None = None
 
     @property
-    def kind(self) -> str:
-        """``"r"`` (tanh/atanh function scale), ``"log"`` or ``"linear"``."""
-        if not self.transform:
+    def spec(self) -> MeasureSpec:
+        """The measure's registry entry."""
+        return measures.get(self.measure)
+
+    @property
+    def kind(self) -> AxisKind:
+        """``"linear"`` (values as they are), ``"log"`` (ratios) or ``"function"`` (an
+        axis spaced by the analysis scale, e.g. Fisher's z for r)."""
+        spec = self.spec
+        if not self.transform or spec.back_transform is None:
             return "linear"
-        if self.measure == "ZCOR":
-            return "r"
-        if self.measure in _LOG_MEASURES:
-            return "log"
-        return "linear"
+        if spec.needs_n and self.n is None:
+            return "linear"
+        return spec.axis
+
+    @property
+    def natural(self) -> bool:
+        """Whether plotted values are on the natural scale."""
+        spec = self.spec
+        return self.transform and spec.back_transform is not None and (
+            not spec.needs_n or self.n is not None
+        )
 
     def to_plot(self, x: Any) -> FloatArray:
         """Map analysis-scale values to plotted (data) values."""
         arr = np.asarray(x, dtype=np.float64)
-        if self.kind == "linear":
+        if not self.natural:
             return arr
-        out: FloatArray = np.asarray(back_transform(arr, self.measure), dtype=np.float64)
-        return out
+        return self.spec.to_natural(arr, n=self.n)
 
     def to_plot_scalar(self, x: float) -> float:
         """:meth:`to_plot` for one value."""
@@ -103,22 +95,22 @@ class Scale:
 
     @property
     def null(self) -> float:
-        """The null value on the plotted scale (1 for ratios, else 0)."""
-        return 1.0 if self.kind == "log" else 0.0
+        """The null value on the plotted scale: the analysis scale's 0 (1 for ratios)."""
+        return self.to_plot_scalar(0.0)
 
     @property
     def axis_label(self) -> str:
-        """Default x-axis label."""
-        if self.transform or self.measure not in _ANALYSIS_NAMES:
-            return _AXIS_NAMES.get(self.measure, self.measure)
-        return _ANALYSIS_NAMES[self.measure]
+        """Default axis label."""
+        spec = self.spec
+        label = spec.axis_label if self.natural else spec.analysis_label
+        return label or spec.name
 
     @property
     def short_name(self) -> str:
         """Short name for the estimate column header."""
-        if not self.transform and self.measure in _ANALYSIS_NAMES:
-            return {"ZCOR": "z"}.get(self.measure, "log " + self.measure)
-        return _SHORT_NAMES.get(self.measure, self.measure)
+        spec = self.spec
+        name = spec.natural_name if self.natural else spec.analysis_name
+        return name or spec.name
 
     def configure(
         self, ax: Axes, lo: float, hi: float, exact: bool = False, axis: str = "x"
@@ -133,12 +125,30 @@ class Scale:
         set_scale = ax.set_xscale if axis == "x" else ax.set_yscale
         set_lim = ax.set_xlim if axis == "x" else ax.set_ylim
         target = ax.xaxis if axis == "x" else ax.yaxis
-        if kind == "r":
-            set_scale("function", functions=(_atanh_clipped, np.tanh))
-            zlo, zhi = math.atanh(lo), math.atanh(hi)
+        if kind == "function":
+            spec, n = self.spec, self.n
+            zlo, zhi = (float(spec.to_analysis(np.array([v]), n=n)[0]) for v in (lo, hi))
             pad = frac * (zhi - zlo)
-            set_lim(math.tanh(zlo - pad), math.tanh(zhi + pad))
-            target.set_major_locator(FixedLocator(nice_ticks(lo, hi, bounded=True)))
+            with np.errstate(all="ignore"):
+                a, b = (float(spec.to_natural(np.array([z]), n=n)[0])
+                        for z in (zlo - pad, zhi + pad))  # fmt: skip
+            # padding may leave the transform's domain (e.g. past r = 1): stop at the data
+            a = a if math.isfinite(a) and a <= lo else lo
+            b = b if math.isfinite(b) and b >= hi else hi
+
+            def forward(x: Any) -> Any:
+                # matplotlib maps the limits and ticks; clipping to them keeps every
+                # value inside the transform's domain
+                with np.errstate(all="ignore"):
+                    return spec.to_analysis(np.clip(np.asarray(x, dtype=np.float64), a, b), n=n)
+
+            def inverse(z: Any) -> Any:
+                with np.errstate(all="ignore"):
+                    return spec.to_natural(np.asarray(z, dtype=np.float64), n=n)
+
+            set_scale("function", functions=(forward, inverse))
+            set_lim(a, b)
+            target.set_major_locator(FixedLocator(nice_ticks(lo, hi, bounded=spec.bounded)))
             target.set_major_formatter(FuncFormatter(fmt_tick))
         elif kind == "log":
             set_scale("log")
@@ -158,8 +168,3 @@ class Scale:
         """Format a plotted value for the text column (a true minus sign, never
         ``−0.00``: a value that rounds to zero is printed unsigned)."""
         return fmt_fixed(x, digits)
-
-
-def _atanh_clipped(x: Any) -> Any:
-    """``atanh`` for the function scale, clipped inside (-1, 1) so that it stays finite."""
-    return np.arctanh(np.clip(x, -0.999999, 0.999999))
