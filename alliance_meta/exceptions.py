@@ -15,6 +15,7 @@ __all__ = [
     "AllianceMetaWarning",
     "ConvergenceWarning",
     "DataOmittedWarning",
+    "DependentEffectsWarning",
     "FewStudiesWarning",
     "InvalidStudyError",
     "ModelSpecificationError",
@@ -70,6 +71,12 @@ class FewStudiesWarning(AllianceMetaWarning):
 class ModelSpecificationWarning(AllianceMetaWarning):
     """The model was adjusted to be estimable, as metafor does with a warning
     (e.g. redundant moderator columns dropped from a meta-regression)."""
+
+
+class DependentEffectsWarning(AllianceMetaWarning):
+    """A univariate model was given several effect sizes of one study, which it
+    treats as independent (its standard errors are then too small): use
+    :func:`~alliance_meta.multilevel` or :func:`~alliance_meta.robust`."""
 
 
 class DataOmittedWarning(AllianceMetaWarning):

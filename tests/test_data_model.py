@@ -523,3 +523,76 @@ def test_sample_sizes_beyond_exact_doubles_are_refused() -> None:
         Study("a", EffectSize(0.1, 0.01), n=2**53 + 2)
     ok = StudySet.from_arrays(yi=[0.1], vi=[0.01], n=[2**53])  # the largest accepted
     assert ok.to_dataframe()["n"].iloc[0] == 2**53
+
+
+# ---------------------------------------------------------------------------
+# Several effect sizes per study (issue 13's data model)
+# ---------------------------------------------------------------------------
+
+
+def _dependent_frame() -> pd.DataFrame:
+    return pd.DataFrame({
+        "study": ["Ames 2019", "Ames 2019", "Bo 2020", "Cruz 2021", "Cruz 2021", "Cruz 2021"],
+        "r": [-0.3, 0.05, -0.2, -0.25, 0.1, -0.15],
+        "n": [80, 80, 120, 60, 60, 60],
+        "rater": ["therapist", "patient", "therapist", "therapist", "patient", "patient"],
+        "year": [2019, 2019, 2020, 2021, 2021, 2021],
+    })  # fmt: skip
+
+
+def test_several_effects_per_study_from_a_frame() -> None:
+    """One row per effect; the study is a grouping; labels are made from the study."""
+    s = StudySet.from_dataframe(
+        _dependent_frame(), study="study", r="r", n="n", moderators=["rater", "year"]
+    )
+    assert s.k == 6 and s.n_studies == 3
+    assert s.labels == (
+        "Ames 2019 #1", "Ames 2019 #2", "Bo 2020", "Cruz 2021 #1", "Cruz 2021 #2", "Cruz 2021 #3"
+    )  # fmt: skip
+    assert s.study_labels[:3] == ("Ames 2019", "Ames 2019", "Bo 2020")
+    assert s.shared_studies == {
+        "Ames 2019": ("Ames 2019 #1", "Ames 2019 #2"),
+        "Cruz 2021": ("Cruz 2021 #1", "Cruz 2021 #2", "Cruz 2021 #3"),
+    }
+    assert s["Bo 2020"].study is None and s["Cruz 2021 #2"].study == "Cruz 2021"
+    assert list(s.column("study")) == list(_dependent_frame()["study"])
+    assert list(s.moderator("rater")) == list(_dependent_frame()["rater"])
+    frame = s.to_dataframe()
+    assert list(frame.columns[:2]) == ["label", "study"]
+
+
+def test_dependent_effects_round_trip_through_csv(tmp_path: Path) -> None:
+    path = tmp_path / "dep.csv"
+    _dependent_frame().to_csv(path, index=False)
+    s = StudySet.from_csv(path, study="study", r="r", n="n", moderators="rater")
+    assert s.n_studies == 3 and s.k == 6
+
+
+def test_missing_study_is_named() -> None:
+    df = _dependent_frame()
+    df.loc[3, "study"] = None
+    with pytest.raises(InvalidStudyError, match="missing study") as err:
+        StudySet.from_dataframe(df, study="study", r="r", n="n")
+    assert err.value.study == "row 3" and err.value.field == "study"
+    with pytest.raises(InvalidStudyError, match="3 study labels for 4 effects"):
+        StudySet.from_arrays([0.1] * 4, [0.01] * 4, study=["a", "a", "b"])
+
+
+@pytest.mark.parametrize("fit", ["random_effects", "meta_regression", "subgroup_analysis"])
+def test_univariate_models_warn_about_dependent_effects(fit: str) -> None:
+    """Pooling effects that share a study as independent warns, naming the studies."""
+    from alliance_meta.exceptions import DependentEffectsWarning
+
+    s = StudySet.from_dataframe(_dependent_frame(), study="study", r="r", n="n",
+                                moderators=["rater"])  # fmt: skip
+    kwargs = {"meta_regression": {"moderators": "rater"},
+              "subgroup_analysis": {"by": "rater"}}.get(fit, {})  # fmt: skip
+    with pytest.warns(DependentEffectsWarning, match=r"'Ames 2019' \(2 effects\)") as rec:
+        getattr(alliance_meta, fit)(s, **kwargs)
+    assert "'Cruz 2021' (3 effects)" in str(rec[0].message)
+    assert "multilevel" in str(rec[0].message)
+    independent = StudySet.from_dataframe(_dependent_frame().drop_duplicates("study"),
+                                          study="study", r="r", n="n")  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DependentEffectsWarning)
+        alliance_meta.random_effects(independent)

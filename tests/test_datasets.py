@@ -23,6 +23,7 @@ LOADERS = {
     "bcg": datasets.load_bcg,
     "normand1999": datasets.load_normand1999,
     "alliance_example": datasets.load_alliance_example,
+    "alliance_dependent": datasets.load_alliance_dependent,
 }
 
 
@@ -121,3 +122,27 @@ def test_alliance_example_subgroup_means() -> None:
         # 2 decimals; rounding moves it by far less than 0.01.
         assert pooled_r == pytest.approx(target, abs=0.01)
     assert s.moderator("experience").dtype == np.float64
+
+
+def test_alliance_dependent_is_simulated_and_dependent() -> None:
+    """Four effects per study of the same 12 simulated studies, labelled simulated,
+    regenerated exactly by its script, with each cell's pooled r at its target."""
+    ds = datasets.load_alliance_dependent()
+    for text in (ds.citation, ds.description, datasets.load_alliance_dependent.__doc__ or ""):
+        assert "SIMULATED FOR ILLUSTRATION" in text
+    fresh = _make_alliance_example.make_dependent()
+    pd.testing.assert_frame_equal(fresh, ds.data, check_dtype=False)
+    s = ds.studies()
+    assert s.k == 48 and s.n_studies == 12
+    assert all(len(v) == 4 for v in s.shared_studies.values())
+    base = datasets.load_alliance_example().data
+    assert sorted(set(s.study_labels)) == sorted(base["study"])
+    assert datasets.ALLIANCE_DEPENDENT_RHO == _make_alliance_example.RHO_WITHIN
+    dim, rater = s.moderator("dimension"), s.moderator("rater")
+    for (d, r), target in _make_alliance_example.TARGET_DEPENDENT.items():
+        sel = (dim == d) & (rater == r)
+        w = 1.0 / s.vi[sel]
+        # the script shifts each cell to its target before rounding r (as above)
+        assert math.tanh(float(np.sum(w * s.yi[sel]) / np.sum(w))) == pytest.approx(
+            target, abs=0.01
+        )

@@ -17,7 +17,7 @@ import math
 import os
 import warnings
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Literal, TypeAlias, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, overload
 
 import attrs
 import numpy as np
@@ -35,6 +35,33 @@ from alliance_meta.exceptions import (
 from alliance_meta.results.base import ConfidenceInterval, brief_repr
 
 __all__ = ["EffectSize", "Moderator", "ModeratorValue", "Study", "StudySet"]
+
+if TYPE_CHECKING:
+    from typing_extensions import TypedDict, Unpack
+
+    class FrameColumns(TypedDict, total=False):
+        """The keyword arguments of :meth:`StudySet.from_dataframe` (for from_csv)."""
+
+        label: str | None
+        study: str | None
+        r: str | None
+        n: str | None
+        m1: str | None
+        sd1: str | None
+        n1: str | None
+        m2: str | None
+        sd2: str | None
+        n2: str | None
+        a: str | None
+        b: str | None
+        c: str | None
+        d: str | None
+        yi: str | None
+        vi: str | None
+        se: str | None
+        measure: Measure | None
+        moderators: Sequence[str] | str
+        nan_policy: NanPolicy
 
 #: A moderator's value for one study.
 ModeratorValue: TypeAlias = "str | float | bool"
@@ -446,19 +473,28 @@ _MAX_N = float(2**53)
 
 @attrs.frozen
 class Study:
-    """One study: a label, its effect size, its size and its moderators.
+    """One effect size of a study: its label, value, sample size, moderators and study.
+
+    A study that reports several effect sizes (two raters, anxiety and avoidance,
+    several time points) is several ``Study`` rows that name the same ``study``;
+    each row has its own unique ``label`` and its own moderators (effect-level ones
+    such as the rater beside study-level ones such as the year).
 
     Parameters
     ----------
     label : str
         A non-empty label, unique within a :class:`StudySet`.
     effect : EffectSize
-        The study's effect size.
+        The effect size.
     n : int, optional
         Total sample size (a positive whole number).
     moderators : mapping of str to str, float or bool
-        Study-level covariates, stored as an immutable mapping. Integers are stored
-        as floats; missing values (None, NaN) are rejected.
+        Covariates of this effect (study-level and effect-level alike), stored as an
+        immutable mapping. Integers are stored as floats; missing values (None,
+        NaN) are rejected.
+    study : str, optional
+        The label of the study the effect comes from, when a study gives several
+        effects; by default the effect is its own study (``study == label``).
 
     Raises
     ------
@@ -472,11 +508,18 @@ class Study:
     moderators: Mapping[str, ModeratorValue] = attrs.field(
         factory=FrozenMapping, converter=_freeze_moderators
     )
+    study: str | None = None
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.label, str) or not self.label:
             raise InvalidStudyError(
                 f"a study label must be a non-empty str, got {self.label!r}", field="label"
+            )
+        if self.study is not None and (not isinstance(self.study, str) or not self.study):
+            raise InvalidStudyError(
+                f"study must be a non-empty str, got {self.study!r}",
+                study=self.label,
+                field="study",
             )
         if not isinstance(self.effect, EffectSize):
             raise InvalidStudyError(
@@ -497,6 +540,11 @@ class Study:
                 raise InvalidStudyError(
                     f"a moderator value must be finite, got {v}", study=self.label, field=name
                 )
+
+    @property
+    def study_label(self) -> str:
+        """The study this effect belongs to (its own label unless ``study`` is set)."""
+        return self.label if self.study is None else self.study
 
     @property
     def yi(self) -> float:
@@ -847,8 +895,36 @@ class StudySet:
 
     @property
     def labels(self) -> tuple[str, ...]:
-        """Study labels, in order."""
+        """Effect labels (one per row), in order."""
         return tuple(s.label for s in self.studies)
+
+    @property
+    def study_labels(self) -> tuple[str, ...]:
+        """The study of each effect (row), in order: the grouping of dependent effects."""
+        return tuple(s.study_label for s in self.studies)
+
+    @property
+    def n_studies(self) -> int:
+        """Number of distinct studies (``k`` counts effects)."""
+        return len(set(self.study_labels))
+
+    @property
+    def shared_studies(self) -> dict[str, tuple[str, ...]]:
+        """The studies that give more than one effect: study label -> effect labels."""
+        groups: dict[str, list[str]] = {}
+        for s in self.studies:
+            groups.setdefault(s.study_label, []).append(s.label)
+        return {st: tuple(labs) for st, labs in groups.items() if len(labs) > 1}
+
+    def column(self, name: str) -> npt.NDArray[Any]:
+        """A column by name: ``"study"`` (the study of each effect, unless a moderator
+        has that name), ``"label"`` (the effect labels), else :meth:`moderator`."""
+        if name not in self.moderator_names:
+            if name == "study":
+                return np.asarray(self.study_labels, dtype=object)
+            if name == "label":
+                return np.asarray(self.labels, dtype=object)
+        return self.moderator(name)
 
     @property
     def yi(self) -> FloatArray:
@@ -983,6 +1059,7 @@ class StudySet:
         moderators: Mapping[str, Sequence[ModeratorValue] | npt.ArrayLike] | None = None,
         *,
         n: npt.ArrayLike | None = None,
+        study: Sequence[object] | npt.ArrayLike | None = None,
     ) -> StudySet:
         """Build a set from effect sizes and sampling variances.
 
@@ -991,7 +1068,11 @@ class StudySet:
         yi, vi : array_like
             Effect sizes and their sampling variances (> 0).
         labels : sequence of str, optional
-            Defaults to ``"1"``, ``"2"``, ... (R's default study labels).
+            Effect labels. Default: with ``study``, the study's label for a study with
+            one effect and ``"<study> #1"``, ``"<study> #2"``, ... for a study with
+            several; otherwise ``"1"``, ``"2"``, ... (R's default labels).
+        study : sequence, optional
+            The study of each effect, when studies give several effects.
         measure : str
             The measure of ``yi``.
         moderators : mapping of str to array_like, optional
@@ -1012,10 +1093,13 @@ class StudySet:
                 f"yi and vi must be 1-D of equal length, got {y.shape}, {v.shape}"
             )
         k = y.size
-        labs = _default_labels(labels, k)
+        studies = _study_column(study, k)
+        labs = _effect_labels(labels, studies, k)
         _check_measure(measure, MEASURES)
         _measures.raise_problems(_generic_problems(y, v), labs)
-        return cls._build(y, v, np.zeros(k, dtype=np.bool_), labs, measure, n, moderators)
+        return cls._build(
+            y, v, np.zeros(k, dtype=np.bool_), labs, measure, n, moderators, study=studies
+        )
 
     @classmethod
     def _build(
@@ -1028,6 +1112,8 @@ class StudySet:
         n: npt.ArrayLike | None,
         moderators: Mapping[str, Sequence[ModeratorValue] | npt.ArrayLike] | None,
         dropped: tuple[str, ...] = (),
+        *,
+        study: Sequence[str] | None = None,
     ) -> StudySet:
         k = yi.size
         _check_unique(labels)
@@ -1060,6 +1146,7 @@ class StudySet:
                 effect=EffectSize(float(yi[i]), float(vi[i]), measure, bool(corrected[i])),
                 n=ns[i],
                 moderators={name: vals[i] for name, vals in mods.items()},
+                study=None if study is None or study[i] == labels[i] else study[i],
             )
             for i in range(k)
         )
@@ -1071,6 +1158,7 @@ class StudySet:
         df: pd.DataFrame | Mapping[str, Sequence[Any]],
         *,
         label: str | None = None,
+        study: str | None = None,
         r: str | None = None,
         n: str | None = None,
         m1: str | None = None,
@@ -1107,7 +1195,11 @@ class StudySet:
         df : pandas.DataFrame or mapping of column name to values
             One row per study (a mapping is converted by ``pandas.DataFrame``).
         label : str, optional
-            Column of study labels; by default ``"1"``, ``"2"``, ... by row.
+            Column of effect labels (unique); by default made from ``study`` (see
+            :meth:`from_arrays`), else ``"1"``, ``"2"``, ... by row.
+        study : str, optional
+            Column naming the study of each row, when studies give several effects
+            (one row per effect size).
         measure : str, optional
             Effect-size measure; see above.
         moderators : str or sequence of str
@@ -1148,11 +1240,19 @@ class StudySet:
         allowed = MEASURES if family == "generic" else _measures_of(tuple(fields))
         _check_measure(meas, allowed)
         mod_cols = [moderators] if isinstance(moderators, str) else list(moderators)
-        for col in [*fields.values(), *mod_cols, *([label] if label else [])]:
+        for col in [*fields.values(), *mod_cols, *([label] if label else []),
+                    *([study] if study else [])]:
             if col not in frame.columns:
                 raise InvalidStudyError(f"no column {col!r} in the data frame", field=col)
 
         k = len(frame)
+        studies: list[str] | None = None
+        if study is not None:
+            st_col = frame[study]
+            if bool(st_col.isna().any()):
+                i = int(np.flatnonzero(st_col.isna().to_numpy())[0])
+                raise InvalidStudyError("missing study", study=f"row {i}", field=study)
+            studies = [str(x) for x in st_col.tolist()]
         if label is not None:
             lab_col = frame[label]
             if bool(lab_col.isna().any()):
@@ -1160,7 +1260,7 @@ class StudySet:
                 raise InvalidStudyError("missing study label", study=f"row {i}", field=label)
             labels = [str(x) for x in lab_col.tolist()]
         else:
-            labels = [str(i + 1) for i in range(k)]
+            labels = _effect_labels(None, studies, k)
         _check_unique(labels)
 
         # numeric input columns, and missing values in used columns
@@ -1197,6 +1297,8 @@ class StudySet:
             )
         keep = ~drop
         labels = [lab for lab, kp in zip(labels, keep.tolist(), strict=True) if kp]
+        if studies is not None:
+            studies = [st for st, kp in zip(studies, keep.tolist(), strict=True) if kp]
         numeric = {role: arr[keep] for role, arr in numeric.items()}
         mod_values = {col: frame[col].to_numpy()[keep] for col in mod_cols}
 
@@ -1231,49 +1333,31 @@ class StudySet:
         corrected = (
             res.corrected if res.corrected is not None else np.zeros(res.yi.size, np.bool_)
         )
-        return cls._build(res.yi, res.vi, corrected, labels, meas, study_n, mod_values, dropped)
+        return cls._build(
+            res.yi, res.vi, corrected, labels, meas, study_n, mod_values, dropped, study=studies
+        )
 
     @classmethod
     def from_csv(
-        cls,
-        path: str | os.PathLike[str],
-        *,
-        label: str | None = None,
-        r: str | None = None,
-        n: str | None = None,
-        m1: str | None = None,
-        sd1: str | None = None,
-        n1: str | None = None,
-        m2: str | None = None,
-        sd2: str | None = None,
-        n2: str | None = None,
-        a: str | None = None,
-        b: str | None = None,
-        c: str | None = None,
-        d: str | None = None,
-        yi: str | None = None,
-        vi: str | None = None,
-        se: str | None = None,
-        measure: Measure | None = None,
-        moderators: Sequence[str] | str = (),
-        nan_policy: NanPolicy = "raise",
+        cls, path: str | os.PathLike[str], **columns: Unpack[FrameColumns]
     ) -> StudySet:
         """Read a CSV file with :func:`pandas.read_csv` and call :meth:`from_dataframe`.
 
-        The arguments after ``path`` are those of :meth:`from_dataframe`.  The label
-        column, if given, is read as text.
+        The keyword arguments are those of :meth:`from_dataframe`.  The label and
+        study columns, if given, are read as text.
         """
-        df = pd.read_csv(path, dtype={label: str} if label is not None else None)
-        return cls.from_dataframe(
-            df, label=label, r=r, n=n, m1=m1, sd1=sd1, n1=n1, m2=m2, sd2=sd2, n2=n2,
-            a=a, b=b, c=c, d=d, yi=yi, vi=vi, se=se, measure=measure,
-            moderators=moderators, nan_policy=nan_policy,
-        )
+        text_cols = {c: str for c in (columns.get("label"), columns.get("study")) if c}
+        df = pd.read_csv(path, dtype=text_cols or None)
+        return cls.from_dataframe(df, **columns)
 
     def to_dataframe(self) -> pd.DataFrame:
-        """One row per study: ``label, yi, vi, se, measure, n, corrected`` and moderators."""
+        """One row per effect: ``label, yi, vi, se, measure, n, corrected`` and the
+        moderators, with a ``study`` column after ``label`` when any effect names its
+        study."""
         data: dict[str, Any] = {
             "label": list(self.labels),
+            **({"study": list(self.study_labels)}
+               if any(s.study is not None for s in self.studies) else {}),
             "yi": np.array(self._yi),
             "vi": np.array(self._vi),
             "se": self.se,
@@ -1309,6 +1393,37 @@ def _numeric(values: object, field: str) -> FloatArray:
                 f"value {x!r} is not numeric", study=f"row {i}", field=field
             ) from None
     raise InvalidStudyError("values must be numeric", field=field)
+
+
+def _study_column(study: Sequence[object] | npt.ArrayLike | None, k: int) -> list[str] | None:
+    """The study of each effect as text, or None; an error names a missing one."""
+    if study is None:
+        return None
+    vals = list(np.asarray(study, dtype=object).reshape(-1))
+    if len(vals) != k:
+        raise InvalidStudyError(f"{len(vals)} study labels for {k} effects", field="study")
+    for i, v in enumerate(vals):
+        if _is_missing(_normalise_value(v)) or (isinstance(v, str) and not v):
+            raise InvalidStudyError("missing study", study=f"row {i}", field="study")
+    return [_level_str(_normalise_value(v)) for v in vals]
+
+
+def _effect_labels(
+    labels: Sequence[str] | None, studies: Sequence[str] | None, k: int
+) -> list[str]:
+    """Effect labels: as given; else the study label for a study with one effect and
+    ``"<study> #j"`` for the j-th effect of a study with several; else 1..k."""
+    if labels is not None or studies is None:
+        return _default_labels(labels, k)
+    counts: dict[str, int] = {}
+    for st in studies:
+        counts[st] = counts.get(st, 0) + 1
+    seen: dict[str, int] = {}
+    out = []
+    for st in studies:
+        seen[st] = seen.get(st, 0) + 1
+        out.append(st if counts[st] == 1 else f"{st} #{seen[st]}")
+    return out
 
 
 def _default_labels(labels: Sequence[str] | None, k: int) -> list[str]:

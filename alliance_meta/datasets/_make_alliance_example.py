@@ -18,8 +18,23 @@ Design (all on Fisher's z scale):
   ``atanh(rho_g)`` exactly; ``r = tanh(z)`` is rounded to 2 decimals as papers
   report it.
 
-Run ``python -m alliance_meta.datasets._make_alliance_example`` to regenerate the
-file; the output is deterministic.
+The dependent-effects version, ``alliance_dependent.csv`` (:func:`make_dependent`),
+gives the same 12 studies (labels, sizes, experience) four effects each: the
+therapist- and patient-rated alliance, each correlated with therapist attachment
+anxiety and with attachment avoidance (48 effects):
+
+* true effects ``atanh(rho_g) + u_study + u_effect`` with ``u_study ~ N(0, 0.08^2)``
+  shared by the study's four effects and ``u_effect ~ N(0, 0.05^2)``, and
+  ``rho_g`` -0.31 / 0.04 (anxiety, therapist / patient) and -0.22 / -0.06
+  (avoidance);
+* sampling errors of one study drawn jointly, with variance ``1/(n - 3)`` and a
+  within-study correlation of ``RHO_WITHIN = 0.5`` (the effects share the
+  study's therapists and patients);
+* each (dimension, rater) group shifted as above, so that its inverse-variance mean
+  z equals ``atanh(rho_g)``; ``r`` rounded to 2 decimals.
+
+Run ``python -m alliance_meta.datasets._make_alliance_example`` to regenerate both
+files; the output is deterministic.
 """
 
 from __future__ import annotations
@@ -56,11 +71,62 @@ def make() -> pd.DataFrame:
     return frame
 
 
+#: Correlations of the dependent-effects version, by (dimension, rater).
+TARGET_DEPENDENT = {
+    ("anxiety", "therapist"): -0.31,
+    ("anxiety", "patient"): 0.04,
+    ("avoidance", "therapist"): -0.22,
+    ("avoidance", "patient"): -0.06,
+}
+#: Between-study and within-study (effect-level) SDs of the true z, and the
+#: correlation of the sampling errors of one study's effects.
+TAU_STUDY, TAU_EFFECT, RHO_WITHIN = 0.08, 0.05, 0.5
+
+
+def make_dependent() -> pd.DataFrame:
+    """Simulate the dependent-effects version (deterministic for ``SEED``)."""
+    base = make()
+    rng = np.random.default_rng(SEED + 1)
+    cells = list(TARGET_DEPENDENT)
+    k, c = len(base), len(cells)
+    n = base["n"].to_numpy()
+    target_z = np.arctanh(np.array([TARGET_DEPENDENT[cell] for cell in cells]))
+    true_z = (
+        target_z[None, :]
+        + rng.normal(0.0, TAU_STUDY, size=(k, 1))
+        + rng.normal(0.0, TAU_EFFECT, size=(k, c))
+    )
+    corr = np.full((c, c), RHO_WITHIN) + (1.0 - RHO_WITHIN) * np.eye(c)
+    chol = np.linalg.cholesky(corr)
+    z = true_z + (rng.standard_normal((k, c)) @ chol.T) / np.sqrt(n - 3.0)[:, None]
+    w = np.repeat((n - 3.0)[:, None], c, axis=1)
+    for j, cell in enumerate(cells):
+        z[:, j] += np.arctanh(TARGET_DEPENDENT[cell]) - np.sum(w[:, j] * z[:, j]) / np.sum(
+            w[:, j]
+        )
+    rows = []
+    for i in range(k):
+        for j, (dimension, rater) in enumerate(cells):
+            rows.append({
+                "study": base["study"][i],
+                "effect": f"{base['study'][i]}: {dimension}, {rater}-rated",
+                "dimension": dimension,
+                "rater": rater,
+                "r": round(float(np.tanh(z[i, j])), 2),
+                "n": int(n[i]),
+                "experience": float(base["experience"][i]),
+            })  # fmt: skip
+    frame: pd.DataFrame = pd.DataFrame(rows)
+    return frame
+
+
 def main() -> None:
-    """Write ``alliance_example.csv`` next to this script."""
-    out = Path(__file__).with_name("alliance_example.csv")
-    make().to_csv(out, index=False)
-    print(f"wrote {out}")
+    """Write ``alliance_example.csv`` and ``alliance_dependent.csv`` next to this script."""
+    for name, frame in (("alliance_example.csv", make()),
+                        ("alliance_dependent.csv", make_dependent())):  # fmt: skip
+        out = Path(__file__).with_name(name)
+        frame.to_csv(out, index=False)
+        print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -12,7 +13,11 @@ from alliance_meta._types import FloatArray, Measure
 from alliance_meta.core.estimators import METHOD_ALIASES, CoreMethod
 from alliance_meta.core.vcov import TESTS, CoreTest
 from alliance_meta.data.study import _check_unique, _numeric
-from alliance_meta.exceptions import InvalidStudyError, ModelSpecificationError
+from alliance_meta.exceptions import (
+    DependentEffectsWarning,
+    InvalidStudyError,
+    ModelSpecificationError,
+)
 
 if TYPE_CHECKING:
     from alliance_meta.data.study import Study, StudySet
@@ -92,6 +97,31 @@ def validate_studies(
         )
 
 
+#: How many shared studies a DependentEffectsWarning names before summarising.
+_SHOWN = 5
+
+
+def warn_dependent(studies: Sequence[Study], stacklevel: int = 4) -> None:
+    """Warn that a univariate model treats effects of one study as independent."""
+    groups: dict[str, int] = {}
+    for s in studies:
+        groups[s.study_label] = groups.get(s.study_label, 0) + 1
+    shared = [(st, c) for st, c in groups.items() if c > 1]
+    if not shared:
+        return
+    names = ", ".join(f"{st!r} ({c} effects)" for st, c in shared[:_SHOWN])
+    more = f" and {len(shared) - _SHOWN} more" if len(shared) > _SHOWN else ""
+    warnings.warn(
+        f"{len(shared)} {'study gives' if len(shared) == 1 else 'studies give'} several "
+        f"effect sizes: {names}{more}. This model "
+        "treats them as independent, which understates the standard errors; fit "
+        "multilevel(studies, levels=('study', 'label')) or take robust(fit, "
+        "cluster=studies.study_labels)",
+        DependentEffectsWarning,
+        stacklevel=stacklevel,
+    )
+
+
 def resolve_input(
     studies: StudySet | Sequence[Study] | None,
     yi: npt.ArrayLike | None,
@@ -107,6 +137,7 @@ def resolve_input(
             raise InvalidStudyError("no studies given (empty input)", field="studies")
         labels = tuple(str(s.label) for s in study_list)
         _check_unique(labels)  # as a StudySet does
+        warn_dependent(study_list)
         y = np.array([s.effect.value for s in study_list], dtype=np.float64)
         v = np.array([s.effect.variance for s in study_list], dtype=np.float64)
         measures: set[Measure] = {s.effect.measure for s in study_list}
