@@ -43,6 +43,7 @@ from alliance_meta.models.pooling import (
     fixed_effect,
     random_effects,
 )
+from alliance_meta.models.robust import RobustResult, RobustWaldTest, robust
 from alliance_meta.models.subgroup import SubgroupResult, subgroup_analysis
 from alliance_meta.results.base import ConfidenceInterval, IntervalArray
 
@@ -68,6 +69,8 @@ __all__ = [
     "PoolResult",
     "Prediction",
     "RankCorrelationTest",
+    "RobustResult",
+    "RobustWaldTest",
     "Study",
     "StudySet",
     "SubgroupResult",
@@ -88,6 +91,7 @@ __all__ = [
     "pool_many",
     "random_effects",
     "rank_correlation_test",
+    "robust",
     "subgroup_analysis",
     "trim_and_fill",
 ]

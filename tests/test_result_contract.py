@@ -31,6 +31,22 @@ def _reg() -> am.MetaRegressionResult:
     return am.meta_regression(_studies(), moderators=["rater", "experience"])
 
 
+def _dep() -> am.StudySet:
+    return am.datasets.load_alliance_dependent().studies()
+
+
+def _dep_fit() -> am.PoolResult:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", am.exceptions.DependentEffectsWarning)
+        return am.random_effects(_dep())
+
+
+def _dep_reg() -> am.MetaRegressionResult:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", am.exceptions.DependentEffectsWarning)
+        return am.meta_regression(_dep(), moderators=["rater", "dimension"])
+
+
 #: One instance of each result class, from the bundled data set.
 BUILDERS: dict[str, Callable[[], Any]] = {
     "PoolResult": _fit,
@@ -44,6 +60,8 @@ BUILDERS: dict[str, Callable[[], Any]] = {
     ).heterogeneity_ci(),
     "SubgroupResult": lambda: am.subgroup_analysis(_studies(), by="rater"),
     "MetaRegressionResult": _reg,
+    "RobustResult": lambda: am.robust(_dep_fit(), _dep().study_labels),
+    "RobustWaldTest": lambda: am.robust(_dep_reg(), _dep().study_labels).wald_test(),
     "Prediction": lambda: _reg().predict({"rater": "therapist", "experience": 10.0}),
     "PermutationTestResult": lambda: _reg().permutation_test(n=50, seed=1),
     "EggerTest": lambda: am.egger_test(_fit()),
@@ -144,7 +162,7 @@ def _public_arrays(obj: Any, path: str = "") -> list[tuple[str, np.ndarray]]:
 def test_result_arrays_are_read_only(result: Any) -> None:
     arrays = _public_arrays(result)
     if type(result).__name__ not in {"BackTransformed", "HeterogeneityCI", "RankCorrelationTest",
-                                     "FailSafeN", "EggerTest"}:
+                                     "FailSafeN", "EggerTest", "RobustWaldTest"}:
         assert arrays  # these results do hold arrays: the check below is not vacuous
     writable = [name for name, arr in arrays if arr.flags.writeable]
     assert writable == []
