@@ -125,8 +125,9 @@ def fit(
 ) -> CoreFit:
     """Fit every row of ``kern`` with one τ² estimator and one test.
 
-    ``btt`` selects the coefficients of the omnibus test (default: all but the
-    intercept when p > 1, the intercept alone when p = 1).
+    ``btt`` selects the coefficients of the omnibus test (metafor's default: all but
+    the intercept when p > 1 and column 0 is the intercept, the one coefficient when
+    p = 1, and every coefficient of a design without an intercept).
     """
     est = estimate_tau2(kern, method)
     return fit_given_tau2(kern, est, method, test, level, btt)
@@ -148,7 +149,7 @@ def fit_given_tau2(
     df = residual_df(kern.k, p, t_ref)
     ct = coef_inference(beta, vb, df, level)
     if btt is None:
-        btt = np.arange(1, p) if p > 1 else np.arange(1)
+        btt = np.arange(1, p) if p > 1 and kern.intercept else np.arange(p)
     wt = wald_test(beta, vb, btt, df if t_ref else None)
     QE, QE_df, QEp, I2, H2, vt = heterogeneity(kern, tau2, method == "EE")
     crit = ct.crit[:, 0]
