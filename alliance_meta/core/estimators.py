@@ -330,7 +330,10 @@ def _dl_start(kern: Kernel) -> FloatArray:
 def _q_equation(
     kern: Kernel, target: Callable[[Kernel], FloatArray]
 ) -> tuple[FloatArray, IntArray, BoolArray, BoolArray]:
-    tau2, it, conv = q_root(kern, target, _dl_start(kern))
+    t0 = _dl_start(kern)
+    # DL needs the weights 1/v: rows with a zero variance (EB only) start at HE
+    t0 = np.where(np.isfinite(t0), t0, _he_value(kern))
+    tau2, it, conv = q_root(kern, target, t0)
     return tau2, it, conv, np.zeros(kern.m, dtype=bool)
 
 

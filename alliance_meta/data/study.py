@@ -502,8 +502,9 @@ class Moderator:
     Categorical moderators are treatment coded as in R: one indicator column per
     non-reference level, named ``"<name><level>"`` (e.g. ``allocrandom``), which
     matches the coefficient names of ``rma(yi, vi, mods = ~ alloc)``. Logical values
-    are spelled ``"TRUE"``/``"FALSE"``, as R does. Levels are sorted by code point;
-    R sorts by the collation of its locale, which agrees for lower-case ASCII names.
+    are spelled ``"TRUE"``/``"FALSE"``, as R does. Inferred levels are sorted as R's
+    ``factor()`` sorts them (:func:`~alliance_meta.data.formula.r_collation_key`:
+    ``"b" < "C"``, unlike Python's code-point order).
     """
 
     name: str
@@ -598,14 +599,20 @@ class Moderator:
                 )
         if kinds[0] == "continuous":
             return cls.continuous(name)
-        levels = tuple(sorted({_level_str(v) for v in vals}))
+        from alliance_meta.data.formula import r_collation_key
+
+        levels = tuple(sorted({_level_str(v) for v in vals}, key=r_collation_key))
         return cls.categorical(name, levels, reference)
 
     def with_levels_from(self, values: Iterable[object]) -> Moderator:
         """This moderator with its levels inferred (sorted) if they are not set."""
         if self.kind == "continuous" or self.levels is not None:
             return self
-        levels = tuple(sorted({_level_str(_normalise_value(v)) for v in values}))
+        from alliance_meta.data.formula import r_collation_key
+
+        levels = tuple(
+            sorted({_level_str(_normalise_value(v)) for v in values}, key=r_collation_key)
+        )
         return Moderator(self.name, "categorical", levels, self.reference)
 
     @property
@@ -1255,9 +1262,11 @@ class StudySet:
 # -------------------------------------------------------------------------------- helpers
 
 
-def _sort_key(v: ModeratorValue) -> tuple[float, str]:
-    """Numbers sort numerically, text and logicals by R's spelling."""
-    return (v, "") if isinstance(v, float) else (0.0, _level_str(v))
+def _sort_key(v: ModeratorValue) -> tuple[float, tuple[Any, ...]]:
+    """Numbers sort numerically, text and logicals by R's spelling in R's collation."""
+    from alliance_meta.data.formula import r_collation_key
+
+    return (v, ()) if isinstance(v, float) else (0.0, r_collation_key(_level_str(v)))
 
 
 def _numeric(values: object, field: str) -> FloatArray:

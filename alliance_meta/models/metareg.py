@@ -20,8 +20,7 @@ findings from meta-regression. *Statistics in Medicine*, 23(11), 1663-1682.
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -36,20 +35,22 @@ from alliance_meta.core.estimators import CoreMethod
 from alliance_meta.core.inference import critical_value
 from alliance_meta.core.vcov import CoreTest
 from alliance_meta.data.design import (
+    Design,
     ModeratorSpec,
-    Term,
-    as_studyset,
-    build_design,
     check_design,
-    independent_columns,
-    new_design_rows,
+    make_design,
+    warn_dropped,
 )
 from alliance_meta.exceptions import (
-    InvalidStudyError,
     ModelSpecificationError,
-    ModelSpecificationWarning,
 )
-from alliance_meta.models._inputs import check_level, check_method, check_test, resolve_input
+from alliance_meta.models._inputs import (
+    check_level,
+    check_method,
+    check_test,
+    check_zero_variances,
+    resolve_model_input,
+)
 from alliance_meta.models.pooling import fit_one
 from alliance_meta.models.protocol import UnivariateFit
 from alliance_meta.results.base import IntervalArray, freeze_arrays
@@ -71,13 +72,6 @@ PERM_COMPTOL = float(np.finfo(np.float64).eps) ** 0.5
 MAX_EXACT = 2_000_000
 #: Permutations fitted per core call (bounds the (n_perm, k, k) projection arrays).
 _PERM_CHUNK = 4096
-
-# ---------------------------------------------------------------------------
-# Design matrices
-# ---------------------------------------------------------------------------
-
-
-
 
 # ---------------------------------------------------------------------------
 # Result classes
@@ -229,17 +223,23 @@ class MetaRegressionResult(UnivariateFit):
     yi: FloatArray = attrs.field(eq=False, repr=False)
     vi: FloatArray = attrs.field(eq=False, repr=False)
     X: FloatArray = attrs.field(eq=False, repr=False)
-    _terms: tuple[Term, ...] = attrs.field(eq=False, repr=False, alias="terms")
-    #: which columns of the full design (intercept, then each moderator's columns)
-    #: the model kept; metafor drops redundant ones
-    _kept: npt.NDArray[np.bool_] = attrs.field(eq=False, repr=False, alias="kept")
+    _design: Design = attrs.field(eq=False, repr=False, alias="design")
 
     @property
     def dropped(self) -> tuple[str, ...]:
         """Names of the redundant design columns dropped from the model (metafor's
         ``coef.na``); empty when the design had full rank."""
-        full = ["intrcpt", *(c for t in self._terms for c in t.coef_names)]
-        return tuple(n for n, kept in zip(full, self._kept, strict=True) if not kept)
+        return self._design.dropped
+
+    @property
+    def intercept(self) -> bool:
+        """Whether the model has an intercept (``intrcpt``, column 0)."""
+        return self._design.intercept
+
+    @property
+    def formula(self) -> str | None:
+        """The moderators' R formula, when they were given as one."""
+        return None if self._design.formula is None else self._design.formula.formula
 
     @property
     def p(self) -> int:
@@ -248,28 +248,7 @@ class MetaRegressionResult(UnivariateFit):
 
     # -- predict -------------------------------------------------------------
     def _new_design(self, new_moderators: object) -> FloatArray:
-        p = self.p
-        if isinstance(new_moderators, Mapping):
-            return new_design_rows(self._terms, self._kept, new_moderators)
-        try:
-            Xn = np.asarray(new_moderators, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise InvalidStudyError(
-                "new moderators given as an array must be numeric design columns; give "
-                "a mapping name -> values for raw (e.g. categorical) moderator values",
-                field="new_moderators",
-            ) from None
-        if Xn.ndim <= 1:
-            Xn = Xn.reshape(-1, 1) if p == 2 else Xn.reshape(1, -1)
-        if Xn.shape[1] == p - 1:
-            Xn = np.hstack([np.ones((Xn.shape[0], 1)), Xn])
-        if Xn.shape[1] != p:
-            raise InvalidStudyError(
-                f"new moderators have {Xn.shape[1]} columns; the model has {p - 1} "
-                f"moderator columns ({', '.join(self.coef_names[1:])})",
-                field="new_moderators",
-            )
-        return Xn
+        return self._design.new_rows(new_moderators)
 
     def predict(self, new_moderators: object = None) -> Prediction:
         """Predicted effects with confidence and prediction intervals.
@@ -345,7 +324,7 @@ class MetaRegressionResult(UnivariateFit):
         if n < 2:
             raise ModelSpecificationError("n must be >= 2 permutations")
         k, p = self.X.shape
-        int_only = p == 1
+        int_only = p == 1 and self.intercept
         if int_only:
             n_exact = 2.0**k
         else:
@@ -570,8 +549,9 @@ def meta_regression(
     studies: StudySet | Sequence[Study] | None = None,
     *,
     moderators: ModeratorSpec,
-    yi: npt.ArrayLike | None = None,
-    vi: npt.ArrayLike | None = None,
+    yi: npt.ArrayLike | str | None = None,
+    vi: npt.ArrayLike | str | None = None,
+    data: object = None,
     method: Method = "REML",
     test: Test = "z",
     level: float = 0.95,
@@ -582,16 +562,27 @@ def meta_regression(
     Parameters
     ----------
     studies : StudySet or sequence of Study, optional
-        The studies; moderators given by name are taken from them.
+        The studies; moderators (and a formula's variables) are taken from them.
     moderators : str, Moderator, sequence of them, or mapping
-        Names of study moderators (or :class:`Moderator` objects, which fix the
-        coding), or a mapping ``name -> values`` (keys may also be ``Moderator``).
-        Numeric values are continuous; strings and booleans are categorical with
-        treatment coding, levels sorted and the first the reference (R's
-        ``factor``), unless a ``Moderator`` says otherwise.  An empty sequence
-        fits the intercept-only model.
-    yi, vi : array_like, optional
-        Effects and sampling variances, when ``studies`` is not given.
+        An R formula, as metafor's ``mods = ~ ...`` (``"~ ablat * year"``,
+        ``"~ factor(g) + I(year - 1950)"``, ``"~ relevel(factor(g), ref = 'b')"``,
+        ``"~ x - 1"``; see :func:`~alliance_meta.data.formula.model_matrix`), whose
+        variables are columns of ``data`` or moderators of ``studies``; or names of
+        moderators or of columns of ``data`` (or :class:`Moderator` objects, which
+        fix the coding), or a mapping ``name -> values`` (keys may also be
+        ``Moderator``).  Numeric values are continuous; strings and booleans are
+        categorical with treatment coding, levels sorted as R sorts them and the
+        first the reference (R's ``factor``); a pandas ``Categorical`` keeps its
+        category order (the first category is the reference).  An empty sequence
+        (or ``"~ 1"``) fits the intercept-only model.
+    yi, vi : array_like or str, optional
+        Effects and sampling variances, when ``studies`` is not given; with ``data``
+        the names of its columns (by default ``"yi"`` and ``"vi"``, as ``escalc``
+        names them).  Variances may be 0 when τ² is estimated by REML, ML, HE, SJ
+        or EB (metafor's ``rma(yi, vi = 0, mods = ...)``).
+    data : DataFrame, optional
+        A data frame (or any object with the DataFrame interchange protocol) whose
+        columns hold ``yi``, ``vi`` and the moderators.
     method : str
         τ² estimator: EE (FE, CE), DL, HE, HS, HSk, SJ, ML, REML, EB, PM or PMM.
     test : {"z", "t", "knha", "adhoc"}
@@ -608,16 +599,17 @@ def meta_regression(
     Raises
     ------
     InvalidStudyError
-        Unknown moderator, wrong length, missing or mis-typed values (naming it).
+        Unknown moderator or column, wrong length, missing or mis-typed values
+        (naming it).
     ModelSpecificationError
-        Bad method/test/level, or fewer studies than coefficients.
+        Bad method/test/level or formula, or fewer studies than coefficients.
 
     Warns
     -----
     ModelSpecificationWarning
         When a design column is a linear combination of the columns before it: it
         is dropped (listed in ``result.dropped``), as metafor drops "redundant
-        predictors" (with the tolerance of R's ``lm``, 1e-7).
+        predictors" (with R's ``lm`` QR and its tolerance, 1e-7).
 
     Notes
     -----
@@ -626,11 +618,16 @@ def meta_regression(
     ``β̂ = (X'WX)^{-1} X'Wy`` with ``W = diag(1/(v_i + τ̂²))`` and
     ``Var(β̂) = (X'WX)^{-1}``, multiplied by ``s² = y'Py/(k-p)`` under Knapp-Hartung.
     ``QE = y'P₀y`` with ``P₀`` the projection at τ² = 0 (χ² on k-p df);
-    ``QM = β̂_m' Var(β̂_m)^{-1} β̂_m`` over the non-intercept coefficients (χ² on m
-    df, or QM/m as F on (m, k-p) df).  Residual ``I² = 100 τ²/(τ² + ṽ)`` and
+    ``QM = β̂_m' Var(β̂_m)^{-1} β̂_m`` over the non-intercept coefficients, or over
+    all of them in a model without an intercept (metafor's ``btt``), χ² on m df, or
+    QM/m as F on (m, k-p) df.  Residual ``I² = 100 τ²/(τ² + ṽ)`` and
     ``H² = τ²/ṽ + 1`` with ``ṽ = (k-p)/tr(P₀)``.  The pseudo-R² is described in
     :func:`pseudo_r2`.  τ² estimators are those of metafor's ``rma.uni``
     (Viechtbauer, 2005), solved to 1e-10 relative.
+
+    As metafor does, τ² and QE are computed from the effects centred at their mean
+    (its ``Ymc``), also in a model without an intercept; the coefficients (and the
+    Knapp-Hartung factor) from the effects themselves.
 
     Examples
     --------
@@ -640,26 +637,26 @@ def meta_regression(
     ...     moderators={"dose": [1.0, 2.0, 3.0, 1.5, 4.0]}, method="DL")
     >>> res.coef_names
     ('intrcpt', 'dose')
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"yi": [0.1, 0.3, 0.35, 0.2, 0.5, 0.4],
+    ...                    "vi": [0.01, 0.02, 0.015, 0.01, 0.02, 0.01],
+    ...                    "dose": [1.0, 2.0, 3.0, 1.5, 4.0, 3.5],
+    ...                    "arm": ["a", "b", "a", "b", "a", "b"]})
+    >>> am.meta_regression(data=df, moderators="~ dose * arm").coef_names
+    ('intrcpt', 'dose', 'armb', 'dose:armb')
     """
     core_method = check_method(method)
     core_test = check_test(test)
     lv = check_level(level)
-    y, v, labels, meas = resolve_input(studies, yi, vi, measure)
-    sset = as_studyset(studies)
-    names, X, terms = build_design(moderators, sset, y.size, labels)
-    keep = independent_columns(X)
-    dropped = tuple(n for n, kept in zip(names, keep, strict=True) if not kept)
-    if dropped:
-        warnings.warn(
-            f"redundant predictors dropped from the model: {', '.join(dropped)} (a linear "
-            "combination of the columns before them), as metafor does",
-            ModelSpecificationWarning,
-            stacklevel=2,
-        )
-        X = X[:, keep]
-        names = tuple(n for n, kept in zip(names, keep, strict=True) if kept)
+    inp = resolve_model_input(studies, yi, vi, measure, data)
+    y, v, labels, meas = inp.yi, inp.vi, inp.labels, inp.measure
+    check_zero_variances(v, labels, core_method)
+    design = make_design(moderators, k=y.size, labels=labels, studies=inp.studies,
+                         data=inp.data)
+    warn_dropped(design, stacklevel=2)
+    X, names = design.X, design.coef_names
     check_design(X, names, core_method)
-    fit = fit_one(y, v, None if X.shape[1] == 1 else X, core_method, core_test, lv)
+    fit = fit_one(y, v, X, core_method, core_test, lv, labels=labels)
     tau2 = float(fit.tau2[0])
     df = float(fit.df[0])
     tau2_se = float(fit.tau2_se[0])
@@ -683,7 +680,8 @@ def meta_regression(
         QM_pvalue=float(fit.QM_pvalue[0]),
         I2=float(fit.I2[0]),
         H2=float(fit.H2[0]),
-        R2=pseudo_r2(y, v, X, tau2, core_method, float(fit.QE[0])),
+        R2=pseudo_r2(y, v, X, tau2, core_method, float(fit.QE[0])) if design.intercept
+        else None,
         k=int(y.size),
         method=core_method,
         test=core_test,
@@ -695,6 +693,5 @@ def meta_regression(
         yi=y,
         vi=v,
         X=X,
-        terms=terms,
-        kept=keep,
+        design=design,
     )

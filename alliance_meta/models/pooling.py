@@ -30,9 +30,16 @@ from alliance_meta.core.vcov import CoreTest
 from alliance_meta.exceptions import (
     ConvergenceWarning,
     FewStudiesWarning,
+    InvalidStudyError,
     ModelSpecificationError,
 )
-from alliance_meta.models._inputs import check_level, check_method, check_test, resolve_input
+from alliance_meta.models._inputs import (
+    check_level,
+    check_method,
+    check_test,
+    check_zero_variances,
+    resolve_input,
+)
 from alliance_meta.models.protocol import UnivariateFit
 from alliance_meta.results.base import ConfidenceInterval, freeze_arrays, readonly
 from alliance_meta.results.summary import frame_summary, info_table, make_summary, value_table
@@ -372,9 +379,15 @@ def fit_one(
     test: CoreTest,
     level: float,
     what: str = "",
+    labels: Sequence[str] | None = None,
 ) -> CoreFit:
-    """One model (m = 1) through the vectorised core, warning if it did not converge."""
+    """One model (m = 1) through the vectorised core, warning if it did not converge.
+
+    With a zero sampling variance, a τ² estimated as 0 leaves that study an infinite
+    weight: an error naming it.
+    """
     fit = core_fit(kernel_from_padded(yi[None, :], vi[None, :], X), method, test, level)
+    check_positive_tau2(fit.tau2, vi, labels, method, what)
     if not fit.converged[0]:
         warnings.warn(
             f"the {method} estimator did not converge in {fit.iterations[0]} iterations"
@@ -386,6 +399,26 @@ def fit_one(
         warnings.warn(reset_message(method, "")
                       + (f" ({what})" if what else ""), ConvergenceWarning, stacklevel=4)
     return fit
+
+
+def check_positive_tau2(
+    tau2: FloatArray,
+    vi: FloatArray,
+    labels: Sequence[str] | None,
+    method: str,
+    what: str = "",
+) -> None:
+    """An error when some ``v_i = 0`` and τ² is not estimated above 0 (the weight
+    ``1/(v_i + τ²)`` of that study is then infinite)."""
+    zero = vi == 0
+    if zero.any() and not bool(np.all(tau2 > 0)):
+        i = int(np.argmax(zero))
+        raise InvalidStudyError(
+            f"sampling variance is 0 and tau^2 is estimated as {float(np.min(tau2)):g} by "
+            f"{method}{f' ({what})' if what else ''}: the study's weight 1/(vi + tau^2) is "
+            "infinite, so the model cannot be fitted",
+            study=labels[i] if labels is not None else f"#{i}", field="vi",
+        )
 
 
 def reset_message(method: str, which: str) -> str:
@@ -417,7 +450,8 @@ def _pool_single(
             FewStudiesWarning,
             stacklevel=3,
         )
-    fit = fit_one(yi, vi, None, core_method, core_test, lv)
+    check_zero_variances(vi, labels, core_method)
+    fit = fit_one(yi, vi, None, core_method, core_test, lv, labels=labels)
     shown_test = "z" if yi.size == 1 else core_test
     return result_from_core(fit, 0, yi, vi, labels, core_method, shown_test, lv, measure)
 
@@ -425,8 +459,9 @@ def _pool_single(
 def random_effects(
     studies: StudySet | Sequence[Study] | None = None,
     *,
-    yi: npt.ArrayLike | None = None,
-    vi: npt.ArrayLike | None = None,
+    yi: npt.ArrayLike | str | None = None,
+    vi: npt.ArrayLike | str | None = None,
+    data: object = None,
     measure: Measure = "GEN",
     method: Method = "REML",
     test: Test = "z",
@@ -437,9 +472,16 @@ def random_effects(
     Parameters
     ----------
     studies : StudySet or sequence of Study, optional
-        The studies; their labels, effects and measure are used.
-    yi, vi : array_like, optional
-        Effects and sampling variances, when ``studies`` is not given.
+        The studies; their labels, effects and measure are used.  (A data frame
+        here is taken as ``data``.)
+    yi, vi : array_like or str, optional
+        Effects and sampling variances, when ``studies`` is not given; with
+        ``data``, the names of its columns (by default ``"yi"`` and ``"vi"``, the
+        columns metafor's ``escalc`` writes).  Variances may be 0 when τ² is
+        estimated (above 0) by REML, ML, HE, SJ or EB.
+    data : DataFrame, optional
+        A data frame, or any object with the DataFrame interchange protocol, whose
+        columns hold ``yi`` and ``vi`` (metafor's ``data=``).
     measure : str
         The effect-size measure of ``yi`` (used for back-transformation).
     method : {"REML", "DL", "HE", "HS", "HSk", "SJ", "ML", "EB", "PM", "PMM", "EE"}
@@ -472,16 +514,21 @@ def random_effects(
     >>> res = am.random_effects(yi=[0.1, 0.3, 0.35, 0.2], vi=[0.01, 0.02, 0.015, 0.01])
     >>> round(res.estimate, 4)
     0.2141
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"yi": [0.1, 0.3, 0.35, 0.2], "vi": [0.01, 0.02, 0.015, 0.01]})
+    >>> am.random_effects(data=df, yi="yi", vi="vi") == res
+    True
     """
-    y, v, labels, meas = resolve_input(studies, yi, vi, measure)
+    y, v, labels, meas = resolve_input(studies, yi, vi, measure, data)
     return _pool_single(y, v, labels, method=method, test=test, level=level, measure=meas)
 
 
 def fixed_effect(
     studies: StudySet | Sequence[Study] | None = None,
     *,
-    yi: npt.ArrayLike | None = None,
-    vi: npt.ArrayLike | None = None,
+    yi: npt.ArrayLike | str | None = None,
+    vi: npt.ArrayLike | str | None = None,
+    data: object = None,
     measure: Measure = "GEN",
     test: Test = "z",
     level: float = 0.95,
@@ -489,9 +536,10 @@ def fixed_effect(
     """Pool effect sizes with the equal-effects (fixed-effect) model (``method="EE"``).
 
     See :func:`random_effects` for the parameters; τ² is 0 by definition and
-    ``I²``/``H²`` are computed from Q as metafor does for EE models.
+    ``I²``/``H²`` are computed from Q as metafor does for EE models.  Sampling
+    variances must be > 0 (an equal-effects weight ``1/v_i`` is infinite at 0).
     """
-    y, v, labels, meas = resolve_input(studies, yi, vi, measure)
+    y, v, labels, meas = resolve_input(studies, yi, vi, measure, data)
     return _pool_single(y, v, labels, method="EE", test=test, level=level, measure=meas)
 
 

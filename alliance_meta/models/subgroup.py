@@ -35,17 +35,32 @@ from alliance_meta.core.estimators import CoreMethod
 from alliance_meta.core.inference import chi2_sf
 from alliance_meta.core.layout import fit_groups
 from alliance_meta.core.vcov import CoreTest
-from alliance_meta.data.design import check_design, factor_codes
+from alliance_meta.data.design import (
+    categories_of,
+    check_design,
+    factor_codes,
+    is_formula,
+    make_design,
+)
 from alliance_meta.exceptions import (
     ConvergenceWarning,
     FewStudiesWarning,
     InvalidStudyError,
     ModelSpecificationError,
 )
-from alliance_meta.models._inputs import check_level, check_method, check_test, resolve_input
+from alliance_meta.models._inputs import (
+    ModelInput,
+    check_level,
+    check_method,
+    check_test,
+    check_zero_variances,
+    frame_column,
+    resolve_model_input,
+)
 from alliance_meta.models.pooling import (
     PoolResult,
     _pool_single,
+    check_positive_tau2,
     fit_one,
     reset_message,
     result_from_core,
@@ -226,9 +241,10 @@ def subgroup_analysis(
     studies: StudySet | Sequence[Study] | None = None,
     *,
     by: str | Moderator | None = None,
-    yi: npt.ArrayLike | None = None,
-    vi: npt.ArrayLike | None = None,
+    yi: npt.ArrayLike | str | None = None,
+    vi: npt.ArrayLike | str | None = None,
     groups: npt.ArrayLike | None = None,
+    data: object = None,
     method: Method = "REML",
     test: Test = "z",
     level: float = 0.95,
@@ -242,10 +258,21 @@ def subgroup_analysis(
     studies : StudySet or sequence of Study, optional
         The studies, with the moderator named by ``by``.
     by : str or Moderator, optional
-        The grouping moderator (a ``Moderator`` fixes the level order and the
-        reference level of the common-τ² model).
-    yi, vi, groups : array_like, optional
-        Effects, variances and group labels when ``studies`` is not given.
+        The grouping: a moderator of the studies or a column of ``data`` (a
+        ``Moderator`` fixes the level order and the reference level of the
+        common-τ² model), or a one-sided R formula of one factor, as metafor's
+        ``mods = ~ factor(g)`` (``"~ relevel(factor(alloc), ref = 'random')"``).
+        Levels are sorted as R's ``factor()`` sorts them; a pandas ``Categorical``
+        keeps its category order (the first category is the reference; unused
+        categories are dropped).
+    yi, vi : array_like or str, optional
+        Effects and variances when ``studies`` is not given; with ``data`` the
+        names of its columns (by default ``"yi"`` and ``"vi"``).
+    groups : array_like, optional
+        One group label per study, with ``yi``/``vi`` arrays.
+    data : DataFrame, optional
+        A data frame (or any object with the DataFrame interchange protocol) with
+        the columns of ``yi``, ``vi`` and ``by``.
     method, test, level
         As for :func:`~alliance_meta.random_effects`.
     tau2 : {"separate", "common"}
@@ -287,35 +314,60 @@ def subgroup_analysis(
 
     Thompson, S. G., & Higgins, J. P. T. (2002). How should meta-regression analyses
     be undertaken and interpreted? *Statistics in Medicine*, 21(11), 1559-1573.
+
+    Examples
+    --------
+    >>> import alliance_meta as am
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"yi": [0.1, 0.3, 0.35, 0.2, 0.5, 0.4],
+    ...                    "vi": [0.01, 0.02, 0.015, 0.01, 0.02, 0.01],
+    ...                    "arm": ["b", "a", "b", "a", "b", "a"]})
+    >>> list(am.subgroup_analysis(data=df, by="arm").groups)
+    ['a', 'b']
     """
-    from alliance_meta.data.study import Moderator, StudySet
+    from alliance_meta.data.study import Moderator
 
     core_method = check_method(method)
     core_test = check_test(test)
     lv = check_level(level)
     if tau2 not in ("separate", "common"):
         raise ModelSpecificationError(f"tau2 must be 'separate' or 'common', got {tau2!r}")
-    y, v, labels, meas = resolve_input(studies, yi, vi, measure)
+    inp = resolve_model_input(studies, yi, vi, measure, data)
+    y, v, labels, meas = inp.yi, inp.vi, inp.labels, inp.measure
+    check_zero_variances(v, labels, core_method)
 
     spec: Moderator | None = None
-    if studies is not None:
+    cats: tuple[str, ...] | None = None
+    levels_codes: tuple[tuple[str, ...], npt.NDArray[np.int64]] | None = None
+    if inp.studies is not None or inp.data is not None:
         if groups is not None:
-            raise ModelSpecificationError("with studies, give `by`, not `groups`")
+            raise ModelSpecificationError(
+                "with studies or data=, give `by` (a moderator or column), not `groups`"
+            )
         if by is None:
             raise ModelSpecificationError("give `by`, the moderator that defines subgroups")
-        sset = studies if isinstance(studies, StudySet) else StudySet(tuple(studies))
         if isinstance(by, Moderator):
             spec, name = by, by.name
         else:
             name = str(by)
-        # an unknown name raises InvalidStudyError naming it and the known ones
-        values = np.asarray(sset.moderator(name))
-        if spec is None and sset.moderator_spec(name).kind == "continuous":
-            raise ModelSpecificationError(
-                f"moderator {name!r} is numeric (continuous): subgroups need a categorical "
-                f"one.  Group by its values with by=Moderator({name!r}, 'categorical'), or "
-                "use meta_regression for a continuous moderator"
-            )
+        if is_formula(name):
+            name, levels_codes = _formula_groups(name, inp, labels)
+            values = np.zeros(0)
+        elif inp.data is not None:
+            col = frame_column(inp.data, name, "by")
+            cats = categories_of(col)
+            values = col.to_numpy(dtype=object)
+        else:
+            assert inp.studies is not None
+            sset = inp.studies
+            # an unknown name raises InvalidStudyError naming it and the known ones
+            values = np.asarray(sset.moderator(name))
+            if spec is None and sset.moderator_spec(name).kind == "continuous":
+                raise ModelSpecificationError(
+                    f"moderator {name!r} is numeric (continuous): subgroups need a "
+                    f"categorical one.  Group by its values with by=Moderator({name!r}, "
+                    "'categorical'), or use meta_regression for a continuous moderator"
+                )
     else:
         if groups is None:
             raise ModelSpecificationError("give `groups` (one label per study) with yi/vi")
@@ -323,13 +375,18 @@ def subgroup_analysis(
             spec, name = by, by.name
         else:
             name = "groups" if by is None else str(by)
+        cats = categories_of(groups)
         # object dtype for a list: numpy would turn ["a", nan] into the string "nan"
-        values = groups if isinstance(groups, np.ndarray) else np.asarray(groups, dtype=object)
+        values = (groups if isinstance(groups, np.ndarray) and cats is None
+                  else np.asarray(groups, dtype=object))
         if values.ndim != 1 or values.shape[0] != y.size:
             raise InvalidStudyError(
                 f"groups has shape {values.shape}, expected ({y.size},)", field="groups"
             )
-    levels, codes = factor_codes(values, spec, name, labels)
+    if levels_codes is None:
+        levels, codes = factor_codes(values, spec, name, labels, cats)
+    else:
+        levels, codes = levels_codes
     G = len(levels)
     if G < 2:
         raise ModelSpecificationError(
@@ -338,6 +395,11 @@ def subgroup_analysis(
 
     # -- every subgroup in one core call over a ragged layout --------------------
     fit = fit_groups(y, v, codes.astype(np.int64), G, core_method, core_test, lv)
+    if (v == 0).any():
+        for g, lvl in enumerate(levels):
+            idx = np.flatnonzero(codes == g)
+            check_positive_tau2(fit.tau2[g : g + 1], v[idx], [labels[i] for i in idx],
+                                core_method, f"subgroup {lvl!r}")
     if not fit.converged.all():
         warnings.warn(
             f"the {core_method} estimator did not converge in some subgroups",
@@ -393,7 +455,8 @@ def subgroup_analysis(
             X, [f"subgroup {levels[g]}" for g in [ref, *others]], core_method,
             "use tau2='separate'",
         )
-        common = fit_one(y, v, X, core_method, core_test, lv, "common-tau^2 model")
+        common = fit_one(y, v, X, core_method, core_test, lv, "common-tau^2 model",
+                         labels=labels)
         Qb = float(common.QM[0])
         Qb_df = int(common.QM_df1[0])
         Qb_p = float(common.QM_pvalue[0])
@@ -443,3 +506,37 @@ def subgroup_analysis(
         common_ci=common_ci,
     )
 
+
+
+def _formula_groups(
+    formula: str, inp: ModelInput, labels: Sequence[str]
+) -> tuple[str, tuple[tuple[str, ...], npt.NDArray[np.int64]]]:
+    """The subgroups of ``by="~ factor(...)"``: one factor, as R codes ``mods = ~ f``.
+
+    Returns the factor's name (R's deparse) and its levels (reference first) with
+    each study's level.
+    """
+    design = make_design(formula, k=len(labels), labels=labels, studies=inp.studies,
+                         data=inp.data)
+    fd = design.formula
+    assert fd is not None
+    factors = [c for c in fd.variables if c.kind == "factor"]
+    if len(fd.variables) != 1 or not factors or len(fd.term_labels) != 1 or not fd.intercept:
+        raise ModelSpecificationError(
+            f"by={formula!r}: a subgroup formula has one factor and the intercept, e.g. "
+            "'~ factor(g)' or \"~ relevel(factor(g), ref = 'b')\""
+        )
+    coding = factors[0]
+    # the design with every column: intercept, then one indicator per other level
+    ind = fd.X[:, 1:]
+    codes = np.where(ind.any(axis=1), np.argmax(ind, axis=1) + 1, 0).astype(np.int64)
+    levels = coding.levels
+    counts = np.bincount(codes, minlength=len(levels))
+    if (counts == 0).any():
+        # unused levels of a Categorical (R's factor() would drop them)
+        used = np.flatnonzero(counts)
+        remap = np.full(len(levels), -1, dtype=np.int64)
+        remap[used] = np.arange(used.size)
+        codes = remap[codes]
+        levels = tuple(levels[i] for i in used)
+    return coding.name, (tuple(levels), codes)
