@@ -15,7 +15,7 @@ from statsmodels.iolib.summary import Summary
 import alliance_meta as am
 
 #: Public attrs classes that are inputs or value types, not results.
-NOT_RESULTS = {"EffectSize", "Study", "StudySet", "Moderator", "ConfidenceInterval",
+NOT_RESULTS = {"EffectSize", "Study", "StudySet", "Moderator", "ConfidenceInterval", "Control",
                "IntervalArray"}
 
 

@@ -24,6 +24,7 @@ from alliance_meta.core.inference import (
     wald_test,
 )
 from alliance_meta.core.kernel import Kernel
+from alliance_meta.core.stopping import StopRule
 from alliance_meta.core.vcov import TESTS, CoreTest, location
 
 __all__ = [
@@ -122,14 +123,17 @@ def fit(
     test: CoreTest = "z",
     level: float = 0.95,
     btt: npt.NDArray[np.intp] | None = None,
+    rule: StopRule | None = None,
 ) -> CoreFit:
     """Fit every row of ``kern`` with one τ² estimator and one test.
 
+    ``rule`` stops the iterative estimators as metafor's ``control`` does
+    (:mod:`alliance_meta.core.stopping`); by default they are solved to 1e-10.
     ``btt`` selects the coefficients of the omnibus test (metafor's default: all but
     the intercept when p > 1 and column 0 is the intercept, the one coefficient when
     p = 1, and every coefficient of a design without an intercept).
     """
-    est = estimate_tau2(kern, method)
+    est = estimate_tau2(kern, method, rule=rule)
     return fit_given_tau2(kern, est, method, test, level, btt)
 
 
@@ -142,6 +146,20 @@ def fit_given_tau2(
     btt: npt.NDArray[np.intp] | None = None,
 ) -> CoreFit:
     """The fixed-effects part of the fit, tests and heterogeneity for given τ² values."""
+    # a zero sampling variance at τ² = 0 gives infinite weights: NaN results, which
+    # the callers refuse (naming the study)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return _fit_given_tau2(kern, est, method, test, level, btt)
+
+
+def _fit_given_tau2(
+    kern: Kernel,
+    est: Tau2Result,
+    method: CoreMethod,
+    test: CoreTest,
+    level: float,
+    btt: npt.NDArray[np.intp] | None,
+) -> CoreFit:
     p = kern.p
     tau2 = est.tau2
     beta, vb, s2w = location(kern, tau2, test)

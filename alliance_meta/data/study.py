@@ -993,6 +993,7 @@ class StudySet:
         n: npt.ArrayLike | None,
         moderators: Mapping[str, Sequence[ModeratorValue] | npt.ArrayLike] | None,
         dropped: tuple[str, ...] = (),
+        optional: Mapping[str, list[ModeratorValue | None]] | None = None,
     ) -> StudySet:
         k = yi.size
         _check_unique(labels)
@@ -1016,7 +1017,11 @@ class StudySet:
                 label=labels[i],
                 effect=EffectSize(float(yi[i]), float(vi[i]), measure, bool(corrected[i])),
                 n=ns[i],
-                moderators={name: vals[i] for name, vals in mods.items()},
+                moderators={
+                    **{name: vals[i] for name, vals in mods.items()},
+                    **{name: v for name, vals in (optional or {}).items()
+                       if (v := vals[i]) is not None},
+                },
             )
             for i in range(k)
         )
@@ -1044,7 +1049,7 @@ class StudySet:
         vi: str | None = None,
         se: str | None = None,
         measure: Measure | None = None,
-        moderators: Sequence[str] | str = (),
+        moderators: Sequence[str] | str | None = None,
         nan_policy: NanPolicy = "raise",
     ) -> StudySet:
         """Build a set from the columns of a data frame.
@@ -1067,9 +1072,13 @@ class StudySet:
             Column of study labels; by default ``"1"``, ``"2"``, ... by row.
         measure : str, optional
             Effect-size measure; see above.
-        moderators : str or sequence of str
+        moderators : str or sequence of str, optional
             Columns to keep as moderators. Numeric columns become continuous
-            (float), text and logical columns categorical.
+            (float), text and logical columns categorical.  By default every other
+            column (not an input or the label) is kept, so that models can name
+            any of them (``meta_regression(s, moderators="~ ablat + year")``); a
+            study's missing value there is simply absent (a model using the column
+            then names the study), and columns of other types are left out.
         nan_policy : {"raise", "omit"}
             ``"raise"`` (default): a missing value raises, naming the study and the
             column. ``"omit"``: rows with a missing value in a used column are
@@ -1108,7 +1117,11 @@ class StudySet:
             "generic": MEASURES,
         }[family]
         _check_measure(meas, allowed)
-        mod_cols = [moderators] if isinstance(moderators, str) else list(moderators)
+        declared = moderators is not None
+        mod_cols = (
+            [] if moderators is None
+            else [moderators] if isinstance(moderators, str) else list(moderators)
+        )
         for col in [*fields.values(), *mod_cols, *([label] if label else [])]:
             if col not in frame.columns:
                 raise InvalidStudyError(f"no column {col!r} in the data frame", field=col)
@@ -1160,6 +1173,9 @@ class StudySet:
         labels = [lab for lab, kp in zip(labels, keep.tolist(), strict=True) if kp]
         numeric = {role: arr[keep] for role, arr in numeric.items()}
         mod_values = {col: frame[col].to_numpy()[keep] for col in mod_cols}
+        extra = {} if declared else _undeclared_moderators(
+            frame, {*fields.values(), *([label] if label else [])}, keep
+        )
 
         study_n: npt.ArrayLike | None
         if family == "correlation":
@@ -1203,7 +1219,9 @@ class StudySet:
             )
             res = _escalc.EscalcResult(y, v, np.zeros(y.size, dtype=np.bool_))
             study_n = numeric.get("n")
-        return cls._build(res.yi, res.vi, res.corrected, labels, meas, study_n, mod_values, dropped)
+        return cls._build(
+            res.yi, res.vi, res.corrected, labels, meas, study_n, mod_values, dropped, extra
+        )
 
     @classmethod
     def from_csv(
@@ -1348,3 +1366,35 @@ def _input_family(given: Mapping[str, str | None]) -> tuple[_Family, dict[str, s
         "no effect-size input: give r and n; m1, sd1, n1, m2, sd2, n2; a, b, c, d; "
         "or yi with vi or se"
     )
+
+
+def _undeclared_moderators(
+    frame: pd.DataFrame, used: set[str], keep: npt.NDArray[np.bool_]
+) -> dict[str, list[ModeratorValue | None]]:
+    """The columns not declared as inputs, kept as moderators (missing values as
+    ``None``): numbers, text and logicals; columns of other types are left out."""
+    out: dict[str, list[ModeratorValue | None]] = {}
+    for col in frame.columns:
+        if not isinstance(col, str) or col in used:
+            continue
+        series = frame[col][keep]
+        dtype = series.dtype
+        if isinstance(dtype, pd.CategoricalDtype):
+            series = series.astype(object)
+        elif not (pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)
+                  or pd.api.types.is_string_dtype(dtype) or pd.api.types.is_object_dtype(dtype)):
+            continue
+        values: list[ModeratorValue | None] = []
+        for v in series.tolist():
+            v = _normalise_value(v)
+            if _is_missing(v) or v is pd.NA:
+                values.append(None)
+            elif isinstance(v, (str, float, bool)) and not (
+                isinstance(v, float) and not math.isfinite(v)
+            ):
+                values.append(v)
+            else:
+                break  # another type (a date, a list): not a moderator
+        else:
+            out[col] = values
+    return out

@@ -126,21 +126,22 @@ class EggerTest:
         return str(self.summary())
 
 
-def egger_test(result: PoolResult, model: Literal["lm", "rma"] = "lm") -> EggerTest:
+def egger_test(result: PoolResult, model: Literal["lm", "rma"] = "rma") -> EggerTest:
     """Egger's regression test for funnel-plot asymmetry.
 
     Parameters
     ----------
     result : PoolResult
-        A fitted pooled result; its ``yi``, ``vi``, ``method`` and ``test`` are used.
-    model : {"lm", "rma"}
-        ``"lm"`` (the default): the classical test, a weighted least-squares
-        regression of ``yi`` on ``sqrt(vi)`` with weights ``1/vi`` and a t test of
-        the slope on k-2 df (metafor's ``regtest(model="lm")``): the equal-effects
-        fit with the Knapp-Hartung scale, which is exactly that regression.
-        ``"rma"`` (metafor's ``regtest`` default): the meta-regression
+        A fitted pooled result; its ``yi``, ``vi``, ``method``, ``test`` (and
+        ``control``) are used.
+    model : {"rma", "lm"}
+        ``"rma"`` (the default, as metafor's ``regtest``): the meta-regression
         ``rma(yi, vi, mods = ~ sqrt(vi), method = result.method, test = result.test)``;
         the statistic is a z (a t with k-2 df under ``t``/``knha``/``adhoc``).
+        ``"lm"``: the classical test, a weighted least-squares regression of ``yi``
+        on ``sqrt(vi)`` with weights ``1/vi`` and a t test of the slope on k-2 df
+        (metafor's ``regtest(model="lm")``): the equal-effects fit with the
+        Knapp-Hartung scale, which is exactly that regression.
 
     Returns
     -------
@@ -246,7 +247,9 @@ def _sei_regression(
     X = np.column_stack([np.ones(yi.size), np.sqrt(vi)])
     kern = core.kernel_from_padded(yi[None, :], vi[None, :], X)
     core_test = check_test(result.test if test is None else test)
-    return core.fit(kern, check_method(result.method), core_test, result.level)
+    control = getattr(result, "control", None)  # metafor's regtest keeps the fit's control
+    return core.fit(kern, check_method(result.method), core_test, result.level,
+                    rule=None if control is None else control.to_rule())
 
 
 # ---------------------------------------------------------------------------

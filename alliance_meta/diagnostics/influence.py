@@ -55,8 +55,12 @@ def _refit_subsets(result: UnivariateModel, include: BoolArray) -> core.CoreFit:
     """
     Y = np.where(include, result.yi[None, :], np.nan)
     V = np.where(include, result.vi[None, :], np.nan)
-    kern = core.kernel_from_padded(Y, V, None if result.p == 1 else result.X)
-    return core.fit(kern, check_method(result.method), check_test(result.test), result.level)
+    # the design as fitted (a single column of ones takes the intercept-only kernel)
+    kern = core.kernel_from_padded(Y, V, np.asarray(result.X, dtype=np.float64))
+    # a fit made with metafor's control= is refitted with it, as metafor's refits are
+    control = getattr(result, "control", None)
+    return core.fit(kern, check_method(result.method), check_test(result.test), result.level,
+                    rule=None if control is None else control.to_rule())
 
 
 def _col(a: FloatArray) -> FloatArray:

@@ -33,6 +33,7 @@ __all__ = [
     "check_zero_variances",
     "frame_column",
     "is_frame",
+    "long_columns",
     "resolve_input",
     "resolve_model_input",
     "validate_studies",
@@ -181,6 +182,32 @@ def frame_column(frame: pd.DataFrame, name: object, field: str) -> pd.Series[Any
         )
     col: pd.Series[Any] = frame[name]
     return col
+
+
+def long_columns(
+    data: object, yi: object, vi: object, groups: object
+) -> tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any]]:
+    """``(yi, vi, groups)`` of long-format ``data=``: columns named by the arguments
+    (``yi`` and ``vi`` by default; ``groups`` must be given)."""
+    frame = as_frame(data)
+    if groups is None:
+        raise ModelSpecificationError(
+            f"with data=, give groups= (the column naming each row's analysis; columns: "
+            f"{_columns_list(frame)})"
+        )
+    out = []
+    for given, default, field in ((yi, "yi", "yi"), (vi, "vi", "vi"), (groups, None, "groups")):
+        name = default if given is None else given
+        if isinstance(name, str):
+            out.append(frame_column(frame, name, field).to_numpy())
+        else:
+            arr = np.asarray(name)
+            if arr.shape[:1] != (len(frame),):
+                raise InvalidStudyError(
+                    f"has shape {arr.shape} but the data have {len(frame)} rows", field=field
+                )
+            out.append(arr)
+    return out[0], out[1], out[2]
 
 
 @dataclass(frozen=True)

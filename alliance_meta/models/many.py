@@ -40,12 +40,14 @@ from alliance_meta.exceptions import (
     ConvergenceWarning,
     FewStudiesWarning,
     InvalidStudyError,
+    ModelSpecificationError,
 )
 from alliance_meta.models._inputs import (
     as_float_array,
     check_level,
     check_method,
     check_test,
+    long_columns,
     validate_studies,
 )
 from alliance_meta.models.dask import is_dask_collection
@@ -411,10 +413,11 @@ def _many_result(
 
 
 def pool_many(
-    yi: npt.ArrayLike,
-    vi: npt.ArrayLike,
-    groups: npt.ArrayLike | None = None,
+    yi: npt.ArrayLike | str | None = None,
+    vi: npt.ArrayLike | str | None = None,
+    groups: npt.ArrayLike | str | None = None,
     *,
+    data: object = None,
     method: Method = "REML",
     test: Test = "z",
     level: float = 0.95,
@@ -431,6 +434,10 @@ def pool_many(
     groups : array_like, optional
         Analysis label of each row of 1-D input.  Results are ordered by the sorted
         unique labels, available as ``result.groups``.
+    data : DataFrame, optional
+        A long-format data frame (or any object with the DataFrame interchange
+        protocol): ``yi``, ``vi`` and ``groups`` then name its columns (``yi`` and
+        ``vi`` by default), e.g. ``pool_many(data=df, groups="outcome")``.
     method, test, level, measure
         As for :func:`random_effects`.
 
@@ -466,6 +473,10 @@ def pool_many(
         return pool_many_dask(  # type: ignore[return-value]
             yi, vi, groups, method=core_method, test=core_test, level=lv
         )
+    if data is not None:
+        yi, vi, groups = long_columns(data, yi, vi, groups)
+    elif yi is None or vi is None:
+        raise ModelSpecificationError("give yi and vi (arrays), or data= with its columns")
     y = as_float_array(yi, "yi")
     v = as_float_array(vi, "vi")
     if groups is None:

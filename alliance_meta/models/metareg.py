@@ -51,6 +51,7 @@ from alliance_meta.models._inputs import (
     check_zero_variances,
     resolve_model_input,
 )
+from alliance_meta.models.control import Control, ControlSpec, as_control, as_rule
 from alliance_meta.models.pooling import fit_one
 from alliance_meta.models.protocol import UnivariateFit
 from alliance_meta.results.base import IntervalArray, freeze_arrays
@@ -224,6 +225,8 @@ class MetaRegressionResult(UnivariateFit):
     vi: FloatArray = attrs.field(eq=False, repr=False)
     X: FloatArray = attrs.field(eq=False, repr=False)
     _design: Design = attrs.field(eq=False, repr=False, alias="design")
+    #: metafor's stopping rule the fit used (``None``: solved to 1e-10)
+    control: Control | None = attrs.field(default=None, repr=False)
 
     @property
     def dropped(self) -> tuple[str, ...]:
@@ -358,12 +361,8 @@ class MetaRegressionResult(UnivariateFit):
         obs_kern = core.kernel_from_padded(
             self.yi[None, :], self.vi[None, :], None if int_only else self.X
         )
-        obs = core.fit(
-            obs_kern,
-            core_method,
-            core_test,
-            self.level,
-        )
+        rule = as_rule(self.control)
+        obs = core.fit(obs_kern, core_method, core_test, self.level, rule=rule)
         z_obs = obs.statistic[0]
         qm_obs = float(obs.QM[0])
         zs: list[FloatArray] = []
@@ -383,7 +382,7 @@ class MetaRegressionResult(UnivariateFit):
                     Xp = self.X[block]
                 Y = np.broadcast_to(self.yi, (m, k)).copy()
                 kern = core.kernel_from_padded(Y, V, Xp)
-            f = core.fit(kern, core_method, core_test, self.level)
+            f = core.fit(kern, core_method, core_test, self.level, rule=rule)
             zs.append(f.statistic)
             qms.append(f.QM)
         zperm = np.concatenate(zs, axis=0)
@@ -515,6 +514,7 @@ def pseudo_r2(
     tau2: float,
     method: core.CoreMethod,
     QE: float,
+    control: Control | None = None,
 ) -> float | None:
     """metafor's pseudo-R² (percent) of a model with an intercept and moderators.
 
@@ -539,7 +539,7 @@ def pseudo_r2(
         adj = 1.0 - (QE / (k - p)) / (qe0 / (k - 1))
         return max(0.0, 100.0 * adj)
     kern0 = core.kernel_from_padded(yi[None, :], vi[None, :])
-    tau2_re = float(core.estimate_tau2(kern0, method).tau2[0])
+    tau2_re = float(core.estimate_tau2(kern0, method, rule=as_rule(control)).tau2[0])
     if tau2_re == 0.0:
         return 0.0
     return max(0.0, 100.0 * (tau2_re - tau2) / tau2_re)
@@ -556,6 +556,7 @@ def meta_regression(
     test: Test = "z",
     level: float = 0.95,
     measure: Measure = "GEN",
+    control: ControlSpec = None,
 ) -> MetaRegressionResult:
     """Fit a (mixed-effects) meta-regression, as metafor's ``rma(yi, vi, mods=~...)``.
 
@@ -591,6 +592,9 @@ def meta_regression(
         Confidence level.
     measure : str
         Effect-size measure of ``yi`` (taken from the studies when given).
+    control : Control or mapping, optional
+        Stop the iterative estimators as metafor's ``control`` does (see
+        :class:`Control`); by default they are solved to 1e-10 relative.
 
     Returns
     -------
@@ -656,7 +660,8 @@ def meta_regression(
     warn_dropped(design, stacklevel=2)
     X, names = design.X, design.coef_names
     check_design(X, names, core_method)
-    fit = fit_one(y, v, X, core_method, core_test, lv, labels=labels)
+    ctl = as_control(control)
+    fit = fit_one(y, v, X, core_method, core_test, lv, labels=labels, control=ctl)
     tau2 = float(fit.tau2[0])
     df = float(fit.df[0])
     tau2_se = float(fit.tau2_se[0])
@@ -680,7 +685,7 @@ def meta_regression(
         QM_pvalue=float(fit.QM_pvalue[0]),
         I2=float(fit.I2[0]),
         H2=float(fit.H2[0]),
-        R2=pseudo_r2(y, v, X, tau2, core_method, float(fit.QE[0])) if design.intercept
+        R2=pseudo_r2(y, v, X, tau2, core_method, float(fit.QE[0]), ctl) if design.intercept
         else None,
         k=int(y.size),
         method=core_method,
@@ -694,4 +699,5 @@ def meta_regression(
         vi=v,
         X=X,
         design=design,
+        control=ctl,
     )

@@ -40,6 +40,7 @@ from alliance_meta.models._inputs import (
     check_zero_variances,
     resolve_input,
 )
+from alliance_meta.models.control import Control, ControlSpec, as_control, as_rule
 from alliance_meta.models.protocol import UnivariateFit
 from alliance_meta.results.base import ConfidenceInterval, freeze_arrays, readonly
 from alliance_meta.results.summary import frame_summary, info_table, make_summary, value_table
@@ -177,6 +178,9 @@ class PoolResult(UnivariateFit):
     labels: tuple[str, ...] = attrs.field(repr=False)
     yi: FloatArray = attrs.field(eq=False, repr=False)
     vi: FloatArray = attrs.field(eq=False, repr=False)
+    #: metafor's stopping rule the fit used (``None``: solved to 1e-10); refits
+    #: (``refit``, the diagnostics) use it too
+    control: Control | None = attrs.field(default=None, repr=False)
 
     # -- the fitted-model protocol: the intercept-only case -------------------
     @property
@@ -232,7 +236,8 @@ class PoolResult(UnivariateFit):
         test: Test | None = None,
         level: float | None = None,
     ) -> PoolResult:
-        """The same data pooled with some of ``method``, ``test``, ``level`` changed."""
+        """The same data pooled with some of ``method``, ``test``, ``level`` changed
+        (and the same ``control``)."""
         return _pool_single(
             self.yi,
             self.vi,
@@ -241,6 +246,7 @@ class PoolResult(UnivariateFit):
             test=self.test if test is None else test,
             level=self.level if level is None else level,
             measure=self.measure,
+            control=self.control,
         )
 
     def heterogeneity_ci(self, level: float | None = None) -> HeterogeneityCI:
@@ -339,6 +345,7 @@ def result_from_core(
     test: CoreTest,
     level: float,
     measure: Measure,
+    control: Control | None = None,
 ) -> PoolResult:
     """Wrap row ``row`` of an intercept-only core fit as a :class:`PoolResult`."""
     df = float(fit.df[row])
@@ -368,6 +375,7 @@ def result_from_core(
         labels=labels,
         yi=yi,
         vi=vi,
+        control=control,
     )
 
 
@@ -380,13 +388,15 @@ def fit_one(
     level: float,
     what: str = "",
     labels: Sequence[str] | None = None,
+    control: Control | None = None,
 ) -> CoreFit:
     """One model (m = 1) through the vectorised core, warning if it did not converge.
 
     With a zero sampling variance, a τ² estimated as 0 leaves that study an infinite
     weight: an error naming it.
     """
-    fit = core_fit(kernel_from_padded(yi[None, :], vi[None, :], X), method, test, level)
+    fit = core_fit(kernel_from_padded(yi[None, :], vi[None, :], X), method, test, level,
+                   rule=as_rule(control))
     check_positive_tau2(fit.tau2, vi, labels, method, what)
     if not fit.converged[0]:
         warnings.warn(
@@ -438,6 +448,7 @@ def _pool_single(
     test: Test,
     level: float,
     measure: Measure,
+    control: Control | None = None,
 ) -> PoolResult:
     """The m = 1 call of the vectorised core."""
     core_method = check_method(method)
@@ -451,9 +462,10 @@ def _pool_single(
             stacklevel=3,
         )
     check_zero_variances(vi, labels, core_method)
-    fit = fit_one(yi, vi, None, core_method, core_test, lv, labels=labels)
+    fit = fit_one(yi, vi, None, core_method, core_test, lv, labels=labels, control=control)
     shown_test = "z" if yi.size == 1 else core_test
-    return result_from_core(fit, 0, yi, vi, labels, core_method, shown_test, lv, measure)
+    return result_from_core(fit, 0, yi, vi, labels, core_method, shown_test, lv, measure,
+                            control)
 
 
 def random_effects(
@@ -466,6 +478,7 @@ def random_effects(
     method: Method = "REML",
     test: Test = "z",
     level: float = 0.95,
+    control: ControlSpec = None,
 ) -> PoolResult:
     """Pool effect sizes with a random-effects model (metafor's ``rma(yi, vi)``).
 
@@ -490,6 +503,10 @@ def random_effects(
         Inference for the pooled estimate.
     level : float
         Confidence level of the CI and prediction interval.
+    control : Control or mapping, optional
+        Stop the iterative estimators as metafor's ``control`` does
+        (``Control()``: metafor's defaults, to reproduce a published analysis);
+        by default they are solved to 1e-10 relative.  See :class:`Control`.
 
     Returns
     -------
@@ -520,7 +537,8 @@ def random_effects(
     True
     """
     y, v, labels, meas = resolve_input(studies, yi, vi, measure, data)
-    return _pool_single(y, v, labels, method=method, test=test, level=level, measure=meas)
+    return _pool_single(y, v, labels, method=method, test=test, level=level, measure=meas,
+                        control=as_control(control))
 
 
 def fixed_effect(

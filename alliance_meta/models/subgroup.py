@@ -57,6 +57,7 @@ from alliance_meta.models._inputs import (
     frame_column,
     resolve_model_input,
 )
+from alliance_meta.models.control import ControlSpec, as_control, as_rule
 from alliance_meta.models.pooling import (
     PoolResult,
     _pool_single,
@@ -250,6 +251,7 @@ def subgroup_analysis(
     level: float = 0.95,
     tau2: Tau2Mode = "separate",
     measure: Measure = "GEN",
+    control: ControlSpec = None,
 ) -> SubgroupResult:
     """Pool each subgroup and test for subgroup differences (R's ``meta`` ``subgroup=``).
 
@@ -279,6 +281,9 @@ def subgroup_analysis(
         Separate τ² per subgroup (R's ``meta`` default) or one common τ².
     measure : str
         Effect-size measure of ``yi`` (taken from the studies when given).
+    control : Control or mapping, optional
+        Stop the iterative estimators as metafor's ``control`` does (see
+        :class:`~alliance_meta.Control`); by default they are solved to 1e-10.
 
     Returns
     -------
@@ -394,7 +399,9 @@ def subgroup_analysis(
         )
 
     # -- every subgroup in one core call over a ragged layout --------------------
-    fit = fit_groups(y, v, codes.astype(np.int64), G, core_method, core_test, lv)
+    ctl = as_control(control)
+    fit = fit_groups(y, v, codes.astype(np.int64), G, core_method, core_test, lv,
+                     rule=as_rule(ctl))
     if (v == 0).any():
         for g, lvl in enumerate(levels):
             idx = np.flatnonzero(codes == g)
@@ -421,7 +428,8 @@ def subgroup_analysis(
         idx = np.flatnonzero(codes == g)
         shown = "z" if idx.size == 1 else core_test
         pooled[lvl] = result_from_core(
-            fit, g, y[idx], v[idx], tuple(labels[i] for i in idx), core_method, shown, lv, meas
+            fit, g, y[idx], v[idx], tuple(labels[i] for i in idx), core_method, shown, lv, meas,
+            ctl,
         )
 
     q_within = {lvl: float(fit.QE[g]) for g, lvl in enumerate(levels)}
@@ -456,7 +464,7 @@ def subgroup_analysis(
             "use tau2='separate'",
         )
         common = fit_one(y, v, X, core_method, core_test, lv, "common-tau^2 model",
-                         labels=labels)
+                         labels=labels, control=ctl)
         Qb = float(common.QM[0])
         Qb_df = int(common.QM_df1[0])
         Qb_p = float(common.QM_pvalue[0])
@@ -500,7 +508,7 @@ def subgroup_analysis(
         level=lv,
         measure=meas,
         overall=_pool_single(y, v, labels, method=core_method, test=core_test, level=lv,
-                             measure=meas),
+                             measure=meas, control=ctl),
         common_estimate=common_est,
         common_se=common_se,
         common_ci=common_ci,
