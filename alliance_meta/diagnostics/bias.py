@@ -30,6 +30,7 @@ from alliance_meta.exceptions import (
 from alliance_meta.models._inputs import check_method, check_test
 from alliance_meta.models.pooling import PoolResult, _pool_single
 from alliance_meta.results.base import freeze_arrays, readonly
+from alliance_meta.results.display import ResultDisplay, apa_number, apa_p, fmt_p
 from alliance_meta.results.summary import frame_summary
 
 __all__ = [
@@ -51,8 +52,8 @@ BoolArray = npt.NDArray[np.bool_]
 # ---------------------------------------------------------------------------
 
 
-@attrs.frozen(field_transformer=freeze_arrays)
-class EggerTest:
+@attrs.frozen(field_transformer=freeze_arrays, repr=False)
+class EggerTest(ResultDisplay):
     """Result of :func:`egger_test` (metafor's ``regtest`` with ``predictor="sei"``).
 
     Attributes
@@ -81,6 +82,8 @@ class EggerTest:
     k : int
         Number of studies.
     """
+
+    _repr_fields = ('statistic', 'pvalue', 'df', 'intercept', 'model', 'k')
 
     statistic: float
     pvalue: float
@@ -117,13 +120,20 @@ class EggerTest:
                 ("Predictor:", "standard error"),
                 ("Studies (k):", str(self.k)),
                 (f"{stat}:", f"{self.statistic:.4f}"),
-                ("p-value:", f"{self.pvalue:.4g}"),
+                ("p-value:", fmt_p(self.pvalue)),
             ],
             coefs,
         )
 
     def __str__(self) -> str:
         return str(self.summary())
+
+    def report(self) -> str:
+        """The test as a sentence for a paper (APA style): ``"Egger's regression test
+        for funnel plot asymmetry: z = 0.49, p = .622."``."""
+        stat = "z" if self.df is None else f"t({self.df:g})"
+        return (f"Egger's regression test for funnel plot asymmetry: {stat} = "
+                f"{apa_number(self.statistic, 2)}, {apa_p(self.pvalue)}.")
 
 
 def egger_test(result: PoolResult, model: Literal["lm", "rma"] = "rma") -> EggerTest:
@@ -257,8 +267,8 @@ def _sei_regression(
 # ---------------------------------------------------------------------------
 
 
-@attrs.frozen(field_transformer=freeze_arrays)
-class RankCorrelationTest:
+@attrs.frozen(field_transformer=freeze_arrays, repr=False)
+class RankCorrelationTest(ResultDisplay):
     """Result of :func:`rank_correlation_test` (metafor's ``ranktest``).
 
     Attributes
@@ -290,7 +300,7 @@ class RankCorrelationTest:
             "Rank correlation test for funnel plot asymmetry",
             [
                 ("Kendall's tau:", f"{self.tau:.4f}"),
-                ("p-value:", f"{self.pvalue:.4g}"),
+                ("p-value:", fmt_p(self.pvalue)),
                 ("Studies (k):", str(self.k)),
                 ("p-value from:", "exact distribution" if self.exact else "normal approx."),
             ],
@@ -362,8 +372,8 @@ def rank_correlation_test(result: PoolResult, *, exact: bool = True) -> RankCorr
 # ---------------------------------------------------------------------------
 
 
-@attrs.frozen(field_transformer=freeze_arrays)
-class TrimAndFillResult:
+@attrs.frozen(field_transformer=freeze_arrays, repr=False)
+class TrimAndFillResult(ResultDisplay):
     """Result of :func:`trim_and_fill` (metafor's ``trimfill``).
 
     Attributes
@@ -390,6 +400,8 @@ class TrimAndFillResult:
     iterations : int
         Iterations of the trimming algorithm.
     """
+
+    _repr_fields = ('k0', 'side', 'estimator')
 
     k0: int
     k0_se: float
@@ -651,8 +663,8 @@ def trim_and_fill(
 # ---------------------------------------------------------------------------
 
 
-@attrs.frozen(field_transformer=freeze_arrays)
-class FailSafeN:
+@attrs.frozen(field_transformer=freeze_arrays, repr=False)
+class FailSafeN(ResultDisplay):
     """Result of :func:`fail_safe_n` (metafor's ``fsn``).
 
     Attributes
@@ -697,7 +709,7 @@ class FailSafeN:
         if self.mean_effect is not None:
             info.append(("Mean effect:", f"{self.mean_effect:.4f}"))
         if self.pvalue is not None:
-            info.append(("p-value:", f"{self.pvalue:.4g}"))
+            info.append(("p-value:", fmt_p(self.pvalue)))
         info += [("alpha:", f"{self.alpha:g}"), ("Studies (k):", str(self.k))]
         return frame_summary("Fail-safe N", info)
 

@@ -26,6 +26,7 @@ from alliance_meta.models._inputs import check_method, check_test
 from alliance_meta.models.pooling import PoolResult
 from alliance_meta.models.protocol import UnivariateModel
 from alliance_meta.results.base import IntervalArray, freeze_arrays
+from alliance_meta.results.display import ResultDisplay
 from alliance_meta.results.summary import frame_summary, info_table, make_summary, value_table
 
 __all__ = [
@@ -77,8 +78,8 @@ def _df_or_nan(fit: core.CoreFit) -> FloatArray:
 # ---------------------------------------------------------------------------
 
 
-@attrs.frozen(field_transformer=freeze_arrays)
-class LeaveOneOutResult:
+@attrs.frozen(field_transformer=freeze_arrays, repr=False)
+class LeaveOneOutResult(ResultDisplay):
     """Leave-one-out meta-analyses (metafor's ``leave1out``), one row per omitted study.
 
     Attributes
@@ -236,8 +237,8 @@ def leave_one_out(result: PoolResult) -> LeaveOneOutResult:
 # ---------------------------------------------------------------------------
 
 
-@attrs.frozen(field_transformer=freeze_arrays)
-class InfluenceResult:
+@attrs.frozen(field_transformer=freeze_arrays, repr=False)
+class InfluenceResult(ResultDisplay):
     """Case-deletion diagnostics (metafor's ``influence.rma.uni``), one row per study.
 
     Attributes
@@ -273,6 +274,8 @@ class InfluenceResult:
     A study whose deletion leaves a coefficient inestimable (the only study of a
     level) has NaN diagnostics and is not flagged, as metafor reports NA.
     """
+
+    _repr_fields = ('k', 'p', 'coef_names')
 
     rstudent: FloatArray = attrs.field(eq=False)
     dffits: FloatArray = attrs.field(eq=False)
@@ -484,8 +487,8 @@ def influence(result: UnivariateModel) -> InfluenceResult:
 # ---------------------------------------------------------------------------
 
 
-@attrs.frozen(field_transformer=freeze_arrays)
-class CumulativeResult:
+@attrs.frozen(field_transformer=freeze_arrays, repr=False)
+class CumulativeResult(ResultDisplay):
     """Cumulative meta-analysis (metafor's ``cumul``), one row per step.
 
     Row j pools the first j + 1 studies in ``order``; ``labels[j]`` is the study

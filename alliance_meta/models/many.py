@@ -53,14 +53,17 @@ from alliance_meta.models._inputs import (
 from alliance_meta.models.dask import is_dask_collection
 from alliance_meta.models.pooling import frame_columns, reset_message
 from alliance_meta.results.base import IntervalArray, freeze_arrays, readonly
+from alliance_meta.results.display import ResultDisplay
 from alliance_meta.results.summary import frame_summary
 
 __all__ = ["ManyHeterogeneityCI", "ManyPoolResult", "pool_many"]
 
 
-@attrs.frozen(field_transformer=freeze_arrays)
-class ManyHeterogeneityCI:
+@attrs.frozen(field_transformer=freeze_arrays, repr=False)
+class ManyHeterogeneityCI(ResultDisplay):
     """Q-profile intervals for τ², I² and H² of many analyses."""
+
+    _repr_fields = ('level',)
 
     tau2: IntervalArray
     I2: IntervalArray
@@ -102,8 +105,8 @@ def _describe(frame: pd.DataFrame) -> pd.DataFrame:
     return q
 
 
-@attrs.frozen(field_transformer=freeze_arrays)
-class ManyPoolResult:
+@attrs.frozen(field_transformer=freeze_arrays, repr=False)
+class ManyPoolResult(ResultDisplay):
     """Pooled results of many analyses; every field is an array with one entry each.
 
     Field names match :class:`PoolResult`.  ``groups`` holds the sorted group labels
@@ -117,6 +120,8 @@ class ManyPoolResult:
     read them; the standard error of a DL τ² needs a weight moment that nothing
     else does).
     """
+
+    _repr_fields = ('method', 'test', 'level', 'measure')
 
     groups: npt.NDArray[Any] = attrs.field(eq=False)
     estimate: FloatArray = attrs.field(eq=False)

@@ -32,7 +32,6 @@ from statsmodels.iolib.summary import Summary
 from alliance_meta import core
 from alliance_meta._types import FloatArray, Measure, Method, Test
 from alliance_meta.core.estimators import CoreMethod
-from alliance_meta.core.inference import critical_value
 from alliance_meta.core.vcov import CoreTest
 from alliance_meta.data.design import (
     Design,
@@ -52,9 +51,12 @@ from alliance_meta.models._inputs import (
     resolve_model_input,
 )
 from alliance_meta.models.control import Control, ControlSpec, as_control, as_rule
-from alliance_meta.models.pooling import fit_one
+from alliance_meta.models.pooling import _num, fit_one, heterogeneity_rows
 from alliance_meta.models.protocol import UnivariateFit
 from alliance_meta.results.base import IntervalArray, freeze_arrays
+from alliance_meta.results.display import ResultDisplay, Transf, fmt_p, fmt_p_eq
+from alliance_meta.results.prediction import Prediction, make_prediction
+from alliance_meta.results.report import coefficient_clause, i2_text, tau2_text, test_clause
 from alliance_meta.results.summary import frame_summary, info_table, make_summary, value_table
 
 if TYPE_CHECKING:
@@ -79,56 +81,15 @@ _PERM_CHUNK = 4096
 # ---------------------------------------------------------------------------
 
 
-@attrs.frozen(field_transformer=freeze_arrays)
-class Prediction:
-    """Fitted values of a meta-regression at new moderator values (``predict.rma``).
-
-    ``pred = x'β̂``, ``se = √(x' V_β x)``, ``ci = pred ± c·se`` and
-    ``pi = pred ± c·√(se² + τ²)``, with ``c`` the normal quantile, or the t quantile
-    on ``k - p`` df under ``test="t"``/``"knha"``/``"adhoc"``.
-    """
-
-    pred: FloatArray = attrs.field(eq=False)
-    se: FloatArray = attrs.field(eq=False)
-    ci: IntervalArray
-    pi: IntervalArray
-    X: FloatArray = attrs.field(eq=False, repr=False)
-    level: float
-
-    def to_frame(self) -> pd.DataFrame:
-        """One row per prediction."""
-        frame: pd.DataFrame = pd.DataFrame(
-            {
-                "pred": self.pred,
-                "se": self.se,
-                "ci_low": self.ci.low,
-                "ci_high": self.ci.high,
-                "pi_low": self.pi.low,
-                "pi_high": self.pi.high,
-            }
-        )
-        return frame
-
-    def summary(self) -> Summary:
-        """A statsmodels Summary like metafor's ``print(predict(fit, newmods))``."""
-        return frame_summary(
-            "Predicted values",
-            [("Predictions:", str(self.pred.size)), ("Level:", f"{self.level:g}")],
-            self.to_frame(),
-            ["ci: confidence interval of the fitted value; pi: prediction interval."],
-        )
-
-    def __str__(self) -> str:
-        return str(self.summary())
-
-
-@attrs.frozen(field_transformer=freeze_arrays)
-class PermutationTestResult:
+@attrs.frozen(field_transformer=freeze_arrays, repr=False)
+class PermutationTestResult(ResultDisplay):
     """A permutation test of a meta-regression (metafor's ``permutest``).
 
     ``pvalue[j]`` is the share of permutations (the observed data included) whose
     ``|z_j|`` is at least the observed ``|z_j|``; ``QM_pvalue`` the same for QM.
     """
+
+    _repr_fields = ('coef_names', 'pvalue', 'QM', 'QM_pvalue', 'n_permutations', 'exact')
 
     coef_names: tuple[str, ...]
     coef: FloatArray = attrs.field(eq=False)
@@ -157,7 +118,7 @@ class PermutationTestResult:
             [
                 ("Permutations:", f"{self.n_permutations} ({kind})"),
                 ("QM:", f"{self.QM:.4f}"),
-                ("QM p-value:", f"{self.QM_pvalue:.4g}"),
+                ("QM p-value:", fmt_p(self.QM_pvalue)),
             ],
             self.to_frame(),
         )
@@ -166,8 +127,8 @@ class PermutationTestResult:
         return str(self.summary())
 
 
-@attrs.frozen(field_transformer=freeze_arrays)
-class MetaRegressionResult(UnivariateFit):
+@attrs.frozen(field_transformer=freeze_arrays, repr=False)
+class MetaRegressionResult(UnivariateFit, ResultDisplay):
     """A fitted mixed-effects meta-regression (metafor's ``rma(yi, vi, mods=...)``).
 
     Attributes
@@ -193,6 +154,8 @@ class MetaRegressionResult(UnivariateFit):
     k, method, test, level, measure
         Number of studies and the fit's settings.
     """
+
+    _repr_fields = ('coef_names', 'coef', 'tau2', 'QM', 'QM_pvalue', 'k', 'method')
 
     coef_names: tuple[str, ...]
     coef: FloatArray = attrs.field(eq=False)
@@ -253,16 +216,24 @@ class MetaRegressionResult(UnivariateFit):
     def _new_design(self, new_moderators: object) -> FloatArray:
         return self._design.new_rows(new_moderators)
 
-    def predict(self, new_moderators: object = None) -> Prediction:
+    def predict(self, new_moderators: object = None, *, transf: Transf = None) -> Prediction:
         """Predicted effects with confidence and prediction intervals.
 
         Parameters
         ----------
-        new_moderators : mapping or array_like, optional
-            Either a mapping ``name -> values`` of raw moderator values (strings for
-            categorical moderators, coded as in the fit), or an array of design
-            columns without the intercept (metafor's ``newmods``).  ``None`` gives
-            the fitted values of the studies.
+        new_moderators : data frame, mapping or array_like, optional
+            For a formula model, a data frame or mapping of the formula's variables
+            (coded as the data were: factor levels, references and ``scale()``
+            centres, as R's ``predict``); otherwise a mapping ``name -> values`` of
+            raw moderator values (strings for categorical moderators, coded as in
+            the fit).  Or an array of design columns, without the intercept column
+            when the model has one (metafor's ``newmods``).  ``None`` gives the
+            fitted values of the studies.
+        transf : True or callable, optional
+            Transform the predictions and the bounds, as metafor's
+            ``predict(fit, transf=)``: ``True`` for the measure's
+            back-transformation (``tanh`` for ZCOR, ``exp`` for log ratios), or any
+            function (e.g. ``np.exp``).
 
         Returns
         -------
@@ -275,18 +246,9 @@ class MetaRegressionResult(UnivariateFit):
         under t/knha/adhoc, ``t_{k-p, 1-α/2}`` (and ``V`` is Knapp-Hartung scaled).
         """
         Xn = self.X if new_moderators is None else self._new_design(new_moderators)
-        pred = Xn @ self.coef
-        se = np.sqrt(np.einsum("ij,jk,ik->i", Xn, self.vcov, Xn))
-        crit = float(critical_value(np.array(np.nan if self.df is None else self.df), self.level))
-        half_pi = crit * np.sqrt(se**2 + self.tau2)
-        return Prediction(
-            pred=pred,
-            se=se,
-            ci=IntervalArray(pred - crit * se, pred + crit * se),
-            pi=IntervalArray(pred - half_pi, pred + half_pi),
-            X=Xn,
-            level=self.level,
-        )
+        labels = self.labels if new_moderators is None else None
+        return make_prediction(Xn, self.coef, self.vcov, self.tau2, self.df, self.level,
+                               measure=self.measure, transf=transf, labels=labels)
 
     # -- permutation test ----------------------------------------------------
     def permutation_test(
@@ -419,7 +381,10 @@ class MetaRegressionResult(UnivariateFit):
         return frame
 
     def summary(self) -> Summary:
-        """A statsmodels ``Summary`` laid out like metafor's ``print.rma.uni``."""
+        """A statsmodels ``Summary`` laid out like metafor's ``print.rma.uni``: residual
+        τ² with its standard error, τ, I², H², R², the QE and QM (or F) tests, and
+        the coefficients with their tests (the t tests' df), p-values as metafor
+        prints them (``<.0001``)."""
         model = "Fixed-effects meta-regression" if self.method == "EE" else (
             "Mixed-effects meta-regression"
         )
@@ -433,32 +398,68 @@ class MetaRegressionResult(UnivariateFit):
             ("Studies (k):", str(self.k)),
             ("Test:", self.test),
         ]
-        right = [
-            ("tau^2 (residual):", f"{self.tau2:.4f}"),
-            ("I^2 (residual, %):", f"{self.I2:.2f}"),
-            ("H^2 (residual):", f"{self.H2:.2f}"),
+        if self.formula is not None:
+            left.append(("Moderators:", self.formula))
+        right = heterogeneity_rows(self.tau2, self.tau2_se, self.I2, self.H2, self.method,
+                                   residual=True)
+        right += [
             ("R^2 (%):", "-" if self.R2 is None else f"{self.R2:.2f}"),
-            (f"QE({self.QE_df}):", f"{self.QE:.4f} (p = {self.QE_pvalue:.4g})"),
-            (f"{qm_name}({qm_df}):", f"{self.QM:.4f} (p = {self.QM_pvalue:.4g})"),
+            (f"QE({self.QE_df}):", f"{_num(self.QE)}, p {fmt_p_eq(self.QE_pvalue)}"),
+            (f"{qm_name}({qm_df}):", f"{self.QM:.4f}, p {fmt_p_eq(self.QM_pvalue)}"),
         ]
         stat = "z" if self.df is None else "t"
         lo, hi = f"[{(1 - self.level) / 2:.3f}", f"{1 - (1 - self.level) / 2:.3f}]"
-        rows = [
-            [
-                f"{self.coef[j]:.4f}", f"{self.se[j]:.4f}", f"{self.statistic[j]:.3f}",
-                f"{self.pvalue[j]:.4g}", f"{self.ci.low[j]:.4f}", f"{self.ci.high[j]:.4f}",
-            ]
-            for j in range(self.p)
-        ]
+        rows = []
+        for j in range(self.p):
+            row = [f"{self.coef[j]:.4f}", f"{self.se[j]:.4f}", f"{self.statistic[j]:.4f}"]
+            if self.df is not None:
+                row.append(f"{self.df:g}")
+            row += [fmt_p(self.pvalue[j]), f"{self.ci.low[j]:.4f}", f"{self.ci.high[j]:.4f}"]
+            rows.append(row)
+        headers = ["estimate", "se", stat, *(["df"] if self.df is not None else []), "pval",
+                   lo, hi]
         tables = [
             info_table(left, right, model),
-            value_table(rows, ["estimate", "se", stat, f"P>|{stat}|", lo, hi],
-                        list(self.coef_names)),
+            value_table(rows, headers, list(self.coef_names)),
         ]
         notes = [] if self.converged else [f"The {self.method} estimator did not converge."]
         if self.dropped:
             notes.append(f"Redundant predictors dropped: {', '.join(self.dropped)}.")
+        tested = ("all coefficients" if not self.intercept
+                  else "all but the intercept" if self.p > 1 else "the intercept")
+        notes.append(f"Test of moderators ({qm_name}): {tested}.")
+        if math.isnan(self.QE):
+            notes.append("QE, I^2 and H^2 are not defined with a sampling variance of 0 "
+                         "(as in metafor).")
         return make_summary(tables, notes)
+
+    def report(self, digits: int = 2) -> str:
+        """The meta-regression as sentences for a paper (APA style): the test of the
+        moderators, each coefficient with its CI and p, and the residual
+        heterogeneity, e.g. ``"Test of moderators: QM(1) = 16.36, p < .001. ablat:
+        b = −0.03, 95% CI [−0.04, −0.02], p < .001. k = 13, τ² = 0.0763 (residual),
+        I² = 64%, R² = 75%."``
+
+        Parameters
+        ----------
+        digits : int
+            Decimals of the coefficients and their intervals.
+        """
+        name = "QM" if self.QM_df[1] is None else "F"
+        parts = ["Test of moderators: "
+                 + test_clause(name, self.QM, self.QM_df[0], self.QM_df[1], self.QM_pvalue)]
+        for j, cn in enumerate(self.coef_names):
+            parts.append(coefficient_clause(cn, float(self.coef[j]), float(self.ci.low[j]),
+                                            float(self.ci.high[j]), float(self.pvalue[j]),
+                                            self.level, digits))
+        het = [f"k = {self.k}"]
+        if self.method != "EE":
+            het.append(tau2_text(self.tau2) + " (residual)")
+        het.append(i2_text(self.I2))
+        if self.R2 is not None:
+            het.append(f"R² = {self.R2:.0f}%")
+        parts.append(", ".join(het))
+        return ". ".join(parts) + "."
 
     def __str__(self) -> str:
         return str(self.summary())

@@ -43,6 +43,9 @@ from alliance_meta.models._inputs import (
 from alliance_meta.models.control import Control, ControlSpec, as_control, as_rule
 from alliance_meta.models.protocol import UnivariateFit
 from alliance_meta.results.base import ConfidenceInterval, freeze_arrays, readonly
+from alliance_meta.results.display import ResultDisplay, Transf, fmt_p, fmt_p_eq
+from alliance_meta.results.prediction import Prediction, make_prediction
+from alliance_meta.results.report import pooled_sentence
 from alliance_meta.results.summary import frame_summary, info_table, make_summary, value_table
 
 if TYPE_CHECKING:
@@ -62,8 +65,8 @@ def _opt_float(x: float) -> float | None:
     return None if math.isnan(x) else float(x)
 
 
-@attrs.frozen(field_transformer=freeze_arrays)
-class BackTransformed:
+@attrs.frozen(field_transformer=freeze_arrays, repr=False)
+class BackTransformed(ResultDisplay):
     """Pooled estimate, CI and prediction interval on the natural scale.
 
     ``scale`` names it: ``"r"`` for Fisher's z, ``"OR"``/``"RR"``/``"ROM"`` for log
@@ -74,6 +77,8 @@ class BackTransformed:
     ci: ConfidenceInterval
     pi: ConfidenceInterval
     scale: str
+
+    _repr_fields = ("estimate", "ci", "pi", "scale")
 
     def to_frame(self) -> pd.DataFrame:
         """One-row DataFrame: estimate, CI and PI bounds, and the scale."""
@@ -101,8 +106,8 @@ class BackTransformed:
         return str(self.summary())
 
 
-@attrs.frozen(field_transformer=freeze_arrays)
-class HeterogeneityCI:
+@attrs.frozen(field_transformer=freeze_arrays, repr=False)
+class HeterogeneityCI(ResultDisplay):
     """Q-profile confidence intervals for τ², I² (percent) and H²."""
 
     tau2: ConfidenceInterval
@@ -133,8 +138,8 @@ class HeterogeneityCI:
         return str(self.summary())
 
 
-@attrs.frozen(field_transformer=freeze_arrays)
-class PoolResult(UnivariateFit):
+@attrs.frozen(field_transformer=freeze_arrays, repr=False)
+class PoolResult(UnivariateFit, ResultDisplay):
     """A fixed- or random-effects meta-analysis (metafor's ``rma.uni`` without moderators).
 
     Attributes follow scipy.stats result objects: ``statistic`` and ``pvalue`` test
@@ -181,6 +186,8 @@ class PoolResult(UnivariateFit):
     #: metafor's stopping rule the fit used (``None``: solved to 1e-10); refits
     #: (``refit``, the diagnostics) use it too
     control: Control | None = attrs.field(default=None, repr=False)
+
+    _repr_fields = ("estimate", "ci", "tau2", "I2", "k", "method", "measure")
 
     # -- the fitted-model protocol: the intercept-only case -------------------
     @property
@@ -278,6 +285,38 @@ class PoolResult(UnivariateFit):
             scale=natural_scale_name(m),
         )
 
+    def predict(self, *, transf: Transf = None) -> Prediction:
+        """The pooled estimate with its CI and prediction interval (metafor's
+        ``predict(fit)``), optionally transformed (``predict(fit, transf=)``).
+
+        Parameters
+        ----------
+        transf : True or callable, optional
+            ``True`` for the measure's back-transformation (``tanh`` for ZCOR,
+            ``exp`` for log ratios), or any function applied to the estimate and
+            the bounds (``se`` is then NaN, as in metafor).
+
+        Returns
+        -------
+        Prediction
+            One row, ``"pooled"``.
+        """
+        return make_prediction(np.ones((1, 1)), self.coef, self.vcov, self.tau2, self.df,
+                               self.level, measure=self.measure, transf=transf,
+                               labels=("pooled",))
+
+    def report(self, digits: int = 2) -> str:
+        """The pooled result as a sentence for a paper (APA style), back-transformed
+        to the natural scale: ``"r = −0.31, 95% CI [−0.38, −0.24], k = 6,
+        τ² = 0.0005, I² = 7%"``.
+
+        Parameters
+        ----------
+        digits : int
+            Decimals of the estimate and its interval.
+        """
+        return pooled_sentence(self, digits)
+
     def to_frame(self) -> pd.DataFrame:
         """One-row DataFrame of every scalar field."""
         row = {name: [value] for name, value in frame_columns(self).items()}
@@ -288,7 +327,13 @@ class PoolResult(UnivariateFit):
         return frame
 
     def summary(self) -> Summary:
-        """A statsmodels :class:`~statsmodels.iolib.summary.Summary` like metafor's print."""
+        """A statsmodels :class:`~statsmodels.iolib.summary.Summary` like metafor's print.
+
+        As ``print(rma(...))``: τ² with its standard error, τ, I², H², the Q test,
+        and the estimate with its test (the t test's df), p-values as metafor
+        prints them (``<.0001``), CI and prediction interval; for measures on a
+        transformed scale the same on the natural scale.
+        """
         model = "Equal-effects model" if self.method == "EE" else "Random-effects model"
         left = [
             ("Method:", self.method),
@@ -296,25 +341,21 @@ class PoolResult(UnivariateFit):
             ("Studies (k):", str(self.k)),
             ("Test:", self.test),
         ]
-        right = [
-            ("tau^2:", f"{self.tau2:.4f}"),
-            ("I^2 (%):", f"{self.I2:.2f}"),
-            ("H^2:", f"{self.H2:.2f}"),
-            (f"Q({self.Q_df}):", f"{self.Q:.4f} (p = {self.Q_pvalue:.4g})"),
-        ]
+        right = heterogeneity_rows(self.tau2, self.tau2_se, self.I2, self.H2, self.method)
+        right.append((f"Q({self.Q_df}):", f"{_num(self.Q)}, p {fmt_p_eq(self.Q_pvalue)}"))
         stat_name = "z" if self.df is None else "t"
         lo, hi = f"[{(1 - self.level) / 2:.3f}", f"{1 - (1 - self.level) / 2:.3f}]"
+        row = [f"{self.estimate:.4f}", f"{self.se:.4f}", f"{self.statistic:.4f}"]
+        headers = ["estimate", "se", stat_name]
+        if self.df is not None:
+            row.append(f"{self.df:g}")
+            headers.append("df")
+        row += [fmt_p(self.pvalue), f"{self.ci.low:.4f}", f"{self.ci.high:.4f}",
+                f"{self.pi.low:.4f}", f"{self.pi.high:.4f}"]
+        headers += ["pval", lo, hi, "pi.lb", "pi.ub"]
         tables = [
             info_table(left, right, model),
-            value_table(
-                [[
-                    f"{self.estimate:.4f}", f"{self.se:.4f}", f"{self.statistic:.3f}",
-                    f"{self.pvalue:.4g}", f"{self.ci.low:.4f}", f"{self.ci.high:.4f}",
-                    f"{self.pi.low:.4f}", f"{self.pi.high:.4f}",
-                ]],
-                ["estimate", "se", stat_name, f"P>|{stat_name}|", lo, hi, "pi.lb", "pi.ub"],
-                ["pooled"],
-            ),
+            value_table([row], headers, ["pooled"]),
         ]
         if self.measure in ("ZCOR", "OR", "RR", "ROM"):
             bt = self.back_transformed()
@@ -329,6 +370,9 @@ class PoolResult(UnivariateFit):
                 )
             )
         notes = [] if self.converged else [f"The {self.method} estimator did not converge."]
+        if np.isnan(self.Q):
+            notes.append("Q, I^2 and H^2 are not defined with a sampling variance of 0 "
+                         "(as in metafor).")
         return make_summary(tables, notes)
 
     def __str__(self) -> str:
@@ -582,3 +626,23 @@ def frame_columns(res: PoolResult | ManyPoolResult) -> dict[str, Any]:
         "I2": res.I2,
         "H2": res.H2,
     }
+
+
+def _num(x: float, digits: int = 4) -> str:
+    return "NA" if math.isnan(x) else f"{x:.{digits}f}"
+
+
+def heterogeneity_rows(
+    tau2: float, tau2_se: float | None, I2: float, H2: float, method: str,
+    residual: bool = False,
+) -> list[tuple[str, str]]:
+    """The heterogeneity lines of metafor's printout: τ² (SE), τ, I², H²."""
+    r = " (residual)" if residual else ""
+    rows: list[tuple[str, str]] = []
+    if method != "EE":
+        se = "" if tau2_se is None or math.isnan(tau2_se) else f" (SE = {tau2_se:.4f})"
+        rows.append((f"tau^2{r}:", f"{tau2:.4f}{se}"))
+        rows.append((f"tau{r}:", f"{math.sqrt(tau2):.4f}"))
+    rows.append((f"I^2{r} (%):", _num(I2, 2)))
+    rows.append((f"H^2{r}:", _num(H2, 2)))
+    return rows

@@ -60,6 +60,7 @@ from alliance_meta.models._inputs import (
 from alliance_meta.models.control import ControlSpec, as_control, as_rule
 from alliance_meta.models.pooling import (
     PoolResult,
+    _num,
     _pool_single,
     check_positive_tau2,
     fit_one,
@@ -67,6 +68,22 @@ from alliance_meta.models.pooling import (
     result_from_core,
 )
 from alliance_meta.results.base import IntervalArray, freeze_arrays
+from alliance_meta.results.display import (
+    ResultDisplay,
+    Transf,
+    apa_number,
+    effect_name,
+    fmt_p,
+    fmt_p_eq,
+)
+from alliance_meta.results.prediction import Prediction, make_prediction
+from alliance_meta.results.report import (
+    interval,
+    level_text,
+    pooled_sentence,
+    tau2_text,
+    test_clause,
+)
 from alliance_meta.results.summary import info_table, make_summary, value_table
 
 if TYPE_CHECKING:
@@ -81,8 +98,8 @@ def _readonly_mapping(d: Mapping[str, Any]) -> Mapping[str, Any]:
     return types.MappingProxyType(dict(d))
 
 
-@attrs.frozen(field_transformer=freeze_arrays)
-class SubgroupResult:
+@attrs.frozen(field_transformer=freeze_arrays, repr=False)
+class SubgroupResult(ResultDisplay):
     """Subgroup analysis with a test of subgroup differences.
 
     Attributes
@@ -116,6 +133,8 @@ class SubgroupResult:
         Every study pooled together with the same method, test and level (the
         overall diamond of a forest plot).
     """
+
+    _repr_fields = ('by', 'groups', 'Q_between', 'Q_between_pvalue', 'tau2_mode', 'k', 'method')
 
     groups: Mapping[str, PoolResult] = attrs.field(converter=_readonly_mapping)
     Q_between: float
@@ -181,9 +200,10 @@ class SubgroupResult:
                 f"{back_transform(est, m):.4f}",
                 f"{back_transform(low, m):.4f}",
                 f"{back_transform(high, m):.4f}",
-                f"{res.Q:.2f}",
-                f"{res.I2:.1f}",
+                _num(res.Q, 2),
+                _num(res.I2, 1),
                 f"{tau2:.4f}",
+                f"{math.sqrt(tau2):.4f}",
             ])
         est_name = scale if scale != "GEN" else "estimate"
         model = "Equal-effects model" if self.method == "EE" else "Random-effects model"
@@ -206,17 +226,17 @@ class SubgroupResult:
         )
         stat = "Q" if self.Q_between_df2 is None else "F"
         tests = [
-            [f"{self.Q_between:.2f}", df_txt, f"{self.Q_between_pvalue:.4g}"],
+            [f"{self.Q_between:.2f}", df_txt, fmt_p(self.Q_between_pvalue)],
             [
-                f"{self.Q_within_total:.2f}",
+                _num(self.Q_within_total, 2),
                 str(self.Q_within_df),
-                f"{self.Q_within_pvalue:.4g}",
+                fmt_p(self.Q_within_pvalue),
             ],
         ]
         tables = [
             info_table(left, right, f"Subgroup analysis ({model})"),
             value_table(
-                rows, ["k", est_name, lo, hi, "Q", "I^2 (%)", "tau^2"], list(self.groups)
+                rows, ["k", est_name, lo, hi, "Q", "I^2 (%)", "tau^2", "tau"], list(self.groups)
             ),
             value_table(
                 tests,
@@ -228,14 +248,92 @@ class SubgroupResult:
         notes = []
         if self.tau2_mode == "common" and self.tau2 is not None:
             notes.append(
-                f"Common tau^2 = {self.tau2:.4f}; residual QE({self.QE_df}) = "
-                f"{self.QE:.2f} (p = {self.QE_pvalue:.4g}).  Estimates and CIs are those "
+                f"Common tau^2 = {self.tau2:.4f} (tau = {math.sqrt(self.tau2):.4f}); "
+                f"residual QE({self.QE_df}) = {_num(self.QE or math.nan, 2)} "
+                f"(p {fmt_p_eq(self.QE_pvalue)}).  Estimates and CIs are those "
                 "of the common-tau^2 model; Q and I^2 are each subgroup's own."
             )
         return make_summary(tables, notes)
 
     def __str__(self) -> str:
         return str(self.summary())
+
+    def predict(self, *, transf: Transf = None) -> Prediction:
+        """Each subgroup's estimate with its CI and prediction interval, optionally
+        transformed (metafor's ``predict(fit, transf=)``).
+
+        Under ``tau2="separate"`` each subgroup's own pooled model (as
+        ``predict(rma(yi, vi, subset = g))``); under ``"common"`` the common-τ²
+        model at each level (as ``predict(rma(yi, vi, mods = ~ factor(g) - 1),
+        newmods = ...)``: its estimates, their CIs, and prediction intervals with the
+        common τ²).
+
+        Parameters
+        ----------
+        transf : True or callable, optional
+            ``True`` for the measure's back-transformation, or any function.
+
+        Returns
+        -------
+        Prediction
+            One row per subgroup, in the order of ``groups``.
+        """
+        names = list(self.groups)
+        if self.common_estimate is not None and self.common_se is not None:
+            G = len(names)
+            vcov = np.diag(self.common_se**2)
+            assert self.tau2 is not None
+            df = None if self.Q_between_df2 is None else float(self.Q_between_df2)
+            return make_prediction(np.eye(G), self.common_estimate, vcov, self.tau2, df,
+                                   self.level, measure=self.measure, transf=transf,
+                                   labels=names)
+        parts = [res.predict(transf=transf) for res in self.groups.values()]
+        return Prediction(
+            pred=np.concatenate([p.pred for p in parts]),
+            se=np.concatenate([p.se for p in parts]),
+            ci=IntervalArray(np.concatenate([p.ci.low for p in parts]),
+                             np.concatenate([p.ci.high for p in parts])),
+            pi=IntervalArray(np.concatenate([p.pi.low for p in parts]),
+                             np.concatenate([p.pi.high for p in parts])),
+            X=np.eye(len(parts)),
+            level=self.level,
+            labels=names,
+            transf=parts[0].transf,
+        )
+
+    def report(self, digits: int = 2) -> str:
+        """The subgroups and the test of their difference as sentences for a paper
+        (APA style), estimates back-transformed to the natural scale: ``"patient:
+        r = −0.31, 95% CI [−0.38, −0.24], k = 6, τ² = 0.0005, I² = 7%.  therapist:
+        ...  Test of subgroup differences: Q(1) = 33.14, p < .001."``
+
+        Parameters
+        ----------
+        digits : int
+            Decimals of the estimates and their intervals.
+        """
+        parts = []
+        for g, (name, res) in enumerate(self.groups.items()):
+            if self.common_estimate is not None and self.common_ci is not None:
+                # the common-τ² model's estimate; τ² is reported once, at the end
+                m = self.measure
+                lo = back_transform(float(self.common_ci.low[g]), m)
+                hi = back_transform(float(self.common_ci.high[g]), m)
+                est = back_transform(float(self.common_estimate[g]), m)
+                parts.append(
+                    f"{name}: {effect_name(m)} = {apa_number(est, digits)}, "
+                    f"{level_text(self.level)} CI {interval(min(lo, hi), max(lo, hi), digits)}"
+                    f", k = {res.k}"
+                )
+            else:
+                parts.append(f"{name}: {pooled_sentence(res, digits)}")
+        stat = "Q" if self.Q_between_df2 is None else "F"
+        parts.append("Test of subgroup differences: " + test_clause(
+            stat, self.Q_between, self.Q_between_df, self.Q_between_df2,
+            self.Q_between_pvalue))
+        if self.tau2_mode == "common" and self.tau2 is not None:
+            parts[-1] += f" (common {tau2_text(self.tau2)})"
+        return ". ".join(parts) + "."
 
 
 def subgroup_analysis(

@@ -13,6 +13,7 @@
 ##                    refuse vi = 0
 ##   predict          predict(rma(yi, vi, mods = FORMULA, data = dat), newmods,
 ##                    transf) and predict() of pooled models with transf
+##   pval_format      metafor:::.pval(p, digits = 4), how its printouts write p
 ##
 ## Run from the repository root:
 ##     Rscript tests/reference/generate_rstyle.R
@@ -148,7 +149,13 @@ pr <- rma(yi, vi, data = bcg, test = "knha", control = CTL)
 predict_out$pooled_rr <- list(test = "knha", plain = pred_fields(predict(pr)),
                               exp = pred_fields(predict(pr, transf = exp)))
 
+## ---------------------------------------------------------------- p-values
+## how print.rma.uni writes p-values: metafor:::.pval(p, digits = 4)
+pv <- c(0.5, 0.123456, 0.0316, 0.00999, 0.0001, 0.00009999, 1e-10, 1, 0.99996, 0.00005)
+pval_format <- list(p = arr(pv), text = arr(metafor:::.pval(pv, digits = 4)))
+
 write_reference(list(source = SOURCE, R = R.version.string, control_tight = CTL,
+                     pval_format = pval_format,
                      control_default = control_default, metareg_default = metareg_default,
                      control_ll0 = control_ll0, lm = lm_out, stackloss = stack_fits,
                      stackloss_errors = stack_errors, pooled_zero = pooled_zero,
