@@ -215,6 +215,9 @@ def test_a_pooled_model_with_one_zero_variance_matches_metafor(method: str) -> N
                        (fit.pi.high, "pi_ub"), (fit.pvalue, "pvalue")):
         _close(got, r[field])
     assert np.isnan(fit.Q) and np.isnan(fit.Q_pvalue) and np.isnan(fit.I2)
+    egger = am.egger_test(fit)  # regtest(res): the mixed-effects model is defined
+    _close(egger.statistic, r["regtest_z"])
+    _close(egger.pvalue, r["regtest_p"])
     inf = am.influence(fit)
     ri = r["influence"]
     for field in ("rstudent", "dffits", "cook_d", "cov_r", "tau2_del", "hat", "weight",
@@ -228,6 +231,28 @@ def test_a_pooled_model_with_one_zero_variance_matches_metafor(method: str) -> N
     if method == "REML":
         _close(reg.coef, d["REML_metareg"]["coef"])
         _close(reg.tau2, d["REML_metareg"]["tau2"])
+
+
+def test_vi_zero_is_refused_by_what_it_leaves_undefined() -> None:
+    d = ref()["pooled_zero"]
+    fit = am.random_effects(yi=d["yi"], vi=d["vi"])
+    calls = {
+        "heterogeneity_ci": fit.heterogeneity_ci,  # metafor's confint() stops too
+        "egger lm": lambda: am.egger_test(fit, model="lm"),
+        "rank test": lambda: am.rank_correlation_test(fit),
+        "fail-safe N": lambda: am.fail_safe_n(fit),
+        "trim and fill": lambda: am.trim_and_fill(fit),
+    }
+    for name, call in calls.items():
+        with pytest.raises((InvalidStudyError, ModelSpecificationError),
+                           match=r"sampling variance (is )?of 0|sampling variance is 0"):
+            call()
+        if name != "heterogeneity_ci":
+            with pytest.raises(InvalidStudyError) as info:
+                call()
+            assert (info.value.study, info.value.field) == ("Study 5", "vi")
+    with pytest.raises(InvalidStudyError, match="sampling variance must be > 0"):
+        am.pool_many(np.array([[0.1, 0.2, 0.3]]), np.array([[0.1, 0.0, 0.1]]))
 
 
 @pytest.mark.parametrize("method", ["EE", "DL", "HS", "HSk", "PM", "PMM"])

@@ -25,6 +25,7 @@ from alliance_meta.core.inference import norm_sf, z_critical
 from alliance_meta.exceptions import (
     AllianceMetaError,
     FewStudiesWarning,
+    InvalidStudyError,
     ModelSpecificationError,
 )
 from alliance_meta.models._inputs import check_method, check_test
@@ -192,6 +193,7 @@ def egger_test(result: PoolResult, model: Literal["lm", "rma"] = "rma") -> Egger
             "all standard errors are equal: the regression on sqrt(vi) is not identifiable"
         )
     if model == "lm":
+        _refuse_zero_variance(result, "Egger's test with model='lm' (weights 1/vi)")
         # weighted least squares with a free dispersion φ: the EE fit whose
         # covariance is scaled by the Knapp-Hartung factor y'Py / (k - 2) = φ̂
         kern = core.kernel_from_padded(yi[None, :], vi[None, :], X)
@@ -231,6 +233,18 @@ def egger_test(result: PoolResult, model: Literal["lm", "rma"] = "rma") -> Egger
         method=result.method,
         k=k,
     )
+
+
+def _refuse_zero_variance(result: PoolResult, what: str) -> None:
+    """An error naming the study when ``vi = 0`` makes ``what`` undefined."""
+    zero = np.asarray(result.vi) == 0
+    if zero.any():
+        i = int(np.argmax(zero))
+        raise InvalidStudyError(
+            f"sampling variance is 0: {what} is not defined for it (the random-effects "
+            "fit, its influence diagnostics and Egger's test with model='rma' are)",
+            study=result.labels[i], field="vi",
+        )
 
 
 def _warn_two_studies(k: int, what: str) -> None:
@@ -341,6 +355,7 @@ def rank_correlation_test(result: PoolResult, *, exact: bool = True) -> RankCorr
     Begg, C. B., & Mazumdar, M. (1994). Operating characteristics of a rank
     correlation test for publication bias. *Biometrics*, 50(4), 1088-1101.
     """
+    _refuse_zero_variance(result, "the rank correlation test (standardised by vi)")
     yi, vi = result.yi, result.vi
     k = int(yi.size)
     if k < 2:
@@ -543,6 +558,7 @@ def trim_and_fill(
     """
     if estimator not in ("L0", "R0", "Q0"):
         raise ModelSpecificationError(f"estimator must be 'L0', 'R0' or 'Q0', got {estimator!r}")
+    _refuse_zero_variance(result, "trim and fill")
     yi0, vi0 = result.yi, result.vi
     k = int(yi0.size)
     if k == 1:
@@ -779,6 +795,7 @@ def fail_safe_n(
     method for calculating fail-safe numbers in meta-analysis. *Evolution*, 59(2),
     464-468.
     """
+    _refuse_zero_variance(result, "the fail-safe N (z = yi / sqrt(vi))")
     yi, vi = result.yi, result.vi
     k = int(yi.size)
     meth = str(method).lower()

@@ -266,6 +266,11 @@ class PoolResult(UnivariateFit, ResultDisplay):
         lv = self.level if level is None else check_level(level)
         if self.k < 2:  # as metafor's confint: "Stopped because k = 1."
             raise ModelSpecificationError("Q-profile intervals need at least 2 studies (k = 1)")
+        if (self.vi == 0).any():  # metafor's confint stops too
+            raise ModelSpecificationError(
+                "Q-profile intervals are not defined with a sampling variance of 0 (the "
+                "generalised Q needs the weights 1/vi at tau^2 = 0)"
+            )
         kern = kernel_from_padded(self.yi[None, :], self.vi[None, :])
         qp = qprofile(kern, lv)
         return HeterogeneityCI(

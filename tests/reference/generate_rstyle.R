@@ -106,8 +106,10 @@ bcg0$vi[5] <- 0
 pooled_zero <- list(yi = arr(bcg0$yi), vi = arr(bcg0$vi))
 for (m in c("REML", "ML", "HE", "SJ", "EB")) {
   res <- suppressWarnings(rma(yi, vi, data = bcg0, method = m, control = CTL))
+  eg <- suppressWarnings(regtest(res))
   pooled_zero[[m]] <- c(fit_fields(res), list(pi_lb = predict(res)$pi.lb,
                                               pi_ub = predict(res)$pi.ub,
+                                              regtest_z = eg$zval, regtest_p = eg$pval,
                                               influence = inf_fields(res)))
 }
 pooled_zero$REML_metareg <- c(fit_fields(
