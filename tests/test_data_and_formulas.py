@@ -282,3 +282,19 @@ def test_formula_errors_name_the_study_and_column() -> None:
         am.meta_regression(yi=[0.1, 0.2, 0.3], vi=[0.1, 0.1, 0.1], moderators="~ x")
     with pytest.raises(ModelSpecificationError, match="no coefficients"):
         am.meta_regression(data=bcg(), moderators="~ 0")
+
+
+def test_undeclared_columns_are_moderators_with_their_gaps() -> None:
+    df = bcg().assign(
+        when=pd.to_datetime(["2020-01-01"] * 13),  # not a moderator type: left out
+        blinded=[True, False] * 6 + [None],  # a missing value: that study lacks it
+    )
+    studies = am.StudySet.from_dataframe(df, yi="yi", vi="vi")
+    assert "when" not in studies.moderator_names
+    assert "blinded" not in studies[12].moderators
+    assert am.meta_regression(studies, moderators="~ ablat").coef_names == ("intrcpt", "ablat")
+    with pytest.raises(InvalidStudyError, match="missing value") as info:
+        am.meta_regression(studies, moderators="~ blinded")
+    assert (info.value.study, info.value.field) == ("13", "blinded")
+    declared = am.StudySet.from_dataframe(df, yi="yi", vi="vi", moderators=["ablat"])
+    assert declared.moderator_names == ("ablat",)  # declaring still limits them

@@ -1245,7 +1245,7 @@ class StudySet:
         vi: str | None = None,
         se: str | None = None,
         measure: Measure | None = None,
-        moderators: Sequence[str] | str = (),
+        moderators: Sequence[str] | str | None = None,
         nan_policy: NanPolicy = "raise",
     ) -> StudySet:
         """Read a CSV file with :func:`pandas.read_csv` and call :meth:`from_dataframe`.
