@@ -298,3 +298,27 @@ def test_undeclared_columns_are_moderators_with_their_gaps() -> None:
     assert (info.value.study, info.value.field) == ("13", "blinded")
     declared = am.StudySet.from_dataframe(df, yi="yi", vi="vi", moderators=["ablat"])
     assert declared.moderator_names == ("ablat",)  # declaring still limits them
+
+
+def test_nan_policy_omit_drops_studies_as_metafor() -> None:
+    """metafor's na.omit: a study with a missing yi, vi or moderator the model uses
+    is dropped with a warning; the fit equals the fit of the other studies."""
+    df = bcg().astype({"alloc": object})
+    df.loc[2, "ablat"] = np.nan
+    df.loc[7, "alloc"] = None
+    df.loc[10, "vi"] = np.nan
+    complete = df.drop(index=[2, 7, 10])
+    with pytest.warns(am.exceptions.DataOmittedWarning, match="Study 3, Study 8, Study 11"):
+        fit = am.meta_regression(data=df, moderators="~ ablat + factor(alloc)",
+                                 nan_policy="omit")
+    same = am.meta_regression(data=complete, moderators="~ ablat + factor(alloc)")
+    np.testing.assert_array_equal(fit.coef, same.coef)
+    assert fit.k == 10 and fit.labels[2] == "Study 4"  # numbered as in the data
+    # only the columns the model uses count: ablat's gap does not drop study 3 here
+    with pytest.warns(am.exceptions.DataOmittedWarning, match=r"values: Study 8, Study 11 \("):
+        sub = am.subgroup_analysis(data=df, by="alloc", nan_policy="omit")
+    assert sub.k == 11
+    with pytest.warns(am.exceptions.DataOmittedWarning, match="Study 11"):
+        assert am.random_effects(data=df, nan_policy="omit").k == 12
+    with pytest.raises(InvalidStudyError, match="nan_policy='omit'"):
+        am.random_effects(data=df)

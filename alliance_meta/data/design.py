@@ -34,6 +34,7 @@ import pandas as pd
 from alliance_meta._types import FloatArray
 from alliance_meta.data.formula import (
     FormulaDesign,
+    formula_names,
     model_matrix,
     r_collation_key,
     r_number_string,
@@ -58,6 +59,7 @@ __all__ = [
     "factor_codes",
     "is_formula",
     "make_design",
+    "moderator_columns",
     "new_design_rows",
     "r_level",
     "r_sorted_levels",
@@ -90,6 +92,21 @@ def r_sorted_levels(labels: Iterable[str]) -> tuple[str, ...]:
 def is_formula(moderators: object) -> bool:
     """Whether a moderator specification is an R formula (a string starting with ``~``)."""
     return isinstance(moderators, str) and moderators.lstrip().startswith("~")
+
+
+def moderator_columns(moderators: object) -> tuple[str, ...]:
+    """The data columns a moderator specification reads: a formula's variables, or
+    the names given (none for a mapping of values)."""
+    from alliance_meta.data.study import Moderator
+
+    if is_formula(moderators):
+        assert isinstance(moderators, str)
+        return formula_names(moderators)
+    if isinstance(moderators, (str, Moderator)):
+        moderators = [moderators]
+    if isinstance(moderators, Mapping) or not isinstance(moderators, Sequence):
+        return ()
+    return tuple(m.name if isinstance(m, Moderator) else str(m) for m in moderators)
 
 
 def categories_of(values: object) -> tuple[str, ...] | None:

@@ -239,8 +239,8 @@ def _data_values(frame: pd.DataFrame, given: object, default: str, field: str) -
         na = col.isna().to_numpy()
         if na.any():
             raise InvalidStudyError(
-                f"missing value in column {given!r}", study=f"Study {int(np.argmax(na)) + 1}",
-                field=field,
+                f"missing value in column {given!r} (nan_policy='omit' drops such studies, "
+                "as metafor does)", study=f"Study {int(np.argmax(na)) + 1}", field=field,
             )
         out: FloatArray = as_float_array(col.to_numpy(), field).copy()
         return out
@@ -252,12 +252,40 @@ def _data_values(frame: pd.DataFrame, given: object, default: str, field: str) -
     return arr
 
 
+def _omit_missing(
+    frame: pd.DataFrame, yi: object, vi: object, needed: Sequence[str]
+) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    """metafor's ``na.action = "na.omit"``: the rows of ``data=`` without a missing
+    value in the columns the model uses, with the labels of every row ("Study i",
+    numbered as in the data), warning with the labels of those dropped."""
+    from alliance_meta.exceptions import DataOmittedWarning
+
+    labels = tuple(f"Study {i + 1}" for i in range(len(frame)))
+    cols = [c for c in (yi if yi is not None else "yi", vi if vi is not None else "vi",
+                        *needed) if isinstance(c, str) and c in frame.columns]
+    missing = frame[list(dict.fromkeys(cols))].isna().any(axis=1).to_numpy()
+    if not missing.any():
+        return frame, labels
+    dropped = [lab for lab, m in zip(labels, missing, strict=True) if m]
+    warnings.warn(
+        f"omitted {len(dropped)} of {len(frame)} studies with missing values: "
+        + ", ".join(dropped) + " (metafor: 'Studies with NAs omitted from model fitting.')",
+        DataOmittedWarning,
+        stacklevel=4,
+    )
+    keep = ~missing
+    return frame[keep], tuple(lab for lab, k in zip(labels, keep, strict=True) if k)
+
+
 def resolve_model_input(
     studies: object,
     yi: object,
     vi: object,
     measure: Measure,
     data: object = None,
+    *,
+    nan_policy: str = "raise",
+    needed: Sequence[str] = (),
 ) -> ModelInput:
     """Effects, variances, labels and measure from studies, arrays or ``data=``.
 
@@ -266,8 +294,15 @@ def resolve_model_input(
     with the DataFrame interchange protocol) with ``yi``/``vi`` naming its columns
     (``"yi"`` and ``"vi"`` by default, the columns of metafor's ``escalc``).  A data
     frame passed where studies are expected is taken as ``data=``.  Variances may be
-    0 (see :func:`check_zero_variances`); negative ones are refused.
+    0 (see :func:`check_zero_variances`); negative ones are refused.  With
+    ``nan_policy="omit"``, rows of ``data`` with a missing value in ``yi``, ``vi``
+    or the columns ``needed`` (the model's moderators) are dropped with a warning,
+    as metafor's ``na.omit``; by default they raise, naming the study.
     """
+    if nan_policy not in ("raise", "omit"):
+        raise ModelSpecificationError(
+            f"nan_policy must be 'raise' or 'omit', got {nan_policy!r}"
+        )
     if studies is not None and is_frame(studies):
         if data is not None:
             raise ModelSpecificationError(
@@ -281,9 +316,18 @@ def resolve_model_input(
         frame = as_frame(data)
         if len(frame) == 0:
             raise InvalidStudyError("the data have no rows (no studies)", field="data")
+        if nan_policy == "omit":
+            if not (yi is None or isinstance(yi, str)) or not (vi is None or isinstance(vi, str)):
+                raise ModelSpecificationError(
+                    "nan_policy='omit' with data= needs yi and vi as column names"
+                )
+            frame, labels = _omit_missing(frame, yi, vi, needed)
+            if len(frame) == 0:
+                raise InvalidStudyError("every study has a missing value", field="data")
+        else:
+            labels = tuple(f"Study {i + 1}" for i in range(len(frame)))
         y = _data_values(frame, yi, "yi", "yi")
         v = _data_values(frame, vi, "vi", "vi")
-        labels = tuple(f"Study {i + 1}" for i in range(y.size))
         validate_studies(y, v, labels, allow_zero=True)
         return ModelInput(y, v, labels, measure, None, frame)
     if studies is not None:

@@ -30,7 +30,7 @@ import pandas as pd
 from statsmodels.iolib.summary import Summary
 
 from alliance_meta import core
-from alliance_meta._types import FloatArray, Measure, Method, Test
+from alliance_meta._types import FloatArray, Measure, Method, NanPolicy, Test
 from alliance_meta.core.estimators import CoreMethod
 from alliance_meta.core.vcov import CoreTest
 from alliance_meta.data.design import (
@@ -38,6 +38,7 @@ from alliance_meta.data.design import (
     ModeratorSpec,
     check_design,
     make_design,
+    moderator_columns,
     warn_dropped,
 )
 from alliance_meta.exceptions import (
@@ -558,6 +559,7 @@ def meta_regression(
     level: float = 0.95,
     measure: Measure = "GEN",
     control: ControlSpec = None,
+    nan_policy: NanPolicy = "raise",
 ) -> MetaRegressionResult:
     """Fit a (mixed-effects) meta-regression, as metafor's ``rma(yi, vi, mods=~...)``.
 
@@ -596,6 +598,11 @@ def meta_regression(
     control : Control or mapping, optional
         Stop the iterative estimators as metafor's ``control`` does (see
         :class:`Control`); by default they are solved to 1e-10 relative.
+    nan_policy : {"raise", "omit"}
+        With ``data``: a missing value in ``yi``, ``vi`` or a moderator raises,
+        naming the study and the column (``"raise"``), or the study is dropped with
+        a :class:`~alliance_meta.exceptions.DataOmittedWarning` (``"omit"``,
+        metafor's ``na.omit``).
 
     Returns
     -------
@@ -653,7 +660,8 @@ def meta_regression(
     core_method = check_method(method)
     core_test = check_test(test)
     lv = check_level(level)
-    inp = resolve_model_input(studies, yi, vi, measure, data)
+    inp = resolve_model_input(studies, yi, vi, measure, data, nan_policy=nan_policy,
+                              needed=moderator_columns(moderators))
     y, v, labels, meas = inp.yi, inp.vi, inp.labels, inp.measure
     check_zero_variances(v, labels, core_method)
     design = make_design(moderators, k=y.size, labels=labels, studies=inp.studies,

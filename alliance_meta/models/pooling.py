@@ -20,7 +20,7 @@ import pandas as pd
 from statsmodels.iolib.summary import Summary
 
 from alliance_meta._transforms import back_transform, natural_scale_name
-from alliance_meta._types import FloatArray, Measure, Method, Test
+from alliance_meta._types import FloatArray, Measure, Method, NanPolicy, Test
 from alliance_meta.core.estimators import CoreMethod
 from alliance_meta.core.heterogeneity import qprofile
 from alliance_meta.core.kernel import kernel_from_padded
@@ -38,7 +38,7 @@ from alliance_meta.models._inputs import (
     check_method,
     check_test,
     check_zero_variances,
-    resolve_input,
+    resolve_model_input,
 )
 from alliance_meta.models.control import Control, ControlSpec, as_control, as_rule
 from alliance_meta.models.protocol import UnivariateFit
@@ -528,6 +528,7 @@ def random_effects(
     test: Test = "z",
     level: float = 0.95,
     control: ControlSpec = None,
+    nan_policy: NanPolicy = "raise",
 ) -> PoolResult:
     """Pool effect sizes with a random-effects model (metafor's ``rma(yi, vi)``).
 
@@ -556,6 +557,11 @@ def random_effects(
         Stop the iterative estimators as metafor's ``control`` does
         (``Control()``: metafor's defaults, to reproduce a published analysis);
         by default they are solved to 1e-10 relative.  See :class:`Control`.
+    nan_policy : {"raise", "omit"}
+        With ``data``: a missing ``yi`` or ``vi`` raises, naming the study
+        (``"raise"``), or the study is dropped with a
+        :class:`~alliance_meta.exceptions.DataOmittedWarning` (``"omit"``, metafor's
+        ``na.omit``).
 
     Returns
     -------
@@ -585,9 +591,9 @@ def random_effects(
     >>> am.random_effects(data=df, yi="yi", vi="vi") == res
     True
     """
-    y, v, labels, meas = resolve_input(studies, yi, vi, measure, data)
-    return _pool_single(y, v, labels, method=method, test=test, level=level, measure=meas,
-                        control=as_control(control))
+    inp = resolve_model_input(studies, yi, vi, measure, data, nan_policy=nan_policy)
+    return _pool_single(inp.yi, inp.vi, inp.labels, method=method, test=test, level=level,
+                        measure=inp.measure, control=as_control(control))
 
 
 def fixed_effect(
@@ -599,6 +605,7 @@ def fixed_effect(
     measure: Measure = "GEN",
     test: Test = "z",
     level: float = 0.95,
+    nan_policy: NanPolicy = "raise",
 ) -> PoolResult:
     """Pool effect sizes with the equal-effects (fixed-effect) model (``method="EE"``).
 
@@ -606,8 +613,9 @@ def fixed_effect(
     ``I²``/``H²`` are computed from Q as metafor does for EE models.  Sampling
     variances must be > 0 (an equal-effects weight ``1/v_i`` is infinite at 0).
     """
-    y, v, labels, meas = resolve_input(studies, yi, vi, measure, data)
-    return _pool_single(y, v, labels, method="EE", test=test, level=level, measure=meas)
+    inp = resolve_model_input(studies, yi, vi, measure, data, nan_policy=nan_policy)
+    return _pool_single(inp.yi, inp.vi, inp.labels, method="EE", test=test, level=level,
+                        measure=inp.measure)
 
 
 def frame_columns(res: PoolResult | ManyPoolResult) -> dict[str, Any]:

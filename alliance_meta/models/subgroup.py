@@ -30,7 +30,7 @@ from statsmodels.iolib.summary import Summary
 
 from alliance_meta import core
 from alliance_meta._transforms import back_transform, natural_scale_name
-from alliance_meta._types import FloatArray, Measure, Method, Test
+from alliance_meta._types import FloatArray, Measure, Method, NanPolicy, Test
 from alliance_meta.core.estimators import CoreMethod
 from alliance_meta.core.inference import chi2_sf
 from alliance_meta.core.layout import fit_groups
@@ -41,6 +41,7 @@ from alliance_meta.data.design import (
     factor_codes,
     is_formula,
     make_design,
+    moderator_columns,
 )
 from alliance_meta.exceptions import (
     ConvergenceWarning,
@@ -350,6 +351,7 @@ def subgroup_analysis(
     tau2: Tau2Mode = "separate",
     measure: Measure = "GEN",
     control: ControlSpec = None,
+    nan_policy: NanPolicy = "raise",
 ) -> SubgroupResult:
     """Pool each subgroup and test for subgroup differences (R's ``meta`` ``subgroup=``).
 
@@ -382,6 +384,10 @@ def subgroup_analysis(
     control : Control or mapping, optional
         Stop the iterative estimators as metafor's ``control`` does (see
         :class:`~alliance_meta.Control`); by default they are solved to 1e-10.
+    nan_policy : {"raise", "omit"}
+        With ``data``: a missing value in ``yi``, ``vi`` or ``by`` raises, naming the
+        study (``"raise"``), or the study is dropped with a
+        :class:`~alliance_meta.exceptions.DataOmittedWarning` (``"omit"``).
 
     Returns
     -------
@@ -435,7 +441,9 @@ def subgroup_analysis(
     lv = check_level(level)
     if tau2 not in ("separate", "common"):
         raise ModelSpecificationError(f"tau2 must be 'separate' or 'common', got {tau2!r}")
-    inp = resolve_model_input(studies, yi, vi, measure, data)
+    needed = () if by is None else moderator_columns(by)
+    inp = resolve_model_input(studies, yi, vi, measure, data, nan_policy=nan_policy,
+                              needed=needed)
     y, v, labels, meas = inp.yi, inp.vi, inp.labels, inp.measure
     check_zero_variances(v, labels, core_method)
 
