@@ -135,6 +135,8 @@ def test_formula_equals_the_names_and_the_values() -> None:
     for other in (by_names, by_values):
         assert other.coef_names == by_formula.coef_names
         np.testing.assert_allclose(other.coef, by_formula.coef, rtol=1e-12)  # same design
+        # predicting the data themselves (a frame with other columns too) refits nothing
+        np.testing.assert_allclose(other.predict(df).pred, other.fitted(), rtol=1e-12)
 
 
 def test_formula_on_studies_without_declared_moderators() -> None:

@@ -409,7 +409,10 @@ class Design:
             out = full[:, self.order]
             return out
         if isinstance(new_moderators, pd.DataFrame):
-            return self.new_rows({c: new_moderators[c] for c in new_moderators.columns})
+            # the model's moderators among the columns (a frame may hold others)
+            names = {t.name for t in self.terms}
+            return self.new_rows({c: new_moderators[c] for c in new_moderators.columns
+                                  if c in names or not names})
         return self._array_rows(new_moderators)
 
     def _array_rows(self, new_moderators: object) -> FloatArray:

@@ -48,9 +48,11 @@ Transf: TypeAlias = "bool | Callable[[Any], Any] | None"
 
 def fmt_p(p: float | None, digits: int = 4) -> str:
     """A p-value as metafor prints it (its ``.pval``/``fmtp``): ``"<.0001"`` below
-    ``10^-digits``, else ``digits`` decimals (``"0.0316"``); ``"NA"`` when missing."""
-    if p is None or (isinstance(p, float) and math.isnan(p)):
+    ``10^-digits``, else ``digits`` decimal places (``formatC(p, digits, format =
+    "f")``: ``"0.0316"``, ``"1.0000"``); ``"NA"`` when missing."""
+    if p is None or math.isnan(p):
         return "NA"
+    p = min(max(float(p), 0.0), 1.0)  # as fmtp, which clamps round-off outside [0, 1]
     cutoff = 10.0 ** (-digits)
     if p >= cutoff:
         return f"{p:.{digits}f}"
