@@ -538,13 +538,15 @@ def trim_and_fill(
     ``test="z"`` and ``level=0.95``, the augmented fit keeps the input's test and
     level; under the default z test at 95% the two coincide.
 
-    Every refit here solves τ² to 1e-10 relative.  metafor's ``trimfill`` does not
-    pass the fitted model's ``control`` on to its refits, so ``trimfill(fit)`` stops
-    its Fisher scoring at metafor's default threshold (a τ² change below 1e-5); for
-    iterative estimators its τ² and SE then differ from the exact root by up to a
-    few 1e-4 relative (e.g. 2.6e-4 for τ² on Molloy et al., 2014, REML).
-    ``trimfill(fit, control = list(threshold = 1e-12))`` in R reproduces our
-    numbers to about 1e-12.
+    Every refit here solves τ² to 1e-10 relative, or stops as the fit's
+    ``control`` says (:class:`~alliance_meta.Control`).  metafor's ``trimfill``
+    does not pass the fitted model's ``control`` on to its refits, so
+    ``trimfill(fit)`` stops its Fisher scoring at metafor's default threshold (a τ²
+    change below 1e-5); for iterative estimators its τ² and SE then differ from the
+    exact root by up to a few 1e-4 relative (e.g. 2.6e-4 for τ² on Molloy et al.,
+    2014, REML).  ``trimfill(fit, control = list(threshold = 1e-12))`` in R
+    reproduces our numbers to about 1e-12, and a fit with ``control=Control()``
+    (metafor's defaults) reproduces ``trimfill(fit)``.
 
     References
     ----------
@@ -578,6 +580,8 @@ def trim_and_fill(
     ix = np.argsort(yflip, kind="stable")  # R's sort(): radix, stable
     ys, vs = yflip[ix], vi0[ix]
 
+    # the fit's control= (metafor's trimfill refits with the model's control too)
+    rule = None if result.control is None else result.control.to_rule()
     k0_prev, k0, iters = -1, 0, 0
     beta = math.nan
     se_k0 = math.nan
@@ -591,7 +595,7 @@ def trim_and_fill(
         if k - k0 < 1:
             raise AllianceMetaError("trim and fill trimmed every study; k0 is not estimable")
         kern = core.kernel_from_padded(ys[None, : k - k0], vs[None, : k - k0])
-        beta = float(core.fit(kern, method, "z", 0.95).beta[0, 0])
+        beta = float(core.fit(kern, method, "z", 0.95, rule=rule).beta[0, 0])
         yc = ys - beta
         signed = np.sign(yc) * _rank_first(np.abs(yc))
         if estimator == "R0":
@@ -659,6 +663,7 @@ def trim_and_fill(
         test=result.test,
         level=result.level,
         measure=result.measure,
+        control=result.control,
     )
     return TrimAndFillResult(
         k0=k0,
