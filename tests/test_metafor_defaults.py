@@ -126,6 +126,16 @@ def test_control_is_carried_by_refits_and_diagnostics() -> None:
     assert loo.tau2[0] == pytest.approx(first.tau2, rel=1e-12)  # same arithmetic
 
 
+def test_trim_and_fill_of_a_default_control_fit_is_metafors_trimfill() -> None:
+    r = ref()["trimfill_default"]
+    d = ref()["control_default"]["molloy2014"]
+    tf = am.trim_and_fill(am.random_effects(yi=d["yi"], vi=d["vi"], control=am.Control()))
+    assert tf.k0 == r["k0"]
+    _close(tf.result.estimate, r["coef"])
+    _close(tf.result.tau2, r["tau2"])
+    _close(tf.result.se, r["se"])
+
+
 def test_control_stops_after_maxiter() -> None:
     d = ref()["control_default"]["bcg"]
     with pytest.warns(ConvergenceWarning, match="did not converge"):

@@ -52,6 +52,9 @@ for (nm in names(sets)) {
   }
   control_default[[nm]] <- out
 }
+## trimfill(rma(...)) with the default control (trimfill's refits use it too)
+tf <- trimfill(rma(yi, vi, data = molloy))
+trimfill_default <- list(k0 = tf$k0, coef = tf$beta[1], tau2 = tf$tau2, se = tf$se)
 ## meta-regressions with the default control
 metareg_default <- list()
 for (m in c("ML", "REML", "EB", "PM")) {
@@ -157,7 +160,7 @@ pv <- c(0.5, 0.123456, 0.0316, 0.00999, 0.0001, 0.00009999, 1e-10, 1, 0.99996, 0
 pval_format <- list(p = arr(pv), text = arr(metafor:::.pval(pv, digits = 4)))
 
 write_reference(list(source = SOURCE, R = R.version.string, control_tight = CTL,
-                     pval_format = pval_format,
+                     pval_format = pval_format, trimfill_default = trimfill_default,
                      control_default = control_default, metareg_default = metareg_default,
                      control_ll0 = control_ll0, lm = lm_out, stackloss = stack_fits,
                      stackloss_errors = stack_errors, pooled_zero = pooled_zero,
