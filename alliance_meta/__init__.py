@@ -29,6 +29,7 @@ from alliance_meta.diagnostics.influence import (
     influence,
     leave_one_out,
 )
+from alliance_meta.models.control import Control
 from alliance_meta.models.many import ManyHeterogeneityCI, ManyPoolResult, pool_many
 from alliance_meta.models.metareg import (
     MetaRegressionResult,
@@ -52,6 +53,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BackTransformed",
     "ConfidenceInterval",
+    "Control",
     "CumulativeResult",
     "EffectSize",
     "EggerTest",

@@ -63,11 +63,15 @@ def test_egger_mixed_reml(ref: dict[str, Any]) -> None:
     assert res.pvalue == pytest.approx(exp["p_value"], rel=RTOL)
 
 
-def test_egger_default_is_the_classical_test(ref: dict[str, Any]) -> None:
-    # The issue's contract: model="lm" (classical Egger) unless "rma" is asked for.
+def test_egger_default_is_metafors_regtest_default(ref: dict[str, Any]) -> None:
+    # issue 15: model="rma" (the mixed-effects model, regtest's default) unless "lm"
+    # is asked for; the default reproduces regtest(fit)
     fit = _fit(ref)
-    assert am.egger_test(fit) == am.egger_test(fit, model="lm")
-    assert am.egger_test(fit).model == "lm"
+    assert am.egger_test(fit) == am.egger_test(fit, model="rma")
+    assert am.egger_test(fit).model == "rma"
+    assert am.egger_test(fit) != am.egger_test(fit, model="lm")
+    exp = ref["egger_mixed_REML"]
+    assert am.egger_test(fit).statistic == pytest.approx(exp["statistic"], rel=RTOL)
 
 
 def test_egger_mixed_dl(ref: dict[str, Any]) -> None:
@@ -134,7 +138,7 @@ def test_two_studies_as_metafor() -> None:
         [eg.statistic, eg.pvalue, eg.intercept, eg.slope, eg.intercept_se, eg.slope_se],
         [exp["zval"], exp["pval"], *exp["beta"], *exp["se"]], rtol=1e-12)
     with pytest.warns(FewStudiesWarning):
-        lm = am.egger_test(fit)
+        lm = am.egger_test(fit, model="lm")
     exp = ref["regtest_lm"]
     assert exp["zval"] is None and exp["pval"] is None
     assert lm.df == exp["dfs"] and math.isnan(lm.statistic) and math.isnan(lm.pvalue)

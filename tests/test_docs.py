@@ -14,7 +14,9 @@ import pytest
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
-@pytest.mark.parametrize("page", ["getting_started.rst", "worked_example.rst"])
+@pytest.mark.parametrize(
+    "page", ["getting_started.rst", "worked_example.rst", "coming_from_metafor.rst"]
+)
 def test_page_examples(page: str) -> None:
     # NORMALIZE_WHITESPACE: statsmodels' tables pad cells with trailing spaces, which
     # the pages do not keep; ELLIPSIS lets a page elide long output with "...".

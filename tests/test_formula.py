@@ -21,7 +21,6 @@ import pandas as pd
 import pytest
 
 import alliance_meta as am
-from alliance_meta.core.inference import coef_inference, wald_test
 from alliance_meta.data import formula as fm
 from alliance_meta.data.formula import (
     FormulaDesign,
@@ -159,63 +158,23 @@ def test_new_rows_of_the_same_data_rebuild_the_design(dataset: str, formula: str
 
 
 # ---------------------------------------------------------------------------
-# rma(yi, vi, mods = FORMULA): the numbers through today's array API
+# rma(yi, vi, mods = FORMULA, data = dat): meta_regression(data=, moderators=FORMULA)
 # ---------------------------------------------------------------------------
 
 
-def _fit_like_metafor(d: FormulaDesign, yi: Any, vi: Any, method: str, test: str
-                      ) -> dict[str, Any]:
-    """TEMPORARY adapter, until ``meta_regression`` takes formulas (the lead wires
-    them in): metafor's steps after ``model.matrix`` -- drop the columns ``lm``
-    finds redundant, move an all-ones column first as ``intrcpt`` -- then the array
-    API with one moderator per design column.  A design without an intercept that
-    spans one is refitted as the equivalent model with an intercept and its
-    coefficients transformed back; one that does not span it cannot be fitted yet.
-    """
-    keep = ~redundant_columns(d.X)
-    X = d.X[:, keep]
-    names = [n for n, k in zip(d.column_names, keep, strict=True) if k]
-    is_int = np.all(np.abs(X - 1) < 1e-8, axis=0)  # metafor's .is.intercept
-    reparam = None
-    if is_int.any():
-        j = int(np.argmax(is_int))
-        names = ["intrcpt", *names[:j], *names[j + 1:]]
-        X = np.column_stack([X[:, j], np.delete(X, j, axis=1)])
-        Xfit = X
-    else:
-        # the columns must span the intercept: X = [1, X_-j] A for some column j
-        ones = np.ones((X.shape[0], 1))
-        for j in reversed(range(X.shape[1])):
-            Xfit = np.column_stack([ones, np.delete(X, j, axis=1)])
-            A = np.linalg.lstsq(Xfit, X, rcond=None)[0]
-            if np.allclose(Xfit @ A, X, atol=1e-10) and np.linalg.matrix_rank(Xfit) == X.shape[1]:
-                reparam = A
-                break
-        else:
-            pytest.skip("a design without an intercept that does not span one: the array "
-                        "API always fits an intercept")
-    mods = {f"x{i}": Xfit[:, i] for i in range(1, Xfit.shape[1])}
+def _fit_like_metafor(dataset: str, formula: str, method: str, test: str) -> dict[str, Any]:
+    """``meta_regression(data=df, moderators=formula)``, as metafor's ``rma`` call."""
+    ds, _ = _case(dataset, formula)
+    df = frame(ds).assign(yi=np.array(ds["yi"]), vi=np.array(ds["vi"]))
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        fit = am.meta_regression(yi=yi, vi=vi, moderators=mods, method=method, test=test)
-    out: dict[str, Any] = {"names": names, "tau2": fit.tau2, "QE": fit.QE,
-                           "QE_p": fit.QE_pvalue, "QE_df": fit.QE_df}
-    if reparam is None:
-        out.update(coef=fit.coef, se=fit.se, statistic=fit.statistic, pvalue=fit.pvalue,
-                   ci_lb=fit.ci.low, ci_ub=fit.ci.high, QM=fit.QM, QM_df=list(fit.QM_df),
-                   QM_p=fit.QM_pvalue)
-        return out
-    Ainv = np.linalg.inv(reparam)
-    beta = Ainv @ fit.coef
-    V = Ainv @ fit.vcov @ Ainv.T
-    df = None if fit.df is None else np.array([fit.df])
-    ci = coef_inference(beta[None], V[None], df, fit.level)
-    w = wald_test(beta[None], V[None], np.arange(beta.size), df)
-    out.update(coef=beta, se=ci.se[0], statistic=ci.statistic[0], pvalue=ci.pvalue[0],
-               ci_lb=ci.ci_low[0], ci_ub=ci.ci_high[0], QM=float(w.statistic[0]),
-               QM_df=[beta.size, None if df is None else int(df[0])],
-               QM_p=float(w.pvalue[0]))
-    return out
+        warnings.simplefilter("ignore", am.exceptions.ModelSpecificationWarning)
+        fit = am.meta_regression(data=df, yi="yi", vi="vi", moderators=formula,
+                                 method=method, test=test)
+    return {"names": list(fit.coef_names), "tau2": fit.tau2, "QE": fit.QE,
+            "QE_p": fit.QE_pvalue, "QE_df": fit.QE_df, "coef": fit.coef, "se": fit.se,
+            "statistic": fit.statistic, "pvalue": fit.pvalue, "ci_lb": fit.ci.low,
+            "ci_ub": fit.ci.high, "QM": fit.QM, "QM_df": list(fit.QM_df),
+            "QM_p": fit.QM_pvalue, "dropped": list(fit.dropped)}
 
 
 def _rma_cases() -> list[Any]:
@@ -238,13 +197,13 @@ ATOL = 1e-10
 
 @pytest.mark.parametrize(("dataset", "formula", "key"), _rma_cases())
 def test_rma_with_the_formula_matches_metafor(dataset: str, formula: str, key: str) -> None:
-    ds, f = _case(dataset, formula)
+    _, f = _case(dataset, formula)
     r = f["rma"][key]
     assert "error" not in r, r.get("error")
     method, test = key.split("_")
-    got = _fit_like_metafor(_design(dataset, formula), np.array(ds["yi"]), np.array(ds["vi"]),
-                            method, test)
+    got = _fit_like_metafor(dataset, formula, method, test)
     assert got["names"] == r["coef_names"]
+    assert got["dropped"] == r["dropped"]
     for field in ("coef", "se", "statistic", "pvalue", "ci_lb", "ci_ub"):
         np.testing.assert_allclose(got[field], r[field], rtol=RTOL, atol=ATOL, err_msg=field)
     for field in ("tau2", "QE", "QE_p", "QM", "QM_p"):

@@ -50,6 +50,8 @@ def test_fixed_effect_is_method_ee() -> None:
         ({"yi": [], "vi": []}, "yi"),
         ({"yi": [0.1, math.nan], "vi": [0.1, 0.1]}, "yi"),
         ({"yi": [0.1, 0.2], "vi": [0.1, math.inf]}, "vi"),
+        # vi = 0 is accepted where tau^2 > 0 makes the weights finite; here the REML
+        # estimate is 0 (the two effects differ less than vi predicts): an error
         ({"yi": [0.1, 0.2], "vi": [0.1, 0.0]}, "vi"),
         ({"yi": [0.1, 0.2], "vi": [0.1, -1.0]}, "vi"),
         ({"yi": [0.1, 0.2, 0.3], "vi": [0.1, 0.1]}, "vi"),
@@ -67,7 +69,12 @@ def test_bad_input_raises_value_error_naming_field(kwargs: dict[str, object], fi
 
 def test_bad_study_is_named() -> None:
     with pytest.raises(InvalidStudyError, match="#1"):
-        am.random_effects(yi=[0.1, 0.2], vi=[0.1, 0.0])
+        am.random_effects(yi=[0.1, 0.2], vi=[0.1, -0.5])
+    with pytest.raises(InvalidStudyError, match="Study 2") as info:
+        am.random_effects(yi=[0.1, 0.2], vi=[0.1, 0.0])  # REML's tau^2 is 0
+    assert info.value.field == "vi"
+    with pytest.raises(InvalidStudyError, match=r"Study 2.*equal-effects"):
+        am.fixed_effect(yi=[0.1, 0.2], vi=[0.1, 0.0])
 
 
 @pytest.mark.parametrize(

@@ -13,9 +13,10 @@ import pytest
 from statsmodels.iolib.summary import Summary
 
 import alliance_meta as am
+from alliance_meta.results.display import ResultDisplay
 
 #: Public attrs classes that are inputs or value types, not results.
-NOT_RESULTS = {"EffectSize", "Study", "StudySet", "Moderator", "ConfidenceInterval",
+NOT_RESULTS = {"EffectSize", "Study", "StudySet", "Moderator", "ConfidenceInterval", "Control",
                "IntervalArray"}
 
 
@@ -179,12 +180,25 @@ def test_read_only_results_do_not_freeze_the_callers_arrays() -> None:
     assert am.egger_test(fit) == am.egger_test(am.random_effects(yi=[0.1, 0.3, 0.35, 0.2], vi=vi))
 
 
-def test_reprs_stay_short(result: Any) -> None:
+def test_reprs_are_short_one_liners(result: Any) -> None:
+    """A result's repr is its headline numbers on one line (issue 15: before, a long
+    one-line dump of every field): the class must define it, not attrs."""
     text = repr(result)
     assert text.startswith(type(result).__name__ + "(")
-    # arrays and label tuples are elided in the middle (brief_repr), so a result of
-    # 12 studies prints in about a screenful; before, leave-one-out took 2,400 chars
-    assert len(text) < 1800
+    assert "\n" not in text
+    # about two lines of a terminal; leave-one-out once took 2,400 characters
+    assert len(text) < 200
+    # the repr of the display mixin (or one of the class's own), not attrs' field dump
+    assert isinstance(result, ResultDisplay)
+    assert not getattr(type(result).__repr__, "__module__", "").startswith("attr")
+    assert "=" in text  # it shows values, not only the class name
     studies = _studies()
     assert len(repr(studies)) < 300
     assert "k=12" in repr(studies)
+
+
+def test_results_have_a_notebook_view(result: Any) -> None:
+    """``_repr_html_`` (Jupyter's rich display): the summary as an HTML table."""
+    html = result._repr_html_()
+    assert isinstance(html, str)
+    assert "<table" in html

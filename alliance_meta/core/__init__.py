@@ -27,6 +27,7 @@ from alliance_meta.core.estimators import (
 )
 from alliance_meta.core.heterogeneity import QProfile, qprofile
 from alliance_meta.core.kernel import Kernel, Need, kernel_from_padded, wls_qr
+from alliance_meta.core.stopping import StopRule
 from alliance_meta.core.univariate import CoreFit, SlimFit, fit, fit_given_tau2
 from alliance_meta.core.vcov import TESTS, CoreTest
 
@@ -42,6 +43,7 @@ __all__ = [
     "Need",
     "QProfile",
     "SlimFit",
+    "StopRule",
     "Tau2Result",
     "estimate_tau2",
     "fit",

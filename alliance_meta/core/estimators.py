@@ -27,6 +27,7 @@ from alliance_meta.core.arrays import BoolArray, FloatArray, IntArray, rowdot, r
 from alliance_meta.core.inference import chi2_ppf
 from alliance_meta.core.kernel import Kernel, Need, wls_qr
 from alliance_meta.core.roots import positive_root, q_root
+from alliance_meta.core.stopping import RULE_METHODS, StopRule, estimate_with_rule
 
 __all__ = [
     "ESTIMATORS",
@@ -332,7 +333,10 @@ def _dl_start(kern: Kernel) -> FloatArray:
 def _q_equation(
     kern: Kernel, target: Callable[[Kernel], FloatArray]
 ) -> tuple[FloatArray, IntArray, BoolArray, BoolArray]:
-    tau2, it, conv = q_root(kern, target, _dl_start(kern))
+    t0 = _dl_start(kern)
+    # DL needs the weights 1/v: rows with a zero variance (EB only) start at HE
+    t0 = np.where(np.isfinite(t0), t0, _he_value(kern))
+    tau2, it, conv = q_root(kern, target, t0)
     return tau2, it, conv, np.zeros(kern.m, dtype=bool)
 
 
@@ -403,16 +407,23 @@ assert set(get_args(CoreMethod)) == set(ESTIMATORS)
 assert set(get_args(Method)) == set(METHOD_ALIASES)
 
 
-def estimate_tau2(kern: Kernel, method: CoreMethod, with_se: bool = True) -> Tau2Result:
+def estimate_tau2(
+    kern: Kernel, method: CoreMethod, with_se: bool = True, rule: StopRule | None = None
+) -> Tau2Result:
     """τ² and its standard error for every row, as metafor's ``rma.uni`` defines them.
 
     Rows with ``k == 1`` get τ² = 0 (the caller warns).  The standard errors are
     those of :func:`tau2_se`; with ``with_se=False`` they are left out (``se`` is
     NaN) and the closed-form estimators skip the weight moments only they need.
+    With a ``rule``, the iterative estimators stop where metafor's ``control``
+    stops them (:mod:`alliance_meta.core.stopping`) instead of at the root.
     """
     est = ESTIMATORS[method]
     with np.errstate(divide="ignore", invalid="ignore"):
-        tau2, it, conv, reset = est.estimate(kern, est.se_needs if with_se else _NONE)
+        if rule is not None and method in RULE_METHODS:
+            tau2, it, conv, reset = estimate_with_rule(kern, method, rule)
+        else:
+            tau2, it, conv, reset = est.estimate(kern, est.se_needs if with_se else _NONE)
     if kern.kmin <= 1:
         tau2 = np.where(kern.k <= 1, 0.0, tau2)
     se = tau2_se(kern, method, tau2) if with_se else np.full(kern.m, np.nan)

@@ -38,15 +38,22 @@ def q_statistic(kern: Kernel) -> tuple[FloatArray, FloatArray, FloatArray]:
     Saturated rows (``k <= p``) get ``QE = 0`` and ``vt = 0``, as in metafor.
     """
     dfr = kern.dfr
-    st = kern.weighted(kern.zeros, Need.DL)
-    assert st.trP is not None
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        st = kern.weighted(kern.zeros, Need.DL)
+        assert st.trP is not None
         QE = np.maximum(st.Q, 0.0)
         vt = dfr / st.trP
+        # a zero sampling variance makes the weights 1/v infinite: no QE, I², H²
+        # (metafor: "Cannot compute QE-test, I^2, or H^2 when there are
+        # non-positive sampling variances in the data")
+        inf = ~np.isfinite(st.S1)
     if kern.kmin <= kern.p:
         sat = dfr <= 0
         QE = np.where(sat, 0.0, QE)
         vt = np.where(sat, 0.0, vt)
+    if inf.any():
+        QE = np.where(inf, np.nan, QE)
+        vt = np.where(inf, np.nan, vt)
     return QE, dfr, vt
 
 
@@ -54,7 +61,7 @@ def q_pvalue(QE: FloatArray, dfr: FloatArray) -> FloatArray:
     """``P(χ²_{k-p} > QE)``; 1 for saturated rows (metafor's QEp)."""
     with np.errstate(invalid="ignore"):
         p = chi2_sf(QE, dfr)
-    return np.where(dfr <= 0, 1.0, p)
+    return np.where((dfr <= 0) & ~np.isnan(QE), 1.0, p)
 
 
 def i2_h2(
@@ -73,8 +80,8 @@ def i2_h2(
             I2 = 100.0 * tau2 / (vt + tau2)
             H2 = tau2 / vt + 1.0
     sat = dfr <= 0
-    I2 = np.where(sat | (np.isnan(I2) & (QE == 0)), 0.0, I2)
-    H2 = np.where(sat, 1.0, H2)
+    I2 = np.where((sat | (np.isnan(I2) & (QE == 0))) & ~np.isnan(QE), 0.0, I2)
+    H2 = np.where(sat & ~np.isnan(QE), 1.0, H2)
     return I2, H2
 
 

@@ -7,7 +7,9 @@ padded 2-D arrays of shape ``(m, n)`` (ragged groups are padded chunk by chunk,
 groups of similar size together; see :mod:`alliance_meta.core.layout`):
 
 * ``Y``: effects, 0 where a study is absent; for meta-regression centred per row
-  by their unweighted mean, as metafor does (``center`` shifts the intercept back);
+  by their unweighted mean, as metafor does (its ``Ymc``: τ² and QE are computed
+  from the centred effects, with or without an intercept in the design; the
+  coefficients are shifted back, see :func:`alliance_meta.core.vcov.center_shift`);
 * ``V``: sampling variances, ``+inf`` where a study is absent, so that every
   inverse-variance weight ``1 / (V + tau2)`` of an absent study is exactly 0;
 * ``X``: the design, ``None`` for the intercept-only model (the fast kernel), or an
@@ -148,6 +150,9 @@ class Kernel:
     k: IntArray
     center: FloatArray
     X: FloatArray | None = None
+    #: column 0 of the design is the intercept (always so without a design); else
+    #: the omnibus test takes every coefficient, as metafor's default ``btt``
+    intercept: bool = True
     p: int = field(init=False)
     kmin: int = field(init=False)
     # Cache of weighted() results: the last τ² (with what it holds) and τ² = 0, which
@@ -188,7 +193,7 @@ class Kernel:
         X = self.X
         if X is not None and X.ndim == 3:
             X = X[idx]
-        return Kernel(self.Y[idx], self.V[idx], self.k[idx], self.center[idx], X)
+        return Kernel(self.Y[idx], self.V[idx], self.k[idx], self.center[idx], X, self.intercept)
 
     def _scratch(self, size: int) -> FloatArray:
         """A flat scratch array of ``size`` floats (a view into a reused buffer).
@@ -623,9 +628,13 @@ def kernel_from_padded(
 ) -> Kernel:
     """Kernel from padded arrays where NaN (in both Y and V) marks an absent study.
 
-    The caller has validated that NaNs coincide and that present variances are > 0;
-    ``complete=True`` asserts that no study is absent (skips the check for NaN).
+    The caller has validated that NaNs coincide and that present variances are
+    >= 0; ``complete=True`` asserts that no study is absent (skips the check for
+    NaN).  A design ``X`` may be any full-rank design, with or without an intercept;
+    a single column of ones is the intercept-only model (the closed-form kernel).
     """
+    if X is not None and X.ndim == 2 and X.shape[1] == 1 and bool(np.all(X == 1.0)):
+        X = None
     if X is None:
         # Intercept-only: row-major and uncentred (every quadratic form of this
         # kernel is taken of explicit residuals y - mu, so centring buys nothing).
@@ -639,14 +648,14 @@ def kernel_from_padded(
         k = mask.sum(axis=1).astype(np.int64)
         return Kernel(np.where(mask, Y, 0.0), np.where(mask, V, np.inf), k, zero)
     mask = ~np.isnan(Y)
-    # the centring of Y is undone on column 0 (_center_shift): it must be the intercept
+    # Y is centred as metafor centres it (Ymc), whatever the design: τ² and QE come
+    # from the centred effects; center_shift restores the coefficients of Y
     x0 = X[..., 0]
-    if not np.all((x0 == 1.0) | ~mask if X.ndim == 3 else x0 == 1.0):
-        raise ValueError("a design kernel needs the intercept in column 0")
+    intercept = bool(np.all((x0 == 1.0) | ~mask if X.ndim == 3 else x0 == 1.0))
     k = mask.sum(axis=1).astype(np.int64)
     Yz = np.where(mask, Y, 0.0)
     center = Yz.sum(axis=1) / np.maximum(k, 1)
     Yc = np.where(mask, Yz - center[:, None], 0.0)
     Vi = np.where(mask, V, np.inf)
     Xz = np.where(mask[..., None], X, 0.0) if X.ndim == 3 else np.asarray(X, dtype=float)
-    return Kernel(Yc, Vi, k, center, Xz)
+    return Kernel(Yc, Vi, k, center, Xz, intercept)

@@ -22,6 +22,7 @@ import numpy.typing as npt
 from alliance_meta.core.arrays import FloatArray
 from alliance_meta.core.estimators import MOMENT_METHODS, CoreMethod
 from alliance_meta.core.kernel import Kernel, kernel_from_long, kernel_from_padded
+from alliance_meta.core.stopping import StopRule
 from alliance_meta.core.univariate import CoreFit, concat_fits, fit, fit_slim, permute_rows
 from alliance_meta.core.vcov import CoreTest
 
@@ -269,16 +270,18 @@ def fit_groups(
     method: CoreMethod,
     test: CoreTest,
     level: float,
+    rule: StopRule | None = None,
 ) -> CoreFit:
     """Full core fits of every group of long-format data, row ``g`` for code ``g``.
 
     The groups are laid out exactly as in :func:`pool_many` (one grouping, chunked
-    by size) and fitted chunk by chunk with :func:`alliance_meta.core.univariate.fit`.
+    by size) and fitted chunk by chunk with :func:`alliance_meta.core.univariate.fit`
+    (``rule``: metafor's stopping rule, see :mod:`alliance_meta.core.stopping`).
     """
     fits: list[CoreFit] = []
     rows: list[npt.NDArray[np.int64]] = []
     for kern, grp in iter_grouped(group_long(y, v, codes, n_groups)):
-        fits.append(fit(kern, method, test, level))
+        fits.append(fit(kern, method, test, level, rule=rule))
         rows.append(grp)
     return permute_rows(concat_fits(fits), np.concatenate(rows).astype(np.intp))
 

@@ -15,17 +15,37 @@ import numpy as np
 from alliance_meta.core.arrays import BoolArray, FloatArray, IntArray
 from alliance_meta.core.kernel import Kernel, Need
 
-__all__ = ["MAXITER", "RTOL", "RootFun", "positive_root", "q_root", "solve_decreasing"]
+__all__ = [
+    "MAXITER",
+    "RTOL",
+    "RootFun",
+    "positive_root",
+    "q_root",
+    "solve_decreasing",
+    "zero_variance_rows",
+]
 
 #: Relative convergence tolerance of every iterative τ² search.
 RTOL = 1e-10
 #: Iteration cap of the safeguarded Newton search (bisection alone needs < 200).
 MAXITER = 300
+#: A search that bisects down to this fraction of its start without a sign change
+#: has its root on the boundary, τ² = 0.
+_BOUNDARY = 1e-30
 
 #: ``fun(kernel, t) -> (f, df/dt, -information)``: a decreasing estimating function,
 #: its derivative, and minus its Fisher information (< 0); metafor's Fisher scoring
 #: steps by ``-f / (-information)``.
 RootFun = Callable[[Kernel, FloatArray], tuple[FloatArray, FloatArray, FloatArray]]
+
+
+def zero_variance_rows(kern: Kernel) -> BoolArray:
+    """Rows with a study of sampling variance 0: their weights ``1/v`` at τ² = 0 are
+    infinite (read off the cached ``Σ 1/v``, without another pass over the data)."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        S1 = kern.weighted(kern.zeros, Need.BETA).S1
+    out: BoolArray = ~np.isfinite(S1)
+    return out
 
 
 def _slope(deriv: FloatArray, fisher: FloatArray) -> FloatArray:
@@ -114,25 +134,38 @@ def positive_root(
     reached from ``t0`` need not be the higher one, as in metafor.
     """
     m = kern.m
-    f0, d0, i0 = fun(kern, np.zeros(m))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        f0, d0, i0 = fun(kern, np.zeros(m))
     tau2 = np.zeros(m)
     iters = np.ones(m, dtype=np.int64)
     conv = np.ones(m, dtype=bool)
     reset = np.zeros(m, dtype=bool)
+    # rows with a study of zero sampling variance have infinite weights at τ² = 0:
+    # the root lies above 0 and is searched from a positive start, without
+    # metafor's ll0check (which it skips for non-positive variances)
+    vzero = zero_variance_rows(kern)
     # a single study has τ² = 0 (its score is 0 up to rounding, which must not
     # send it searching)
-    need = (f0 > 0) & (kern.k > 1)
+    need = ((f0 > 0) | vzero) & (kern.k > 1)
     if need.any():
         # start at the closed-form estimate, or one Newton step from 0 where it is 0
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            start = np.where(t0 > 0, t0, -f0 / _slope(d0, i0))[need]
+            start = np.where(t0 > 0, t0, -f0 / _slope(d0, i0))
+        start = np.where(vzero & ~(start > 0), 1.0, start)[need]
         Kn = kern.take(need)
         r, it, c = solve_decreasing(Kn, fun, start)
         idx = np.flatnonzero(need)
+        # a zero-variance row whose score stays negative down to 0 has its maximum
+        # on the boundary, τ² = 0 (where its weights are infinite: the caller refuses)
+        boundary = vzero[need] & ~c & (r <= start * _BOUNDARY)
+        if boundary.any():
+            r = np.where(boundary, 0.0, r)
+            c = c | boundary
         if gain is not None:
             # the score is positive at 0, so the nearest root is a peak above the
             # likelihood at 0; one reached farther away need not be (ll0check)
-            low = gain(Kn, r) < 0.0
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                low = (gain(Kn, r) < 0.0) & ~vzero[need]
             reset[idx[low]] = True
             r = np.where(low, 0.0, r)
         tau2[need] = r

@@ -24,6 +24,7 @@ from alliance_meta.core.inference import (
     wald_test,
 )
 from alliance_meta.core.kernel import Kernel
+from alliance_meta.core.stopping import StopRule
 from alliance_meta.core.vcov import TESTS, CoreTest, location
 
 __all__ = [
@@ -122,13 +123,17 @@ def fit(
     test: CoreTest = "z",
     level: float = 0.95,
     btt: npt.NDArray[np.intp] | None = None,
+    rule: StopRule | None = None,
 ) -> CoreFit:
     """Fit every row of ``kern`` with one τ² estimator and one test.
 
-    ``btt`` selects the coefficients of the omnibus test (default: all but the
-    intercept when p > 1, the intercept alone when p = 1).
+    ``rule`` stops the iterative estimators as metafor's ``control`` does
+    (:mod:`alliance_meta.core.stopping`); by default they are solved to 1e-10.
+    ``btt`` selects the coefficients of the omnibus test (metafor's default: all but
+    the intercept when p > 1 and column 0 is the intercept, the one coefficient when
+    p = 1, and every coefficient of a design without an intercept).
     """
-    est = estimate_tau2(kern, method)
+    est = estimate_tau2(kern, method, rule=rule)
     return fit_given_tau2(kern, est, method, test, level, btt)
 
 
@@ -141,6 +146,20 @@ def fit_given_tau2(
     btt: npt.NDArray[np.intp] | None = None,
 ) -> CoreFit:
     """The fixed-effects part of the fit, tests and heterogeneity for given τ² values."""
+    # a zero sampling variance at τ² = 0 gives infinite weights: NaN results, which
+    # the callers refuse (naming the study)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return _fit_given_tau2(kern, est, method, test, level, btt)
+
+
+def _fit_given_tau2(
+    kern: Kernel,
+    est: Tau2Result,
+    method: CoreMethod,
+    test: CoreTest,
+    level: float,
+    btt: npt.NDArray[np.intp] | None,
+) -> CoreFit:
     p = kern.p
     tau2 = est.tau2
     beta, vb, s2w = location(kern, tau2, test)
@@ -148,7 +167,7 @@ def fit_given_tau2(
     df = residual_df(kern.k, p, t_ref)
     ct = coef_inference(beta, vb, df, level)
     if btt is None:
-        btt = np.arange(1, p) if p > 1 else np.arange(1)
+        btt = np.arange(1, p) if p > 1 and kern.intercept else np.arange(p)
     wt = wald_test(beta, vb, btt, df if t_ref else None)
     QE, QE_df, QEp, I2, H2, vt = heterogeneity(kern, tau2, method == "EE")
     crit = ct.crit[:, 0]

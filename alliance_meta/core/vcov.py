@@ -86,16 +86,30 @@ TESTS: dict[CoreTest, CoefCovariance] = {
 assert set(get_args(CoreTest)) == set(TESTS)
 
 
-def center_shift(kern: Kernel) -> FloatArray:
+def center_shift(kern: Kernel, tau2: FloatArray, vb: FloatArray) -> FloatArray:
     """Undo the per-row centring of ``Y`` on the coefficients.
 
-    Centring ``y`` by ``c`` shifts the intercept by ``c`` when the model has one; for a
-    general design the shift is ``c * (X'WX)^{-1} X'W 1``, which equals ``c`` on an
-    intercept column and 0 elsewhere, so design kernels require an intercept in
-    column 0.
+    Centring ``y`` by ``c`` shifts the coefficients by ``c (X'WX)⁻¹ X'W 1``: by ``c``
+    on the intercept when column 0 is one (and 0 elsewhere), and by ``c`` times the
+    weighted regression of a column of ones on ``X`` for a design without one
+    (``vb`` is ``(X'WX)⁻¹`` at the weights ``1/(v + τ²)``).
     """
     out = np.zeros((kern.m, kern.p))
-    out[:, 0] = kern.center
+    if kern.intercept:
+        out[:, 0] = kern.center
+        return out
+    w = 1.0 / (kern.V + tau2[:, None])
+    XtW1 = np.einsum("mnp,mn->mp", kern._Xfull(), w)
+    shift: FloatArray = np.einsum("mpq,mq->mp", vb, XtW1) * kern.center[:, None]
+    return shift
+
+
+def _uncentred_rss(kern: Kernel, tau2: FloatArray, beta: FloatArray) -> FloatArray:
+    """``Σ w_i (y_i - x_i'β)²`` of the uncentred effects (metafor's ``RSS.knha``)."""
+    w = 1.0 / (kern.V + tau2[:, None])
+    resid = kern.Y + kern.center[:, None] - np.einsum("mnp,mp->mn", kern._Xfull(), beta)
+    resid = np.where(np.isfinite(kern.V), resid, 0.0)
+    out: FloatArray = np.einsum("mn,mn,mn->m", w, resid, resid)
     return out
 
 
@@ -110,9 +124,14 @@ def location(
     # Q at τ² is needed by the Knapp-Hartung scaling only
     st = kern.weighted(tau2, Need.FIT if spec.scale is not None else Need.BETA)
     beta, vb = st.beta, st.cov()
+    Q = st.Q
     if kern.X is not None:  # only meta-regression kernels are centred
-        beta = beta + center_shift(kern)
+        beta = beta + center_shift(kern, tau2, vb)
+        if not kern.intercept and spec.scale is not None:
+            # without an intercept the centred y'Py is not the residual sum of
+            # squares of y (unless the design spans one): metafor scales by the latter
+            Q = _uncentred_rss(kern, tau2, beta)
     if spec.scale is None:
         return beta, vb, np.ones(kern.m)
-    s2w = spec.scale(st.Q, kern.dfr, kern.k)
+    s2w = spec.scale(Q, kern.dfr, kern.k)
     return beta, vb * s2w[:, None, None], s2w

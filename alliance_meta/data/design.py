@@ -1,52 +1,121 @@
 """The one design builder: factor coding and design matrices, as R builds them.
 
-Every model builds its design here: R's ``factor()`` levels (sorted, numbers
-numerically, logicals as ``TRUE``/``FALSE``), treatment coding with a reference
-level, ``intrcpt`` first, R's coefficient names, the columns metafor drops as
-redundant, and the rows of new data for ``predict``.  :class:`Moderator` (the data
-model), :func:`~alliance_meta.meta_regression`, the subgroup analyses and ``predict``
-all call it.
+Every model builds its design here (:func:`make_design`), from either kind of
+moderator specification:
+
+- an R formula, ``"~ ablat * year"``, built by :func:`~alliance_meta.data.formula.
+  model_matrix` as R's ``model.matrix``;
+- moderator names, :class:`Moderator` objects or a mapping ``name -> values``, each
+  moderator coded as R codes ``mods = ~ name``.
+
+Both follow one set of rules: R's ``factor()`` levels (strings in R's collation,
+:func:`~alliance_meta.data.formula.r_collation_key`, numbers numerically, logicals
+as ``FALSE``, ``TRUE``; a pandas ``Categorical`` keeps its category order, the first
+category the reference), treatment coding with a reference level, R's coefficient
+names, the columns metafor drops as redundant (R's ``lm`` QR,
+:func:`~alliance_meta.data.formula.redundant_columns`), an all-ones column moved
+first as ``intrcpt`` (metafor's ``.is.intercept``), and the rows of new data for
+``predict``.  :class:`Moderator` (the data model), :func:`~alliance_meta.
+meta_regression`, the subgroup analyses and ``predict`` all call it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 
 from alliance_meta._types import FloatArray
-from alliance_meta.exceptions import InvalidStudyError, ModelSpecificationError
+from alliance_meta.data.formula import (
+    FormulaDesign,
+    formula_names,
+    model_matrix,
+    r_collation_key,
+    r_number_string,
+    redundant_columns,
+)
+from alliance_meta.exceptions import (
+    InvalidStudyError,
+    ModelSpecificationError,
+    ModelSpecificationWarning,
+)
 
 if TYPE_CHECKING:
     from alliance_meta.data.study import Moderator, Study, StudySet
 
 __all__ = [
+    "Design",
     "ModeratorSpec",
     "Term",
     "build_design",
+    "categories_of",
     "check_design",
     "factor_codes",
-    "independent_columns",
+    "is_formula",
+    "make_design",
+    "moderator_columns",
     "new_design_rows",
     "r_level",
+    "r_sorted_levels",
+    "studies_frame",
     "treatment_columns",
+    "warn_dropped",
 ]
+
+#: metafor's ``.is.intercept``: a column within this of 1 everywhere is an intercept.
+INTERCEPT_EPS = 1e-8
 
 
 def r_level(v: object) -> str:
-    """R's ``as.character`` of one factor value (``2`` not ``2.0``, ``TRUE``/``FALSE``)."""
+    """R's ``as.character`` of one factor value (``2`` not ``2.0``, ``0.3`` for
+    ``0.1 + 0.2``, ``TRUE``/``FALSE``)."""
     if isinstance(v, (bool, np.bool_)):
         return "TRUE" if v else "FALSE"
     if isinstance(v, (int, np.integer)):
         return str(int(v))
     if isinstance(v, (float, np.floating)):
-        f = float(v)
-        return str(int(f)) if f.is_integer() else repr(f)
+        return r_number_string(float(v))
     return str(v)
+
+
+def r_sorted_levels(labels: Iterable[str]) -> tuple[str, ...]:
+    """The distinct labels in the order of R's ``sort()`` (R's collation)."""
+    return tuple(sorted(set(labels), key=r_collation_key))
+
+
+def is_formula(moderators: object) -> bool:
+    """Whether a moderator specification is an R formula (a string starting with ``~``)."""
+    return isinstance(moderators, str) and moderators.lstrip().startswith("~")
+
+
+def moderator_columns(moderators: object) -> tuple[str, ...]:
+    """The data columns a moderator specification reads: a formula's variables, or
+    the names given (none for a mapping of values)."""
+    from alliance_meta.data.study import Moderator
+
+    if is_formula(moderators):
+        assert isinstance(moderators, str)
+        return formula_names(moderators)
+    if isinstance(moderators, (str, Moderator)):
+        moderators = [moderators]
+    if isinstance(moderators, Mapping) or not isinstance(moderators, Sequence):
+        return ()
+    return tuple(m.name if isinstance(m, Moderator) else str(m) for m in moderators)
+
+
+def categories_of(values: object) -> tuple[str, ...] | None:
+    """The categories of a pandas ``Categorical`` (or categorical Series), as R's
+    level labels, in their order; ``None`` for anything else."""
+    dtype = getattr(values, "dtype", None)
+    if isinstance(dtype, pd.CategoricalDtype):
+        return tuple(r_level(c) for c in dtype.categories)
+    return None
 
 
 def _is_numeric(values: npt.NDArray[Any]) -> bool:
@@ -72,11 +141,30 @@ class Term:
 
 
 def _spec_for(
-    name: str, values: npt.NDArray[Any], given: Moderator | None, labels: Sequence[str]
+    name: str,
+    values: npt.NDArray[Any],
+    given: Moderator | None,
+    labels: Sequence[str],
+    categories: tuple[str, ...] | None = None,
 ) -> tuple[Moderator, bool, npt.NDArray[Any]]:
-    """The Moderator used for ``values`` and the values as ``design_columns`` wants them."""
+    """The Moderator used for ``values`` and the values as ``design_columns`` wants them.
+
+    ``categories`` are those of a pandas ``Categorical``: their order gives the
+    levels and the first is the reference, unless ``given`` fixes them.
+    """
     from alliance_meta.data.study import Moderator
 
+    if categories is not None:
+        strs = np.asarray([r_level(v) for v in values], dtype=object)
+        if given is not None and given.kind == "continuous":
+            raise InvalidStudyError(
+                "a categorical (pandas Categorical) column cannot be a continuous moderator",
+                field=name,
+            )
+        if given is not None and given.levels is not None:
+            return given, False, strs
+        ref = given.reference if given is not None else None
+        return Moderator(name, "categorical", categories, ref), False, strs
     numeric = _is_numeric(values)
     if given is not None and given.kind == "categorical" and numeric:
         # factor(x) of a numeric moderator: levels sorted numerically, spelled as R does
@@ -87,7 +175,7 @@ def _spec_for(
         strs = np.asarray([r_level(v) for v in fl], dtype=object)
         levels = given.levels
         if levels is None:
-            levels = tuple(r_level(v) for v in np.unique(fl))
+            levels = tuple(dict.fromkeys(r_level(v) for v in np.unique(fl)))
         return Moderator(name, "categorical", levels, given.reference), True, strs
     if given is not None:
         if given.kind == "categorical":
@@ -131,8 +219,8 @@ def _moderator_items(
                 )
         return items
     raise ModelSpecificationError(
-        "moderators must be a name, a Moderator, a sequence of them, or a mapping "
-        "name -> values"
+        "moderators must be an R formula ('~ x1 + x2'), a name, a Moderator, a sequence "
+        "of them, or a mapping name -> values"
     )
 
 
@@ -144,19 +232,56 @@ def as_studyset(studies: StudySet | Sequence[Study] | None) -> StudySet | None:
     return StudySet(tuple(studies))
 
 
+def studies_frame(sset: StudySet) -> pd.DataFrame:
+    """The studies' moderators as a data frame (index: the labels; a study without a
+    moderator has a missing value there), for formulas and moderator names."""
+    data: dict[str, list[object]] = {
+        name: [s.moderators.get(name) for s in sset.studies] for name in sset.moderator_names
+    }
+    frame: pd.DataFrame = pd.DataFrame(data, index=pd.Index(list(sset.labels)))
+    return frame
+
+
+def _column(data: pd.DataFrame, name: str) -> pd.Series[Any]:
+    if name not in data.columns:
+        known = ", ".join(repr(str(c)) for c in data.columns) or "none"
+        raise InvalidStudyError(f"the data have no column of this name (columns: {known})",
+                                field=name)
+    col: pd.Series[Any] = data[name]
+    return col
+
+
 def _moderator_values(
-    name: str, vals: object | None, sset: StudySet | None, k: int
-) -> npt.NDArray[Any]:
+    name: str,
+    vals: object | None,
+    sset: StudySet | None,
+    k: int,
+    data: pd.DataFrame | None,
+    labels: Sequence[str],
+) -> tuple[npt.NDArray[Any], tuple[str, ...] | None]:
+    """The values of one moderator and, for a pandas Categorical, its categories."""
+    cats: tuple[str, ...] | None = None
     if vals is None:
-        if sset is None:
+        if data is not None:
+            series = _column(data, name)
+            cats = categories_of(series)
+            na = series.isna().to_numpy()
+            if na.any():
+                raise InvalidStudyError("missing moderator value",
+                                        study=labels[int(np.argmax(na))], field=name)
+            arr = series.to_numpy(dtype=object) if cats is not None else series.to_numpy()
+        elif sset is not None:
+            # an unknown name raises InvalidStudyError naming it and the known ones
+            arr = np.asarray(sset.moderator(name))
+        else:
             raise InvalidStudyError(
-                "moderator given by name but no studies; pass a mapping name -> values",
+                "moderator given by name but no studies or data; pass data=, or a "
+                "mapping name -> values",
                 field=name,
             )
-        # an unknown name raises InvalidStudyError naming it and the known ones
-        arr = np.asarray(sset.moderator(name))
     else:
-        arr = np.asarray(vals)
+        cats = categories_of(vals)
+        arr = np.asarray(vals, dtype=object) if cats is not None else np.asarray(vals)
         if arr.dtype.kind == "U":
             arr = arr.astype(object)
     if arr.ndim != 1 or arr.shape[0] != k:
@@ -164,11 +289,17 @@ def _moderator_values(
             f"moderator has shape {arr.shape}, expected ({k},) (one value per study)",
             field=name,
         )
-    return arr
+    if arr.dtype.kind == "O":
+        for i, v in enumerate(arr):
+            if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
+                raise InvalidStudyError("missing moderator value", study=labels[i],
+                                        field=name)
+    return arr, cats
 
 
-#: What ``meta_regression(moderators=...)`` takes: moderator names (or Moderator
-#: objects) of the studies, or a mapping of them to values (with yi/vi).
+#: What ``meta_regression(moderators=...)`` takes: an R formula (``"~ x1 * x2"``),
+#: moderator names (or Moderator objects) of the studies or columns of ``data``,
+#: or a mapping of them to values (with yi/vi).
 ModeratorSpec: TypeAlias = (
     "str | Moderator | Sequence[str | Moderator] | Mapping[str, npt.ArrayLike]"
     " | Mapping[Moderator, npt.ArrayLike] | Mapping[str | Moderator, npt.ArrayLike]"
@@ -180,8 +311,10 @@ def build_design(
     sset: StudySet | None,
     k: int,
     labels: Sequence[str],
+    data: pd.DataFrame | None = None,
 ) -> tuple[tuple[str, ...], FloatArray, tuple[Term, ...]]:
-    """R's model matrix ``[1, moderator columns...]`` with coefficient names."""
+    """R's model matrix ``[1, moderator columns...]`` of moderator names or values,
+    with coefficient names (each moderator coded as ``mods = ~ name`` codes it)."""
     names: list[str] = ["intrcpt"]
     cols: list[FloatArray] = [np.ones((k, 1))]
     terms: list[Term] = []
@@ -190,8 +323,8 @@ def build_design(
         if name in seen:
             raise ModelSpecificationError(f"moderator {name!r} is given twice")
         seen.add(name)
-        arr = _moderator_values(name, vals, sset, k)
-        spec, numeric_levels, coded = _spec_for(name, arr, given, labels)
+        arr, cats = _moderator_values(name, vals, sset, k, data, labels)
+        spec, numeric_levels, coded = _spec_for(name, arr, given, labels, cats)
         cn, block = spec.design_columns(list(coded), labels)
         if block.shape[1] == 0:
             raise InvalidStudyError(
@@ -205,27 +338,216 @@ def build_design(
     return tuple(names), X, tuple(terms)
 
 
-#: A column is redundant when projecting it on the kept columns leaves at most this
-#: fraction of its norm (the tolerance of R's ``lm``, which metafor uses to find them).
-REDUNDANT_TOL = 1e-7
+def _readonly(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    a = np.array(a)
+    a.setflags(write=False)
+    return a
 
 
-def independent_columns(X: FloatArray) -> npt.NDArray[np.bool_]:
-    """Columns of ``X`` kept by R's ``lm(yi ~ X - 1)``: each in turn unless it is a
-    linear combination of the kept ones before it (its residual after projecting
-    on them is at most ``REDUNDANT_TOL`` times its norm)."""
-    keep = np.zeros(X.shape[1], dtype=bool)
-    for j in range(X.shape[1]):
-        col = X[:, j]
-        norm = float(np.linalg.norm(col))
-        if keep.any():
-            basis = X[:, keep]
-            coef = np.linalg.lstsq(basis, col, rcond=None)[0]
-            resid = float(np.linalg.norm(col - basis @ coef))
+@attrs.frozen(eq=False, repr=False)
+class Design:
+    """A model's design: the columns R builds, those metafor fits, and how to code
+    new rows the same way.
+
+    Attributes
+    ----------
+    full_names : tuple of str
+        R's names of every column of the model matrix (redundant ones included).
+    kept : ndarray of bool
+        Which of them the model keeps (metafor drops redundant columns).
+    order : ndarray of int
+        The kept columns in the order fitted (an all-ones column moved first).
+    X : ndarray, shape (k, p)
+        The fitted design.
+    coef_names : tuple of str
+        The fitted columns' names (``intrcpt`` for the intercept).
+    intercept : bool
+        Whether column 0 of ``X`` is the intercept.
+    formula : FormulaDesign or None
+        The formula's design, when the moderators were a formula.
+    terms : tuple of Term
+        The moderators' coding, when they were names or values.
+    """
+
+    full_names: tuple[str, ...]
+    kept: npt.NDArray[np.bool_] = attrs.field(converter=_readonly)
+    order: npt.NDArray[np.intp] = attrs.field(converter=_readonly)
+    X: FloatArray = attrs.field(converter=_readonly)
+    coef_names: tuple[str, ...]
+    intercept: bool
+    formula: FormulaDesign | None = None
+    terms: tuple[Term, ...] = ()
+
+    @property
+    def dropped(self) -> tuple[str, ...]:
+        """Names of the redundant columns dropped (metafor's ``coef.na``)."""
+        return tuple(n for n, kept in zip(self.full_names, self.kept, strict=True) if not kept)
+
+    @property
+    def p(self) -> int:
+        """Number of fitted coefficients."""
+        return len(self.coef_names)
+
+    def new_rows(self, new_moderators: object) -> FloatArray:
+        """Rows of the fitted design for new moderator values (metafor's ``newmods``).
+
+        ``new_moderators`` is a data frame or a mapping ``name -> values`` (a scalar
+        is one row): for a formula the variables it names, coded as the data were
+        (factor levels and references, ``scale()`` centres, as R's ``predict``);
+        otherwise the model's moderators.  An array of design columns is taken as it
+        is, without the intercept column when the model has one.
+        """
+        if self.formula is not None and (
+            isinstance(new_moderators, (Mapping, pd.DataFrame))
+            or hasattr(new_moderators, "__dataframe__")
+        ):
+            rows = self.formula.new_rows(new_moderators)
+            out: FloatArray = rows[:, self.order]
+            return out
+        if isinstance(new_moderators, Mapping):
+            full = new_design_rows(self.terms, new_moderators)
+            out = full[:, self.order]
+            return out
+        if isinstance(new_moderators, pd.DataFrame):
+            # the model's moderators among the columns (a frame may hold others)
+            names = {t.name for t in self.terms}
+            return self.new_rows({c: new_moderators[c] for c in new_moderators.columns
+                                  if c in names or not names})
+        return self._array_rows(new_moderators)
+
+    def _array_rows(self, new_moderators: object) -> FloatArray:
+        p = self.p
+        try:
+            Xn = np.asarray(new_moderators, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InvalidStudyError(
+                "new moderators given as an array must be numeric design columns; give "
+                "a mapping name -> values for raw (e.g. categorical) moderator values",
+                field="new_moderators",
+            ) from None
+        ncol = p - 1 if self.intercept else p
+        if Xn.ndim <= 1:
+            Xn = Xn.reshape(-1, 1) if ncol == 1 else Xn.reshape(1, -1)
+        if self.intercept and Xn.shape[1] == p - 1:
+            Xn = np.hstack([np.ones((Xn.shape[0], 1)), Xn])
+        if Xn.shape[1] != p:
+            names = self.coef_names[1:] if self.intercept else self.coef_names
+            raise InvalidStudyError(
+                f"new moderators have {Xn.shape[1]} columns; the model has {ncol} "
+                f"moderator columns ({', '.join(names)})",
+                field="new_moderators",
+            )
+        return Xn
+
+
+def _finish(
+    full_names: Sequence[str],
+    X: FloatArray,
+    formula: FormulaDesign | None,
+    terms: tuple[Term, ...],
+) -> Design:
+    """metafor's steps after the model matrix: drop the columns ``lm`` finds
+    redundant, then move an all-ones column first as ``intrcpt``."""
+    if X.shape[1] == 0:
+        raise ModelSpecificationError(
+            "the model has no coefficients (an empty design: '~ 0' or '~ -1' alone); "
+            "add moderators or the intercept"
+        )
+    kept = ~redundant_columns(X)
+    idx = np.flatnonzero(kept)
+    is_int = np.all(np.abs(X[:, idx] - 1.0) < INTERCEPT_EPS, axis=0)
+    names = [str(full_names[int(j)]) for j in idx]
+    if is_int.any():
+        first = int(idx[np.argmax(is_int)])
+        # the intercept first; other all-ones columns go (metafor: "this removes any
+        # duplicate intercepts"; lm has dropped them already)
+        order = np.array([first, *(j for j, one in zip(idx, is_int, strict=True) if not one)],
+                         dtype=np.intp)
+        coef_names = ("intrcpt", *(n for n, one in zip(names, is_int, strict=True) if not one))
+        intercept = True
+    else:
+        order = idx.astype(np.intp)
+        coef_names = tuple(names)
+        intercept = False
+    return Design(
+        full_names=tuple(str(n) for n in full_names),
+        kept=kept,
+        order=order,
+        X=X[:, order],
+        coef_names=coef_names,
+        intercept=intercept,
+        formula=formula,
+        terms=terms,
+    )
+
+
+def make_design(
+    moderators: object,
+    *,
+    k: int,
+    labels: Sequence[str],
+    studies: StudySet | None = None,
+    data: pd.DataFrame | None = None,
+) -> Design:
+    """The design of a model with these moderators, as metafor builds it.
+
+    Parameters
+    ----------
+    moderators : str, Moderator, sequence or mapping
+        An R formula (``"~ ablat * year"``), moderator names (or :class:`Moderator`
+        objects), or a mapping ``name -> values``; an empty sequence is the
+        intercept-only model.
+    k : int
+        Number of studies.
+    labels : sequence of str
+        The studies' labels (for errors).
+    studies : StudySet, optional
+        Where names (and a formula's variables) are looked up: the moderators of
+        the studies.
+    data : DataFrame, optional
+        Where names and a formula's variables are looked up (``data=``).
+
+    Returns
+    -------
+    Design
+    """
+    if is_formula(moderators):
+        assert isinstance(moderators, str)
+        source: pd.DataFrame
+        if data is not None:
+            # rows named by the studies' labels, so that errors name the study
+            source = data.set_axis(pd.Index(list(labels)), axis=0) if len(data) == k else data
+        elif studies is not None:
+            source = studies_frame(studies)
         else:
-            resid = norm
-        keep[j] = norm > 0 and resid > REDUNDANT_TOL * norm
-    return keep
+            raise ModelSpecificationError(
+                "a formula needs the data its variables come from: pass data= (a data "
+                "frame) or studies with these moderators"
+            )
+        if len(source) != k:
+            raise InvalidStudyError(f"the data have {len(source)} rows for {k} studies",
+                                    field="data")
+        fd = model_matrix(moderators, source)
+        return _finish(fd.column_names, fd.X, fd, ())
+    if isinstance(moderators, str) and data is None and studies is None:
+        raise ModelSpecificationError(
+            f"moderators={moderators!r} names a moderator, but there are no studies or "
+            "data to take it from; write a formula ('~ x') with data=, or pass a mapping "
+            "name -> values"
+        )
+    names, X, terms = build_design(moderators, studies, k, labels, data)
+    return _finish(names, X, None, terms)
+
+
+def warn_dropped(design: Design, stacklevel: int = 3) -> None:
+    """metafor's "Redundant predictors dropped from the model." warning."""
+    if design.dropped:
+        warnings.warn(
+            f"redundant predictors dropped from the model: {', '.join(design.dropped)} (a "
+            "linear combination of the columns before them), as metafor does",
+            ModelSpecificationWarning,
+            stacklevel=stacklevel + 1,
+        )
 
 
 def check_design(
@@ -244,41 +566,51 @@ def check_design(
 
 
 def factor_codes(
-    values: npt.NDArray[Any], spec: Moderator | None, field: str, labels: Sequence[str]
+    values: npt.NDArray[Any],
+    spec: Moderator | None,
+    field: str,
+    labels: Sequence[str],
+    categories: tuple[str, ...] | None = None,
 ) -> tuple[tuple[str, ...], npt.NDArray[np.int64]]:
-    """R's ``factor()`` of one grouping: the levels (R's order, or those of ``spec``)
-    and the 0-based level of each study; an error names a missing value's study, an
-    unknown level, and an empty level."""
+    """R's ``factor()`` of one grouping: the levels (R's order: strings in R's
+    collation, numbers numerically; a pandas Categorical's categories in their order,
+    unused ones dropped, as ``factor()`` drops them; or those of ``spec``) and the
+    0-based level of each study; an error names a missing value's study, an unknown
+    level, and an empty level."""
 
     def missing(i: int) -> InvalidStudyError:
         return InvalidStudyError("missing group value", study=labels[i], field=field)
 
     if values.dtype.kind == "U":
         values = values.astype(object)
-    numeric = values.dtype.kind in "iuf" or (
+    numeric = categories is None and (values.dtype.kind in "iuf" or (
         values.dtype.kind == "O"
         and all(
             isinstance(v, (int, float, np.integer, np.floating))
             and not isinstance(v, (bool, np.bool_))
             for v in values
         )
-    )
+    ))
     if numeric:
         fl = values.astype(np.float64)
         if not np.all(np.isfinite(fl)):
             raise missing(int(np.argmin(np.isfinite(fl))))
         strs = [r_level(v) for v in fl]
-        natural = [r_level(v) for v in np.unique(fl)]
+        natural = list(dict.fromkeys(r_level(v) for v in np.unique(fl)))
     else:
         for i, v in enumerate(values):
-            if v is None or (isinstance(v, float) and math.isnan(v)):
+            if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
                 raise missing(i)
         strs = [r_level(v) for v in values]
-        natural = sorted(set(strs))
+        if categories is not None:
+            used = set(strs)
+            natural = [c for c in categories if c in used]
+        else:
+            natural = list(r_sorted_levels(strs))
     levels: tuple[str, ...] = tuple(natural)
     if spec is not None and spec.levels is not None:
         levels = tuple(spec.levels)
-        unknown = sorted(set(strs) - set(levels))
+        unknown = sorted(set(strs) - set(levels), key=r_collation_key)
         if unknown:
             raise InvalidStudyError(
                 f"unknown level {unknown[0]!r}; expected one of {levels}", field=field
@@ -304,11 +636,10 @@ def treatment_columns(
     return cols
 
 
-def new_design_rows(
-    terms: Sequence[Term], kept: npt.NDArray[np.bool_], new_moderators: Mapping[Any, Any]
-) -> FloatArray:
-    """Design rows of new moderator values (a mapping name -> values), coded as the
-    model's ``terms`` coded the data, with the model's ``kept`` columns."""
+def new_design_rows(terms: Sequence[Term], new_moderators: Mapping[Any, Any]) -> FloatArray:
+    """Rows of the full design (every column, the intercept first) of new moderator
+    values (a mapping name -> values; a scalar is one row), coded as the model's
+    ``terms`` coded the data."""
     given = {str(getattr(k, "name", k)): v for k, v in new_moderators.items()}
     missing = [t.name for t in terms if t.name not in given]
     extra = sorted(set(given) - {t.name for t in terms})
@@ -318,7 +649,7 @@ def new_design_rows(
             f"new moderators must name exactly the model's moderators ({what})",
             field=(missing or extra)[0],
         )
-    lens = {np.atleast_1d(np.asarray(v)).shape[0] for v in given.values()}
+    lens = {np.atleast_1d(np.asarray(v, dtype=object)).shape[0] for v in given.values()}
     # no moderators (an intercept-only model): one prediction, the intercept
     n = lens.pop() if len(lens) == 1 else (1 if not lens else -1)
     if n < 0:
@@ -326,13 +657,20 @@ def new_design_rows(
     cols: list[FloatArray] = [np.ones((n, 1))]
     labels = [f"new {i}" for i in range(n)]
     for t in terms:
-        vals = np.atleast_1d(np.asarray(given[t.name]))
+        raw = given[t.name]
+        if categories_of(raw) is not None:
+            vals = np.asarray([r_level(v) for v in np.asarray(raw, dtype=object)],
+                              dtype=object)
+        else:
+            vals = np.atleast_1d(np.asarray(raw))
         if vals.dtype.kind == "U":
             vals = vals.astype(object)
         if t.numeric_levels:
             vals = np.asarray([r_level(v) for v in vals.astype(float)], dtype=object)
         elif vals.dtype.kind == "b":
             vals = vals.astype(object)
+        elif t.moderator.kind == "categorical" and vals.dtype.kind in "iuf":
+            vals = np.asarray([r_level(v) for v in vals], dtype=object)
         _, block = t.moderator.design_columns(list(vals), labels)
         cols.append(block)
-    return np.hstack(cols)[:, kept]
+    return np.hstack(cols)

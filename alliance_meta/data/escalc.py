@@ -26,6 +26,7 @@ from alliance_meta.exceptions import (
     InvalidStudyError,
 )
 from alliance_meta.results.base import freeze_arrays, readonly
+from alliance_meta.results.display import ResultDisplay
 from alliance_meta.results.summary import frame_summary
 
 __all__ = ["EscalcResult", "escalc"]
@@ -45,8 +46,8 @@ def _labels_tuple(x: Sequence[str] | None) -> tuple[str, ...] | None:
     return None if x is None else tuple(str(v) for v in x)
 
 
-@attrs.frozen(field_transformer=freeze_arrays)
-class EscalcResult:
+@attrs.frozen(field_transformer=freeze_arrays, repr=False)
+class EscalcResult(ResultDisplay):
     """Effect sizes computed by :func:`escalc`.
 
     Attributes
@@ -76,6 +77,9 @@ class EscalcResult:
     options : EscalcOptions
         ``add``, ``to``, ``drop00``, ``vtype``.
     """
+
+    _repr_fields = ("measure", "k")
+
 
     measure: str
     yi: FloatArray

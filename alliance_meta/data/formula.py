@@ -45,6 +45,7 @@ from alliance_meta.results.base import freeze_arrays
 __all__ = [
     "FormulaDesign",
     "VariableCoding",
+    "formula_names",
     "model_matrix",
     "r_collation_key",
     "r_number_string",
@@ -1003,7 +1004,8 @@ def _label_of(x: object) -> str:
 def _missing_error(name: str, row: str) -> InvalidStudyError:
     return InvalidStudyError(
         "missing value (R's model.matrix gives NA, and metafor drops the study with a "
-        "warning); remove the study or fill in the value",
+        "warning); remove the study, fill in the value, or pass nan_policy='omit' to the "
+        "model to drop such studies with a warning, as metafor does",
         study=row,
         field=name,
     )
@@ -1215,6 +1217,34 @@ def _parse_formula(formula: object) -> _Structure:
         raise _error_at(text, len(text), "unbalanced parentheses")
     terms, intercept = _formulaic_terms("".join(skeleton), text)
     return _Structure(text, tuple(nodes), tuple(names), terms, intercept)
+
+
+def formula_names(formula: str) -> tuple[str, ...]:
+    """The names a formula's expressions refer to (the data columns it reads, and
+    constants such as ``TRUE``), in order of appearance.
+
+    >>> formula_names("~ I(year - 1950) * relevel(factor(alloc), ref = 'b') + log(x, 2)")
+    ('year', 'alloc', 'x')
+    """
+    out: dict[str, None] = {}
+
+    def walk(node: _Node) -> None:
+        if isinstance(node, _Name):
+            out.setdefault(node.name, None)
+        elif isinstance(node, _Call):
+            for _, arg in node.args:
+                walk(arg)
+        elif isinstance(node, _Unary):
+            walk(node.operand)
+        elif isinstance(node, _Binary):
+            walk(node.left)
+            walk(node.right)
+        elif isinstance(node, _Paren):
+            walk(node.inner)
+
+    for node in _parse_formula(formula).nodes:
+        walk(node)
+    return tuple(out)
 
 
 def _formulaic_terms(skeleton: str, text: str) -> tuple[tuple[tuple[int, ...], ...], bool]:

@@ -60,7 +60,7 @@ if TYPE_CHECKING:
         vi: str | None
         se: str | None
         measure: Measure | None
-        moderators: Sequence[str] | str
+        moderators: Sequence[str] | str | None
         nan_policy: NanPolicy
 
 #: A moderator's value for one study.
@@ -592,8 +592,9 @@ class Moderator:
     Categorical moderators are treatment coded as in R: one indicator column per
     non-reference level, named ``"<name><level>"`` (e.g. ``allocrandom``), which
     matches the coefficient names of ``rma(yi, vi, mods = ~ alloc)``. Logical values
-    are spelled ``"TRUE"``/``"FALSE"``, as R does. Levels are sorted by code point;
-    R sorts by the collation of its locale, which agrees for lower-case ASCII names.
+    are spelled ``"TRUE"``/``"FALSE"``, as R does. Inferred levels are sorted as R's
+    ``factor()`` sorts them (:func:`~alliance_meta.data.formula.r_collation_key`:
+    ``"b" < "C"``, unlike Python's code-point order).
     """
 
     name: str
@@ -688,14 +689,20 @@ class Moderator:
                 )
         if kinds[0] == "continuous":
             return cls.continuous(name)
-        levels = tuple(sorted({_level_str(v) for v in vals}))
+        from alliance_meta.data.formula import r_collation_key
+
+        levels = tuple(sorted({_level_str(v) for v in vals}, key=r_collation_key))
         return cls.categorical(name, levels, reference)
 
     def with_levels_from(self, values: Iterable[object]) -> Moderator:
         """This moderator with its levels inferred (sorted) if they are not set."""
         if self.kind == "continuous" or self.levels is not None:
             return self
-        levels = tuple(sorted({_level_str(_normalise_value(v)) for v in values}))
+        from alliance_meta.data.formula import r_collation_key
+
+        levels = tuple(
+            sorted({_level_str(_normalise_value(v)) for v in values}, key=r_collation_key)
+        )
         return Moderator(self.name, "categorical", levels, self.reference)
 
     @property
@@ -1112,6 +1119,7 @@ class StudySet:
         n: npt.ArrayLike | None,
         moderators: Mapping[str, Sequence[ModeratorValue] | npt.ArrayLike] | None,
         dropped: tuple[str, ...] = (),
+        optional: Mapping[str, list[ModeratorValue | None]] | None = None,
         *,
         study: Sequence[str] | None = None,
     ) -> StudySet:
@@ -1145,7 +1153,11 @@ class StudySet:
                 label=labels[i],
                 effect=EffectSize(float(yi[i]), float(vi[i]), measure, bool(corrected[i])),
                 n=ns[i],
-                moderators={name: vals[i] for name, vals in mods.items()},
+                moderators={
+                    **{name: vals[i] for name, vals in mods.items()},
+                    **{name: v for name, vals in (optional or {}).items()
+                       if (v := vals[i]) is not None},
+                },
                 study=None if study is None or study[i] == labels[i] else study[i],
             )
             for i in range(k)
@@ -1175,7 +1187,7 @@ class StudySet:
         vi: str | None = None,
         se: str | None = None,
         measure: Measure | None = None,
-        moderators: Sequence[str] | str = (),
+        moderators: Sequence[str] | str | None = None,
         nan_policy: NanPolicy = "raise",
     ) -> StudySet:
         """Build a set from the columns of a data frame.
@@ -1202,9 +1214,13 @@ class StudySet:
             (one row per effect size).
         measure : str, optional
             Effect-size measure; see above.
-        moderators : str or sequence of str
+        moderators : str or sequence of str, optional
             Columns to keep as moderators. Numeric columns become continuous
-            (float), text and logical columns categorical.
+            (float), text and logical columns categorical.  By default every other
+            column (not an input or the label) is kept, so that models can name
+            any of them (``meta_regression(s, moderators="~ ablat + year")``); a
+            study's missing value there is simply absent (a model using the column
+            then names the study), and columns of other types are left out.
         nan_policy : {"raise", "omit"}
             ``"raise"`` (default): a missing value raises, naming the study and the
             column. ``"omit"``: rows with a missing value in a used column are
@@ -1239,7 +1255,11 @@ class StudySet:
         meas: Measure = measure if measure is not None else _DEFAULT_MEASURE[family]
         allowed = MEASURES if family == "generic" else _measures_of(tuple(fields))
         _check_measure(meas, allowed)
-        mod_cols = [moderators] if isinstance(moderators, str) else list(moderators)
+        declared = moderators is not None
+        mod_cols = (
+            [] if moderators is None
+            else [moderators] if isinstance(moderators, str) else list(moderators)
+        )
         for col in [*fields.values(), *mod_cols, *([label] if label else []),
                     *([study] if study else [])]:
             if col not in frame.columns:
@@ -1301,6 +1321,10 @@ class StudySet:
             studies = [st for st, kp in zip(studies, keep.tolist(), strict=True) if kp]
         numeric = {role: arr[keep] for role, arr in numeric.items()}
         mod_values = {col: frame[col].to_numpy()[keep] for col in mod_cols}
+        extra = {} if declared else _undeclared_moderators(
+            frame, {*fields.values(), *([label] if label else []), *([study] if study else [])},
+            keep,
+        )
 
         study_n: npt.ArrayLike | None
         if family != "generic":
@@ -1334,7 +1358,8 @@ class StudySet:
             res.corrected if res.corrected is not None else np.zeros(res.yi.size, np.bool_)
         )
         return cls._build(
-            res.yi, res.vi, corrected, labels, meas, study_n, mod_values, dropped, study=studies
+            res.yi, res.vi, corrected, labels, meas, study_n, mod_values, dropped, extra,
+            study=studies,
         )
 
     @classmethod
@@ -1374,9 +1399,11 @@ class StudySet:
 # -------------------------------------------------------------------------------- helpers
 
 
-def _sort_key(v: ModeratorValue) -> tuple[float, str]:
-    """Numbers sort numerically, text and logicals by R's spelling."""
-    return (v, "") if isinstance(v, float) else (0.0, _level_str(v))
+def _sort_key(v: ModeratorValue) -> tuple[float, tuple[Any, ...]]:
+    """Numbers sort numerically, text and logicals by R's spelling in R's collation."""
+    from alliance_meta.data.formula import r_collation_key
+
+    return (v, ()) if isinstance(v, float) else (0.0, r_collation_key(_level_str(v)))
 
 
 def _numeric(values: object, field: str) -> FloatArray:
@@ -1489,3 +1516,35 @@ def _input_family(given: Mapping[str, str | None]) -> tuple[_Family, dict[str, s
         "no effect-size input: give r and n; m1, sd1, n1, m2, sd2, n2; a, b, c, d; "
         "or yi with vi or se"
     )
+
+
+def _undeclared_moderators(
+    frame: pd.DataFrame, used: set[str], keep: npt.NDArray[np.bool_]
+) -> dict[str, list[ModeratorValue | None]]:
+    """The columns not declared as inputs, kept as moderators (missing values as
+    ``None``): numbers, text and logicals; columns of other types are left out."""
+    out: dict[str, list[ModeratorValue | None]] = {}
+    for col in frame.columns:
+        if not isinstance(col, str) or col in used:
+            continue
+        series = frame[col][keep]
+        dtype = series.dtype
+        if isinstance(dtype, pd.CategoricalDtype):
+            series = series.astype(object)
+        elif not (pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)
+                  or pd.api.types.is_string_dtype(dtype) or pd.api.types.is_object_dtype(dtype)):
+            continue
+        values: list[ModeratorValue | None] = []
+        for v in series.tolist():
+            v = _normalise_value(v)
+            if _is_missing(v) or v is pd.NA:
+                values.append(None)
+            elif isinstance(v, (str, float, bool)) and not (
+                isinstance(v, float) and not math.isfinite(v)
+            ):
+                values.append(v)
+            else:
+                break  # another type (a date, a list): not a moderator
+        else:
+            out[col] = values
+    return out

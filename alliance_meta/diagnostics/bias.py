@@ -25,11 +25,13 @@ from alliance_meta.core.inference import norm_sf, z_critical
 from alliance_meta.exceptions import (
     AllianceMetaError,
     FewStudiesWarning,
+    InvalidStudyError,
     ModelSpecificationError,
 )
 from alliance_meta.models._inputs import check_method, check_test
 from alliance_meta.models.pooling import PoolResult, _pool_single
 from alliance_meta.results.base import freeze_arrays, readonly
+from alliance_meta.results.display import ResultDisplay, apa_number, apa_p, fmt_p
 from alliance_meta.results.summary import frame_summary
 
 __all__ = [
@@ -51,8 +53,8 @@ BoolArray = npt.NDArray[np.bool_]
 # ---------------------------------------------------------------------------
 
 
-@attrs.frozen(field_transformer=freeze_arrays)
-class EggerTest:
+@attrs.frozen(field_transformer=freeze_arrays, repr=False)
+class EggerTest(ResultDisplay):
     """Result of :func:`egger_test` (metafor's ``regtest`` with ``predictor="sei"``).
 
     Attributes
@@ -81,6 +83,8 @@ class EggerTest:
     k : int
         Number of studies.
     """
+
+    _repr_fields = ('statistic', 'pvalue', 'df', 'intercept', 'model', 'k')
 
     statistic: float
     pvalue: float
@@ -117,7 +121,7 @@ class EggerTest:
                 ("Predictor:", "standard error"),
                 ("Studies (k):", str(self.k)),
                 (f"{stat}:", f"{self.statistic:.4f}"),
-                ("p-value:", f"{self.pvalue:.4g}"),
+                ("p-value:", fmt_p(self.pvalue)),
             ],
             coefs,
         )
@@ -125,22 +129,30 @@ class EggerTest:
     def __str__(self) -> str:
         return str(self.summary())
 
+    def report(self) -> str:
+        """The test as a sentence for a paper (APA style): ``"Egger's regression test
+        for funnel plot asymmetry: z = 0.49, p = .622."``."""
+        stat = "z" if self.df is None else f"t({self.df:g})"
+        return (f"Egger's regression test for funnel plot asymmetry: {stat} = "
+                f"{apa_number(self.statistic, 2)}, {apa_p(self.pvalue)}.")
 
-def egger_test(result: PoolResult, model: Literal["lm", "rma"] = "lm") -> EggerTest:
+
+def egger_test(result: PoolResult, model: Literal["lm", "rma"] = "rma") -> EggerTest:
     """Egger's regression test for funnel-plot asymmetry.
 
     Parameters
     ----------
     result : PoolResult
-        A fitted pooled result; its ``yi``, ``vi``, ``method`` and ``test`` are used.
-    model : {"lm", "rma"}
-        ``"lm"`` (the default): the classical test, a weighted least-squares
-        regression of ``yi`` on ``sqrt(vi)`` with weights ``1/vi`` and a t test of
-        the slope on k-2 df (metafor's ``regtest(model="lm")``): the equal-effects
-        fit with the Knapp-Hartung scale, which is exactly that regression.
-        ``"rma"`` (metafor's ``regtest`` default): the meta-regression
+        A fitted pooled result; its ``yi``, ``vi``, ``method``, ``test`` (and
+        ``control``) are used.
+    model : {"rma", "lm"}
+        ``"rma"`` (the default, as metafor's ``regtest``): the meta-regression
         ``rma(yi, vi, mods = ~ sqrt(vi), method = result.method, test = result.test)``;
         the statistic is a z (a t with k-2 df under ``t``/``knha``/``adhoc``).
+        ``"lm"``: the classical test, a weighted least-squares regression of ``yi``
+        on ``sqrt(vi)`` with weights ``1/vi`` and a t test of the slope on k-2 df
+        (metafor's ``regtest(model="lm")``): the equal-effects fit with the
+        Knapp-Hartung scale, which is exactly that regression.
 
     Returns
     -------
@@ -181,6 +193,7 @@ def egger_test(result: PoolResult, model: Literal["lm", "rma"] = "lm") -> EggerT
             "all standard errors are equal: the regression on sqrt(vi) is not identifiable"
         )
     if model == "lm":
+        _refuse_zero_variance(result, "Egger's test with model='lm' (weights 1/vi)")
         # weighted least squares with a free dispersion φ: the EE fit whose
         # covariance is scaled by the Knapp-Hartung factor y'Py / (k - 2) = φ̂
         kern = core.kernel_from_padded(yi[None, :], vi[None, :], X)
@@ -222,6 +235,18 @@ def egger_test(result: PoolResult, model: Literal["lm", "rma"] = "lm") -> EggerT
     )
 
 
+def _refuse_zero_variance(result: PoolResult, what: str) -> None:
+    """An error naming the study when ``vi = 0`` makes ``what`` undefined."""
+    zero = np.asarray(result.vi) == 0
+    if zero.any():
+        i = int(np.argmax(zero))
+        raise InvalidStudyError(
+            f"sampling variance is 0: {what} is not defined for it (the random-effects "
+            "fit, its influence diagnostics and Egger's test with model='rma' are)",
+            study=result.labels[i], field="vi",
+        )
+
+
 def _warn_two_studies(k: int, what: str) -> None:
     if k == 2:
         warnings.warn(
@@ -246,7 +271,9 @@ def _sei_regression(
     X = np.column_stack([np.ones(yi.size), np.sqrt(vi)])
     kern = core.kernel_from_padded(yi[None, :], vi[None, :], X)
     core_test = check_test(result.test if test is None else test)
-    return core.fit(kern, check_method(result.method), core_test, result.level)
+    control = getattr(result, "control", None)  # metafor's regtest keeps the fit's control
+    return core.fit(kern, check_method(result.method), core_test, result.level,
+                    rule=None if control is None else control.to_rule())
 
 
 # ---------------------------------------------------------------------------
@@ -254,8 +281,8 @@ def _sei_regression(
 # ---------------------------------------------------------------------------
 
 
-@attrs.frozen(field_transformer=freeze_arrays)
-class RankCorrelationTest:
+@attrs.frozen(field_transformer=freeze_arrays, repr=False)
+class RankCorrelationTest(ResultDisplay):
     """Result of :func:`rank_correlation_test` (metafor's ``ranktest``).
 
     Attributes
@@ -287,7 +314,7 @@ class RankCorrelationTest:
             "Rank correlation test for funnel plot asymmetry",
             [
                 ("Kendall's tau:", f"{self.tau:.4f}"),
-                ("p-value:", f"{self.pvalue:.4g}"),
+                ("p-value:", fmt_p(self.pvalue)),
                 ("Studies (k):", str(self.k)),
                 ("p-value from:", "exact distribution" if self.exact else "normal approx."),
             ],
@@ -328,6 +355,7 @@ def rank_correlation_test(result: PoolResult, *, exact: bool = True) -> RankCorr
     Begg, C. B., & Mazumdar, M. (1994). Operating characteristics of a rank
     correlation test for publication bias. *Biometrics*, 50(4), 1088-1101.
     """
+    _refuse_zero_variance(result, "the rank correlation test (standardised by vi)")
     yi, vi = result.yi, result.vi
     k = int(yi.size)
     if k < 2:
@@ -359,8 +387,8 @@ def rank_correlation_test(result: PoolResult, *, exact: bool = True) -> RankCorr
 # ---------------------------------------------------------------------------
 
 
-@attrs.frozen(field_transformer=freeze_arrays)
-class TrimAndFillResult:
+@attrs.frozen(field_transformer=freeze_arrays, repr=False)
+class TrimAndFillResult(ResultDisplay):
     """Result of :func:`trim_and_fill` (metafor's ``trimfill``).
 
     Attributes
@@ -387,6 +415,8 @@ class TrimAndFillResult:
     iterations : int
         Iterations of the trimming algorithm.
     """
+
+    _repr_fields = ('k0', 'side', 'estimator')
 
     k0: int
     k0_se: float
@@ -508,13 +538,15 @@ def trim_and_fill(
     ``test="z"`` and ``level=0.95``, the augmented fit keeps the input's test and
     level; under the default z test at 95% the two coincide.
 
-    Every refit here solves τ² to 1e-10 relative.  metafor's ``trimfill`` does not
-    pass the fitted model's ``control`` on to its refits, so ``trimfill(fit)`` stops
-    its Fisher scoring at metafor's default threshold (a τ² change below 1e-5); for
-    iterative estimators its τ² and SE then differ from the exact root by up to a
-    few 1e-4 relative (e.g. 2.6e-4 for τ² on Molloy et al., 2014, REML).
-    ``trimfill(fit, control = list(threshold = 1e-12))`` in R reproduces our
-    numbers to about 1e-12.
+    Every refit here solves τ² to 1e-10 relative, or stops as the fit's
+    ``control`` says (:class:`~alliance_meta.Control`).  metafor's ``trimfill``
+    does not pass the fitted model's ``control`` on to its refits, so
+    ``trimfill(fit)`` stops its Fisher scoring at metafor's default threshold (a τ²
+    change below 1e-5); for iterative estimators its τ² and SE then differ from the
+    exact root by up to a few 1e-4 relative (e.g. 2.6e-4 for τ² on Molloy et al.,
+    2014, REML).  ``trimfill(fit, control = list(threshold = 1e-12))`` in R
+    reproduces our numbers to about 1e-12, and a fit with ``control=Control()``
+    (metafor's defaults) reproduces ``trimfill(fit)``.
 
     References
     ----------
@@ -528,6 +560,7 @@ def trim_and_fill(
     """
     if estimator not in ("L0", "R0", "Q0"):
         raise ModelSpecificationError(f"estimator must be 'L0', 'R0' or 'Q0', got {estimator!r}")
+    _refuse_zero_variance(result, "trim and fill")
     yi0, vi0 = result.yi, result.vi
     k = int(yi0.size)
     if k == 1:
@@ -547,6 +580,8 @@ def trim_and_fill(
     ix = np.argsort(yflip, kind="stable")  # R's sort(): radix, stable
     ys, vs = yflip[ix], vi0[ix]
 
+    # the fit's control= (metafor's trimfill refits with the model's control too)
+    rule = None if result.control is None else result.control.to_rule()
     k0_prev, k0, iters = -1, 0, 0
     beta = math.nan
     se_k0 = math.nan
@@ -560,7 +595,7 @@ def trim_and_fill(
         if k - k0 < 1:
             raise AllianceMetaError("trim and fill trimmed every study; k0 is not estimable")
         kern = core.kernel_from_padded(ys[None, : k - k0], vs[None, : k - k0])
-        beta = float(core.fit(kern, method, "z", 0.95).beta[0, 0])
+        beta = float(core.fit(kern, method, "z", 0.95, rule=rule).beta[0, 0])
         yc = ys - beta
         signed = np.sign(yc) * _rank_first(np.abs(yc))
         if estimator == "R0":
@@ -628,6 +663,7 @@ def trim_and_fill(
         test=result.test,
         level=result.level,
         measure=result.measure,
+        control=result.control,
     )
     return TrimAndFillResult(
         k0=k0,
@@ -648,8 +684,8 @@ def trim_and_fill(
 # ---------------------------------------------------------------------------
 
 
-@attrs.frozen(field_transformer=freeze_arrays)
-class FailSafeN:
+@attrs.frozen(field_transformer=freeze_arrays, repr=False)
+class FailSafeN(ResultDisplay):
     """Result of :func:`fail_safe_n` (metafor's ``fsn``).
 
     Attributes
@@ -694,7 +730,7 @@ class FailSafeN:
         if self.mean_effect is not None:
             info.append(("Mean effect:", f"{self.mean_effect:.4f}"))
         if self.pvalue is not None:
-            info.append(("p-value:", f"{self.pvalue:.4g}"))
+            info.append(("p-value:", fmt_p(self.pvalue)))
         info += [("alpha:", f"{self.alpha:g}"), ("Studies (k):", str(self.k))]
         return frame_summary("Fail-safe N", info)
 
@@ -764,6 +800,7 @@ def fail_safe_n(
     method for calculating fail-safe numbers in meta-analysis. *Evolution*, 59(2),
     464-468.
     """
+    _refuse_zero_variance(result, "the fail-safe N (z = yi / sqrt(vi))")
     yi, vi = result.yi, result.vi
     k = int(yi.size)
     meth = str(method).lower()

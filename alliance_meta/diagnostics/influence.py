@@ -26,6 +26,7 @@ from alliance_meta.models._inputs import check_method, check_test
 from alliance_meta.models.pooling import PoolResult
 from alliance_meta.models.protocol import UnivariateModel
 from alliance_meta.results.base import IntervalArray, freeze_arrays
+from alliance_meta.results.display import ResultDisplay
 from alliance_meta.results.summary import frame_summary, info_table, make_summary, value_table
 
 __all__ = [
@@ -55,8 +56,12 @@ def _refit_subsets(result: UnivariateModel, include: BoolArray) -> core.CoreFit:
     """
     Y = np.where(include, result.yi[None, :], np.nan)
     V = np.where(include, result.vi[None, :], np.nan)
-    kern = core.kernel_from_padded(Y, V, None if result.p == 1 else result.X)
-    return core.fit(kern, check_method(result.method), check_test(result.test), result.level)
+    # the design as fitted (a single column of ones takes the intercept-only kernel)
+    kern = core.kernel_from_padded(Y, V, np.asarray(result.X, dtype=np.float64))
+    # a fit made with metafor's control= is refitted with it, as metafor's refits are
+    control = getattr(result, "control", None)
+    return core.fit(kern, check_method(result.method), check_test(result.test), result.level,
+                    rule=None if control is None else control.to_rule())
 
 
 def _col(a: FloatArray) -> FloatArray:
@@ -73,8 +78,8 @@ def _df_or_nan(fit: core.CoreFit) -> FloatArray:
 # ---------------------------------------------------------------------------
 
 
-@attrs.frozen(field_transformer=freeze_arrays)
-class LeaveOneOutResult:
+@attrs.frozen(field_transformer=freeze_arrays, repr=False)
+class LeaveOneOutResult(ResultDisplay):
     """Leave-one-out meta-analyses (metafor's ``leave1out``), one row per omitted study.
 
     Attributes
@@ -232,8 +237,8 @@ def leave_one_out(result: PoolResult) -> LeaveOneOutResult:
 # ---------------------------------------------------------------------------
 
 
-@attrs.frozen(field_transformer=freeze_arrays)
-class InfluenceResult:
+@attrs.frozen(field_transformer=freeze_arrays, repr=False)
+class InfluenceResult(ResultDisplay):
     """Case-deletion diagnostics (metafor's ``influence.rma.uni``), one row per study.
 
     Attributes
@@ -269,6 +274,8 @@ class InfluenceResult:
     A study whose deletion leaves a coefficient inestimable (the only study of a
     level) has NaN diagnostics and is not flagged, as metafor reports NA.
     """
+
+    _repr_fields = ('k', 'p', 'coef_names')
 
     rstudent: FloatArray = attrs.field(eq=False)
     dffits: FloatArray = attrs.field(eq=False)
@@ -480,8 +487,8 @@ def influence(result: UnivariateModel) -> InfluenceResult:
 # ---------------------------------------------------------------------------
 
 
-@attrs.frozen(field_transformer=freeze_arrays)
-class CumulativeResult:
+@attrs.frozen(field_transformer=freeze_arrays, repr=False)
+class CumulativeResult(ResultDisplay):
     """Cumulative meta-analysis (metafor's ``cumul``), one row per step.
 
     Row j pools the first j + 1 studies in ``order``; ``labels[j]`` is the study

@@ -40,25 +40,30 @@ from alliance_meta.exceptions import (
     ConvergenceWarning,
     FewStudiesWarning,
     InvalidStudyError,
+    ModelSpecificationError,
 )
 from alliance_meta.models._inputs import (
     as_float_array,
     check_level,
     check_method,
     check_test,
+    long_columns,
     validate_studies,
 )
 from alliance_meta.models.dask import is_dask_collection
 from alliance_meta.models.pooling import frame_columns, reset_message
 from alliance_meta.results.base import IntervalArray, freeze_arrays, readonly
+from alliance_meta.results.display import ResultDisplay
 from alliance_meta.results.summary import frame_summary
 
 __all__ = ["ManyHeterogeneityCI", "ManyPoolResult", "pool_many"]
 
 
-@attrs.frozen(field_transformer=freeze_arrays)
-class ManyHeterogeneityCI:
+@attrs.frozen(field_transformer=freeze_arrays, repr=False)
+class ManyHeterogeneityCI(ResultDisplay):
     """Q-profile intervals for τ², I² and H² of many analyses."""
+
+    _repr_fields = ('level',)
 
     tau2: IntervalArray
     I2: IntervalArray
@@ -100,8 +105,8 @@ def _describe(frame: pd.DataFrame) -> pd.DataFrame:
     return q
 
 
-@attrs.frozen(field_transformer=freeze_arrays)
-class ManyPoolResult:
+@attrs.frozen(field_transformer=freeze_arrays, repr=False)
+class ManyPoolResult(ResultDisplay):
     """Pooled results of many analyses; every field is an array with one entry each.
 
     Field names match :class:`PoolResult`.  ``groups`` holds the sorted group labels
@@ -115,6 +120,8 @@ class ManyPoolResult:
     read them; the standard error of a DL τ² needs a weight moment that nothing
     else does).
     """
+
+    _repr_fields = ('method', 'test', 'level', 'measure')
 
     groups: npt.NDArray[Any] = attrs.field(eq=False)
     estimate: FloatArray = attrs.field(eq=False)
@@ -411,10 +418,11 @@ def _many_result(
 
 
 def pool_many(
-    yi: npt.ArrayLike,
-    vi: npt.ArrayLike,
-    groups: npt.ArrayLike | None = None,
+    yi: npt.ArrayLike | str | None = None,
+    vi: npt.ArrayLike | str | None = None,
+    groups: npt.ArrayLike | str | None = None,
     *,
+    data: object = None,
     method: Method = "REML",
     test: Test = "z",
     level: float = 0.95,
@@ -431,6 +439,10 @@ def pool_many(
     groups : array_like, optional
         Analysis label of each row of 1-D input.  Results are ordered by the sorted
         unique labels, available as ``result.groups``.
+    data : DataFrame, optional
+        A long-format data frame (or any object with the DataFrame interchange
+        protocol): ``yi``, ``vi`` and ``groups`` then name its columns (``yi`` and
+        ``vi`` by default), e.g. ``pool_many(data=df, groups="outcome")``.
     method, test, level, measure
         As for :func:`random_effects`.
 
@@ -466,6 +478,10 @@ def pool_many(
         return pool_many_dask(  # type: ignore[return-value]
             yi, vi, groups, method=core_method, test=core_test, level=lv
         )
+    if data is not None:
+        yi, vi, groups = long_columns(data, yi, vi, groups)
+    elif yi is None or vi is None:
+        raise ModelSpecificationError("give yi and vi (arrays), or data= with its columns")
     y = as_float_array(yi, "yi")
     v = as_float_array(vi, "vi")
     if groups is None:

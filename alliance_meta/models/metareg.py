@@ -20,8 +20,7 @@ findings from meta-regression. *Statistics in Medicine*, 23(11), 1663-1682.
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -31,28 +30,34 @@ import pandas as pd
 from statsmodels.iolib.summary import Summary
 
 from alliance_meta import core
-from alliance_meta._types import FloatArray, Measure, Method, Test
+from alliance_meta._types import FloatArray, Measure, Method, NanPolicy, Test
 from alliance_meta.core.estimators import CoreMethod
-from alliance_meta.core.inference import critical_value
 from alliance_meta.core.vcov import CoreTest
 from alliance_meta.data.design import (
+    Design,
     ModeratorSpec,
-    Term,
-    as_studyset,
-    build_design,
     check_design,
-    independent_columns,
-    new_design_rows,
+    make_design,
+    moderator_columns,
+    warn_dropped,
 )
 from alliance_meta.exceptions import (
-    InvalidStudyError,
     ModelSpecificationError,
-    ModelSpecificationWarning,
 )
-from alliance_meta.models._inputs import check_level, check_method, check_test, resolve_input
-from alliance_meta.models.pooling import fit_one
+from alliance_meta.models._inputs import (
+    check_level,
+    check_method,
+    check_test,
+    check_zero_variances,
+    resolve_model_input,
+)
+from alliance_meta.models.control import Control, ControlSpec, as_control, as_rule
+from alliance_meta.models.pooling import _num, fit_one, heterogeneity_rows
 from alliance_meta.models.protocol import UnivariateFit
 from alliance_meta.results.base import IntervalArray, freeze_arrays
+from alliance_meta.results.display import ResultDisplay, Transf, fmt_p, fmt_p_eq
+from alliance_meta.results.prediction import Prediction, make_prediction
+from alliance_meta.results.report import coefficient_clause, i2_text, tau2_text, test_clause
 from alliance_meta.results.summary import frame_summary, info_table, make_summary, value_table
 
 if TYPE_CHECKING:
@@ -73,67 +78,19 @@ MAX_EXACT = 2_000_000
 _PERM_CHUNK = 4096
 
 # ---------------------------------------------------------------------------
-# Design matrices
-# ---------------------------------------------------------------------------
-
-
-
-
-# ---------------------------------------------------------------------------
 # Result classes
 # ---------------------------------------------------------------------------
 
 
-@attrs.frozen(field_transformer=freeze_arrays)
-class Prediction:
-    """Fitted values of a meta-regression at new moderator values (``predict.rma``).
-
-    ``pred = x'β̂``, ``se = √(x' V_β x)``, ``ci = pred ± c·se`` and
-    ``pi = pred ± c·√(se² + τ²)``, with ``c`` the normal quantile, or the t quantile
-    on ``k - p`` df under ``test="t"``/``"knha"``/``"adhoc"``.
-    """
-
-    pred: FloatArray = attrs.field(eq=False)
-    se: FloatArray = attrs.field(eq=False)
-    ci: IntervalArray
-    pi: IntervalArray
-    X: FloatArray = attrs.field(eq=False, repr=False)
-    level: float
-
-    def to_frame(self) -> pd.DataFrame:
-        """One row per prediction."""
-        frame: pd.DataFrame = pd.DataFrame(
-            {
-                "pred": self.pred,
-                "se": self.se,
-                "ci_low": self.ci.low,
-                "ci_high": self.ci.high,
-                "pi_low": self.pi.low,
-                "pi_high": self.pi.high,
-            }
-        )
-        return frame
-
-    def summary(self) -> Summary:
-        """A statsmodels Summary like metafor's ``print(predict(fit, newmods))``."""
-        return frame_summary(
-            "Predicted values",
-            [("Predictions:", str(self.pred.size)), ("Level:", f"{self.level:g}")],
-            self.to_frame(),
-            ["ci: confidence interval of the fitted value; pi: prediction interval."],
-        )
-
-    def __str__(self) -> str:
-        return str(self.summary())
-
-
-@attrs.frozen(field_transformer=freeze_arrays)
-class PermutationTestResult:
+@attrs.frozen(field_transformer=freeze_arrays, repr=False)
+class PermutationTestResult(ResultDisplay):
     """A permutation test of a meta-regression (metafor's ``permutest``).
 
     ``pvalue[j]`` is the share of permutations (the observed data included) whose
     ``|z_j|`` is at least the observed ``|z_j|``; ``QM_pvalue`` the same for QM.
     """
+
+    _repr_fields = ('coef_names', 'pvalue', 'QM', 'QM_pvalue', 'n_permutations', 'exact')
 
     coef_names: tuple[str, ...]
     coef: FloatArray = attrs.field(eq=False)
@@ -162,7 +119,7 @@ class PermutationTestResult:
             [
                 ("Permutations:", f"{self.n_permutations} ({kind})"),
                 ("QM:", f"{self.QM:.4f}"),
-                ("QM p-value:", f"{self.QM_pvalue:.4g}"),
+                ("QM p-value:", fmt_p(self.QM_pvalue)),
             ],
             self.to_frame(),
         )
@@ -171,8 +128,8 @@ class PermutationTestResult:
         return str(self.summary())
 
 
-@attrs.frozen(field_transformer=freeze_arrays)
-class MetaRegressionResult(UnivariateFit):
+@attrs.frozen(field_transformer=freeze_arrays, repr=False)
+class MetaRegressionResult(UnivariateFit, ResultDisplay):
     """A fitted mixed-effects meta-regression (metafor's ``rma(yi, vi, mods=...)``).
 
     Attributes
@@ -198,6 +155,8 @@ class MetaRegressionResult(UnivariateFit):
     k, method, test, level, measure
         Number of studies and the fit's settings.
     """
+
+    _repr_fields = ('coef_names', 'coef', 'tau2', 'QM', 'QM_pvalue', 'k', 'method')
 
     coef_names: tuple[str, ...]
     coef: FloatArray = attrs.field(eq=False)
@@ -229,17 +188,25 @@ class MetaRegressionResult(UnivariateFit):
     yi: FloatArray = attrs.field(eq=False, repr=False)
     vi: FloatArray = attrs.field(eq=False, repr=False)
     X: FloatArray = attrs.field(eq=False, repr=False)
-    _terms: tuple[Term, ...] = attrs.field(eq=False, repr=False, alias="terms")
-    #: which columns of the full design (intercept, then each moderator's columns)
-    #: the model kept; metafor drops redundant ones
-    _kept: npt.NDArray[np.bool_] = attrs.field(eq=False, repr=False, alias="kept")
+    _design: Design = attrs.field(eq=False, repr=False, alias="design")
+    #: metafor's stopping rule the fit used (``None``: solved to 1e-10)
+    control: Control | None = attrs.field(default=None, repr=False)
 
     @property
     def dropped(self) -> tuple[str, ...]:
         """Names of the redundant design columns dropped from the model (metafor's
         ``coef.na``); empty when the design had full rank."""
-        full = ["intrcpt", *(c for t in self._terms for c in t.coef_names)]
-        return tuple(n for n, kept in zip(full, self._kept, strict=True) if not kept)
+        return self._design.dropped
+
+    @property
+    def intercept(self) -> bool:
+        """Whether the model has an intercept (``intrcpt``, column 0)."""
+        return self._design.intercept
+
+    @property
+    def formula(self) -> str | None:
+        """The moderators' R formula, when they were given as one."""
+        return None if self._design.formula is None else self._design.formula.formula
 
     @property
     def p(self) -> int:
@@ -248,39 +215,26 @@ class MetaRegressionResult(UnivariateFit):
 
     # -- predict -------------------------------------------------------------
     def _new_design(self, new_moderators: object) -> FloatArray:
-        p = self.p
-        if isinstance(new_moderators, Mapping):
-            return new_design_rows(self._terms, self._kept, new_moderators)
-        try:
-            Xn = np.asarray(new_moderators, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise InvalidStudyError(
-                "new moderators given as an array must be numeric design columns; give "
-                "a mapping name -> values for raw (e.g. categorical) moderator values",
-                field="new_moderators",
-            ) from None
-        if Xn.ndim <= 1:
-            Xn = Xn.reshape(-1, 1) if p == 2 else Xn.reshape(1, -1)
-        if Xn.shape[1] == p - 1:
-            Xn = np.hstack([np.ones((Xn.shape[0], 1)), Xn])
-        if Xn.shape[1] != p:
-            raise InvalidStudyError(
-                f"new moderators have {Xn.shape[1]} columns; the model has {p - 1} "
-                f"moderator columns ({', '.join(self.coef_names[1:])})",
-                field="new_moderators",
-            )
-        return Xn
+        return self._design.new_rows(new_moderators)
 
-    def predict(self, new_moderators: object = None) -> Prediction:
+    def predict(self, new_moderators: object = None, *, transf: Transf = None) -> Prediction:
         """Predicted effects with confidence and prediction intervals.
 
         Parameters
         ----------
-        new_moderators : mapping or array_like, optional
-            Either a mapping ``name -> values`` of raw moderator values (strings for
-            categorical moderators, coded as in the fit), or an array of design
-            columns without the intercept (metafor's ``newmods``).  ``None`` gives
-            the fitted values of the studies.
+        new_moderators : data frame, mapping or array_like, optional
+            For a formula model, a data frame or mapping of the formula's variables
+            (coded as the data were: factor levels, references and ``scale()``
+            centres, as R's ``predict``); otherwise a mapping ``name -> values`` of
+            raw moderator values (strings for categorical moderators, coded as in
+            the fit).  Or an array of design columns, without the intercept column
+            when the model has one (metafor's ``newmods``).  ``None`` gives the
+            fitted values of the studies.
+        transf : True or callable, optional
+            Transform the predictions and the bounds, as metafor's
+            ``predict(fit, transf=)``: ``True`` for the measure's
+            back-transformation (``tanh`` for ZCOR, ``exp`` for log ratios), or any
+            function (e.g. ``np.exp``).
 
         Returns
         -------
@@ -293,18 +247,9 @@ class MetaRegressionResult(UnivariateFit):
         under t/knha/adhoc, ``t_{k-p, 1-α/2}`` (and ``V`` is Knapp-Hartung scaled).
         """
         Xn = self.X if new_moderators is None else self._new_design(new_moderators)
-        pred = Xn @ self.coef
-        se = np.sqrt(np.einsum("ij,jk,ik->i", Xn, self.vcov, Xn))
-        crit = float(critical_value(np.array(np.nan if self.df is None else self.df), self.level))
-        half_pi = crit * np.sqrt(se**2 + self.tau2)
-        return Prediction(
-            pred=pred,
-            se=se,
-            ci=IntervalArray(pred - crit * se, pred + crit * se),
-            pi=IntervalArray(pred - half_pi, pred + half_pi),
-            X=Xn,
-            level=self.level,
-        )
+        labels = self.labels if new_moderators is None else None
+        return make_prediction(Xn, self.coef, self.vcov, self.tau2, self.df, self.level,
+                               measure=self.measure, transf=transf, labels=labels)
 
     # -- permutation test ----------------------------------------------------
     def permutation_test(
@@ -345,7 +290,7 @@ class MetaRegressionResult(UnivariateFit):
         if n < 2:
             raise ModelSpecificationError("n must be >= 2 permutations")
         k, p = self.X.shape
-        int_only = p == 1
+        int_only = p == 1 and self.intercept
         if int_only:
             n_exact = 2.0**k
         else:
@@ -379,12 +324,8 @@ class MetaRegressionResult(UnivariateFit):
         obs_kern = core.kernel_from_padded(
             self.yi[None, :], self.vi[None, :], None if int_only else self.X
         )
-        obs = core.fit(
-            obs_kern,
-            core_method,
-            core_test,
-            self.level,
-        )
+        rule = as_rule(self.control)
+        obs = core.fit(obs_kern, core_method, core_test, self.level, rule=rule)
         z_obs = obs.statistic[0]
         qm_obs = float(obs.QM[0])
         zs: list[FloatArray] = []
@@ -404,7 +345,7 @@ class MetaRegressionResult(UnivariateFit):
                     Xp = self.X[block]
                 Y = np.broadcast_to(self.yi, (m, k)).copy()
                 kern = core.kernel_from_padded(Y, V, Xp)
-            f = core.fit(kern, core_method, core_test, self.level)
+            f = core.fit(kern, core_method, core_test, self.level, rule=rule)
             zs.append(f.statistic)
             qms.append(f.QM)
         zperm = np.concatenate(zs, axis=0)
@@ -441,7 +382,10 @@ class MetaRegressionResult(UnivariateFit):
         return frame
 
     def summary(self) -> Summary:
-        """A statsmodels ``Summary`` laid out like metafor's ``print.rma.uni``."""
+        """A statsmodels ``Summary`` laid out like metafor's ``print.rma.uni``: residual
+        τ² with its standard error, τ, I², H², R², the QE and QM (or F) tests, and
+        the coefficients with their tests (the t tests' df), p-values as metafor
+        prints them (``<.0001``)."""
         model = "Fixed-effects meta-regression" if self.method == "EE" else (
             "Mixed-effects meta-regression"
         )
@@ -455,32 +399,68 @@ class MetaRegressionResult(UnivariateFit):
             ("Studies (k):", str(self.k)),
             ("Test:", self.test),
         ]
-        right = [
-            ("tau^2 (residual):", f"{self.tau2:.4f}"),
-            ("I^2 (residual, %):", f"{self.I2:.2f}"),
-            ("H^2 (residual):", f"{self.H2:.2f}"),
+        if self.formula is not None:
+            left.append(("Moderators:", self.formula))
+        right = heterogeneity_rows(self.tau2, self.tau2_se, self.I2, self.H2, self.method,
+                                   residual=True)
+        right += [
             ("R^2 (%):", "-" if self.R2 is None else f"{self.R2:.2f}"),
-            (f"QE({self.QE_df}):", f"{self.QE:.4f} (p = {self.QE_pvalue:.4g})"),
-            (f"{qm_name}({qm_df}):", f"{self.QM:.4f} (p = {self.QM_pvalue:.4g})"),
+            (f"QE({self.QE_df}):", f"{_num(self.QE)}, p {fmt_p_eq(self.QE_pvalue)}"),
+            (f"{qm_name}({qm_df}):", f"{self.QM:.4f}, p {fmt_p_eq(self.QM_pvalue)}"),
         ]
         stat = "z" if self.df is None else "t"
         lo, hi = f"[{(1 - self.level) / 2:.3f}", f"{1 - (1 - self.level) / 2:.3f}]"
-        rows = [
-            [
-                f"{self.coef[j]:.4f}", f"{self.se[j]:.4f}", f"{self.statistic[j]:.3f}",
-                f"{self.pvalue[j]:.4g}", f"{self.ci.low[j]:.4f}", f"{self.ci.high[j]:.4f}",
-            ]
-            for j in range(self.p)
-        ]
+        rows = []
+        for j in range(self.p):
+            row = [f"{self.coef[j]:.4f}", f"{self.se[j]:.4f}", f"{self.statistic[j]:.4f}"]
+            if self.df is not None:
+                row.append(f"{self.df:g}")
+            row += [fmt_p(self.pvalue[j]), f"{self.ci.low[j]:.4f}", f"{self.ci.high[j]:.4f}"]
+            rows.append(row)
+        headers = ["estimate", "se", stat, *(["df"] if self.df is not None else []), "pval",
+                   lo, hi]
         tables = [
             info_table(left, right, model),
-            value_table(rows, ["estimate", "se", stat, f"P>|{stat}|", lo, hi],
-                        list(self.coef_names)),
+            value_table(rows, headers, list(self.coef_names)),
         ]
         notes = [] if self.converged else [f"The {self.method} estimator did not converge."]
         if self.dropped:
             notes.append(f"Redundant predictors dropped: {', '.join(self.dropped)}.")
+        tested = ("all coefficients" if not self.intercept
+                  else "all but the intercept" if self.p > 1 else "the intercept")
+        notes.append(f"Test of moderators ({qm_name}): {tested}.")
+        if math.isnan(self.QE):
+            notes.append("QE, I^2 and H^2 are not defined with a sampling variance of 0 "
+                         "(as in metafor).")
         return make_summary(tables, notes)
+
+    def report(self, digits: int = 2) -> str:
+        """The meta-regression as sentences for a paper (APA style): the test of the
+        moderators, each coefficient with its CI and p, and the residual
+        heterogeneity, e.g. ``"Test of moderators: QM(1) = 16.36, p < .001. ablat:
+        b = −0.03, 95% CI [−0.04, −0.02], p < .001. k = 13, τ² = 0.0763 (residual),
+        I² = 64%, R² = 75%."``
+
+        Parameters
+        ----------
+        digits : int
+            Decimals of the coefficients and their intervals.
+        """
+        name = "QM" if self.QM_df[1] is None else "F"
+        parts = ["Test of moderators: "
+                 + test_clause(name, self.QM, self.QM_df[0], self.QM_df[1], self.QM_pvalue)]
+        for j, cn in enumerate(self.coef_names):
+            parts.append(coefficient_clause(cn, float(self.coef[j]), float(self.ci.low[j]),
+                                            float(self.ci.high[j]), float(self.pvalue[j]),
+                                            self.level, digits))
+        het = [f"k = {self.k}"]
+        if self.method != "EE":
+            het.append(tau2_text(self.tau2) + " (residual)")
+        het.append(i2_text(self.I2))
+        if self.R2 is not None:
+            het.append(f"R² = {self.R2:.0f}%")
+        parts.append(", ".join(het))
+        return ". ".join(parts) + "."
 
     def __str__(self) -> str:
         return str(self.summary())
@@ -536,6 +516,7 @@ def pseudo_r2(
     tau2: float,
     method: core.CoreMethod,
     QE: float,
+    control: Control | None = None,
 ) -> float | None:
     """metafor's pseudo-R² (percent) of a model with an intercept and moderators.
 
@@ -560,7 +541,7 @@ def pseudo_r2(
         adj = 1.0 - (QE / (k - p)) / (qe0 / (k - 1))
         return max(0.0, 100.0 * adj)
     kern0 = core.kernel_from_padded(yi[None, :], vi[None, :])
-    tau2_re = float(core.estimate_tau2(kern0, method).tau2[0])
+    tau2_re = float(core.estimate_tau2(kern0, method, rule=as_rule(control)).tau2[0])
     if tau2_re == 0.0:
         return 0.0
     return max(0.0, 100.0 * (tau2_re - tau2) / tau2_re)
@@ -570,28 +551,42 @@ def meta_regression(
     studies: StudySet | Sequence[Study] | None = None,
     *,
     moderators: ModeratorSpec,
-    yi: npt.ArrayLike | None = None,
-    vi: npt.ArrayLike | None = None,
+    yi: npt.ArrayLike | str | None = None,
+    vi: npt.ArrayLike | str | None = None,
+    data: object = None,
     method: Method = "REML",
     test: Test = "z",
     level: float = 0.95,
     measure: Measure = "GEN",
+    control: ControlSpec = None,
+    nan_policy: NanPolicy = "raise",
 ) -> MetaRegressionResult:
     """Fit a (mixed-effects) meta-regression, as metafor's ``rma(yi, vi, mods=~...)``.
 
     Parameters
     ----------
     studies : StudySet or sequence of Study, optional
-        The studies; moderators given by name are taken from them.
+        The studies; moderators (and a formula's variables) are taken from them.
     moderators : str, Moderator, sequence of them, or mapping
-        Names of study moderators (or :class:`Moderator` objects, which fix the
-        coding), or a mapping ``name -> values`` (keys may also be ``Moderator``).
-        Numeric values are continuous; strings and booleans are categorical with
-        treatment coding, levels sorted and the first the reference (R's
-        ``factor``), unless a ``Moderator`` says otherwise.  An empty sequence
-        fits the intercept-only model.
-    yi, vi : array_like, optional
-        Effects and sampling variances, when ``studies`` is not given.
+        An R formula, as metafor's ``mods = ~ ...`` (``"~ ablat * year"``,
+        ``"~ factor(g) + I(year - 1950)"``, ``"~ relevel(factor(g), ref = 'b')"``,
+        ``"~ x - 1"``; see :func:`~alliance_meta.data.formula.model_matrix`), whose
+        variables are columns of ``data`` or moderators of ``studies``; or names of
+        moderators or of columns of ``data`` (or :class:`Moderator` objects, which
+        fix the coding), or a mapping ``name -> values`` (keys may also be
+        ``Moderator``).  Numeric values are continuous; strings and booleans are
+        categorical with treatment coding, levels sorted as R sorts them and the
+        first the reference (R's ``factor``); a pandas ``Categorical`` keeps its
+        category order (the first category is the reference).  An empty sequence
+        (or ``"~ 1"``) fits the intercept-only model.
+    yi, vi : array_like or str, optional
+        Effects and sampling variances, when ``studies`` is not given; with ``data``
+        the names of its columns (by default ``"yi"`` and ``"vi"``, as ``escalc``
+        names them).  Variances may be 0 when τ² is estimated by REML, ML, HE, SJ
+        or EB (metafor's ``rma(yi, vi = 0, mods = ...)``).
+    data : DataFrame, optional
+        A data frame (or any object with the DataFrame interchange protocol) whose
+        columns hold ``yi``, ``vi`` and the moderators.
     method : str
         τ² estimator: EE (FE, CE), DL, HE, HS, HSk, SJ, ML, REML, EB, PM or PMM.
     test : {"z", "t", "knha", "adhoc"}
@@ -600,6 +595,14 @@ def meta_regression(
         Confidence level.
     measure : str
         Effect-size measure of ``yi`` (taken from the studies when given).
+    control : Control or mapping, optional
+        Stop the iterative estimators as metafor's ``control`` does (see
+        :class:`Control`); by default they are solved to 1e-10 relative.
+    nan_policy : {"raise", "omit"}
+        With ``data``: a missing value in ``yi``, ``vi`` or a moderator raises,
+        naming the study and the column (``"raise"``), or the study is dropped with
+        a :class:`~alliance_meta.exceptions.DataOmittedWarning` (``"omit"``,
+        metafor's ``na.omit``).
 
     Returns
     -------
@@ -608,16 +611,17 @@ def meta_regression(
     Raises
     ------
     InvalidStudyError
-        Unknown moderator, wrong length, missing or mis-typed values (naming it).
+        Unknown moderator or column, wrong length, missing or mis-typed values
+        (naming it).
     ModelSpecificationError
-        Bad method/test/level, or fewer studies than coefficients.
+        Bad method/test/level or formula, or fewer studies than coefficients.
 
     Warns
     -----
     ModelSpecificationWarning
         When a design column is a linear combination of the columns before it: it
         is dropped (listed in ``result.dropped``), as metafor drops "redundant
-        predictors" (with the tolerance of R's ``lm``, 1e-7).
+        predictors" (with R's ``lm`` QR and its tolerance, 1e-7).
 
     Notes
     -----
@@ -626,11 +630,16 @@ def meta_regression(
     ``β̂ = (X'WX)^{-1} X'Wy`` with ``W = diag(1/(v_i + τ̂²))`` and
     ``Var(β̂) = (X'WX)^{-1}``, multiplied by ``s² = y'Py/(k-p)`` under Knapp-Hartung.
     ``QE = y'P₀y`` with ``P₀`` the projection at τ² = 0 (χ² on k-p df);
-    ``QM = β̂_m' Var(β̂_m)^{-1} β̂_m`` over the non-intercept coefficients (χ² on m
-    df, or QM/m as F on (m, k-p) df).  Residual ``I² = 100 τ²/(τ² + ṽ)`` and
+    ``QM = β̂_m' Var(β̂_m)^{-1} β̂_m`` over the non-intercept coefficients, or over
+    all of them in a model without an intercept (metafor's ``btt``), χ² on m df, or
+    QM/m as F on (m, k-p) df.  Residual ``I² = 100 τ²/(τ² + ṽ)`` and
     ``H² = τ²/ṽ + 1`` with ``ṽ = (k-p)/tr(P₀)``.  The pseudo-R² is described in
     :func:`pseudo_r2`.  τ² estimators are those of metafor's ``rma.uni``
     (Viechtbauer, 2005), solved to 1e-10 relative.
+
+    As metafor does, τ² and QE are computed from the effects centred at their mean
+    (its ``Ymc``), also in a model without an intercept; the coefficients (and the
+    Knapp-Hartung factor) from the effects themselves.
 
     Examples
     --------
@@ -640,26 +649,28 @@ def meta_regression(
     ...     moderators={"dose": [1.0, 2.0, 3.0, 1.5, 4.0]}, method="DL")
     >>> res.coef_names
     ('intrcpt', 'dose')
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"yi": [0.1, 0.3, 0.35, 0.2, 0.5, 0.4],
+    ...                    "vi": [0.01, 0.02, 0.015, 0.01, 0.02, 0.01],
+    ...                    "dose": [1.0, 2.0, 3.0, 1.5, 4.0, 3.5],
+    ...                    "arm": ["a", "b", "a", "b", "a", "b"]})
+    >>> am.meta_regression(data=df, moderators="~ dose * arm").coef_names
+    ('intrcpt', 'dose', 'armb', 'dose:armb')
     """
     core_method = check_method(method)
     core_test = check_test(test)
     lv = check_level(level)
-    y, v, labels, meas = resolve_input(studies, yi, vi, measure)
-    sset = as_studyset(studies)
-    names, X, terms = build_design(moderators, sset, y.size, labels)
-    keep = independent_columns(X)
-    dropped = tuple(n for n, kept in zip(names, keep, strict=True) if not kept)
-    if dropped:
-        warnings.warn(
-            f"redundant predictors dropped from the model: {', '.join(dropped)} (a linear "
-            "combination of the columns before them), as metafor does",
-            ModelSpecificationWarning,
-            stacklevel=2,
-        )
-        X = X[:, keep]
-        names = tuple(n for n, kept in zip(names, keep, strict=True) if kept)
+    inp = resolve_model_input(studies, yi, vi, measure, data, nan_policy=nan_policy,
+                              needed=moderator_columns(moderators))
+    y, v, labels, meas = inp.yi, inp.vi, inp.labels, inp.measure
+    check_zero_variances(v, labels, core_method)
+    design = make_design(moderators, k=y.size, labels=labels, studies=inp.studies,
+                         data=inp.data)
+    warn_dropped(design, stacklevel=2)
+    X, names = design.X, design.coef_names
     check_design(X, names, core_method)
-    fit = fit_one(y, v, None if X.shape[1] == 1 else X, core_method, core_test, lv)
+    ctl = as_control(control)
+    fit = fit_one(y, v, X, core_method, core_test, lv, labels=labels, control=ctl)
     tau2 = float(fit.tau2[0])
     df = float(fit.df[0])
     tau2_se = float(fit.tau2_se[0])
@@ -683,7 +694,8 @@ def meta_regression(
         QM_pvalue=float(fit.QM_pvalue[0]),
         I2=float(fit.I2[0]),
         H2=float(fit.H2[0]),
-        R2=pseudo_r2(y, v, X, tau2, core_method, float(fit.QE[0])),
+        R2=pseudo_r2(y, v, X, tau2, core_method, float(fit.QE[0]), ctl) if design.intercept
+        else None,
         k=int(y.size),
         method=core_method,
         test=core_test,
@@ -695,6 +707,6 @@ def meta_regression(
         yi=y,
         vi=v,
         X=X,
-        terms=terms,
-        kept=keep,
+        design=design,
+        control=ctl,
     )

@@ -19,7 +19,7 @@ import numpy.typing as npt
 import pandas as pd
 from statsmodels.iolib.summary import Summary
 
-from alliance_meta._types import FloatArray, Measure, Method, Test
+from alliance_meta._types import FloatArray, Measure, Method, NanPolicy, Test
 from alliance_meta.core.estimators import CoreMethod
 from alliance_meta.core.heterogeneity import qprofile
 from alliance_meta.core.kernel import kernel_from_padded
@@ -30,11 +30,22 @@ from alliance_meta.data.measures import back_transform, natural_scale_name
 from alliance_meta.exceptions import (
     ConvergenceWarning,
     FewStudiesWarning,
+    InvalidStudyError,
     ModelSpecificationError,
 )
-from alliance_meta.models._inputs import check_level, check_method, check_test, resolve_input
+from alliance_meta.models._inputs import (
+    check_level,
+    check_method,
+    check_test,
+    check_zero_variances,
+    resolve_model_input,
+)
+from alliance_meta.models.control import Control, ControlSpec, as_control, as_rule
 from alliance_meta.models.protocol import UnivariateFit
 from alliance_meta.results.base import ConfidenceInterval, freeze_arrays, readonly
+from alliance_meta.results.display import ResultDisplay, Transf, fmt_p, fmt_p_eq
+from alliance_meta.results.prediction import Prediction, make_prediction
+from alliance_meta.results.report import pooled_sentence
 from alliance_meta.results.summary import frame_summary, info_table, make_summary, value_table
 
 if TYPE_CHECKING:
@@ -54,8 +65,8 @@ def _opt_float(x: float) -> float | None:
     return None if math.isnan(x) else float(x)
 
 
-@attrs.frozen(field_transformer=freeze_arrays)
-class BackTransformed:
+@attrs.frozen(field_transformer=freeze_arrays, repr=False)
+class BackTransformed(ResultDisplay):
     """Pooled estimate, CI and prediction interval on the natural scale.
 
     ``scale`` names it: ``"r"`` for Fisher's z, ``"OR"``/``"RR"``/``"ROM"`` for log
@@ -66,6 +77,8 @@ class BackTransformed:
     ci: ConfidenceInterval
     pi: ConfidenceInterval
     scale: str
+
+    _repr_fields = ("estimate", "ci", "pi", "scale")
 
     def to_frame(self) -> pd.DataFrame:
         """One-row DataFrame: estimate, CI and PI bounds, and the scale."""
@@ -93,8 +106,8 @@ class BackTransformed:
         return str(self.summary())
 
 
-@attrs.frozen(field_transformer=freeze_arrays)
-class HeterogeneityCI:
+@attrs.frozen(field_transformer=freeze_arrays, repr=False)
+class HeterogeneityCI(ResultDisplay):
     """Q-profile confidence intervals for τ², I² (percent) and H²."""
 
     tau2: ConfidenceInterval
@@ -125,8 +138,8 @@ class HeterogeneityCI:
         return str(self.summary())
 
 
-@attrs.frozen(field_transformer=freeze_arrays)
-class PoolResult(UnivariateFit):
+@attrs.frozen(field_transformer=freeze_arrays, repr=False)
+class PoolResult(UnivariateFit, ResultDisplay):
     """A fixed- or random-effects meta-analysis (metafor's ``rma.uni`` without moderators).
 
     Attributes follow scipy.stats result objects: ``statistic`` and ``pvalue`` test
@@ -170,6 +183,11 @@ class PoolResult(UnivariateFit):
     labels: tuple[str, ...] = attrs.field(repr=False)
     yi: FloatArray = attrs.field(eq=False, repr=False)
     vi: FloatArray = attrs.field(eq=False, repr=False)
+    #: metafor's stopping rule the fit used (``None``: solved to 1e-10); refits
+    #: (``refit``, the diagnostics) use it too
+    control: Control | None = attrs.field(default=None, repr=False)
+
+    _repr_fields = ("estimate", "ci", "tau2", "I2", "k", "method", "measure")
 
     # -- the fitted-model protocol: the intercept-only case -------------------
     @property
@@ -225,7 +243,8 @@ class PoolResult(UnivariateFit):
         test: Test | None = None,
         level: float | None = None,
     ) -> PoolResult:
-        """The same data pooled with some of ``method``, ``test``, ``level`` changed."""
+        """The same data pooled with some of ``method``, ``test``, ``level`` changed
+        (and the same ``control``)."""
         return _pool_single(
             self.yi,
             self.vi,
@@ -234,6 +253,7 @@ class PoolResult(UnivariateFit):
             test=self.test if test is None else test,
             level=self.level if level is None else level,
             measure=self.measure,
+            control=self.control,
         )
 
     def heterogeneity_ci(self, level: float | None = None) -> HeterogeneityCI:
@@ -246,6 +266,11 @@ class PoolResult(UnivariateFit):
         lv = self.level if level is None else check_level(level)
         if self.k < 2:  # as metafor's confint: "Stopped because k = 1."
             raise ModelSpecificationError("Q-profile intervals need at least 2 studies (k = 1)")
+        if (self.vi == 0).any():  # metafor's confint stops too
+            raise ModelSpecificationError(
+                "Q-profile intervals are not defined with a sampling variance of 0 (the "
+                "generalised Q needs the weights 1/vi at tau^2 = 0)"
+            )
         kern = kernel_from_padded(self.yi[None, :], self.vi[None, :])
         qp = qprofile(kern, lv)
         return HeterogeneityCI(
@@ -265,6 +290,38 @@ class PoolResult(UnivariateFit):
             scale=natural_scale_name(m),
         )
 
+    def predict(self, *, transf: Transf = None) -> Prediction:
+        """The pooled estimate with its CI and prediction interval (metafor's
+        ``predict(fit)``), optionally transformed (``predict(fit, transf=)``).
+
+        Parameters
+        ----------
+        transf : True or callable, optional
+            ``True`` for the measure's back-transformation (``tanh`` for ZCOR,
+            ``exp`` for log ratios), or any function applied to the estimate and
+            the bounds (``se`` is then NaN, as in metafor).
+
+        Returns
+        -------
+        Prediction
+            One row, ``"pooled"``.
+        """
+        return make_prediction(np.ones((1, 1)), self.coef, self.vcov, self.tau2, self.df,
+                               self.level, measure=self.measure, transf=transf,
+                               labels=("pooled",))
+
+    def report(self, digits: int = 2) -> str:
+        """The pooled result as a sentence for a paper (APA style), back-transformed
+        to the natural scale: ``"r = −0.31, 95% CI [−0.38, −0.24], k = 6,
+        τ² = 0.0005, I² = 7%"``.
+
+        Parameters
+        ----------
+        digits : int
+            Decimals of the estimate and its interval.
+        """
+        return pooled_sentence(self, digits)
+
     def to_frame(self) -> pd.DataFrame:
         """One-row DataFrame of every scalar field."""
         row = {name: [value] for name, value in frame_columns(self).items()}
@@ -275,7 +332,13 @@ class PoolResult(UnivariateFit):
         return frame
 
     def summary(self) -> Summary:
-        """A statsmodels :class:`~statsmodels.iolib.summary.Summary` like metafor's print."""
+        """A statsmodels :class:`~statsmodels.iolib.summary.Summary` like metafor's print.
+
+        As ``print(rma(...))``: τ² with its standard error, τ, I², H², the Q test,
+        and the estimate with its test (the t test's df), p-values as metafor
+        prints them (``<.0001``), CI and prediction interval; for measures on a
+        transformed scale the same on the natural scale.
+        """
         model = "Equal-effects model" if self.method == "EE" else "Random-effects model"
         left = [
             ("Method:", self.method),
@@ -283,25 +346,21 @@ class PoolResult(UnivariateFit):
             ("Studies (k):", str(self.k)),
             ("Test:", self.test),
         ]
-        right = [
-            ("tau^2:", f"{self.tau2:.4f}"),
-            ("I^2 (%):", f"{self.I2:.2f}"),
-            ("H^2:", f"{self.H2:.2f}"),
-            (f"Q({self.Q_df}):", f"{self.Q:.4f} (p = {self.Q_pvalue:.4g})"),
-        ]
+        right = heterogeneity_rows(self.tau2, self.tau2_se, self.I2, self.H2, self.method)
+        right.append((f"Q({self.Q_df}):", f"{_num(self.Q)}, p {fmt_p_eq(self.Q_pvalue)}"))
         stat_name = "z" if self.df is None else "t"
         lo, hi = f"[{(1 - self.level) / 2:.3f}", f"{1 - (1 - self.level) / 2:.3f}]"
+        row = [f"{self.estimate:.4f}", f"{self.se:.4f}", f"{self.statistic:.4f}"]
+        headers = ["estimate", "se", stat_name]
+        if self.df is not None:
+            row.append(f"{self.df:g}")
+            headers.append("df")
+        row += [fmt_p(self.pvalue), f"{self.ci.low:.4f}", f"{self.ci.high:.4f}",
+                f"{self.pi.low:.4f}", f"{self.pi.high:.4f}"]
+        headers += ["pval", lo, hi, "pi.lb", "pi.ub"]
         tables = [
             info_table(left, right, model),
-            value_table(
-                [[
-                    f"{self.estimate:.4f}", f"{self.se:.4f}", f"{self.statistic:.3f}",
-                    f"{self.pvalue:.4g}", f"{self.ci.low:.4f}", f"{self.ci.high:.4f}",
-                    f"{self.pi.low:.4f}", f"{self.pi.high:.4f}",
-                ]],
-                ["estimate", "se", stat_name, f"P>|{stat_name}|", lo, hi, "pi.lb", "pi.ub"],
-                ["pooled"],
-            ),
+            value_table([row], headers, ["pooled"]),
         ]
         if self.measure in ("ZCOR", "OR", "RR", "ROM"):
             bt = self.back_transformed()
@@ -316,6 +375,9 @@ class PoolResult(UnivariateFit):
                 )
             )
         notes = [] if self.converged else [f"The {self.method} estimator did not converge."]
+        if np.isnan(self.Q):
+            notes.append("Q, I^2 and H^2 are not defined with a sampling variance of 0 "
+                         "(as in metafor).")
         return make_summary(tables, notes)
 
     def __str__(self) -> str:
@@ -332,6 +394,7 @@ def result_from_core(
     test: CoreTest,
     level: float,
     measure: Measure,
+    control: Control | None = None,
 ) -> PoolResult:
     """Wrap row ``row`` of an intercept-only core fit as a :class:`PoolResult`."""
     df = float(fit.df[row])
@@ -361,6 +424,7 @@ def result_from_core(
         labels=labels,
         yi=yi,
         vi=vi,
+        control=control,
     )
 
 
@@ -372,9 +436,17 @@ def fit_one(
     test: CoreTest,
     level: float,
     what: str = "",
+    labels: Sequence[str] | None = None,
+    control: Control | None = None,
 ) -> CoreFit:
-    """One model (m = 1) through the vectorised core, warning if it did not converge."""
-    fit = core_fit(kernel_from_padded(yi[None, :], vi[None, :], X), method, test, level)
+    """One model (m = 1) through the vectorised core, warning if it did not converge.
+
+    With a zero sampling variance, a τ² estimated as 0 leaves that study an infinite
+    weight: an error naming it.
+    """
+    fit = core_fit(kernel_from_padded(yi[None, :], vi[None, :], X), method, test, level,
+                   rule=as_rule(control))
+    check_positive_tau2(fit.tau2, vi, labels, method, what)
     if not fit.converged[0]:
         warnings.warn(
             f"the {method} estimator did not converge in {fit.iterations[0]} iterations"
@@ -386,6 +458,26 @@ def fit_one(
         warnings.warn(reset_message(method, "")
                       + (f" ({what})" if what else ""), ConvergenceWarning, stacklevel=4)
     return fit
+
+
+def check_positive_tau2(
+    tau2: FloatArray,
+    vi: FloatArray,
+    labels: Sequence[str] | None,
+    method: str,
+    what: str = "",
+) -> None:
+    """An error when some ``v_i = 0`` and τ² is not estimated above 0 (the weight
+    ``1/(v_i + τ²)`` of that study is then infinite)."""
+    zero = vi == 0
+    if zero.any() and not bool(np.all(tau2 > 0)):
+        i = int(np.argmax(zero))
+        raise InvalidStudyError(
+            f"sampling variance is 0 and tau^2 is estimated as {float(np.min(tau2)):g} by "
+            f"{method}{f' ({what})' if what else ''}: the study's weight 1/(vi + tau^2) is "
+            "infinite, so the model cannot be fitted",
+            study=labels[i] if labels is not None else f"#{i}", field="vi",
+        )
 
 
 def reset_message(method: str, which: str) -> str:
@@ -405,6 +497,7 @@ def _pool_single(
     test: Test,
     level: float,
     measure: Measure,
+    control: Control | None = None,
 ) -> PoolResult:
     """The m = 1 call of the vectorised core."""
     core_method = check_method(method)
@@ -417,29 +510,41 @@ def _pool_single(
             FewStudiesWarning,
             stacklevel=3,
         )
-    fit = fit_one(yi, vi, None, core_method, core_test, lv)
+    check_zero_variances(vi, labels, core_method)
+    fit = fit_one(yi, vi, None, core_method, core_test, lv, labels=labels, control=control)
     shown_test = "z" if yi.size == 1 else core_test
-    return result_from_core(fit, 0, yi, vi, labels, core_method, shown_test, lv, measure)
+    return result_from_core(fit, 0, yi, vi, labels, core_method, shown_test, lv, measure,
+                            control)
 
 
 def random_effects(
     studies: StudySet | Sequence[Study] | None = None,
     *,
-    yi: npt.ArrayLike | None = None,
-    vi: npt.ArrayLike | None = None,
+    yi: npt.ArrayLike | str | None = None,
+    vi: npt.ArrayLike | str | None = None,
+    data: object = None,
     measure: Measure = "GEN",
     method: Method = "REML",
     test: Test = "z",
     level: float = 0.95,
+    control: ControlSpec = None,
+    nan_policy: NanPolicy = "raise",
 ) -> PoolResult:
     """Pool effect sizes with a random-effects model (metafor's ``rma(yi, vi)``).
 
     Parameters
     ----------
     studies : StudySet or sequence of Study, optional
-        The studies; their labels, effects and measure are used.
-    yi, vi : array_like, optional
-        Effects and sampling variances, when ``studies`` is not given.
+        The studies; their labels, effects and measure are used.  (A data frame
+        here is taken as ``data``.)
+    yi, vi : array_like or str, optional
+        Effects and sampling variances, when ``studies`` is not given; with
+        ``data``, the names of its columns (by default ``"yi"`` and ``"vi"``, the
+        columns metafor's ``escalc`` writes).  Variances may be 0 when τ² is
+        estimated (above 0) by REML, ML, HE, SJ or EB.
+    data : DataFrame, optional
+        A data frame, or any object with the DataFrame interchange protocol, whose
+        columns hold ``yi`` and ``vi`` (metafor's ``data=``).
     measure : str
         The effect-size measure of ``yi`` (used for back-transformation).
     method : {"REML", "DL", "HE", "HS", "HSk", "SJ", "ML", "EB", "PM", "PMM", "EE"}
@@ -448,6 +553,15 @@ def random_effects(
         Inference for the pooled estimate.
     level : float
         Confidence level of the CI and prediction interval.
+    control : Control or mapping, optional
+        Stop the iterative estimators as metafor's ``control`` does
+        (``Control()``: metafor's defaults, to reproduce a published analysis);
+        by default they are solved to 1e-10 relative.  See :class:`Control`.
+    nan_policy : {"raise", "omit"}
+        With ``data``: a missing ``yi`` or ``vi`` raises, naming the study
+        (``"raise"``), or the study is dropped with a
+        :class:`~alliance_meta.exceptions.DataOmittedWarning` (``"omit"``, metafor's
+        ``na.omit``).
 
     Returns
     -------
@@ -472,27 +586,36 @@ def random_effects(
     >>> res = am.random_effects(yi=[0.1, 0.3, 0.35, 0.2], vi=[0.01, 0.02, 0.015, 0.01])
     >>> round(res.estimate, 4)
     0.2141
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"yi": [0.1, 0.3, 0.35, 0.2], "vi": [0.01, 0.02, 0.015, 0.01]})
+    >>> am.random_effects(data=df, yi="yi", vi="vi") == res
+    True
     """
-    y, v, labels, meas = resolve_input(studies, yi, vi, measure)
-    return _pool_single(y, v, labels, method=method, test=test, level=level, measure=meas)
+    inp = resolve_model_input(studies, yi, vi, measure, data, nan_policy=nan_policy)
+    return _pool_single(inp.yi, inp.vi, inp.labels, method=method, test=test, level=level,
+                        measure=inp.measure, control=as_control(control))
 
 
 def fixed_effect(
     studies: StudySet | Sequence[Study] | None = None,
     *,
-    yi: npt.ArrayLike | None = None,
-    vi: npt.ArrayLike | None = None,
+    yi: npt.ArrayLike | str | None = None,
+    vi: npt.ArrayLike | str | None = None,
+    data: object = None,
     measure: Measure = "GEN",
     test: Test = "z",
     level: float = 0.95,
+    nan_policy: NanPolicy = "raise",
 ) -> PoolResult:
     """Pool effect sizes with the equal-effects (fixed-effect) model (``method="EE"``).
 
     See :func:`random_effects` for the parameters; τ² is 0 by definition and
-    ``I²``/``H²`` are computed from Q as metafor does for EE models.
+    ``I²``/``H²`` are computed from Q as metafor does for EE models.  Sampling
+    variances must be > 0 (an equal-effects weight ``1/v_i`` is infinite at 0).
     """
-    y, v, labels, meas = resolve_input(studies, yi, vi, measure)
-    return _pool_single(y, v, labels, method="EE", test=test, level=level, measure=meas)
+    inp = resolve_model_input(studies, yi, vi, measure, data, nan_policy=nan_policy)
+    return _pool_single(inp.yi, inp.vi, inp.labels, method="EE", test=test, level=level,
+                        measure=inp.measure)
 
 
 def frame_columns(res: PoolResult | ManyPoolResult) -> dict[str, Any]:
@@ -516,3 +639,23 @@ def frame_columns(res: PoolResult | ManyPoolResult) -> dict[str, Any]:
         "I2": res.I2,
         "H2": res.H2,
     }
+
+
+def _num(x: float, digits: int = 4) -> str:
+    return "NA" if math.isnan(x) else f"{x:.{digits}f}"
+
+
+def heterogeneity_rows(
+    tau2: float, tau2_se: float | None, I2: float, H2: float, method: str,
+    residual: bool = False,
+) -> list[tuple[str, str]]:
+    """The heterogeneity lines of metafor's printout: τ² (SE), τ, I², H²."""
+    r = " (residual)" if residual else ""
+    rows: list[tuple[str, str]] = []
+    if method != "EE":
+        se = "" if tau2_se is None or math.isnan(tau2_se) else f" (SE = {tau2_se:.4f})"
+        rows.append((f"tau^2{r}:", f"{tau2:.4f}{se}"))
+        rows.append((f"tau{r}:", f"{math.sqrt(tau2):.4f}"))
+    rows.append((f"I^2{r} (%):", _num(I2, 2)))
+    rows.append((f"H^2{r}:", _num(H2, 2)))
+    return rows

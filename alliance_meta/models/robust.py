@@ -37,6 +37,7 @@ from alliance_meta.exceptions import (
 )
 from alliance_meta.models.protocol import FittedModel
 from alliance_meta.results.base import IntervalArray, freeze_arrays
+from alliance_meta.results.display import ResultDisplay
 from alliance_meta.results.summary import frame_summary
 
 FloatArray = npt.NDArray[np.float64]
@@ -135,8 +136,8 @@ def _warn_few_df(df: FloatArray, what: str) -> None:
         )
 
 
-@attrs.frozen(field_transformer=freeze_arrays)
-class RobustWaldTest:
+@attrs.frozen(field_transformer=freeze_arrays, repr=False)
+class RobustWaldTest(ResultDisplay):
     """A cluster-robust Wald test that some coefficients are zero.
 
     Attributes
@@ -189,8 +190,8 @@ class RobustWaldTest:
         return str(self.summary())
 
 
-@attrs.frozen(field_transformer=freeze_arrays)
-class RobustResult:
+@attrs.frozen(field_transformer=freeze_arrays, repr=False)
+class RobustResult(ResultDisplay):
     """Cluster-robust inference for a fitted model (:func:`robust`).
 
     Attributes
@@ -210,6 +211,8 @@ class RobustResult:
     k : int
         Number of effects.
     """
+
+    _repr_fields = ("coef_names", "coef", "pvalue", "n_clusters", "adjust", "k")
 
     coef_names: tuple[str, ...]
     coef: FloatArray = attrs.field(eq=False)
