@@ -126,11 +126,20 @@ class Structure:
 
     G parameters: CS ``(τ², ρ)``; HCS ``(τ²_1..τ²_q, ρ)``; UN ``(τ²_1..τ²_q,
     ρ_21, ρ_31, ..., ρ_q(q-1))``; DIAG ``(τ²_1..τ²_q)``.
+
+    With ``chol`` (UN only) the G parameters are instead the lower-triangular
+    Cholesky entries ``C_ab`` (column-major, diagonal included) of ``G = CC'``:
+    unconstrained, every value a positive semi-definite ``G`` (metafor's default
+    ``cholesky = TRUE`` for UN), singular ``G`` (``|ρ| = 1``, ``τ² = 0``) reached at
+    finite values.  With ``psd`` (UN in ``(τ², ρ)`` form with ``q ≥ 3``) points whose
+    ``G`` is not positive semi-definite are infeasible (log-likelihood ``-inf``).
     """
 
     n_sigma: int
     struct: str | None = None
     n_outcomes: int = 0
+    chol: bool = False
+    psd: bool = False
 
     @property
     def pairs(self) -> list[tuple[int, int]]:
@@ -139,14 +148,22 @@ class Structure:
         return _un_pairs(self.n_outcomes)
 
     @property
+    def chol_pairs(self) -> list[tuple[int, int]]:
+        """Entries ``(row, col)``, ``row >= col``, of the Cholesky factor, column-major."""
+        q = self.n_outcomes
+        return [(r, c) for c in range(q) for r in range(c, q)]
+
+    @property
     def n_tau2(self) -> int:
         if self.struct is None:
             return 0
+        if self.chol:
+            return len(self.chol_pairs)
         return 1 if self.struct == "CS" else self.n_outcomes
 
     @property
     def n_rho(self) -> int:
-        if self.struct is None or self.struct == "DIAG":
+        if self.struct is None or self.struct == "DIAG" or self.chol:
             return 0
         if self.struct in ("CS", "HCS"):
             return 1
@@ -171,7 +188,10 @@ class Structure:
 
     @property
     def lower(self) -> FloatArray:
-        return np.where(self.is_correlation, -1.0, 0.0)
+        out = np.where(self.is_correlation, -1.0, 0.0)
+        if self.chol:
+            out[self.n_sigma :] = -np.inf
+        return out
 
     @property
     def upper(self) -> FloatArray:
@@ -195,6 +215,9 @@ class Structure:
         if self.struct is None:
             return g, dg, d2g
         Q = self.n_outcomes
+        if self.chol:
+            self._chol_coefficients(th, g, dg, d2g)
+            return g, dg, d2g
         t0 = L  # first tau2 parameter
         r0 = L + self.n_tau2  # first rho parameter
         # diagonal bases
@@ -239,6 +262,35 @@ class Structure:
                 d2g[:, col, tb_i, tb_i] = rho * d2s_bb
                 d2g[:, col, ta_i, tb_i] = d2g[:, col, tb_i, ta_i] = rho * d2s_ab
         return g, dg, d2g
+
+    def _chol_coefficients(
+        self, th: FloatArray, g: FloatArray, dg: FloatArray | None, d2g: FloatArray | None
+    ) -> None:
+        """``G = CC'``: ``G_ab = Σ_m C_am C_bm``, quadratic in the entries of ``C``."""
+        L, Q = self.n_sigma, self.n_outcomes
+        G_ = th.shape[0]
+        C = np.zeros((G_, Q, Q))
+        where = {rc: L + i for i, rc in enumerate(self.chol_pairs)}
+        for (r, c), i in where.items():
+            C[:, r, c] = th[:, i]
+        Gm = np.matmul(C, np.swapaxes(C, 1, 2))
+        entries = [(a, a) for a in range(Q)] + self.pairs
+        for e, (a, b) in enumerate(entries):
+            col = L + e
+            g[:, col] = Gm[:, a, b]
+            for (i, j), pi in where.items():
+                # ∂G_ab/∂C_ij = δ_ai C_bj + δ_bi C_aj
+                if dg is not None:
+                    val = (C[:, b, j] if a == i else 0.0) + (C[:, a, j] if b == i else 0.0)
+                    dg[:, col, pi] = val
+                if d2g is not None:
+                    for (k, m), pk in where.items():
+                        if m != j:
+                            continue
+                        # ∂²G_ab/∂C_ij∂C_km = δ_jm (δ_ai δ_bk + δ_bi δ_ak)
+                        v2 = float(a == i and b == k) + float(b == i and a == k)
+                        if v2:
+                            d2g[:, col, pi, pk] = v2
 
     def G_matrix(self, theta: FloatArray) -> FloatArray:
         """The ``q × q`` between-outcome covariance ``G`` at ``θ`` (one point)."""
@@ -393,6 +445,38 @@ class Evaluation:
     info: FloatArray | None = None
 
 
+def _psd_points(st: Structure, th: FloatArray) -> BoolArray:
+    """Which points have a positive semi-definite ``G`` (to rounding)."""
+    Q = st.n_outcomes
+    g, _, _ = st.coefficients(th)
+    Gm = np.zeros((th.shape[0], Q, Q))
+    for a in range(Q):
+        Gm[:, a, a] = g[:, st.n_sigma + a]
+    for m, (r, c) in enumerate(st.pairs):
+        Gm[:, r, c] = Gm[:, c, r] = g[:, st.n_sigma + Q + m]
+    ev = np.linalg.eigvalsh(Gm)
+    scale = np.maximum(np.max(np.abs(ev), axis=1), 1e-300)
+    out: BoolArray = ev[:, 0] >= -1e-10 * scale
+    return out
+
+
+def to_covariance_parameters(st: Structure, theta: FloatArray) -> FloatArray:
+    """A Cholesky-parametrised θ (``st.chol``) as ``(σ², τ²_1..τ²_q, ρ...)``.
+
+    ``τ²_a = G_aa``; ``ρ_ab = G_ab / √(G_aa G_bb)`` (0 where a variance is 0).
+    """
+    Q = st.n_outcomes
+    Gm = st.G_matrix(theta)
+    tau2 = np.diag(Gm).copy()
+    rho = []
+    for r, c in st.pairs:
+        den = math.sqrt(tau2[r] * tau2[c])
+        rho.append(float(np.clip(Gm[r, c] / den, -1.0, 1.0)) if den > 0 else 0.0)
+    out: FloatArray = np.concatenate([theta[: st.n_sigma], tau2, np.asarray(rho)])
+    del Q
+    return out
+
+
 def _pieces(
     problem: Problem, G: int
 ) -> Iterator[tuple[FloatArray, FloatArray, FloatArray, FloatArray]]:
@@ -468,6 +552,8 @@ def evaluate(problem: Problem, theta: FloatArray, reml: bool, order: int = 0) ->
     LA, badA = bl.cholesky(np.ascontiguousarray(A))
     if badA is not None:
         ok &= ~badA
+    if st.psd:
+        ok &= _psd_points(st, th)
     logdet_a = bl.chol_logdet(LA)
     vb = bl.spd_inverse(LA)
     beta = np.einsum("gij,gj->gi", vb, cvec)
@@ -584,34 +670,68 @@ def initial_points(
     """
     st = problem.structure
     free = np.isnan(fixed)
-    idx = np.flatnonzero(free)
-    q = idx.size
-    scale = problem.scale
-    cor = st.is_correlation[idx]
+    if st.chol:
+        # scan in (τ², ρ) form; positive-definite points mapped to their Cholesky factor
+        cov = Structure(st.n_sigma, "UN", st.n_outcomes)
+        cfix = np.concatenate([fixed[: st.n_sigma], np.full(cov.n_params - st.n_sigma, np.nan)])
+        cfree = np.isnan(cfix)
+        pts, coords, n_neigh = _scan_design(cov.is_correlation[cfree], problem.scale, True)
+        cth = np.tile(np.nan_to_num(cfix), (pts.shape[0], 1))
+        cth[:, cfree] = pts
+        thetas = np.tile(np.nan_to_num(fixed), (pts.shape[0], 1))
+        good = np.ones(pts.shape[0], dtype=bool)
+        pos = {rc: i for i, rc in enumerate(st.chol_pairs)}
+        for n in range(pts.shape[0]):
+            try:
+                C = np.linalg.cholesky(cov.G_matrix(cth[n]))
+            except np.linalg.LinAlgError:
+                good[n] = False
+                continue
+            for (r, c), i in pos.items():
+                thetas[n, st.n_sigma + i] = C[r, c]
+            thetas[n, : st.n_sigma] = cth[n, : st.n_sigma]
+        ll = np.full(pts.shape[0], -np.inf)
+        ll[good] = evaluate_many(problem, thetas[good], reml)
+    else:
+        idx = np.flatnonzero(free)
+        pts, coords, n_neigh = _scan_design(st.is_correlation[idx], problem.scale, False)
+        thetas = np.tile(np.nan_to_num(fixed), (pts.shape[0], 1))
+        thetas[:, idx] = pts
+        ll = evaluate_many(problem, thetas, reml)
+    keep = _local_maxima(coords, ll, n_neigh)[:n_starts]
+    out: FloatArray = thetas[keep]
+    return out
+
+
+def _scan_design(
+    cor: BoolArray, scale: float, positive: bool
+) -> tuple[FloatArray, FloatArray, int]:
+    """Scan points (free parameters), their grid coordinates and neighbour count.
+
+    ``positive``: variances strictly positive (0 becomes ``0.001 scale``), so that a
+    Cholesky factor exists.
+    """
+    q = cor.size
+    vgrid = _VAR_GRID * scale
+    if positive:
+        vgrid = np.where(vgrid == 0, 0.001 * scale, vgrid)
     if q <= _MAX_FULL_GRID:
-        axes = [(_COR_GRID if c else _VAR_GRID * scale) for c in cor]
+        axes = [(_COR_GRID if c else vgrid) for c in cor]
         mesh = np.meshgrid(*axes, indexing="ij")
         pts = np.stack([m.ravel() for m in mesh], axis=1)
         coords = np.stack(
             [m.ravel() for m in np.meshgrid(*[np.arange(a.size) for a in axes], indexing="ij")],
             axis=1,
         ).astype(np.float64)
-        n_neigh = 3**q - 1
-    else:
-        u = _halton(_N_HALTON, q)
-        pts = np.where(
-            cor[None, :],
-            -0.9 + 1.8 * u,
-            np.where(u < 0.15, 0.0, scale * 10.0 ** (-2.5 + 3.0 * u)),
-        )
-        coords = u * 4.0
-        n_neigh = 2 * q + 2
-    thetas = np.tile(np.nan_to_num(fixed), (pts.shape[0], 1))
-    thetas[:, idx] = pts
-    ll = evaluate_many(problem, thetas, reml)
-    keep = _local_maxima(coords, ll, n_neigh)[:n_starts]
-    out: FloatArray = thetas[keep]
-    return out
+        return pts, coords, 3**q - 1
+    u = _halton(_N_HALTON, q)
+    low = 0.001 * scale if positive else 0.0
+    pts = np.where(
+        cor[None, :],
+        -0.9 + 1.8 * u,
+        np.where(u < 0.15, low, scale * 10.0 ** (-2.5 + 3.0 * u)),
+    )
+    return pts, u * 4.0, 2 * q + 2
 
 
 def _local_maxima(coords: FloatArray, ll: FloatArray, n_neigh: int) -> list[int]:
@@ -653,31 +773,58 @@ class Solution:
     unsettled: tuple[int, ...] = ()
 
 
-def _direction(
-    g: FloatArray, H: FloatArray, info: FloatArray, theta: FloatArray, lo: FloatArray,
-    hi: FloatArray,
-) -> tuple[FloatArray, float, BoolArray]:
-    """Projected Newton direction (Fisher scoring where ``-H`` is not positive
-    definite), its decrement ``g_F'd_F`` and the free (non-bound) set."""
+def _free_set(g: FloatArray, theta: FloatArray, lo: FloatArray, hi: FloatArray) -> BoolArray:
+    """Parameters not held at a bound (a parameter at a bound whose score points
+    outwards stays there)."""
     at_lo = (theta <= lo) & (g <= 0)
     at_hi = (theta >= hi) & (g >= 0)
-    F = ~(at_lo | at_hi)
-    d = np.zeros_like(theta)
-    if not F.any():
-        return d, 0.0, F
-    gF = g[F]
-    nH = -H[np.ix_(F, F)]
+    out: BoolArray = ~(at_lo | at_hi)
+    return out
+
+
+def _decrement(gF: FloatArray, nH: FloatArray, IF: FloatArray) -> tuple[float, bool]:
+    """Newton decrement ``g'(-H)⁻¹g`` when ``-H`` is positive definite, else the
+    Fisher-scoring one ``g'I⁺g``; and whether ``-H`` was positive definite."""
     try:
         Lc = np.linalg.cholesky(nH)
-        dF = np.linalg.solve(Lc.T, np.linalg.solve(Lc, gF))
+        z = np.linalg.solve(Lc, gF)
+        return float(z @ z), True
     except np.linalg.LinAlgError:
-        IF = info[np.ix_(F, F)]
         w, U = np.linalg.eigh(0.5 * (IF + IF.T))
-        floor = max(float(w.max()), 1e-300) * 1e-12
-        w = np.maximum(w, floor)
-        dF = U @ ((U.T @ gF) / w)
-    d[F] = dF
-    return d, float(gF @ dF), F
+        keep = w > max(float(w.max()), 1e-300) * 1e-10
+        proj = U.T @ gF
+        return float(np.sum(proj[keep] ** 2 / w[keep])), False
+
+
+def _damped_step(
+    gF: FloatArray, nH: FloatArray, IF: FloatArray, lam: float
+) -> tuple[FloatArray, float]:
+    """Levenberg-Marquardt step ``(-H + λD)⁻¹g`` with ``D`` the diagonal of the
+    Fisher information (so the damping is scale-equivariant); ``λ`` is raised until
+    the system is positive definite.  Returns the step and the ``λ`` used."""
+    dI = np.diag(IF).copy()
+    dI = np.where(dI > 0, dI, 0.0) + 1e-12 * max(float(dI.max()), 1e-300)
+    if lam > 0 or not _is_pd(nH):
+        s = 1.0 / np.sqrt(dI)
+        Sm = nH * s[:, None] * s[None, :]
+        need = -float(np.linalg.eigvalsh(0.5 * (Sm + Sm.T))[0])
+        lam = max(lam, 1.1 * need + 1e-6 if need > -1e-6 else lam)
+    for _ in range(60):
+        try:
+            Lc = np.linalg.cholesky(nH + lam * np.diag(dI))
+            d = np.linalg.solve(Lc.T, np.linalg.solve(Lc, gF))
+            return d, lam
+        except np.linalg.LinAlgError:
+            lam = max(4.0 * lam, 1e-6)
+    return np.zeros_like(gF), lam
+
+
+def _is_pd(A: FloatArray) -> bool:
+    try:
+        np.linalg.cholesky(A)
+        return True
+    except np.linalg.LinAlgError:
+        return False
 
 
 def maximise(
@@ -704,12 +851,15 @@ def maximise(
     Notes
     -----
     From every start, a bounded Newton iteration on the analytic score and observed
-    Hessian (Fisher scoring where the Hessian is not negative definite), with
-    parameters at a bound held there while the score points outwards, and halving
-    steps until the likelihood does not decrease.  The starts run as one batch.  A
-    start converges when its Newton decrement falls below 1e-10 (after which one
-    more step is taken).  The best end point is returned, so a local maximum of one
-    basin cannot hide a higher one found from another start.
+    Hessian, damped Levenberg-Marquardt fashion (``(-H + λ diag I)d = g`` with ``I``
+    the Fisher information; ``λ`` shrinks after a successful step and grows after a
+    failed one, so that indefinite regions are crossed safely and the last steps are
+    pure Newton).  Parameters at a bound are held there while the score points
+    outwards.  The starts run as one batch; a start whose likelihood stays far below
+    a converged one is dropped.  A start converges when its Newton decrement falls
+    below 1e-10 (after which one more step is taken).  The best end point is
+    returned, so a local maximum of one basin cannot hide a higher one found from
+    another start.
     """
     st = problem.structure
     q = st.n_params
@@ -727,78 +877,108 @@ def maximise(
     theta[:, idx] = np.clip(theta[:, idx], lo, hi)
     S = theta.shape[0]
     ev = evaluate(problem, theta, reml, 2)
+    assert ev.grad is not None and ev.hess is not None and ev.info is not None
     ll = ev.ll.copy()
-    grads = ev.grad
-    hesss = ev.hess
-    infos = ev.info
-    assert grads is not None and hesss is not None and infos is not None
-    grads, hesss, infos = grads.copy(), hesss.copy(), infos.copy()
+    grads, hesss, infos = ev.grad.copy(), ev.hess.copy(), ev.info.copy()
     betas, vbs = ev.beta.copy(), ev.vb.copy()
     active = np.isfinite(ll)
     converged = np.zeros(S, dtype=bool)
-    last = np.zeros(S, dtype=bool)  # the pending step is the last one
-    dec_end = np.full(S, np.inf)
+    lam = np.zeros(S)
+    dec = np.full(S, np.inf)
     iters = np.zeros(S, dtype=np.int64)
     for _ in range(_MAX_ITER):
         act = np.flatnonzero(active)
         if act.size == 0:
             break
-        dirs = np.zeros((act.size, idx.size))
+        n_act = act.size
+        cand = theta[act].copy()
+        last = np.zeros(n_act, dtype=bool)
+        newton = np.zeros(n_act, dtype=bool)
+        pieces: list[tuple[BoolArray, FloatArray, FloatArray, FloatArray]] = []
         for n, s in enumerate(act):
             g = grads[s, idx]
-            H = hesss[s][np.ix_(idx, idx)]
-            Inf = infos[s][np.ix_(idx, idx)]
-            d, dec, _ = _direction(g, H, Inf, theta[s, idx], lo, hi)
-            dec_end[s] = dec
-            dirs[n] = d
-            if dec < _DECREMENT_TOL:
-                last[s] = True
-        alpha = np.ones(act.size)
-        pending = np.ones(act.size, dtype=bool)
-        for _half in range(60):
-            cand = theta[act].copy()
-            cand[:, idx] = np.clip(cand[:, idx] + alpha[:, None] * dirs, lo, hi)
-            sel = np.flatnonzero(pending)
-            evc = evaluate(problem, cand[sel], reml, 2)
-            assert evc.grad is not None and evc.hess is not None and evc.info is not None
-            base = ll[act[sel]]
-            slack = 1e-12 * (1.0 + np.abs(base))
-            good = evc.ll >= base - slack
-            for jj, (j, gd) in enumerate(zip(sel, good, strict=True)):
-                if gd:
-                    s = act[j]
-                    theta[s] = cand[j]
-                    ll[s] = evc.ll[jj]
-                    grads[s] = evc.grad[jj]
-                    hesss[s] = evc.hess[jj]
-                    infos[s] = evc.info[jj]
-                    betas[s] = evc.beta[jj]
-                    vbs[s] = evc.vb[jj]
-                    pending[j] = False
-            pending_idx = np.flatnonzero(pending)
-            if pending_idx.size == 0:
+            F = _free_set(g, theta[s, idx], lo, hi)
+            gF = g[F]
+            nH = -hesss[s][np.ix_(idx, idx)][np.ix_(F, F)]
+            IF = infos[s][np.ix_(idx, idx)][np.ix_(F, F)]
+            pieces.append((F, gF, nH, IF))
+            if not F.any():
+                dec[s] = 0.0
+                last[n] = True
+                continue
+            dec[s], newton[n] = _decrement(gF, nH, IF)
+            if newton[n]:
+                lam[s] = 0.0
+            elif lam[s] == 0.0:
+                lam[s] = 1.0
+            if dec[s] < _DECREMENT_TOL:
+                last[n] = True
+        steps = np.zeros((n_act, idx.size))
+        for n, s in enumerate(act):
+            F, gF, nH, IF = pieces[n]
+            if F.any():
+                dF, lam[s] = _damped_step(gF, nH, IF, lam[s])
+                steps[n, F] = dF
+        cand[:, idx] = np.clip(theta[act][:, idx] + steps, lo, hi)
+        evc = evaluate(problem, cand, reml, 2)
+        assert evc.grad is not None and evc.hess is not None and evc.info is not None
+        slack = 1e-12 * (1.0 + np.abs(ll[act]))
+        good = evc.ll >= ll[act] - slack
+        new_ll = evc.ll.copy()
+        retry = np.flatnonzero(~good & ~last)
+        for _r in range(40):
+            if retry.size == 0:
                 break
-            alpha[pending_idx] *= 0.5
-            # a step too small to change θ: stop searching along it
+            for rn in retry:
+                rs = int(act[rn])
+                F, gF, nH, IF = pieces[rn]
+                if newton[rn]:
+                    steps[rn] = 0.5 * steps[rn]  # backtrack along the Newton direction
+                else:
+                    lam[rs] = 4.0 * lam[rs]  # damp more
+                    dF, lam[rs] = _damped_step(gF, nH, IF, lam[rs])
+                    steps[rn, F] = dF
+                cand[rn, idx] = np.clip(theta[rs, idx] + steps[rn], lo, hi)
+            ev0 = evaluate(problem, cand[retry], reml, 0)
+            ok = ev0.ll >= ll[act[retry]] - slack[retry]
+            new_ll[retry] = ev0.ll
+            good[retry[ok]] = True
             tiny = np.array(
-                [
-                    np.all(
-                        np.abs(alpha[j] * dirs[j]) <= 1e-15 * (np.abs(theta[act[j], idx]) + 1e-300)
-                    )
-                    for j in pending_idx
-                ]
+                [np.all(np.abs(steps[n]) <= 1e-15 * (np.abs(theta[act[n], idx]) + 1e-300))
+                 for n in retry]
             )
-            if tiny.all():
-                break
-        for jn, s in enumerate(act):
+            retry = retry[~ok & ~tiny]
+        redo = np.flatnonzero(good & (new_ll != evc.ll))
+        if redo.size:
+            evr = evaluate(problem, cand[redo], reml, 2)
+            assert evr.grad is not None and evr.hess is not None and evr.info is not None
+        for n, s in enumerate(act):
             iters[s] += 1
-            stalled = bool(pending[jn])
-            if last[s] or stalled:
+            if good[n]:
+                src, m = (evc, n)
+                if redo.size and n in redo:
+                    src, m = evr, int(np.flatnonzero(redo == n)[0])
+                assert src.grad is not None and src.hess is not None and src.info is not None
+                theta[s] = cand[n]
+                ll[s] = src.ll[m]
+                grads[s], hesss[s], infos[s] = src.grad[m], src.hess[m], src.info[m]
+                betas[s], vbs[s] = src.beta[m], src.vb[m]
+                lam[s] = lam[s] / 10.0
+            if last[n]:
+                # the pending step was within the decrement tolerance: done (if it was
+                # rejected, the point is already a maximum to rounding)
                 active[s] = False
-                converged[s] = dec_end[s] < (_DECREMENT_TOL if not stalled else _STALL_TOL)
-                if stalled and dec_end[s] < _DECREMENT_TOL:
-                    converged[s] = True
-    # the best end point
+                converged[s] = True
+            elif not good[n]:
+                active[s] = False  # stalled: no ascent step can be found
+                converged[s] = dec[s] < _STALL_TOL
+        # drop starts far below a converged one (their remaining gain, estimated by
+        # the decrement, cannot reach it)
+        if converged.any():
+            top = float(np.max(ll[converged]))
+            for s in np.flatnonzero(active):
+                if ll[s] + 2.0 * dec[s] + 1e-6 * (1.0 + abs(top)) < top:
+                    active[s] = False
     best = int(np.argmax(np.where(np.isfinite(ll), ll, -np.inf)))
     sl = slice(best, best + 1)
     evb = Evaluation(
@@ -808,12 +988,11 @@ def maximise(
     unsettled: tuple[int, ...] = ()
     if not converged[best]:
         g = grads[best, idx]
-        th = theta[best, idx]
-        inward = ~(((th <= lo) & (g <= 0)) | ((th >= hi) & (g >= 0)))
+        inward = _free_set(g, theta[best, idx], lo, hi)
         unsettled = tuple(int(i) for i in idx[inward])
     return Solution(
         theta=theta[best].copy(),
-        ll=float(evb.ll[0]),
+        ll=float(ll[best]),
         converged=bool(converged[best]),
         iterations=int(iters[best]),
         evaluation=evb,

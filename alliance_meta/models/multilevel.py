@@ -36,6 +36,7 @@ estimation: expanding the range of working models. *Prevention Science*, 23,
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -1013,13 +1014,28 @@ def _fit(
     level: float,
 ) -> MultilevelResult:
     k, p = X.shape
+    L = structure.n_sigma
+    if structure.struct == "UN" and structure.n_outcomes >= 3:
+        structure = dataclasses.replace(structure, psd=True)
     problem = core.build_problem(y, X, V, level_codes, structure, cluster_codes, outcome_codes)
     _pd_check(problem, labels, cluster_labels_of)
     reml = method == "REML"
-    sol = core.maximise(problem, reml, fixed)
-    theta = sol.theta
+    if structure.struct == "UN":
+        # fit over every positive semi-definite G through its Cholesky factor (metafor's
+        # default for UN); correlations fixed at 0 because their outcome pairs never
+        # share a cluster do not enter M, so the factor is left free for them
+        chol = dataclasses.replace(structure, chol=True, psd=False)
+        cfixed = np.concatenate([fixed[:L], np.full(chol.n_params - L, np.nan)])
+        sol = core.maximise(dataclasses.replace(problem, structure=chol), reml, cfixed)
+        theta = core.to_covariance_parameters(chol, sol.theta)
+        theta = np.where(np.isnan(fixed), theta, fixed)
+        unsettled = [] if sol.converged else [int(i) for i in np.flatnonzero(np.isnan(fixed))]
+    else:
+        sol = core.maximise(problem, reml, fixed)
+        theta = sol.theta
+        unsettled = [int(i) for i in sol.unsettled]
     if not sol.converged:
-        comps = [component_names[i] for i in sol.unsettled] or [
+        comps = [component_names[i] for i in unsettled] or [
             component_names[i] for i in np.flatnonzero(np.isnan(fixed))
         ]
         warnings.warn(
@@ -1042,7 +1058,6 @@ def _fit(
     parms = p + n_free
     ll = sol.ll
     dev, aic, bic, aicc = core.fit_statistics(ll, reml, k, p, parms, ss.ll_QE)
-    L = structure.n_sigma
     sigma2 = tuple(float(v) for v in theta[:L])
     tau2 = tuple(float(v) for v in theta[L : L + structure.n_tau2])
     rho = tuple(float(v) for v in theta[L + structure.n_tau2 :])
