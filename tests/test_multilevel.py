@@ -104,6 +104,8 @@ def _close(ours: Any, ref: Any, rtol: float, atol: float = 0.0) -> None:
     a, b = _arr(ours), _arr(ref)
     if b.size == 1 and b[0] == 0 and a.size == 0:
         return  # metafor writes 0 for an absent component (e.g. tau2 of a nested model)
+    if b.size == 1 and a.size > 1:
+        b = np.broadcast_to(b, a.shape)  # a scalar expectation for every entry
     np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
 
 
@@ -357,3 +359,403 @@ def test_covariance_matrix_and_aggregate(name: str) -> None:
     _close(agg.yi, d["aggregate"]["yi"], RTOL_EXACT)
     _close(agg.vi, d["aggregate"]["vi"], RTOL_EXACT)
     assert list(agg.to_frame().index) == list(agg.cluster)
+
+
+# ---------------------------------------------------------------------------
+# vcalc semantics
+# ---------------------------------------------------------------------------
+
+
+def test_covariance_matrix_obs_semantics_match_vcalc() -> None:
+    d = _load("mv_vcalc")
+    with_obs = covariance_matrix(vi=d["vi"], cluster=d["cluster"], rho=d["rho"], obs=d["obs"])
+    _close(with_obs.toarray(), d["V_obs"], RTOL_EXACT, 1e-15)
+    # our default is a distinct observation per effect: vcalc(..., obs = 1:k)
+    default = covariance_matrix(vi=d["vi"], cluster=d["cluster"], rho=d["rho"])
+    _close(default.toarray(), d["V_distinct"], RTOL_EXACT, 1e-15)
+    # vcalc without obs treats a cluster as one observation (correlation 1), which is
+    # not a constant-rho matrix: documented difference
+    assert not np.allclose(default.toarray(), d["V_no_obs"])
+
+
+# ---------------------------------------------------------------------------
+# global maximum
+# ---------------------------------------------------------------------------
+
+#: A bimodal restricted likelihood (found by a grid search over simulated data): a
+#: local maximum at σ² = (0.343, 0) with ℓ = -6.30162 and the global one at
+#: (0.0461, 0.2685) with ℓ = -6.08329 (metafor 3.8.1 reaches the latter too).
+BIMODAL = {
+    "yi": [0.092, 0.789, -0.727, -0.827, -0.633, -0.625, 0.033],
+    "vi": [0.0737, 0.0057, 1.5253, 0.8057, 0.0028, 0.07, 0.0174],
+    "study": ["0", "1", "1", "1", "2", "2", "3"],
+}
+
+
+def _bimodal_fit(method: str = "REML") -> MultilevelResult:
+    k = len(BIMODAL["yi"])
+    return multilevel(
+        yi=BIMODAL["yi"], vi=BIMODAL["vi"], method=method,  # type: ignore[arg-type]
+        levels={"study": BIMODAL["study"], "es": [str(i) for i in range(k)]},
+    )
+
+
+def _grid_max(fit: MultilevelResult, n: int, top: float) -> float:
+    g = np.linspace(0.0, top, n)
+    pts = np.stack(np.meshgrid(g, g, indexing="ij"), axis=-1).reshape(-1, 2)
+    return float(core.evaluate_many(fit._problem, pts, fit.method == "REML").max())
+
+
+def test_global_maximum_of_a_bimodal_likelihood() -> None:
+    fit = _bimodal_fit()
+    assert fit.loglik == pytest.approx(-6.0832937442, abs=ATOL_LL)  # metafor's value
+    # brute force: no point of a fine grid is higher
+    assert _grid_max(fit, 301, 1.5) <= fit.loglik + 1e-12
+    # a local Newton iteration from the other basin stops at the lower maximum,
+    # which the global search does not return
+    local = core.maximise(fit._problem, True, None, np.array([[0.33, 0.0]]))
+    assert local.ll == pytest.approx(-6.3016237489, abs=1e-8)
+    assert local.theta[1] == 0.0
+
+
+@pytest.mark.parametrize("method", ["REML", "ML"])
+def test_brute_force_grid_never_beats_the_fit(method: str) -> None:
+    d = _load("mv_konstantopoulos2011")
+    fit = multilevel(yi=d["yi"], vi=d["vi"], levels=d["levels"], method=method)  # type: ignore[arg-type]
+    # a 241 × 241 grid over [0, 0.3]² (σ̂² ≈ 0.06, 0.03) brackets the maximum at a
+    # spacing of 1.25e-3; the fit must be at least as high as every grid point
+    assert _grid_max(fit, 241, 0.3) <= fit.loglik + 1e-12
+    # and the score vanishes there (the bound is inactive: both σ² > 0)
+    ev = core.evaluate(fit._problem, fit._theta[None], method == "REML", 1)
+    assert ev.grad is not None
+    assert np.all(np.abs(ev.grad[0] * fit._theta) < 1e-8)
+
+
+def test_multivariate_un_brute_force() -> None:
+    d = _load("mv_berkey1998")
+    case = next(c for c in d["cases"] if c["struct"] == "UN")
+    fit = _mv_fit(d, case)
+    t1 = np.linspace(0.0, 0.1, 41)
+    t2 = np.linspace(0.0, 0.05, 41)
+    r = np.linspace(-1.0, 1.0, 41)
+    pts = np.stack(np.meshgrid(t1, t2, r, indexing="ij"), axis=-1).reshape(-1, 3)
+    ll = core.evaluate_many(fit._problem, pts, True)
+    assert float(ll.max()) <= fit.loglik + 1e-12
+
+
+def test_boundary_solution_is_exactly_zero_with_outward_score() -> None:
+    d = _load("mv_bornmann2007")
+    case = next(c for c in d["cases"] if c["method"] == "ML" and c["with_moderators"])
+    fit = _nested_fit(d, case)
+    assert fit.sigma2[0] == 0.0  # metafor stops at 9.7e-11 (log scale)
+    assert fit.loglik > case["expected"]["logLik"]  # and 1.4e-9 below our maximum
+    ev = core.evaluate(fit._problem, fit._theta[None], False, 1)
+    assert ev.grad is not None and ev.grad[0, 0] < 0  # the score points out of the space
+
+
+# ---------------------------------------------------------------------------
+# equivariance
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("c", [1e-3, 1e3])
+@pytest.mark.parametrize("method", ["REML", "ML"])
+def test_scale_equivariance(c: float, method: str) -> None:
+    d = _load("mv_assink2016_che")
+    V = covariance_matrix(vi=d["vi"], cluster=d["levels"]["study"], rho=d["rho"])
+    mods = {"year": d["moderators"]["year"]}
+    base = multilevel(yi=d["yi"], V=V, levels=d["levels"], moderators=mods, method=method)  # type: ignore[arg-type]
+    y = np.asarray(d["yi"]) * c
+    scaled = multilevel(yi=y, V=V * c**2, levels=d["levels"], moderators=mods, method=method)  # type: ignore[arg-type]
+    # σ² scale with c², coefficients with c, tests are invariant; both fits are
+    # solved to the Newton tolerance, so they agree to ~1e-9
+    _close(np.asarray(scaled.sigma2) / c**2, base.sigma2, 1e-8)
+    _close(scaled.coef / c, base.coef, 1e-8)
+    _close(scaled.statistic, base.statistic, 1e-8)
+    _close(scaled.I2_levels, base.I2_levels, 1e-8)
+    n = base.k - (base.p if method == "REML" else 0)
+    # ℓ shifts by -n log c (the density of y/c): exact up to the rounding of ℓ
+    assert scaled.loglik + n * np.log(c) == pytest.approx(base.loglik, abs=1e-8)
+    assert scaled.iterations == base.iterations
+
+
+def test_permutation_of_effects_does_not_change_the_fit() -> None:
+    d = _load("mv_konstantopoulos2011")
+    k = len(d["yi"])
+    perm = np.random.default_rng(3).permutation(k)
+    lv = {name: [vals[i] for i in perm] for name, vals in d["levels"].items()}
+    a = multilevel(yi=d["yi"], vi=d["vi"], levels=d["levels"],
+                   moderators={"year": d["moderators"]["year"]})
+    b = multilevel(yi=np.asarray(d["yi"])[perm], vi=np.asarray(d["vi"])[perm], levels=lv,
+                   moderators={"year": np.asarray(d["moderators"]["year"])[perm]})
+    _close(b.sigma2, a.sigma2, 1e-9)
+    _close(b.coef, a.coef, 1e-9)
+    assert b.loglik == pytest.approx(a.loglik, abs=1e-10)
+
+
+# ---------------------------------------------------------------------------
+# bad input (issue 13, item 7): errors name the study/cluster or the level
+# ---------------------------------------------------------------------------
+
+SMALL = {
+    "yi": [0.1, 0.3, 0.2, 0.5, 0.4, 0.25, 0.6, 0.1],
+    "vi": [0.01, 0.02, 0.015, 0.01, 0.02, 0.01, 0.03, 0.02],
+    "levels": {"study": ["a", "a", "b", "b", "c", "c", "d", "d"],
+               "es": ["1", "2", "1", "2", "1", "2", "1", "2"]},
+}
+
+
+def _small(**kw: Any) -> MultilevelResult:
+    args: dict[str, Any] = {**SMALL, **kw}
+    return multilevel(**args)
+
+
+def test_v_not_symmetric_names_the_effect() -> None:
+    V = np.diag(SMALL["vi"])
+    V[1, 0] = 0.005
+    with pytest.raises(InvalidStudyError, match="not symmetric") as err:
+        _small(vi=None, V=V)
+    assert err.value.field == "V" and err.value.study in ("Effect 1", "Effect 2")
+
+
+def test_v_not_positive_definite_names_the_study() -> None:
+    V = np.diag(SMALL["vi"]).astype(float)
+    V[2, 3] = V[3, 2] = 0.02  # |corr| > 1 within study "b"
+    with pytest.raises(InvalidStudyError, match="not positive definite") as err:
+        _small(vi=None, V=sparse.csr_matrix(V))
+    assert err.value.field == "V" and "'b'" in str(err.value)
+
+
+def test_rho_making_v_not_positive_definite_names_the_study() -> None:
+    with pytest.raises(InvalidStudyError, match="study 'a'"):
+        _small(rho=-1.0)  # correlation -1 between the two effects of each study
+
+
+def test_level_with_one_cluster_names_the_level() -> None:
+    lv = {"all": ["x"] * 8, "es": [str(i) for i in range(8)]}
+    with pytest.raises(ModelSpecificationError, match="level 'all' has a single cluster"):
+        _small(levels=lv)
+    # fixing its component is allowed (metafor fixes it at 0 with a warning)
+    fit = _small(levels=lv, sigma2=[0.0, None])
+    assert fit.sigma2[0] == 0.0
+
+
+def test_k_not_above_p() -> None:
+    with pytest.raises(ModelSpecificationError, match="too few effects: k = 8 for 8"):
+        _small(moderators={f"x{j}": np.eye(8)[:, j] * (j + 1) + 0.1 * j for j in range(7)})
+
+
+def test_missing_labels_and_values_name_the_row() -> None:
+    lv = {"study": ["a", None, "b", "b", "c", "c", "d", "d"], "es": SMALL["levels"]["es"]}
+    with pytest.raises(InvalidStudyError) as err:
+        _small(levels=lv)
+    assert err.value.study == "Effect 2" and err.value.field == "study"
+    with pytest.raises(InvalidStudyError) as err:
+        _small(yi=[0.1, np.nan, 0.2, 0.5, 0.4, 0.25, 0.6, 0.1])
+    assert err.value.study == "Effect 2" and err.value.field == "yi"
+    with pytest.raises(InvalidStudyError) as err:
+        _small(vi=[0.01, 0.02, -0.015, 0.01, 0.02, 0.01, 0.03, 0.02])
+    assert err.value.study == "Effect 3" and err.value.field == "vi"
+    with pytest.raises(InvalidStudyError, match="shape"):
+        _small(levels={"study": ["a", "b"], "es": SMALL["levels"]["es"]})
+
+
+def test_bad_options() -> None:
+    with pytest.raises(ModelSpecificationError, match="method"):
+        _small(method="DL")
+    with pytest.raises(ModelSpecificationError, match="test"):
+        _small(test="knha")
+    with pytest.raises(ModelSpecificationError, match="level"):
+        _small(level=95)
+    with pytest.raises(ModelSpecificationError, match="sigma2 has 3 values"):
+        _small(sigma2=[0.1, None, None])
+    with pytest.raises(ModelSpecificationError, match="non-negative"):
+        _small(sigma2=[-0.1, None])
+    with pytest.raises(ModelSpecificationError, match="rho"):
+        _small(rho=1.5)
+    with pytest.raises(ModelSpecificationError, match="vi or V"):
+        _small(V=np.diag(SMALL["vi"]))
+    with pytest.raises(ModelSpecificationError, match="struct"):
+        multivariate(yi=SMALL["yi"], V=SMALL["vi"], cluster=SMALL["levels"]["study"],
+                     outcome=SMALL["levels"]["es"], struct="AR")  # type: ignore[arg-type]
+
+
+def test_identical_levels_warn() -> None:
+    lv = {"study": [str(i) for i in range(8)], "es": ["1"] * 8}
+    with pytest.warns(ModelSpecificationWarning, match="same clusters"):
+        _small(levels=lv)
+
+
+def test_convergence_warning_names_the_component(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(core, "_MAX_ITER", 1)
+    d = _load("mv_konstantopoulos2011")
+    with pytest.warns(ConvergenceWarning, match="sigma2.district"):
+        fit = multilevel(yi=d["yi"], vi=d["vi"], levels=d["levels"])
+    assert not fit.converged
+
+
+def test_aggregate_not_positive_definite_names_the_cluster() -> None:
+    with pytest.raises(InvalidStudyError, match="cluster 'a'") as err:
+        aggregate(yi=SMALL["yi"], vi=SMALL["vi"], cluster=SMALL["levels"]["study"],
+                  rho=[-1.0, 0.5, 0.5, 0.5])
+    assert err.value.study == "a"
+
+
+# ---------------------------------------------------------------------------
+# likelihood-ratio test
+# ---------------------------------------------------------------------------
+
+
+def test_lrt_refuses_what_metafor_refuses() -> None:
+    d = _load("mv_konstantopoulos2011")
+    mods = {"year": d["moderators"]["year"]}
+    full = multilevel(yi=d["yi"], vi=d["vi"], levels=d["levels"], moderators=mods)
+    plain = multilevel(yi=d["yi"], vi=d["vi"], levels=d["levels"], sigma2=[0.0, None])
+    with pytest.raises(ModelSpecificationError, match="REML fits with different fixed"):
+        likelihood_ratio_test(full, plain)
+    with pytest.raises(ModelSpecificationError, match="same number of parameters"):
+        likelihood_ratio_test(full, full)
+    other = multilevel(yi=np.asarray(d["yi"]) + 0.1, vi=d["vi"], levels=d["levels"],
+                       moderators=mods, sigma2=[0.0, None])
+    with pytest.raises(ModelSpecificationError, match="different effects"):
+        likelihood_ratio_test(full, other)
+    ml_full = multilevel(yi=d["yi"], vi=d["vi"], levels=d["levels"], moderators=mods,
+                         method="ML")
+    with pytest.raises(ModelSpecificationError, match="different methods"):
+        likelihood_ratio_test(ml_full, plain)
+    # ML fits with different moderators are comparable; the order does not matter
+    ml_plain = multilevel(yi=d["yi"], vi=d["vi"], levels=d["levels"], method="ML")
+    a = likelihood_ratio_test(ml_plain, ml_full)
+    b = likelihood_ratio_test(ml_full, ml_plain)
+    assert a == b and a.df == 1
+    assert a.statistic == pytest.approx(2 * (ml_full.loglik - ml_plain.loglik), abs=1e-12)
+    assert list(a.to_frame().index) == ["full", "reduced"]
+    assert "LRT" in str(a)
+
+
+# ---------------------------------------------------------------------------
+# StudySet input, API behaviour
+# ---------------------------------------------------------------------------
+
+
+def test_studyset_input_equals_array_input() -> None:
+    import pandas as pd
+
+    from alliance_meta import StudySet
+
+    d = _load("mv_konstantopoulos2011")
+    df = pd.DataFrame({
+        "id": [f"e{i}" for i in range(len(d["yi"]))], "yi": d["yi"], "vi": d["vi"],
+        "district": d["levels"]["district"], "school": d["levels"]["school"],
+        "year": d["moderators"]["year"],
+    })
+    ss = StudySet.from_dataframe(df, label="id", yi="yi", vi="vi",
+                                 moderators=["district", "school", "year"])
+    a = multilevel(ss, levels=["district", "school"], moderators=["year"])
+    b = multilevel(yi=d["yi"], vi=d["vi"], levels=d["levels"],
+                   moderators={"year": d["moderators"]["year"]})
+    _close(a.sigma2, b.sigma2, 0)
+    _close(a.coef, b.coef, 0)
+    assert a.labels == tuple(df["id"])
+    c = multilevel(ss, levels={"district": "district", "school": "school"})
+    assert c.n_clusters == (11, 56)
+    with pytest.raises(InvalidStudyError, match="nope"):
+        multilevel(ss, levels=["nope"])
+    agg = aggregate(ss, cluster="district", rho=0.5)
+    assert len(agg.cluster) == 11
+    V = covariance_matrix(ss, cluster="district", rho=0.5)
+    assert V.shape == (56, 56)
+
+
+def test_result_api() -> None:
+    d = _load("mv_bornmann2007")
+    fit = multilevel(yi=d["yi"], vi=d["vi"], levels=d["levels"], rho=d["rho"],
+                     moderators={"type": d["moderators"]["type"]})
+    assert fit.coef_names == ("intrcpt", "typeGrant")
+    assert fit.p == 2 and fit.X.shape == (66, 2) and fit.vi.shape == (66,)
+    assert "Multilevel" in str(fit) and "sigma2.study" in str(fit)
+    assert len(repr(fit)) < 600
+    frame = fit.to_frame()
+    assert list(frame.index) == ["intrcpt", "typeGrant"]
+    vc = fit.variance_components()
+    assert list(vc["n_levels"]) == [21, 66]
+    with pytest.raises(AttributeError):
+        fit.k = 3  # type: ignore[misc]
+    with pytest.raises(ValueError):
+        fit.coef[0] = 1.0  # frozen arrays
+    # predictions at new moderator values, by name and as design columns
+    p1 = fit.predict({"type": ["Grant", "Fellowship"]})
+    p2 = fit.predict([[1.0], [0.0]])
+    _close(p1.pred, p2.pred, 0)
+    _close(p1.pred, [fit.coef.sum(), fit.coef[0]], 1e-15)
+    half = p1.pi.high - p1.pred
+    total = np.sqrt(p1.se**2 + sum(fit.sigma2))
+    _close(half / total, 1.959963984540054, 1e-12)
+    with pytest.raises(InvalidStudyError, match="unknown"):
+        fit.predict({"type": ["Grant"], "year": [1]})
+    ci = fit.profile_ci()
+    assert ci.names == ("sigma2.study", "sigma2.obs") and "Profile" in str(ci)
+    fixed = multilevel(yi=d["yi"], vi=d["vi"], levels=d["levels"], sigma2=[0.01, 0.01])
+    assert fixed.parms == 1 and fixed.converged
+    with pytest.raises(ModelSpecificationError, match="fixed"):
+        fixed.profile_ci()
+
+
+def test_intercept_false_is_r_minus_one() -> None:
+    d = _load("mv_bornmann2007")
+    mods = {"type": d["moderators"]["type"]}
+    a = multilevel(yi=d["yi"], vi=d["vi"], levels=d["levels"], moderators=mods, intercept=False)
+    b = multilevel(yi=d["yi"], vi=d["vi"], levels=d["levels"], moderators=mods)
+    assert a.coef_names == ("typeFellowship", "typeGrant")
+    _close(a.coef, [b.coef[0], b.coef.sum()], 1e-9)
+    assert a.loglik == pytest.approx(b.loglik, abs=1e-9)  # a reparametrisation
+    assert a.QM_df == (2, None)  # no intercept: every coefficient is tested
+    with pytest.warns(ModelSpecificationWarning, match="intercept"):
+        c = multilevel(yi=d["yi"], vi=d["vi"], levels=d["levels"], intercept=False)
+    assert c.coef_names == ("intrcpt",)
+
+
+def test_redundant_moderator_dropped_with_warning() -> None:
+    d = _load("mv_konstantopoulos2011")
+    year = np.asarray(d["moderators"]["year"], dtype=float)
+    with pytest.warns(ModelSpecificationWarning, match="year2"):
+        fit = multilevel(yi=d["yi"], vi=d["vi"], levels=d["levels"],
+                         moderators={"year": year, "year2": 2 * year})
+    assert fit.coef_names == ("intrcpt", "year") and fit.dropped == ("year2",)
+
+
+def test_multivariate_predict_per_outcome() -> None:
+    d = _load("mv_berkey1998")
+    fit = multivariate(yi=d["yi"], V=np.asarray(d["V"]), cluster=d["cluster"],
+                       outcome=d["outcome"], struct="UN")
+    pr = fit.predict()  # intercept only, two τ²: one prediction per outcome
+    assert pr.pred.shape == (2,)
+    _close((pr.pi.high - pr.pred) ** 2, 1.959963984540054**2 * (pr.se**2 + np.asarray(fit.tau2)),
+           1e-12)
+    one = fit.predict(outcome="PD")
+    _close(one.pi.high, pr.pi.high[1], 1e-15)
+    assert fit.outcome_levels == ("AL", "PD")
+    with pytest.raises(InvalidStudyError, match="unknown outcome"):
+        fit.predict(outcome="XX")
+
+
+def test_marginal_blocks_match_the_dense_covariance() -> None:
+    d = _load("mv_bornmann2007")
+    fit = multilevel(yi=d["yi"], vi=d["vi"], levels=d["levels"], rho=d["rho"])
+    study = d["levels"]["study"]
+    uniq = list(dict.fromkeys(study))
+    codes = np.asarray([uniq.index(s) for s in study])
+    index, M = fit.marginal_blocks(codes)
+    # dense M on this small data set (test only): V + σ²₁ [same study] + σ²₂ I
+    V = covariance_matrix(vi=d["vi"], cluster=study, rho=d["rho"]).toarray()
+    same = (codes[:, None] == codes[None, :]).astype(float)
+    dense = V + fit.sigma2[0] * same + fit.sigma2[1] * np.eye(len(codes))
+    for g in range(len(uniq)):
+        idx = index[g][index[g] >= 0]
+        _close(M[g][: idx.size, : idx.size], dense[np.ix_(idx, idx)], 1e-15, 1e-18)
+        assert np.all(idx == np.flatnonzero(codes == g))
+        pad = M[g][idx.size :, idx.size :]
+        assert np.array_equal(pad, np.eye(pad.shape[0]))  # identity padding
+    # clusters finer than the model's blocks are refused, naming them
+    with pytest.raises(ModelSpecificationError, match="different clusters"):
+        fit.marginal_blocks(np.arange(len(codes)))

@@ -15,6 +15,7 @@
 ##                             vcalc(vi, study, type = outcome, rho = 0.66),
 ##                             ~ outcome - 1 and ~ outcome - 1 + outcome:hrs,
 ##                             struct UN, CS, HCS, DIAG
+##   * mv_vcalc.json           vcalc() with and without obs (its obs semantics)
 ##   * mv_ishak2007.json       four outcomes (time points) with diagonal V, some
 ##                             pairs never together, struct UN, CS, HCS, DIAG
 ## Every rma.mv fit uses nlminb with control = list(rel.tol = 1e-12) (or 1e-11,
@@ -276,4 +277,22 @@ if (want("ishak2007")) {
                      c("UN", "CS", "HCS", "DIAG"), methods = "REML", tests = "z",
                      profile_struct = c("CS"))) 
   write_reference(out, "mv_ishak2007.json")
+}
+
+## ---------------------------------------------------------------- vcalc
+## vcalc's `obs` semantics: effects of one cluster with the same obs are computed
+## on the same observations (correlation 1); without obs, every effect of a cluster
+## is the same observation (correlation 1 whatever rho); obs = 1:k gives the
+## constant correlation of aggregate()'s CS structure
+if (want("vcalc")) {
+  vi <- c(0.10, 0.20, 0.15, 0.30, 0.25, 0.12, 0.18)
+  cluster <- c("a", "a", "a", "b", "b", "c", "a")
+  obs <- c("1", "2", "2", "1", "2", "1", "3")
+  full <- function(V) unname(as.matrix(V))
+  out <- list(
+    source = SOURCE, vi = arr(vi), cluster = arr(cluster), obs = arr(obs), rho = 0.4,
+    V_obs = full(vcalc(vi, cluster = cluster, obs = obs, rho = 0.4)),
+    V_distinct = full(vcalc(vi, cluster = cluster, obs = seq_along(vi), rho = 0.4)),
+    V_no_obs = full(suppressWarnings(vcalc(vi, cluster = cluster, rho = 0.4))))
+  write_reference(out, "mv_vcalc.json")
 }
