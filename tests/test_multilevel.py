@@ -759,3 +759,69 @@ def test_marginal_blocks_match_the_dense_covariance() -> None:
     # clusters finer than the model's blocks are refused, naming them
     with pytest.raises(ModelSpecificationError, match="different clusters"):
         fit.marginal_blocks(np.arange(len(codes)))
+
+
+# ---------------------------------------------------------------------------
+# the core: analytic derivatives, block layout
+# ---------------------------------------------------------------------------
+
+
+def _fd_problems() -> list[tuple[str, core.Problem, np.ndarray]]:
+    d = _load("mv_bornmann2007")
+    nested = multilevel(yi=d["yi"], vi=d["vi"], levels=d["levels"], rho=d["rho"],
+                        moderators={"type": d["moderators"]["type"]})
+    out = [("nested", nested._problem, np.array([0.004, 0.011]))]
+    b = _load("mv_kalaian1996")
+    for struct, theta in [("UN", [0.012, 0.003, -0.4]), ("CS", [0.01, 0.3]),
+                          ("HCS", [0.012, 0.003, 0.3]), ("DIAG", [0.012, 0.003])]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit = multivariate(yi=b["yi"], V=np.asarray(b["V"]), cluster=b["cluster"],
+                               outcome=b["outcome"], struct=struct)  # type: ignore[arg-type]
+        out.append((struct, fit._problem, np.asarray(theta)))
+    chol = core.Structure(0, "UN", 2, chol=True)
+    prob = out[1][1]
+    out.append(("UN-chol", core.Problem(**{**prob.__dict__, "structure": chol}),
+                np.array([0.1, -0.04, 0.05])))
+    return out
+
+
+@pytest.mark.parametrize("reml", [True, False])
+def test_analytic_score_and_hessian_match_finite_differences(reml: bool) -> None:
+    for name, prob, theta in _fd_problems():
+        ev = core.evaluate(prob, theta[None], reml, 2)
+        assert ev.grad is not None and ev.hess is not None
+        q = theta.size
+        fd_g = np.empty(q)
+        fd_h = np.empty((q, q))
+        for j in range(q):
+            h = 1e-6 * max(abs(theta[j]), 1e-3)
+            e = np.zeros(q)
+            e[j] = h
+            up = core.evaluate(prob, (theta + e)[None], reml, 1)
+            dn = core.evaluate(prob, (theta - e)[None], reml, 1)
+            assert up.grad is not None and dn.grad is not None
+            fd_g[j] = (up.ll[0] - dn.ll[0]) / (2 * h)
+            fd_h[j] = (up.grad[0] - dn.grad[0]) / (2 * h)
+        # central differences with h ~ 1e-6 θ: truncation ~h² and rounding ~eps/h
+        # relative to the entries; 1e-5 of the largest entry separates any formula
+        # error (a wrong term is O(1) of an entry) from both
+        np.testing.assert_allclose(ev.grad[0], fd_g, rtol=1e-5,
+                                   atol=1e-5 * np.abs(fd_g).max(), err_msg=name)
+        np.testing.assert_allclose(ev.hess[0], fd_h, rtol=1e-5,
+                                   atol=1e-5 * np.abs(fd_h).max(), err_msg=name)
+        np.testing.assert_allclose(ev.hess[0], ev.hess[0].T, rtol=1e-12,
+                                   atol=1e-12 * np.abs(fd_h).max(), err_msg=name)
+
+
+def test_buckets_keep_padding_small() -> None:
+    from alliance_meta.core import blocks as bl
+
+    sizes = np.concatenate([np.full(20_000, 3), np.full(5, 50)])
+    layout = bl.make_layout(np.repeat(np.arange(sizes.size), sizes))
+    caps = sorted(b.size for b in layout.buckets)
+    assert caps == [3, 50]  # 20,000 blocks of 3 are not padded to 50
+    assert layout.padded_size == 20_000 * 9 + 5 * 2500
+    # many small sizes share one bucket (padding is cheaper than numpy calls)
+    small = bl.make_layout(np.repeat(np.arange(200), np.tile([1, 2, 3, 4, 5, 6], 34)[:200]))
+    assert len(small.buckets) == 1

@@ -353,6 +353,9 @@ def nonpd_blocks(M: FloatArray) -> BoolArray:
 #: Largest block size factored by the batch-vectorised loops below; larger blocks use
 #: LAPACK (whose per-matrix call overhead then no longer dominates).
 SMALL_BLOCK = 16
+#: Up to this many matrices LAPACK's batched Cholesky is faster than the vectorised
+#: loop (whose cost is a fixed number of numpy calls).
+_LAPACK_BATCH = 500
 
 
 def _cholesky_small(flat: FloatArray) -> tuple[FloatArray, BoolArray]:
@@ -389,7 +392,8 @@ def cholesky(M: FloatArray) -> tuple[FloatArray, BoolArray | None]:
         None when every matrix is positive definite, else which are not.
     """
     b = M.shape[-1]
-    if b <= SMALL_BLOCK:
+    n_mat = int(np.prod(M.shape[:-2]))
+    if b <= SMALL_BLOCK and n_mat > _LAPACK_BATCH:
         flat = M.reshape(-1, b, b)
         L, bad = _cholesky_small(flat)
         if not bad.any():

@@ -578,22 +578,33 @@ def evaluate(problem: Problem, theta: FloatArray, reml: bool, order: int = 0) ->
         _, n, b, _ = W.shape
         nbb = n * b
         u = Wy - np.matmul(WX, beta[:, None, :, None])[..., 0]  # (G, n, b)
-        KU = np.matmul(Kb[None], u[:, None, :, :, None])[..., 0]  # (G, nb, n, b)
+        # the bases side by side: Kcat (n, b, nb·b) = [K_1 | K_2 | ...]
+        Kcat = np.moveaxis(Kb, 0, 2).reshape(n, b, nb * b)
+        # K_c u and K_c W X for all c in one product each (K symmetric)
+        KU = np.matmul(np.swapaxes(Kcat, 1, 2)[None], u[..., None])[..., 0]  # (G, n, nb·b)
+        KU = KU.reshape(G, n, nb, b).transpose(0, 2, 1, 3)  # (G, nb, n, b)
+        E = np.matmul(np.swapaxes(Kcat, 1, 2)[None], WX)  # (G, n, nb·b, p)
+        E = E.reshape(G, n, nb, b, p).transpose(0, 2, 1, 3, 4)  # K_c W X: (G, nb, n, b, p)
         s += np.matmul(KU.reshape(G, nb, nbb), u.reshape(G, nbb, 1))[..., 0]
         t += W.reshape(G, -1) @ Kb.reshape(nb, -1).T
-        E = np.matmul(Kb[None], WX[:, None])  # K_c W X: (G, nb, n, b, p)
         Ef = E.reshape(G, nb, nbb, p)
         WXf = WX.reshape(G, 1, nbb, p)
         B += np.matmul(np.swapaxes(WXf, 2, 3), Ef)
         if order >= 2:
-            WK = np.matmul(W[:, None], Kb[None])  # W K_c: (G, nb, n, b, b)
+            # W K_c, W K_c W X and W K_c u, each for all c in one product
+            WK = np.matmul(W, Kcat[None]).reshape(G, n, b, nb, b).transpose(0, 3, 1, 2, 4)
             WKt = np.swapaxes(WK, -1, -2).reshape(G, nb, -1)
             T += np.matmul(WK.reshape(G, nb, -1), np.swapaxes(WKt, 1, 2))
-            F = np.matmul(W[:, None], E)  # W K_c W X
+            rhs = np.concatenate(
+                [E.transpose(0, 2, 3, 1, 4).reshape(G, n, b, nb * p),
+                 KU.transpose(0, 2, 3, 1)], axis=3,
+            )  # (G, n, b, nb·p + nb)
+            Wr = np.matmul(W, rhs)
+            F = Wr[..., : nb * p].reshape(G, n, b, nb, p).transpose(0, 3, 1, 2, 4)
+            WKU = Wr[..., nb * p :].transpose(0, 3, 1, 2)  # (G, nb, n, b)
             Et = Ef.transpose(0, 1, 3, 2).reshape(G, nb * p, nbb)
             Fr = F.reshape(G, nb, nbb, p).transpose(0, 2, 1, 3).reshape(G, nbb, nb * p)
             C += np.matmul(Et, Fr).reshape(G, nb, p, nb, p)
-            WKU = np.matmul(W[:, None], KU[..., None])[..., 0]  # (G, nb, n, b)
             KUf = KU.reshape(G, nb, nbb)
             R += np.matmul(KUf, WX.reshape(G, nbb, p))
             Qm += np.matmul(KUf, WKU.reshape(G, nb, nbb).swapaxes(1, 2))
@@ -920,6 +931,17 @@ def maximise(
                 dF, lam[s] = _damped_step(gF, nH, IF, lam[s])
                 steps[n, F] = dF
         cand[:, idx] = np.clip(theta[act][:, idx] + steps, lo, hi)
+        if last.all():
+            # the final steps: only the likelihood, β̂ and Var(β̂) are needed there
+            ev0 = evaluate(problem, cand, reml, 0)
+            for n, s in enumerate(act):
+                iters[s] += 1
+                if ev0.ll[n] >= ll[s] - 1e-12 * (1.0 + abs(ll[s])):
+                    theta[s], ll[s] = cand[n], ev0.ll[n]
+                    betas[s], vbs[s] = ev0.beta[n], ev0.vb[n]
+                active[s] = False
+                converged[s] = True
+            continue
         evc = evaluate(problem, cand, reml, 2)
         assert evc.grad is not None and evc.hess is not None and evc.info is not None
         slack = 1e-12 * (1.0 + np.abs(ll[act]))

@@ -206,9 +206,12 @@ def _column(
                 "were given; pass the labels instead",
                 field=name,
             )
-        arr = np.asarray(studies.moderator(values), dtype=object)
+        arr = np.asarray(studies.moderator(values))
     else:
-        arr = np.asarray(values, dtype=object)
+        try:
+            arr = np.asarray(values)
+        except (TypeError, ValueError):
+            arr = np.asarray(values, dtype=object)
     if arr.ndim != 1 or arr.shape[0] != k:
         raise InvalidStudyError(
             f"{field} {name!r} has shape {arr.shape}, expected ({k},) (one label per effect)",
@@ -217,20 +220,35 @@ def _column(
     return arr
 
 
-def _labels_of(arr: npt.NDArray[Any], name: str, labels: Sequence[str]) -> list[str]:
-    out = []
+def _labels_of(arr: npt.NDArray[Any], name: str, labels: Sequence[str]) -> npt.NDArray[Any]:
+    """Labels as R's ``as.character`` spells them (object array of str); an error
+    naming the effect for a missing label.  Vectorised for numeric and text arrays."""
+    kind = arr.dtype.kind
+    if kind in "US":
+        return arr.astype(str).astype(object)
+    if kind in "iu":
+        return arr.astype(str).astype(object)
+    if kind == "b":
+        return np.where(arr, "TRUE", "FALSE").astype(object)
+    if kind == "f":
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise InvalidStudyError(f"missing label of {name!r}", study=labels[i], field=name)
+        if np.all(arr == np.round(arr)) and np.all(np.abs(arr) < 2**53):
+            return arr.astype(np.int64).astype(str).astype(object)
+    out = np.empty(arr.size, dtype=object)
     for i, v in enumerate(arr):
         if _is_missing(v):
             raise InvalidStudyError(f"missing label of {name!r}", study=labels[i], field=name)
-        out.append(_label_str(v))
+        out[i] = _label_str(v)
     return out
 
 
-def _codes(keys: Sequence[object]) -> tuple[IntArray, list[object]]:
-    """Codes 0..m-1 of hashable keys in order of first appearance, and the keys."""
-    seen: dict[object, int] = {}
-    codes = np.fromiter((seen.setdefault(key, len(seen)) for key in keys), np.int64, len(keys))
-    return codes, list(seen)
+def _codes(keys: npt.ArrayLike) -> tuple[IntArray, npt.NDArray[Any]]:
+    """Codes 0..m-1 of labels in order of first appearance, and the labels."""
+    codes, uniq = pd.factorize(np.asarray(keys), sort=False)
+    return np.asarray(codes, dtype=np.int64), np.asarray(uniq, dtype=object)
 
 
 def _parse_levels(
@@ -432,6 +450,72 @@ def _coding_transform(
     return tuple(out), np.stack(cols, axis=1)
 
 
+@dataclasses.dataclass(frozen=True)
+class _NumericCoding:
+    """A continuous moderator's coding (duck-typed like ``Moderator``)."""
+
+    name: str
+    kind: str = "continuous"
+
+    def design_columns(
+        self, values: Sequence[object], labels: Sequence[str] | None = None
+    ) -> tuple[tuple[str, ...], FloatArray]:
+        try:
+            col = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InvalidStudyError(
+                "values of a continuous moderator must be numbers", field=self.name
+            ) from None
+        bad = ~np.isfinite(col)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise InvalidStudyError(
+                "missing moderator value",
+                study=labels[i] if labels is not None else f"row {i}",
+                field=self.name,
+            )
+        return (self.name,), col.reshape(-1, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class _NumericTerm:
+    """A continuous moderator as it enters the design (duck-typed like the design
+    builder's terms)."""
+
+    name: str
+    moderator: _NumericCoding
+    numeric_levels: bool = False
+
+    @property
+    def coef_names(self) -> tuple[str, ...]:
+        return (self.name,)
+
+
+def _numeric_design(
+    moderators: object, k: int
+) -> tuple[tuple[str, ...], FloatArray, tuple[Any, ...]] | None:
+    """``[1, x_1, ..., x_m]`` when every moderator is given as finite numbers (the
+    design builder's result, without its per-value checks); None otherwise."""
+    if not isinstance(moderators, Mapping) or not moderators:
+        return None
+    cols: list[FloatArray] = []
+    names = ["intrcpt"]
+    for key, vals in moderators.items():
+        if not isinstance(key, str):
+            return None
+        arr = np.asarray(vals)
+        if arr.dtype.kind not in "iuf" or arr.shape != (k,):
+            return None
+        col = arr.astype(np.float64)
+        if not np.all(np.isfinite(col)):
+            return None
+        cols.append(col)
+        names.append(key)
+    X = np.column_stack([np.ones(k), *cols])
+    terms = tuple(_NumericTerm(n, _NumericCoding(n)) for n in names[1:])
+    return tuple(names), X, terms
+
+
 def _design(
     moderators: object,
     studies: StudySet | None,
@@ -441,7 +525,11 @@ def _design(
 ) -> tuple[tuple[str, ...], FloatArray, tuple[Any, ...], FloatArray, bool, tuple[str, ...]]:
     """``(names, X, terms, T, intercept, dropped)`` with ``X = X_full @ T``."""
     mods: object = [] if moderators is None else moderators
-    names, Xfull, terms = build_design(mods, studies, k, labels)
+    fast = _numeric_design(mods, k)
+    if fast is not None:
+        names, Xfull, terms = fast
+    else:
+        names, Xfull, terms = build_design(mods, studies, k, labels)
     if not intercept and not terms:
         warnings.warn(
             "a model needs an intercept or moderators: the intercept was put back "
@@ -971,14 +1059,17 @@ class MultilevelResult:
 # ---------------------------------------------------------------------------
 
 
-def _pd_check(problem: core.Problem, labels: Sequence[str], cluster_of: Sequence[str]) -> None:
+def _pd_check(
+    problem: core.Problem, labels: Sequence[str], cluster_of: tuple[str, npt.NDArray[Any]]
+) -> None:
     """Every block of V positive definite, else an error naming the cluster."""
+    what, lab = cluster_of
     for Vb, b in zip(problem.V, problem.layout.buckets, strict=True):
         _, bad = bl.cholesky(Vb)
         if bad is not None:
             n = int(np.flatnonzero(bad)[0])
             members = b.index[n][b.mask[n]]
-            clusters = sorted({cluster_of[int(i)] for i in members})
+            clusters = sorted({f"{what} {str(lab[int(i)])!r}" for i in members})
             raise InvalidStudyError(
                 "the sampling covariance V is not positive definite for the effects "
                 f"{[labels[int(i)] for i in members][:6]} of {', '.join(clusters)}",
@@ -1006,7 +1097,7 @@ def _fit(
     cluster_codes: IntArray | None,
     outcome_codes: IntArray | None,
     outcome_levels: tuple[str, ...],
-    cluster_labels_of: Sequence[str],
+    cluster_labels_of: tuple[str, npt.NDArray[Any]],
     labels: tuple[str, ...],
     measure: str,
     method: str,
@@ -1227,21 +1318,22 @@ def multilevel(
     level_names, cols = _parse_levels(levels, studies, k, labels)
     fixed = _parse_sigma2(sigma2, len(level_names), level_names)
     level_codes: list[IntArray] = []
-    keys: list[tuple[str, ...]] = [() for _ in range(k)]
     n_clusters: list[int] = []
-    first_label: list[str] = []
+    prev = np.zeros(k, dtype=np.int64)
     for j, (name, col) in enumerate(zip(level_names, cols, strict=True)):
-        keys = [(*key, lab) for key, lab in zip(keys, col, strict=True)]
-        codes, uniq = _codes(keys)
+        lab_codes, _ = _codes(col)
+        # R's a/b: clusters of level j are the combinations of levels 1..j
+        codes, _ = _codes(prev * (int(lab_codes.max()) + 1) + lab_codes)
         level_codes.append(codes)
-        n_clusters.append(len(uniq))
-        first_label.append("/".join(uniq[0]))  # type: ignore[arg-type]
-        if len(uniq) == 1 and np.isnan(fixed[j]):
+        n = int(codes.max()) + 1
+        n_clusters.append(n)
+        if n == 1 and np.isnan(fixed[j]):
+            path = "/".join(str(c[0]) for c in cols[: j + 1])
             raise ModelSpecificationError(
-                f"level {name!r} has a single cluster ({first_label[-1]!r}): its variance "
-                "component cannot be estimated (fix it with sigma2 or drop the level)"
+                f"level {name!r} has a single cluster ({path!r}): its variance component "
+                "cannot be estimated (fix it with sigma2 or drop the level)"
             )
-        if j and len(uniq) == n_clusters[j - 1]:
+        if j and n == n_clusters[j - 1]:
             warnings.warn(
                 f"levels {level_names[j - 1]!r} and {name!r} have the same clusters (each "
                 f"{level_names[j - 1]!r} cluster holds one {name!r} cluster): their variance "
@@ -1249,6 +1341,7 @@ def multilevel(
                 ModelSpecificationWarning,
                 stacklevel=2,
             )
+        prev = codes
     outer_labels = cols[0]
     if V is not None:
         if rho is not None:
@@ -1272,7 +1365,7 @@ def multilevel(
         level_names=level_names, level_codes=level_codes, n_clusters=tuple(n_clusters),
         structure=structure, fixed=fixed, component_names=comp_names, cluster_codes=None,
         outcome_codes=None, outcome_levels=(),
-        cluster_labels_of=[f"{level_names[0]} {lab!r}" for lab in outer_labels],
+        cluster_labels_of=(level_names[0], outer_labels),
         labels=labels, measure=measure, method=meth, test=tst, level=lv,
     )
 
@@ -1403,7 +1496,7 @@ def multivariate(
         level_names=("cluster",), level_codes=[], n_clusters=(len(cuniq),),
         structure=structure, fixed=fixed, component_names=tuple(comp), cluster_codes=ccodes,
         outcome_codes=ocodes, outcome_levels=tuple(out_levels),
-        cluster_labels_of=[f"cluster {lab!r}" for lab in cl],
+        cluster_labels_of=("cluster", cl),
         labels=labels, measure=measure, method=meth, test=tst, level=lv,
     )
 
