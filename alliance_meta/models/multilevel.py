@@ -253,7 +253,7 @@ def _codes(keys: npt.ArrayLike) -> tuple[IntArray, npt.NDArray[Any]]:
 
 def _parse_levels(
     levels: object, studies: StudySet | None, k: int, labels: Sequence[str]
-) -> tuple[tuple[str, ...], list[list[str]]]:
+) -> tuple[tuple[str, ...], list[npt.NDArray[Any]]]:
     """Level names (outer first) and the label of every effect at each level."""
     if isinstance(levels, Mapping):
         items = [(str(n), v) for n, v in levels.items()]
@@ -1370,9 +1370,9 @@ def multilevel(
     )
 
 
-def _sorted_levels(values: Sequence[str], raw: npt.NDArray[Any]) -> list[str]:
+def _sorted_levels(values: npt.NDArray[Any], raw: npt.NDArray[Any]) -> list[str]:
     """R's ``factor`` level order: numeric values numerically, else by text."""
-    uniq = sorted(set(values))
+    uniq = sorted({str(v) for v in values})
     try:
         nums = {_label_str(v): float(v) for v in raw}
         return sorted(uniq, key=lambda s: nums[s])
@@ -1455,7 +1455,8 @@ def multivariate(
             "cannot be estimated"
         )
     out_levels = _sorted_levels(oc, oc_raw)
-    ocodes = np.asarray([out_levels.index(o) for o in oc], dtype=np.int64)
+    pos_of = {lvl: i for i, lvl in enumerate(out_levels)}
+    ocodes = np.fromiter((pos_of[str(o)] for o in oc), np.int64, k)
     q = len(out_levels)
     structure = core.Structure(0, st_name, q)
     fixed = np.full(structure.n_params, np.nan)
