@@ -164,13 +164,14 @@ MV_CASES = [
 
 
 def _reference_theta(fit: MultilevelResult, e: dict[str, Any]) -> np.ndarray:
-    """metafor's variance components as our full θ (fixed ones included)."""
+    """metafor's variance components as our full internal θ (fixed ones included)."""
     if fit.struct is None:
         return _arr(e["sigma2"])
     parts = [_arr(e["tau2"])]
     if fit.struct != "DIAG":
         parts.append(_arr(e["rho"]))
-    return np.concatenate(parts)
+    out: np.ndarray = fit._problem.structure.to_internal(np.concatenate(parts))
+    return out
 
 
 def _check_common(fit: MultilevelResult, e: dict[str, Any], short: bool = False) -> None:
@@ -278,7 +279,8 @@ def _profile_statistic(fit: MultilevelResult, j: int, value: float) -> float:
     """``2 (ℓ̂ - ℓ_p(θ_j = value))`` by an independent global maximisation."""
     fixed = fit._fixed.copy()
     fixed[j] = value
-    sol = core.maximise(fit._problem, fit.method == "REML", fixed)
+    st = fit._problem.structure
+    sol = core.maximise(fit._problem, fit.method == "REML", st.to_internal(fixed))
     return float(2.0 * (fit.loglik - sol.ll))
 
 

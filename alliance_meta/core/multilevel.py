@@ -140,6 +140,31 @@ class Structure:
     n_outcomes: int = 0
     chol: bool = False
     psd: bool = False
+    sd: bool = False
+
+    @property
+    def is_sd(self) -> BoolArray:
+        """Parameters that are standard deviations ``s = √τ²`` (HCS/UN with ``sd``:
+        ``G_ab = ρ s_a s_b`` is smooth at ``s = 0``, where ``ρ √(τ²_a τ²_b)`` has an
+        infinite derivative and a variance at 0 would be a false stationary point)."""
+        out = np.zeros(self.n_params, dtype=bool)
+        if self.sd and self.struct in ("HCS", "UN") and not self.chol:
+            out[self.n_sigma : self.n_sigma + self.n_tau2] = True
+        return out
+
+    def to_report(self, theta: FloatArray) -> FloatArray:
+        """Internal parameters as reported (standard deviations squared)."""
+        out = np.array(theta, dtype=np.float64, copy=True)
+        sdm = self.is_sd
+        out[..., sdm] = out[..., sdm] ** 2
+        return out
+
+    def to_internal(self, theta: FloatArray) -> FloatArray:
+        """Reported parameters (variances) as internal ones (NaN stays NaN)."""
+        out = np.array(theta, dtype=np.float64, copy=True)
+        sdm = self.is_sd
+        out[..., sdm] = np.sqrt(out[..., sdm])
+        return out
 
     @property
     def pairs(self) -> list[tuple[int, int]]:
@@ -221,8 +246,16 @@ class Structure:
         t0 = L  # first tau2 parameter
         r0 = L + self.n_tau2  # first rho parameter
         # diagonal bases
+        sd = self.sd and self.struct in ("HCS", "UN")
         for a in range(Q):
             ti = t0 if self.struct == "CS" else t0 + a
+            if sd:
+                g[:, L + a] = th[:, ti] ** 2
+                if dg is not None:
+                    dg[:, L + a, ti] = 2.0 * th[:, ti]
+                if d2g is not None:
+                    d2g[:, L + a, ti, ti] = 2.0
+                continue
             g[:, L + a] = th[:, ti]
             if dg is not None:
                 dg[:, L + a, ti] = 1.0
@@ -242,6 +275,18 @@ class Structure:
                 continue
             ta_i, tb_i = t0 + r, t0 + c
             ta, tb = th[:, ta_i], th[:, tb_i]
+            if self.sd:
+                # G_ab = ρ s_a s_b with standard deviations s
+                g[:, col] = rho * ta * tb
+                if dg is not None:
+                    dg[:, col, ri] = ta * tb
+                    dg[:, col, ta_i] = rho * tb
+                    dg[:, col, tb_i] = rho * ta
+                if d2g is not None:
+                    d2g[:, col, ri, ta_i] = d2g[:, col, ta_i, ri] = tb
+                    d2g[:, col, ri, tb_i] = d2g[:, col, tb_i, ri] = ta
+                    d2g[:, col, ta_i, tb_i] = d2g[:, col, tb_i, ta_i] = rho
+                continue
             s = np.sqrt(ta * tb)
             g[:, col] = rho * s
             pos = (ta > 0) & (tb > 0)
@@ -316,6 +361,12 @@ class Problem:
     layout : BlockLayout
     y : list of (n, b)
     X : list of (n, b, p)
+        An orthonormal basis ``Q`` of the design's columns (``X = QR``): the REML
+        and ML criteria depend on ``X`` only through its column space, and ``Q``
+        keeps ``X'M⁻¹X`` well conditioned (a moderator such as a year next to the
+        intercept would otherwise cost ~8 digits).
+    R : (p, p)
+        ``β = R⁻¹β_Q`` and ``Var(β) = R⁻¹Var(β_Q)R⁻ᵀ`` give the coefficients of ``X``.
     V : list of (n, b, b)
         Sampling covariance blocks (identity on padding).
     K : list of (n_basis, n, b, b)
@@ -323,7 +374,8 @@ class Problem:
     structure : Structure
     k, p : int
     logdet_xtx : float
-        ``log|X'X|`` (metafor's REML constant).
+        ``log|Q'Q| = 0``: metafor's REML constant ``log|X'X|`` cancels against the
+        change of ``log|X'M⁻¹X|`` from ``X`` to ``Q``.
     scale : float
         A variance scale of the data, ``max(var(y - Xβ̂_OLS), mean v_i)``: in the
         units of ``y²``, so that grids and starts built from it make every fit
@@ -333,6 +385,7 @@ class Problem:
     layout: bl.BlockLayout
     y: list[FloatArray]
     X: list[FloatArray]
+    R: FloatArray
     V: list[FloatArray]
     K: list[FloatArray]
     structure: Structure
@@ -399,8 +452,12 @@ def build_problem(
         else np.zeros((0, *Vb[bi].shape))
         for bi in range(len(layout.buckets))
     ]
-    _, logdet_xtx = np.linalg.slogdet(X.T @ X)
-    resid = y - X @ np.linalg.lstsq(X, y, rcond=None)[0]
+    Qx, Rx = np.linalg.qr(X)
+    sgn = np.where(np.diag(Rx) < 0, -1.0, 1.0)
+    Qx, Rx = Qx * sgn[None, :], Rx * sgn[:, None]
+    # log|X'X| = 2 log|det R|; with Q in place of X the REML constant log|Q'Q| is 0 and
+    # log|Q'M⁻¹Q| = log|X'M⁻¹X| - 2 log|det R|: the same restricted likelihood
+    resid = y - Qx @ (Qx.T @ y)
     vdiag = np.concatenate(
         [
             np.diagonal(Vk, axis1=1, axis2=2)[b.mask]
@@ -411,13 +468,14 @@ def build_problem(
     return Problem(
         layout=layout,
         y=bl.pad_vector(layout, y),
-        X=bl.pad_rows(layout, X),
+        X=bl.pad_rows(layout, Qx),
+        R=np.asarray(Rx, dtype=np.float64),
         V=Vb,
         K=K,
         structure=structure,
         k=int(k),
         p=int(p),
-        logdet_xtx=float(logdet_xtx),
+        logdet_xtx=0.0,
         scale=scale if scale > 0 else 1.0,
     )
 
@@ -565,7 +623,7 @@ def evaluate(problem: Problem, theta: FloatArray, reml: bool, order: int = 0) ->
         ll = -0.5 * (k * LOG_2PI + logdet_m + rss)
     ll = np.where(ok, ll, -np.inf)
     if order == 0:
-        return Evaluation(ll=ll, ok=ok, beta=beta, vb=vb)
+        return Evaluation(ll=ll, ok=ok, beta=_to_x(problem, beta), vb=_vb_to_x(problem, vb))
     assert dg is not None
     t = np.zeros((G, nb))
     s = np.zeros((G, nb))
@@ -614,7 +672,9 @@ def evaluate(problem: Problem, theta: FloatArray, reml: bool, order: int = 0) ->
     score_c = -0.5 * trp + 0.5 * s
     grad = np.einsum("gc,gci->gi", score_c, dg)
     if order == 1:
-        return Evaluation(ll=ll, ok=ok, beta=beta, vb=vb, grad=grad)
+        return Evaluation(
+            ll=ll, ok=ok, beta=_to_x(problem, beta), vb=_vb_to_x(problem, vb), grad=grad
+        )
     assert d2g is not None
     if reml:
         trAC = np.einsum("gij,gcjdi->gcd", vb, C)
@@ -627,7 +687,23 @@ def evaluate(problem: Problem, theta: FloatArray, reml: bool, order: int = 0) ->
     Hc = 0.5 * TT - ukpku
     hess = np.einsum("gci,gcd,gdj->gij", dg, Hc, dg) + np.einsum("gc,gcij->gij", score_c, d2g)
     info = 0.5 * np.einsum("gci,gcd,gdj->gij", dg, TT, dg)
-    return Evaluation(ll=ll, ok=ok, beta=beta, vb=vb, grad=grad, hess=hess, info=info)
+    return Evaluation(
+        ll=ll, ok=ok, beta=_to_x(problem, beta), vb=_vb_to_x(problem, vb), grad=grad,
+        hess=hess, info=info,
+    )
+
+
+def _to_x(problem: Problem, beta_q: FloatArray) -> FloatArray:
+    """Coefficients of ``X`` from those of ``Q``: ``β = R⁻¹β_Q``."""
+    out: FloatArray = np.linalg.solve(problem.R, beta_q.T).T
+    return out
+
+
+def _vb_to_x(problem: Problem, vb_q: FloatArray) -> FloatArray:
+    """``Var(β) = R⁻¹ Var(β_Q) R⁻ᵀ``."""
+    Ri = np.linalg.inv(problem.R)
+    out: FloatArray = np.matmul(np.matmul(Ri[None], vb_q), Ri.T[None])
+    return out
 
 
 def evaluate_many(problem: Problem, theta: FloatArray, reml: bool) -> FloatArray:
@@ -647,8 +723,8 @@ def evaluate_many(problem: Problem, theta: FloatArray, reml: bool) -> FloatArray
 
 #: Grid of the global scan, in units of ``Problem.scale`` (variances) and for
 #: correlations.
-_VAR_GRID = np.array([0.0, 0.01, 0.1, 0.5, 2.0])
-_COR_GRID = np.array([-0.8, -0.4, 0.0, 0.4, 0.8])
+_VAR_GRID = np.array([0.0, 0.03, 0.3, 1.5])
+_COR_GRID = np.array([-0.75, -0.25, 0.25, 0.75])
 _MAX_FULL_GRID = 3  # free parameters up to which the full grid is scanned
 _N_HALTON = 243
 
@@ -706,6 +782,8 @@ def initial_points(
     else:
         idx = np.flatnonzero(free)
         pts, coords, n_neigh = _scan_design(st.is_correlation[idx], problem.scale, False)
+        sdm = st.is_sd[idx]
+        pts[:, sdm] = np.sqrt(pts[:, sdm])
         thetas = np.tile(np.nan_to_num(fixed), (pts.shape[0], 1))
         thetas[:, idx] = pts
         ll = evaluate_many(problem, thetas, reml)
@@ -1069,8 +1147,9 @@ def sampling_stats(problem: Problem) -> SamplingStats:
         WXWX += WX.reshape(-1, p).T @ WX.reshape(-1, p)
     # the padding of W is identity: remove its trace
     trW -= _n_padding(problem.layout)
-    beta = np.asarray(np.linalg.solve(A, c), dtype=np.float64)
-    QE = ywy - float(c @ beta)
+    beta_q = np.asarray(np.linalg.solve(A, c), dtype=np.float64)
+    QE = ywy - float(c @ beta_q)
+    beta = np.asarray(np.linalg.solve(problem.R, beta_q), dtype=np.float64)
     trP = trW - float(np.trace(np.linalg.solve(A, WXWX)))
     return SamplingStats(
         QE=QE,
@@ -1150,6 +1229,8 @@ def profile_interval(
     is 0 and a correlation's bounds are ±1 when the statistic there is below the
     critical value; the upper bound of a variance is searched from ``max(100 θ̂_j,
     10 scale)`` upwards (metafor stops at ``max(10, 100 θ̂_j)``), to 1e-10 relative.
+    ``fixed`` and ``theta_hat`` are in reported units (variances, not the standard
+    deviations some structures use internally).
     """
     st = problem.structure
     crit = float(chi2_ppf(level, 1.0))
@@ -1161,13 +1242,15 @@ def profile_interval(
     def stat(val: float) -> float:
         fx = fixed.copy()
         fx[j] = val
+        fx = st.to_internal(fx)
         start = warm["theta"].copy()
         start[j] = val
+        start = st.to_internal(start)
         grid = initial_points(problem, reml, fx, n_starts=2) if np.isnan(fx).any() else None
         starts = start[None] if grid is None else np.vstack([start[None], grid])
         sol = maximise(problem, reml, fx, starts)
         if np.isfinite(sol.ll):
-            warm["theta"] = sol.theta
+            warm["theta"] = st.to_report(sol.theta)
         val_stat = 2.0 * (ll_hat - sol.ll) - crit
         return float(val_stat) if np.isfinite(val_stat) else 1e300
 
@@ -1224,8 +1307,10 @@ def profile_interval(
 
 
 def marginal_covariance(problem: Problem, theta: FloatArray) -> list[FloatArray]:
-    """The fitted ``M = V + Σ g_c K_c`` per bucket ``(n, b, b)`` (identity padding)."""
-    g, _, _ = problem.structure.coefficients(np.asarray(theta)[None, :])
+    """The fitted ``M = V + Σ g_c K_c`` per bucket ``(n, b, b)`` (identity padding);
+    ``theta`` in reported units."""
+    st = problem.structure
+    g, _, _ = st.coefficients(st.to_internal(np.asarray(theta))[None, :])
     out = []
     for Vb, Kb in zip(problem.V, problem.K, strict=True):
         out.append(Vb + np.tensordot(g[0], Kb, axes=(0, 0)) if Kb.shape[0] else Vb.copy())

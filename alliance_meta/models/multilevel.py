@@ -124,6 +124,11 @@ def _is_missing(v: object) -> bool:
     return False
 
 
+def _effect_labels(k: int) -> tuple[str, ...]:
+    """``("Effect 1", ..., "Effect k")`` (the labels of effects given as arrays)."""
+    return tuple(np.char.add("Effect ", np.arange(1, k + 1).astype(str)).tolist())
+
+
 def _check_choice(value: object, allowed: Sequence[str], what: str) -> str:
     if not isinstance(value, str) or value not in allowed:
         raise ModelSpecificationError(f"{what} must be one of {list(allowed)}, got {value!r}")
@@ -157,7 +162,7 @@ def _resolve_yi(
             y = np.array(yi, dtype=np.float64)
         except (TypeError, ValueError):
             raise InvalidStudyError("effect sizes must be numbers", field="yi") from None
-        labels = tuple(f"Effect {i + 1}" for i in range(y.size))
+        labels = _effect_labels(y.size)
         measure = "GEN"
     if y.ndim != 1 or y.size == 0:
         raise InvalidStudyError(
@@ -1106,6 +1111,9 @@ def _fit(
 ) -> MultilevelResult:
     k, p = X.shape
     L = structure.n_sigma
+    if structure.struct in ("HCS", "UN"):
+        # standard deviations internally: G_ab = ρ s_a s_b is smooth where a variance is 0
+        structure = dataclasses.replace(structure, sd=True)
     if structure.struct == "UN" and structure.n_outcomes >= 3:
         structure = dataclasses.replace(structure, psd=True)
     problem = core.build_problem(y, X, V, level_codes, structure, cluster_codes, outcome_codes)
@@ -1115,15 +1123,15 @@ def _fit(
         # fit over every positive semi-definite G through its Cholesky factor (metafor's
         # default for UN); correlations fixed at 0 because their outcome pairs never
         # share a cluster do not enter M, so the factor is left free for them
-        chol = dataclasses.replace(structure, chol=True, psd=False)
+        chol = dataclasses.replace(structure, chol=True, psd=False, sd=False)
         cfixed = np.concatenate([fixed[:L], np.full(chol.n_params - L, np.nan)])
         sol = core.maximise(dataclasses.replace(problem, structure=chol), reml, cfixed)
         theta = core.to_covariance_parameters(chol, sol.theta)
         theta = np.where(np.isnan(fixed), theta, fixed)
         unsettled = [] if sol.converged else [int(i) for i in np.flatnonzero(np.isnan(fixed))]
     else:
-        sol = core.maximise(problem, reml, fixed)
-        theta = sol.theta
+        sol = core.maximise(problem, reml, structure.to_internal(fixed))
+        theta = structure.to_report(sol.theta)
         unsettled = [int(i) for i in sol.unsettled]
     if not sol.converged:
         comps = [component_names[i] for i in unsettled] or [
@@ -1723,7 +1731,7 @@ def covariance_matrix(
         if vi is None:
             raise ModelSpecificationError("give studies, or vi")
         va = np.atleast_1d(np.asarray(vi, dtype=np.float64))
-        k_labels = tuple(f"Effect {i + 1}" for i in range(va.size))
+        k_labels = _effect_labels(va.size)
         v = _resolve_vi(None, va, va.size, k_labels)
     assert v is not None
     k = v.size
