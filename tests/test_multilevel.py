@@ -420,6 +420,26 @@ def test_global_maximum_of_a_bimodal_likelihood() -> None:
     assert local.theta[1] == 0.0
 
 
+@pytest.mark.parametrize("name", sorted(_load("mv_local_maxima")["cases"]))
+def test_where_metafor_stops_at_a_local_maximum(name: str) -> None:
+    """metafor's nlminb, from its default start, stops at a lower local maximum on
+    these data (mv_local_maxima.json); restarted near ours it reaches our maximum."""
+    c = _load("mv_local_maxima")["cases"][name]
+    k = len(c["yi"])
+    fit = multilevel(yi=c["yi"], vi=c["vi"], method=c["method"],
+                     levels={"study": c["study"], "es": [str(i + 1) for i in range(k)]})
+    assert fit.converged
+    assert fit.loglik > c["default"]["logLik"] + 0.01  # well above metafor's default fit
+    assert abs(fit.loglik - c["restarted"]["logLik"]) <= ATOL_LL
+    assert fit.loglik >= c["restarted"]["logLik"] - LL_ROUNDING
+    _close(fit.sigma2, c["restarted"]["sigma2"], RTOL_VC, ATOL_VC)
+    _close(fit.coef, c["restarted"]["beta"], RTOL_FIT)
+    _close(fit.se, c["restarted"]["se"], RTOL_FIT)
+    # and no grid point beats it
+    top = 3.0 * max(max(c["restarted"]["sigma2"]), 0.1)
+    assert _grid_max(fit, 201, top) <= fit.loglik + 1e-12
+
+
 @pytest.mark.parametrize("method", ["REML", "ML"])
 def test_brute_force_grid_never_beats_the_fit(method: str) -> None:
     d = _load("mv_konstantopoulos2011")

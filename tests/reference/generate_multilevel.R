@@ -16,6 +16,8 @@
 ##                             ~ outcome - 1 and ~ outcome - 1 + outcome:hrs,
 ##                             struct UN, CS, HCS, DIAG
 ##   * mv_vcalc.json           vcalc() with and without obs (its obs semantics)
+##   * mv_local_maxima.json    four small data sets where nlminb stops at a lower
+##                             local maximum (and the fit restarted near ours)
 ##   * mv_ishak2007.json       four outcomes (time points) with diagonal V, some
 ##                             pairs never together, struct UN, CS, HCS, DIAG
 ## Every rma.mv fit uses nlminb with control = list(rel.tol = 1e-12) (or 1e-11,
@@ -295,4 +297,54 @@ if (want("vcalc")) {
     V_distinct = full(vcalc(vi, cluster = cluster, obs = seq_along(vi), rho = 0.4)),
     V_no_obs = full(suppressWarnings(vcalc(vi, cluster = cluster, rho = 0.4))))
   write_reference(out, "mv_vcalc.json")
+}
+
+
+## ---------------------------------------------------------------- local maxima
+## Small simulated three-level data sets (found by a grid search of the likelihood
+## for several maxima) where rma.mv's nlminb, from its default start, stops at a
+## lower local maximum.  Each case records that fit and the fit restarted at
+## `start` (near the global maximum) with sigma2.init; the restart is higher.
+if (want("local_maxima")) {
+  cases <- list(
+    local1 = list(
+      method = "ML", start = c(1.953023, 0.0),
+      yi = c(-2.744, 2.589, -2.659, 0.065, 0.959, 0.12, -0.547, 1.577, 1.238),
+      vi = c(1.5017, 2.0978, 0.1386, 0.0265, 0.2324, 0.0015, 2.0222, 0.4655, 0.3088),
+      study = c("0", "0", "1", "2", "2", "2", "3", "3", "3")),
+    local27 = list(
+      method = "REML", start = c(1.386859, 0.0),
+      yi = c(-0.403, 1.941, -2.026, -0.134, 0.194, -0.458, -1.342, -1.413, -1.166, 0.462, 0.578),
+      vi = c(2.3483, 0.0817, 1.3666, 0.0132, 0.2039, 0.1438, 0.0201, 0.1223, 0.0861, 1.2462, 0.3817),
+      study = c("0", "0", "1", "1", "1", "2", "3", "4", "4", "4", "5")),
+    local42 = list(
+      method = "REML", start = c(0.0, 0.093981),
+      yi = c(-0.802, 0.418, 0.211, 1.073, 0.138, 1.066, -0.297, -0.145, 0.189, -0.214, 0.167, -0.657),
+      vi = c(0.4944, 0.0629, 0.0054, 0.2489, 0.1512, 1.0294, 0.0969, 0.979, 0.1558, 0.0119, 0.0253, 0.0519),
+      study = c("0", "0", "0", "1", "2", "2", "2", "3", "4", "4", "4", "5")),
+    local57 = list(
+      method = "REML", start = c(0.070134, 0.000339),
+      yi = c(-0.569, 0.768, 0.866, 0.082, 0.021, -0.467, -0.507, -0.123),
+      vi = c(0.0045, 0.2569, 1.166, 0.0017, 0.0022, 0.0705, 0.0581, 0.002),
+      study = c("0", "0", "1", "1", "1", "2", "3", "4")))
+  out <- list(source = SOURCE, cases = list())
+  for (name in names(cases)) {
+    d <- cases[[name]]
+    dat <- data.frame(yi = d$yi, vi = d$vi, study = d$study,
+                      es = as.character(seq_along(d$yi)))
+    f0 <- rma.mv(yi, vi, random = ~ 1 | study/es, data = dat, method = d$method)
+    f1 <- NULL
+    for (tol in c(1e-12, 1e-11, 1e-10, 1e-8)) {
+      f1 <- try(rma.mv(yi, vi, random = ~ 1 | study/es, data = dat, method = d$method,
+                       control = list(sigma2.init = pmax(d$start, 1e-3), rel.tol = tol)),
+                silent = TRUE)
+      if (!inherits(f1, "try-error")) break
+    }
+    out$cases[[name]] <- list(
+      method = d$method, yi = arr(d$yi), vi = arr(d$vi), study = arr(d$study),
+      default = list(sigma2 = arr(f0$sigma2), logLik = as.numeric(logLik(f0))),
+      restarted = list(sigma2 = arr(f1$sigma2), logLik = as.numeric(logLik(f1)),
+                       beta = f1$beta[1], se = f1$se))
+  }
+  write_reference(out, "mv_local_maxima.json")
 }
