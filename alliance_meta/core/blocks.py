@@ -363,7 +363,7 @@ def _cholesky_small(flat: FloatArray) -> tuple[FloatArray, BoolArray]:
     each step vectorised over all ``N`` matrices (held batch-last, so every step is a
     contiguous elementwise operation: fast for many small blocks)."""
     N, b, _ = flat.shape
-    Mt = np.ascontiguousarray(np.moveaxis(flat, 0, -1))  # (b, b, N)
+    Mt = np.ascontiguousarray(flat.transpose(1, 2, 0))  # (b, b, N)
     Lt = np.zeros_like(Mt)
     bad = np.zeros(N, dtype=bool)
     for j in range(b):
@@ -378,7 +378,7 @@ def _cholesky_small(flat: FloatArray) -> tuple[FloatArray, BoolArray]:
         if j + 1 < b:
             col = Mt[j + 1 :, j] - np.einsum("ijn,jn->in", Lt[j + 1 :, :j], Lj)
             Lt[j + 1 :, j] = col / dj
-    return np.moveaxis(Lt, -1, 0), bad
+    return Lt.transpose(2, 0, 1), bad
 
 
 def cholesky(M: FloatArray) -> tuple[FloatArray, BoolArray | None]:
@@ -428,12 +428,13 @@ def forward_solve(L: FloatArray, R: FloatArray) -> FloatArray:
         return np.asarray(np.linalg.solve(L, R), dtype=np.float64)
     shape = np.broadcast_shapes(L.shape[:-2], R.shape[:-2])
     r = R.shape[-1]
-    Lt = np.moveaxis(np.broadcast_to(L, (*shape, b, b)).reshape(-1, b, b), 0, -1)
+    Lt = np.broadcast_to(L, (*shape, b, b)).reshape(-1, b, b).transpose(1, 2, 0)
     Rt = np.ascontiguousarray(
-        np.moveaxis(np.broadcast_to(R, (*shape, b, r)).reshape(-1, b, r), 0, -1)
+        np.broadcast_to(R, (*shape, b, r)).reshape(-1, b, r).transpose(1, 2, 0)
     )
     Z = _forward_last(np.ascontiguousarray(Lt), Rt)
-    return np.moveaxis(Z, -1, 0).reshape(*shape, b, r)
+    out: FloatArray = Z.transpose(2, 0, 1).reshape(*shape, b, r)
+    return out
 
 
 def chol_logdet(L: FloatArray) -> FloatArray:
@@ -450,9 +451,9 @@ def spd_inverse(L: FloatArray) -> FloatArray:
         W: FloatArray = np.matmul(np.swapaxes(Li, -1, -2), Li)
         return W
     shape = L.shape[:-2]
-    Lt = np.ascontiguousarray(np.moveaxis(L.reshape(-1, b, b), 0, -1))
+    Lt = np.ascontiguousarray(L.reshape(-1, b, b).transpose(1, 2, 0))
     eye = np.ascontiguousarray(np.broadcast_to(np.eye(b)[:, :, None], Lt.shape))
     Zt = _forward_last(Lt, eye)  # L⁻¹, batch-last
     Wt = np.einsum("min,mjn->ijn", Zt, Zt)
-    out: FloatArray = np.moveaxis(Wt, -1, 0).reshape(*shape, b, b)
+    out: FloatArray = Wt.transpose(2, 0, 1).reshape(*shape, b, b)
     return out

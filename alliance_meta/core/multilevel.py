@@ -386,6 +386,7 @@ class Problem:
     y: list[FloatArray]
     X: list[FloatArray]
     R: FloatArray
+    Rinv: FloatArray
     V: list[FloatArray]
     K: list[FloatArray]
     structure: Structure
@@ -470,6 +471,7 @@ def build_problem(
         y=bl.pad_vector(layout, y),
         X=bl.pad_rows(layout, Qx),
         R=np.asarray(Rx, dtype=np.float64),
+        Rinv=np.asarray(np.linalg.inv(Rx), dtype=np.float64),
         V=Vb,
         K=K,
         structure=structure,
@@ -695,14 +697,14 @@ def evaluate(problem: Problem, theta: FloatArray, reml: bool, order: int = 0) ->
 
 def _to_x(problem: Problem, beta_q: FloatArray) -> FloatArray:
     """Coefficients of ``X`` from those of ``Q``: ``β = R⁻¹β_Q``."""
-    out: FloatArray = np.linalg.solve(problem.R, beta_q.T).T
+    out: FloatArray = beta_q @ problem.Rinv.T
     return out
 
 
 def _vb_to_x(problem: Problem, vb_q: FloatArray) -> FloatArray:
     """``Var(β) = R⁻¹ Var(β_Q) R⁻ᵀ``."""
-    Ri = np.linalg.inv(problem.R)
-    out: FloatArray = np.matmul(np.matmul(Ri[None], vb_q), Ri.T[None])
+    Ri = problem.Rinv
+    out: FloatArray = np.matmul(np.matmul(Ri, vb_q), Ri.T)
     return out
 
 
