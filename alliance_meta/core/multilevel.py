@@ -1241,14 +1241,23 @@ def profile_interval(
     scale = problem.scale
     warm: dict[str, FloatArray] = {"theta": theta_hat.copy()}
 
-    def stat(val: float) -> float:
+    mode = {"full": False}
+
+    def stat(val: float, full: bool | None = None) -> float:
+        """``2(ℓ̂ - ℓ_p(val)) - χ²``: warm-started at the last profile point, plus the
+        global scan's starts when ``full``."""
         fx = fixed.copy()
         fx[j] = val
         fx = st.to_internal(fx)
         start = warm["theta"].copy()
         start[j] = val
         start = st.to_internal(start)
-        grid = initial_points(problem, reml, fx, n_starts=2) if np.isnan(fx).any() else None
+        use_scan = mode["full"] if full is None else full
+        grid = (
+            initial_points(problem, reml, fx, n_starts=2)
+            if use_scan and np.isnan(fx).any()
+            else None
+        )
         starts = start[None] if grid is None else np.vstack([start[None], grid])
         sol = maximise(problem, reml, fx, starts)
         if np.isfinite(sol.ll):
@@ -1257,14 +1266,25 @@ def profile_interval(
         return float(val_stat) if np.isfinite(val_stat) else 1e300
 
     def root(a: float, b: float) -> float:
+        """The root, found along warm-started profile points and verified by a global
+        maximisation there; redone with global maximisations everywhere if the
+        verification finds a higher profile (the warm path missed a basin)."""
         tol = 1e-12 * max(abs(a), abs(b), scale * 1e-6 if not is_cor else 1e-6)
-        r = optimize.brentq(stat, a, b, xtol=tol, rtol=1e-12, maxiter=200)
-        return float(r)
+        start_theta = warm["theta"].copy()
+        mode["full"] = False
+        r = float(optimize.brentq(stat, a, b, xtol=tol, rtol=1e-12, maxiter=200))
+        warm_stat = stat(r, full=False)
+        if abs(stat(r, full=True) - warm_stat) > 1e-8:
+            warm["theta"] = start_theta
+            mode["full"] = True
+            r = float(optimize.brentq(stat, a, b, xtol=tol, rtol=1e-12, maxiter=200))
+            mode["full"] = False
+        return r
 
     lower_limit = -1.0 if is_cor else 0.0
     upper_limit = 1.0 if is_cor else math.inf
     # lower bound
-    if est <= lower_limit or stat(lower_limit) < 0:
+    if est <= lower_limit or stat(lower_limit, full=True) < 0:
         lb = ProfileBound(lower_limit, True, True)
     else:
         warm["theta"] = theta_hat.copy()
@@ -1275,7 +1295,7 @@ def profile_interval(
     warm["theta"] = theta_hat.copy()
     # upper bound
     if is_cor:
-        if est >= upper_limit or stat(upper_limit) < 0:
+        if est >= upper_limit or stat(upper_limit, full=True) < 0:
             ub = ProfileBound(upper_limit, True, True)
         else:
             warm["theta"] = theta_hat.copy()
