@@ -717,6 +717,8 @@ def test_result_api() -> None:
         fit.predict({"type": ["Grant"], "year": [1]})
     ci = fit.profile_ci()
     assert ci.names == ("sigma2.study", "sigma2.obs") and "Profile" in str(ci)
+    assert len(ci) == 2 and tuple(ci["sigma2.obs"]) == (ci.ci.low[1], ci.ci.high[1])
+    assert [tuple(c) for c in ci] == list(zip(ci.ci.low, ci.ci.high, strict=True))
     fixed = multilevel(yi=d["yi"], vi=d["vi"], levels=d["levels"], sigma2=[0.01, 0.01])
     assert fixed.parms == 1 and fixed.converged
     with pytest.raises(ModelSpecificationError, match="fixed"):

@@ -39,7 +39,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import attrs
@@ -66,7 +66,7 @@ from alliance_meta.exceptions import (
     ModelSpecificationError,
     ModelSpecificationWarning,
 )
-from alliance_meta.results.base import freeze_arrays
+from alliance_meta.results.base import ConfidenceInterval, freeze_arrays
 from alliance_meta.results.summary import info_table, make_summary, value_table
 
 if TYPE_CHECKING:
@@ -596,6 +596,19 @@ class VarianceComponentCI:
     ci: IntervalArray
     level: float
     converged: npt.NDArray[np.bool_] = attrs.field(eq=False)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __iter__(self) -> Iterator[ConfidenceInterval]:
+        """The interval of each component, in order (``[tuple(c) for c in ci]`` is
+        metafor's ``[[ci.lb, ci.ub], ...]``)."""
+        return (self[i] for i in range(len(self.names)))
+
+    def __getitem__(self, key: int | str) -> ConfidenceInterval:
+        """The interval of one component, by position or name."""
+        i = self.names.index(key) if isinstance(key, str) else int(key)
+        return ConfidenceInterval(float(self.ci.low[i]), float(self.ci.high[i]))
 
     def to_frame(self) -> pd.DataFrame:
         """One row per component: estimate and CI bounds."""
