@@ -849,3 +849,28 @@ def test_buckets_keep_padding_small() -> None:
     # many small sizes share one bucket (padding is cheaper than numpy calls)
     small = bl.make_layout(np.repeat(np.arange(200), np.tile([1, 2, 3, 4, 5, 6], 34)[:200]))
     assert len(small.buckets) == 1
+
+
+def test_no_dense_k_by_k_matrix_is_formed() -> None:
+    import tracemalloc
+
+    rng = np.random.default_rng(5)
+    n_studies = 6000
+    ks = rng.integers(1, 7, n_studies)
+    study = np.repeat(np.arange(n_studies), ks)
+    k = study.size  # ~21,000 effects: a dense k × k matrix would be ~3.5 GB
+    vi = rng.uniform(0.01, 0.1, k)
+    yi = rng.normal(0, 0.2, n_studies)[study] + rng.normal(0, np.sqrt(vi + 0.02))
+    x = rng.normal(size=k)
+    es = np.concatenate([np.arange(n) for n in ks])
+    V = covariance_matrix(vi=vi, cluster=study, rho=0.6)
+    tracemalloc.start()
+    try:
+        fit = multilevel(yi=yi, V=V, levels={"study": study, "es": es}, moderators={"x": x})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert fit.converged
+    # memory grows with Σ b² over the padded blocks (a few MB here); 300 MB is a
+    # generous bound that a single dense k × k array (8 k² bytes) exceeds tenfold
+    assert peak < 300 * 2**20 < 8 * k * k / 10
