@@ -161,6 +161,13 @@ def connected_blocks(k: int, groups: Sequence[IntArray], V: object | None = None
     (k,) int64
         Block ids ``0..n_blocks-1`` numbered by first appearance.
     """
+    if len(groups) == 1 and V is not None:
+        # the usual case: V only links effects of one group, whose codes then are the
+        # blocks (no graph needed)
+        g0 = np.asarray(groups[0], dtype=np.int64)
+        r, c, _ = _coo(V, k)
+        if np.array_equal(g0[r], g0[c]):
+            return _first_appearance_labels(g0)
     rows: list[IntArray] = []
     cols: list[IntArray] = []
     for g in groups:

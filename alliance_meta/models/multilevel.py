@@ -344,16 +344,7 @@ def _as_matrix(V: object, k: int, labels: Sequence[str]) -> sparse.csr_matrix | 
         raise InvalidStudyError(
             f"V has a non-positive variance {d[i]!r} on its diagonal", study=labels[i], field="V"
         )
-    asym = abs(M - M.T)
-    tol = 1.5e-8 * float(np.max(np.abs(d)))  # R's isSymmetric tolerance (all.equal)
-    if asym.nnz and float(asym.max()) > tol:
-        C = sparse.coo_matrix(asym)
-        i = int(np.argmax(C.data))
-        r, c = int(C.row[i]), int(C.col[i])
-        raise InvalidStudyError(
-            f"V is not symmetric: V[{r}, {c}] differs from V[{c}, {r}]", study=labels[r], field="V"
-        )
-    return M
+    return M  # symmetry is checked block by block (_block_checks)
 
 
 def _vdiag(V: sparse.csr_matrix | FloatArray) -> FloatArray:
@@ -1080,8 +1071,21 @@ class MultilevelResult:
 def _pd_check(
     problem: core.Problem, labels: Sequence[str], cluster_of: tuple[str, npt.NDArray[Any]]
 ) -> None:
-    """Every block of V positive definite, else an error naming the cluster."""
+    """Every block of V symmetric (to R's ``isSymmetric`` tolerance, 1.5e-8 of the
+    largest variance) and positive definite, else an error naming the effect or the
+    cluster.  Every non-zero of V lies in a block, so this checks all of V."""
     what, lab = cluster_of
+    vmax = max(float(np.max(np.abs(np.diagonal(Vb, axis1=1, axis2=2)))) for Vb in problem.V)
+    for Vb, b in zip(problem.V, problem.layout.buckets, strict=True):
+        asym = np.abs(Vb - np.swapaxes(Vb, 1, 2))
+        if float(asym.max()) > 1.5e-8 * vmax:
+            bn, bi, bj = np.unravel_index(int(np.argmax(asym)), asym.shape)
+            r, c = int(b.index[bn, bi]), int(b.index[bn, bj])
+            raise InvalidStudyError(
+                f"V is not symmetric: V[{r}, {c}] differs from V[{c}, {r}]",
+                study=labels[min(r, c)],
+                field="V",
+            )
     for Vb, b in zip(problem.V, problem.layout.buckets, strict=True):
         _, bad = bl.cholesky(Vb)
         if bad is not None:
