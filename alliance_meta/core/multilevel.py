@@ -99,6 +99,12 @@ _DECREMENT_TOL = 1e-10
 #: Decrement up to which a fit whose line search stalls still counts as converged
 #: (the remaining likelihood gain is below what rounding lets us see).
 _STALL_TOL = 1e-7
+#: Newton decrement above which a step uses the Fisher information (scoring)
+#: instead of the observed Hessian: far from the maximum scoring overshoots less.
+_FISHER_DECREMENT = 1.0
+#: ... during the first iterations only (near a degenerate maximum, e.g. a singular
+#: G, scoring converges slowly where Newton does not).
+_FISHER_STEPS = 3
 #: Largest number of Newton iterations per start.
 _MAX_ITER = 200
 #: Starts kept from the global scan for the Newton iterations.
@@ -945,9 +951,11 @@ def maximise(
     Hessian, damped Levenberg-Marquardt fashion (``(-H + λ diag I)d = g`` with ``I``
     the Fisher information; ``λ`` shrinks after a successful step and grows after a
     failed one, so that indefinite regions are crossed safely and the last steps are
-    pure Newton).  Parameters at a bound are held there while the score points
-    outwards.  The starts run as one batch; a start whose likelihood stays far below
-    a converged one is dropped.  A start converges when its Newton decrement falls
+    pure Newton).  In the first three iterations, while the decrement exceeds 1, the
+    steps are Fisher scoring (``Id = g``), which overshoots less far from the
+    maximum.  Parameters at a bound are held there while the score points outwards.
+    The starts run as one batch; a start whose likelihood stays far below a
+    converged one is dropped.  A start converges when its Newton decrement falls
     below 1e-10 (after which one more step is taken).  The best end point is
     returned, so a local maximum of one basin cannot hide a higher one found from
     another start.
@@ -998,6 +1006,10 @@ def maximise(
                 last[n] = True
                 continue
             dec[s], newton[n] = _decrement(gF, nH, IF)
+            if iters[s] < _FISHER_STEPS and dec[s] > _FISHER_DECREMENT and _is_pd(IF):
+                # far from the maximum: Fisher scoring, steadier than Newton there
+                pieces[n] = (F, gF, IF, IF)
+                newton[n] = True
             if newton[n]:
                 lam[s] = 0.0
             elif lam[s] == 0.0:
