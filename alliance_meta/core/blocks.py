@@ -126,10 +126,17 @@ def _first_appearance_labels(labels: npt.NDArray[np.int64]) -> IntArray:
 
 def _coo(V: object, k: int) -> tuple[IntArray, IntArray, FloatArray]:
     """Rows, columns and values of the non-zero entries of ``V`` (without densifying
-    a sparse matrix; a dense array is scanned as given)."""
+    a sparse matrix; a dense array is scanned as given; a tuple is taken as the
+    entries already)."""
+    if isinstance(V, tuple):  # already (rows, cols, values)
+        rows, cols, vals = V
+        return rows, cols, vals
     if sparse.issparse(V):
-        C = sparse.coo_matrix(V)  # type: ignore[call-overload]
-        C.sum_duplicates()
+        if isinstance(V, sparse.csr_matrix) and V.has_canonical_format:
+            C = V.tocoo(copy=False)
+        else:
+            C = sparse.coo_matrix(V)  # type: ignore[call-overload]
+            C.sum_duplicates()
         nz = C.data != 0
         return (
             C.row[nz].astype(np.int64),
@@ -153,7 +160,7 @@ def connected_blocks(k: int, groups: Sequence[IntArray], V: object | None = None
         Number of effects.
     groups : sequence of (k,) int arrays
         Group codes (e.g. the outer cluster); effects sharing a code are linked.
-    V : scipy.sparse matrix, (k, k) array, (k,) diagonal or None
+    V : scipy.sparse matrix, (k, k) array, (k,) diagonal, (rows, cols, values) or None
         Effects ``i ≠ j`` with ``V_ij ≠ 0`` are linked.
 
     Returns
@@ -305,7 +312,7 @@ def pad_covariance(layout: BlockLayout, V: object) -> list[FloatArray]:
     Parameters
     ----------
     layout : BlockLayout
-    V : scipy.sparse matrix, (k, k) array or (k,) diagonal
+    V : scipy.sparse matrix, (k, k) array, (k,) diagonal or (rows, cols, values)
         Every non-zero entry must link two effects of the same block (true for a
         layout made by :func:`connected_blocks` with this ``V``).
 

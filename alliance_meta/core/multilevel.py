@@ -431,8 +431,9 @@ def build_problem(
         groups.append(np.asarray(level_codes[0], dtype=np.int64))
     if cluster_codes is not None:
         groups.append(np.asarray(cluster_codes, dtype=np.int64))
-    layout = bl.make_layout(bl.connected_blocks(k, groups, V))
-    Vb = bl.pad_covariance(layout, V)
+    entries = bl._coo(V, k)  # V's non-zeros, read once
+    layout = bl.make_layout(bl.connected_blocks(k, groups, entries))
+    Vb = bl.pad_covariance(layout, entries)
     bases: list[list[FloatArray]] = [bl.same_group(layout, c) for c in level_codes]
     if structure.struct is not None:
         assert cluster_codes is not None and outcome_codes is not None
