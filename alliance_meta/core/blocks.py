@@ -53,7 +53,7 @@ __all__ = [
 #: Cost model of :func:`plan_buckets`, in microseconds: a fixed cost per bucket (the
 #: numpy calls of one likelihood evaluation), a cost per block (one small LAPACK call
 #: per matrix) and a cost per ``b³`` (the arithmetic of a padded ``b × b`` block).
-_BUCKET_COST = 100.0
+_BUCKET_COST = 20.0
 _BLOCK_COST = 1.0
 _CUBE_COST = 1e-3
 
