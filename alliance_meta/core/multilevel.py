@@ -756,13 +756,14 @@ def _halton(n: int, d: int) -> FloatArray:
 def initial_points(
     problem: Problem, reml: bool, fixed: FloatArray, n_starts: int = _N_STARTS
 ) -> FloatArray:
-    """Starting points for Newton: the best points of a global scan.
+    """Starting points for Newton: the local maxima of a global scan.
 
-    The free parameters are scanned on a grid (variances ``scale × {0, .01, .1, .5,
-    2}``, correlations ``{±.8, ±.4, 0}``; a Halton design of 243 points beyond three
-    free parameters), the log-likelihood evaluated at every point in batches, and
-    the best point kept together with the best points of up to ``n_starts - 1``
-    other basins (points that are not grid neighbours of a kept one).
+    The free parameters are scanned on a grid (variances ``scale × {0, .03, .3,
+    1.5}`` with ``scale`` of :class:`Problem`; standard deviations their square
+    roots; correlations ``{±.75, ±.25}``; a Halton design of 243 points beyond three
+    free parameters), the log-likelihood is evaluated at every point in batches, and
+    the points at least as high as all their grid neighbours (one per basin of the
+    likelihood at the grid's resolution) are kept, best first, up to ``n_starts``.
     """
     st = problem.structure
     free = np.isnan(fixed)
