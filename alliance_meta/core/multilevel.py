@@ -400,6 +400,20 @@ class Problem:
     p: int
     logdet_xtx: float
     scale: float
+    #: per bucket ``[X y]`` (n, b, p+1) and the bases side by side, transposed,
+    #: ``[K_1; K_2; ...]`` (n, nb·b, b): constant across evaluations
+    Xy: list[FloatArray] = field(default_factory=list)
+    Kstack: list[FloatArray] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.Xy:
+            for yb, Xb, Kb in zip(self.y, self.X, self.K, strict=True):
+                n, b = yb.shape
+                nb = Kb.shape[0]
+                self.Xy.append(np.concatenate([Xb, yb[:, :, None]], axis=2))
+                # K symmetric: row c·b + j of the stack is row j of K_c
+                self.Kstack.append(np.ascontiguousarray(Kb.transpose(1, 0, 2, 3).reshape(
+                    n, nb * b, b)))
 
 
 def build_problem(
@@ -546,19 +560,21 @@ def to_covariance_parameters(st: Structure, theta: FloatArray) -> FloatArray:
 
 def _pieces(
     problem: Problem, G: int
-) -> Iterator[tuple[FloatArray, FloatArray, FloatArray, FloatArray]]:
-    """The buckets' ``(y, X, V, K)`` in slices of blocks whose ``(G, n, b, b)``
-    arrays stay cache-sized (``_PIECE_ENTRIES``): the small-matrix loops are bound
-    by memory traffic, not arithmetic."""
-    for yb, Xb, Vb, Kb in zip(problem.y, problem.X, problem.V, problem.K, strict=True):
+) -> Iterator[tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]]:
+    """The buckets' ``(y, [X y], V, K, K stacked)`` in slices of blocks whose
+    ``(G, n, b, b)`` arrays stay cache-sized (``_PIECE_ENTRIES``): the small-matrix
+    loops are bound by memory traffic, not arithmetic."""
+    for yb, Xy, Vb, Kb, Ks in zip(
+        problem.y, problem.Xy, problem.V, problem.K, problem.Kstack, strict=True
+    ):
         n, b = yb.shape
         step = max(1, _PIECE_ENTRIES // (G * b * b))
         if step >= n:
-            yield yb, Xb, Vb, Kb
+            yield yb, Xy, Vb, Kb, Ks
             continue
         for start in range(0, n, step):
             sl = slice(start, start + step)
-            yield yb[sl], Xb[sl], Vb[sl], Kb[:, sl]
+            yield yb[sl], Xy[sl], Vb[sl], Kb[:, sl], Ks[sl]
 
 
 def evaluate(problem: Problem, theta: FloatArray, reml: bool, order: int = 0) -> Evaluation:
@@ -594,7 +610,7 @@ def evaluate(problem: Problem, theta: FloatArray, reml: bool, order: int = 0) ->
     ok = np.ones(G, dtype=bool)
     S = np.zeros((G, p + 1, p + 1))
     saved: list[tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]] = []
-    for yb, Xb, Vb, Kb in _pieces(problem, G):
+    for yb, Xy, Vb, Kb, Ks in _pieces(problem, G):
         n, b = yb.shape
         if nb:
             M = (g @ Kb.reshape(nb, -1) + Vb.reshape(1, -1)).reshape(G, n, b, b)
@@ -604,7 +620,6 @@ def evaluate(problem: Problem, theta: FloatArray, reml: bool, order: int = 0) ->
         if bad is not None:
             ok &= ~bad.reshape(G, -1).any(axis=1)
         logdet_m += bl.chol_logdet(L).sum(axis=1)
-        Xy = np.concatenate([Xb, yb[:, :, None]], axis=2)  # (n, b, p+1)
         if order == 0:
             Z = bl.forward_solve(L, Xy[None]).reshape(G, n * b, p + 1)
             S += np.matmul(np.swapaxes(Z, 1, 2), Z)
@@ -612,7 +627,7 @@ def evaluate(problem: Problem, theta: FloatArray, reml: bool, order: int = 0) ->
         W = bl.spd_inverse(L)  # (G, n, b, b)
         WXy = np.matmul(W, Xy[None])  # (G, n, b, p+1)
         S += np.matmul(Xy.reshape(1, n * b, p + 1).swapaxes(1, 2), WXy.reshape(G, n * b, p + 1))
-        saved.append((W, WXy[..., :p], WXy[..., p], Kb, Xb))
+        saved.append((W, WXy[..., :p], WXy[..., p], Kb, Ks))
     A = S[:, :p, :p]
     cvec = S[:, :p, p]
     ywy = S[:, p, p]
@@ -641,16 +656,14 @@ def evaluate(problem: Problem, theta: FloatArray, reml: bool, order: int = 0) ->
     C = np.zeros((G, nb, p, nb, p))
     Qm = np.zeros((G, nb, nb))
     R = np.zeros((G, nb, p))
-    for W, WX, Wy, Kb, _Xb in saved:
+    for W, WX, Wy, Kb, Ks in saved:
         _, n, b, _ = W.shape
         nbb = n * b
         u = Wy - np.matmul(WX, beta[:, None, :, None])[..., 0]  # (G, n, b)
-        # the bases side by side: Kcat (n, b, nb·b) = [K_1 | K_2 | ...]
-        Kcat = np.moveaxis(Kb, 0, 2).reshape(n, b, nb * b)
-        # K_c u and K_c W X for all c in one product each (K symmetric)
-        KU = np.matmul(np.swapaxes(Kcat, 1, 2)[None], u[..., None])[..., 0]  # (G, n, nb·b)
+        # K_c u and K_c W X for all c in one product each (Ks = [K_1; K_2; ...])
+        KU = np.matmul(Ks[None], u[..., None])[..., 0]  # (G, n, nb·b)
         KU = KU.reshape(G, n, nb, b).transpose(0, 2, 1, 3)  # (G, nb, n, b)
-        E = np.matmul(np.swapaxes(Kcat, 1, 2)[None], WX)  # (G, n, nb·b, p)
+        E = np.matmul(Ks[None], WX)  # (G, n, nb·b, p)
         E = E.reshape(G, n, nb, b, p).transpose(0, 2, 1, 3, 4)  # K_c W X: (G, nb, n, b, p)
         s += np.matmul(KU.reshape(G, nb, nbb), u.reshape(G, nbb, 1))[..., 0]
         t += W.reshape(G, -1) @ Kb.reshape(nb, -1).T
@@ -659,6 +672,7 @@ def evaluate(problem: Problem, theta: FloatArray, reml: bool, order: int = 0) ->
         B += np.matmul(np.swapaxes(WXf, 2, 3), Ef)
         if order >= 2:
             # W K_c, W K_c W X and W K_c u, each for all c in one product
+            Kcat = np.swapaxes(Ks, 1, 2)  # [K_1 | K_2 | ...] (K symmetric)
             WK = np.matmul(W, Kcat[None]).reshape(G, n, b, nb, b).transpose(0, 3, 1, 2, 4)
             WKt = np.swapaxes(WK, -1, -2).reshape(G, nb, -1)
             T += np.matmul(WK.reshape(G, nb, -1), np.swapaxes(WKt, 1, 2))
