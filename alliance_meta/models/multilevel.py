@@ -1068,13 +1068,10 @@ class MultilevelResult:
 # ---------------------------------------------------------------------------
 
 
-def _pd_check(
-    problem: core.Problem, labels: Sequence[str], cluster_of: tuple[str, npt.NDArray[Any]]
-) -> None:
+def _symmetry_check(problem: core.Problem, labels: Sequence[str]) -> None:
     """Every block of V symmetric (to R's ``isSymmetric`` tolerance, 1.5e-8 of the
-    largest variance) and positive definite, else an error naming the effect or the
-    cluster.  Every non-zero of V lies in a block, so this checks all of V."""
-    what, lab = cluster_of
+    largest variance), else an error naming the effect.  Every non-zero of V lies in
+    a block, so this checks all of V."""
     vmax = max(float(np.max(np.abs(np.diagonal(Vb, axis1=1, axis2=2)))) for Vb in problem.V)
     for Vb, b in zip(problem.V, problem.layout.buckets, strict=True):
         asym = np.abs(Vb - np.swapaxes(Vb, 1, 2))
@@ -1086,16 +1083,24 @@ def _pd_check(
                 study=labels[min(r, c)],
                 field="V",
             )
+
+
+def _pd_check(
+    problem: core.Problem, labels: Sequence[str], cluster_of: tuple[str, npt.NDArray[Any]]
+) -> None:
+    """An error naming the cluster whose block of V is not positive definite."""
+    what, lab = cluster_of
     for Vb, b in zip(problem.V, problem.layout.buckets, strict=True):
         _, bad = bl.cholesky(Vb)
         if bad is not None:
             n = int(np.flatnonzero(bad)[0])
             members = b.index[n][b.mask[n]]
-            clusters = sorted({f"{what} {str(lab[int(i)])!r}" for i in members})
+            names = sorted({str(lab[int(i)]) for i in members})
+            clusters = ", ".join(f"{what} {nm!r}" for nm in names)
             raise InvalidStudyError(
                 "the sampling covariance V is not positive definite for the effects "
-                f"{[labels[int(i)] for i in members][:6]} of {', '.join(clusters)}",
-                study=clusters[0],
+                f"{[labels[int(i)] for i in members][:6]} of {clusters}",
+                study=names[0],
                 field="V",
             )
 
@@ -1134,7 +1139,12 @@ def _fit(
     if structure.struct == "UN" and structure.n_outcomes >= 3:
         structure = dataclasses.replace(structure, psd=True)
     problem = core.build_problem(y, X, V, level_codes, structure, cluster_codes, outcome_codes)
-    _pd_check(problem, labels, cluster_labels_of)
+    _symmetry_check(problem, labels)
+    try:
+        ss = core.sampling_stats(problem)  # factors every block of V
+    except np.linalg.LinAlgError:
+        _pd_check(problem, labels, cluster_labels_of)  # names the cluster
+        raise
     reml = method == "REML"
     if structure.struct == "UN":
         # fit over every positive semi-definite G through its Cholesky factor (metafor's
@@ -1168,7 +1178,6 @@ def _fit(
     ct = coef_inference(beta[None], vb[None], dfa, level)
     btt = np.arange(1, p) if (intercept and p > 1) else np.arange(p)
     wt = wald_test(beta[None], vb[None], btt.astype(np.intp), dfa)
-    ss = core.sampling_stats(problem)
     qe_df = k - p
     n_free = int(np.isnan(fixed).sum())
     parms = p + n_free
