@@ -37,6 +37,17 @@ from alliance_meta.models.metareg import (
     Prediction,
     meta_regression,
 )
+from alliance_meta.models.multilevel import (
+    AggregateResult,
+    LikelihoodRatioTest,
+    MultilevelResult,
+    VarianceComponentCI,
+    aggregate,
+    covariance_matrix,
+    likelihood_ratio_test,
+    multilevel,
+    multivariate,
+)
 from alliance_meta.models.pooling import (
     BackTransformed,
     HeterogeneityCI,
@@ -51,6 +62,7 @@ from alliance_meta.results.base import ConfidenceInterval, IntervalArray
 __version__ = "0.1.0"
 
 __all__ = [
+    "AggregateResult",
     "BackTransformed",
     "ConfidenceInterval",
     "Control",
@@ -63,10 +75,12 @@ __all__ = [
     "InfluenceResult",
     "IntervalArray",
     "LeaveOneOutResult",
+    "LikelihoodRatioTest",
     "ManyHeterogeneityCI",
     "ManyPoolResult",
     "MetaRegressionResult",
     "Moderator",
+    "MultilevelResult",
     "PermutationTestResult",
     "PoolResult",
     "Prediction",
@@ -77,9 +91,12 @@ __all__ = [
     "StudySet",
     "SubgroupResult",
     "TrimAndFillResult",
+    "VarianceComponentCI",
     "__version__",
+    "aggregate",
     "conversions",
     "correct_r",
+    "covariance_matrix",
     "cumulative",
     "datasets",
     "egger_test",
@@ -89,7 +106,10 @@ __all__ = [
     "fixed_effect",
     "influence",
     "leave_one_out",
+    "likelihood_ratio_test",
     "meta_regression",
+    "multilevel",
+    "multivariate",
     "pool_many",
     "random_effects",
     "rank_correlation_test",

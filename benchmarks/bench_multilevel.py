@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import scipy
 
-from alliance_meta._pooling import random_effects
+from alliance_meta import random_effects
 from alliance_meta.models.multilevel import covariance_matrix, multilevel
 
 

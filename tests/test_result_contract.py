@@ -48,6 +48,10 @@ def _dep_reg() -> am.MetaRegressionResult:
         return am.meta_regression(_dep(), moderators=["rater", "dimension"])
 
 
+def _ml() -> am.MultilevelResult:
+    return am.multilevel(_dep(), levels=("study", "label"), moderators="~ rater")
+
+
 #: One instance of each result class, from the bundled data set.
 BUILDERS: dict[str, Callable[[], Any]] = {
     "PoolResult": _fit,
@@ -62,6 +66,12 @@ BUILDERS: dict[str, Callable[[], Any]] = {
     "SubgroupResult": lambda: am.subgroup_analysis(_studies(), by="rater"),
     "MetaRegressionResult": _reg,
     "RobustResult": lambda: am.robust(_dep_fit(), _dep().study_labels),
+    "MultilevelResult": lambda: _ml(),
+    "VarianceComponentCI": lambda: _ml().profile_ci(),
+    "LikelihoodRatioTest": lambda: am.likelihood_ratio_test(
+        _ml(), am.multilevel(_dep(), levels=("study", "label"), moderators="~ rater",
+                             sigma2=[0.0, None])),
+    "AggregateResult": lambda: am.aggregate(_dep(), cluster="study", rho=0.5),
     "RobustWaldTest": lambda: am.robust(_dep_reg(), _dep().study_labels).wald_test(),
     "Prediction": lambda: _reg().predict({"rater": "therapist", "experience": 10.0}),
     "PermutationTestResult": lambda: _reg().permutation_test(n=50, seed=1),
@@ -163,7 +173,8 @@ def _public_arrays(obj: Any, path: str = "") -> list[tuple[str, np.ndarray]]:
 def test_result_arrays_are_read_only(result: Any) -> None:
     arrays = _public_arrays(result)
     if type(result).__name__ not in {"BackTransformed", "HeterogeneityCI", "RankCorrelationTest",
-                                     "FailSafeN", "EggerTest", "RobustWaldTest"}:
+                                     "FailSafeN", "EggerTest", "RobustWaldTest",
+                                     "LikelihoodRatioTest"}:
         assert arrays  # these results do hold arrays: the check below is not vacuous
     writable = [name for name, arr in arrays if arr.flags.writeable]
     assert writable == []

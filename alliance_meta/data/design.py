@@ -324,6 +324,20 @@ def build_design(
             raise ModelSpecificationError(f"moderator {name!r} is given twice")
         seen.add(name)
         arr, cats = _moderator_values(name, vals, sset, k, data, labels)
+        if given is None and cats is None and arr.dtype.kind in "iuf":
+            # a numeric column: continuous, checked and coded without a loop over values
+            from alliance_meta.data.study import Moderator
+
+            col = arr.astype(np.float64)
+            bad = ~np.isfinite(col)
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise InvalidStudyError("missing or infinite moderator value",
+                                        study=labels[i], field=name)  # fmt: skip
+            names.append(name)
+            cols.append(col.reshape(-1, 1))
+            terms.append(Term(name, Moderator.continuous(name), False, (name,)))
+            continue
         spec, numeric_levels, coded = _spec_for(name, arr, given, labels, cats)
         cn, block = spec.design_columns(list(coded), labels)
         if block.shape[1] == 0:
@@ -367,6 +381,10 @@ class Design:
         The formula's design, when the moderators were a formula.
     terms : tuple of Term
         The moderators' coding, when they were names or values.
+    transform : ndarray or None
+        For names or values without an intercept (R's ``- 1``): the map from the
+        treatment-coded columns ``[1, moderators]`` to the model's columns, applied
+        before ``kept`` and ``order``.
     """
 
     full_names: tuple[str, ...]
@@ -377,6 +395,7 @@ class Design:
     intercept: bool
     formula: FormulaDesign | None = None
     terms: tuple[Term, ...] = ()
+    transform: FloatArray | None = None
 
     @property
     def dropped(self) -> tuple[str, ...]:
@@ -406,6 +425,8 @@ class Design:
             return out
         if isinstance(new_moderators, Mapping):
             full = new_design_rows(self.terms, new_moderators)
+            if self.transform is not None:
+                full = full @ self.transform
             out = full[:, self.order]
             return out
         if isinstance(new_moderators, pd.DataFrame):
@@ -445,6 +466,7 @@ def _finish(
     X: FloatArray,
     formula: FormulaDesign | None,
     terms: tuple[Term, ...],
+    transform: FloatArray | None = None,
 ) -> Design:
     """metafor's steps after the model matrix: drop the columns ``lm`` finds
     redundant, then move an all-ones column first as ``intrcpt``."""
@@ -478,7 +500,53 @@ def _finish(
         intercept=intercept,
         formula=formula,
         terms=terms,
+        transform=transform,
     )
+
+
+def no_intercept_transform(
+    names: Sequence[str], terms: Sequence[Term]
+) -> tuple[tuple[str, ...], FloatArray]:
+    """R's coding without an intercept (``- 1``) from the treatment-coded columns.
+
+    Returns the new column names and the map ``T`` from ``[1, moderators]`` to them:
+    the first categorical moderator gets one indicator per level (the reference
+    level's indicator is ``1 - Σ`` the others, in R's level order) and the intercept
+    column goes; other columns are kept.
+    """
+    p_full = len(names)
+    eye = np.eye(p_full)
+    cols: list[FloatArray] = []
+    out: list[str] = []
+    first_cat = next(
+        (i for i, tt in enumerate(terms) if tt.moderator.kind == "categorical"), None
+    )
+    pos = 1
+    for ti, t in enumerate(terms):
+        width = len(t.coef_names)
+        if ti == first_cat:
+            mod = t.moderator
+            assert mod.levels is not None
+            ref = mod.reference if mod.reference is not None else mod.levels[0]
+            ref_col = eye[:, 0] - eye[:, pos : pos + width].sum(axis=1)
+            others = [lvl for lvl in mod.levels if lvl != ref]
+            for lvl in mod.levels:
+                if lvl == ref:
+                    cols.append(ref_col)
+                    out.append(f"{t.name}{ref}")
+                else:
+                    cols.append(eye[:, pos + others.index(lvl)])
+                    out.append(t.coef_names[others.index(lvl)])
+        else:
+            for j in range(width):
+                cols.append(eye[:, pos + j])
+                out.append(t.coef_names[j])
+        pos += width
+    if not cols:
+        raise ModelSpecificationError(
+            "a model without an intercept needs at least one moderator"
+        )
+    return tuple(out), np.stack(cols, axis=1)
 
 
 def make_design(
@@ -488,6 +556,7 @@ def make_design(
     labels: Sequence[str],
     studies: StudySet | None = None,
     data: pd.DataFrame | None = None,
+    intercept: bool = True,
 ) -> Design:
     """The design of a model with these moderators, as metafor builds it.
 
@@ -506,6 +575,8 @@ def make_design(
         the studies.
     data : DataFrame, optional
         Where names and a formula's variables are looked up (``data=``).
+    intercept : bool
+        False is R's ``- 1`` (for a formula, the same as writing it).
 
     Returns
     -------
@@ -513,6 +584,8 @@ def make_design(
     """
     if is_formula(moderators):
         assert isinstance(moderators, str)
+        if not intercept:
+            moderators = f"{moderators} - 1"
         source: pd.DataFrame
         if data is not None:
             # rows named by the studies' labels, so that errors name the study
@@ -536,7 +609,10 @@ def make_design(
             "name -> values"
         )
     names, X, terms = build_design(moderators, studies, k, labels, data)
-    return _finish(names, X, None, terms)
+    if intercept:
+        return _finish(names, X, None, terms)
+    new_names, T = no_intercept_transform(names, terms)
+    return _finish(new_names, X @ T, None, terms, T)
 
 
 def warn_dropped(design: Design, stacklevel: int = 3) -> None:

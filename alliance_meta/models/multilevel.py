@@ -49,8 +49,6 @@ import pandas as pd
 from scipy import sparse
 from statsmodels.iolib.summary import Summary
 
-from alliance_meta._metareg import Prediction, _independent_columns, build_design
-from alliance_meta._pooling import IntervalArray
 from alliance_meta.core import blocks as bl
 from alliance_meta.core import multilevel as core
 from alliance_meta.core.inference import (
@@ -60,17 +58,20 @@ from alliance_meta.core.inference import (
     prediction_interval,
     wald_test,
 )
+from alliance_meta.data.design import Design, make_design, warn_dropped
 from alliance_meta.exceptions import (
     ConvergenceWarning,
     InvalidStudyError,
     ModelSpecificationError,
     ModelSpecificationWarning,
 )
-from alliance_meta.results.base import ConfidenceInterval, freeze_arrays
+from alliance_meta.results.base import ConfidenceInterval, IntervalArray, freeze_arrays
+from alliance_meta.results.display import ResultDisplay, fmt_p, fmt_p_eq
+from alliance_meta.results.prediction import Prediction
 from alliance_meta.results.summary import info_table, make_summary, value_table
 
 if TYPE_CHECKING:
-    from alliance_meta._data import StudySet
+    from alliance_meta.data.study import StudySet
 
 __all__ = [
     "AggregateResult",
@@ -211,7 +212,7 @@ def _column(
                 "were given; pass the labels instead",
                 field=name,
             )
-        arr = np.asarray(studies.moderator(values))
+        arr = np.asarray(studies.column(values))
     else:
         try:
             arr = np.asarray(values)
@@ -401,115 +402,10 @@ def _check_rho(rho: object, n: int, field: str = "rho") -> FloatArray:
 # ---------------------------------------------------------------------------
 
 
-def _coding_transform(
-    names: tuple[str, ...], terms: tuple[Any, ...], intercept: bool
-) -> tuple[tuple[str, ...], FloatArray]:
-    """The map ``T`` from the treatment-coded design ``[1, moderators]`` to the model's
-    columns: the identity with an intercept; without one (R's ``- 1``), the first
-    categorical moderator gets one indicator per level (its reference level's
-    indicator is ``1 - Σ`` the others) and the intercept column is dropped."""
-    p_full = len(names)
-    eye = np.eye(p_full)
-    if intercept:
-        return names, eye
-    cols: list[FloatArray] = []
-    out: list[str] = []
-    first_cat = next(
-        (i for i, tt in enumerate(terms) if tt.moderator.kind == "categorical"), None
-    )
-    pos = 1
-    for ti, t in enumerate(terms):
-        width = len(t.coef_names)
-        if ti == first_cat:
-            mod = t.moderator
-            ref = mod.reference if mod.reference is not None else mod.levels[0]
-            col = eye[:, 0] - eye[:, pos : pos + width].sum(axis=1)
-            # R orders the indicators by level; the reference takes its place
-            lv = list(mod.levels)
-            others = [lvl for lvl in lv if lvl != ref]
-            order = sorted([ref, *others], key=lv.index)
-            for lvl in order:
-                if lvl == ref:
-                    cols.append(col)
-                    out.append(f"{t.name}{ref}")
-                else:
-                    j = others.index(lvl)
-                    cols.append(eye[:, pos + j])
-                    out.append(t.coef_names[j])
-        else:
-            for j in range(width):
-                cols.append(eye[:, pos + j])
-                out.append(t.coef_names[j])
-        pos += width
-    if not cols:
-        raise ModelSpecificationError("intercept=False needs at least one moderator")
-    return tuple(out), np.stack(cols, axis=1)
-
-
-@dataclasses.dataclass(frozen=True)
-class _NumericCoding:
-    """A continuous moderator's coding (duck-typed like ``Moderator``)."""
-
-    name: str
-    kind: str = "continuous"
-
-    def design_columns(
-        self, values: Sequence[object], labels: Sequence[str] | None = None
-    ) -> tuple[tuple[str, ...], FloatArray]:
-        try:
-            col = np.asarray(values, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise InvalidStudyError(
-                "values of a continuous moderator must be numbers", field=self.name
-            ) from None
-        bad = ~np.isfinite(col)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise InvalidStudyError(
-                "missing moderator value",
-                study=labels[i] if labels is not None else f"row {i}",
-                field=self.name,
-            )
-        return (self.name,), col.reshape(-1, 1)
-
-
-@dataclasses.dataclass(frozen=True)
-class _NumericTerm:
-    """A continuous moderator as it enters the design (duck-typed like the design
-    builder's terms)."""
-
-    name: str
-    moderator: _NumericCoding
-    numeric_levels: bool = False
-
-    @property
-    def coef_names(self) -> tuple[str, ...]:
-        return (self.name,)
-
-
-def _numeric_design(
-    moderators: object, k: int
-) -> tuple[tuple[str, ...], FloatArray, tuple[Any, ...]] | None:
-    """``[1, x_1, ..., x_m]`` when every moderator is given as finite numbers (the
-    design builder's result, without its per-value checks); None otherwise."""
-    if not isinstance(moderators, Mapping) or not moderators:
-        return None
-    cols: list[FloatArray] = []
-    names = ["intrcpt"]
-    for key, vals in moderators.items():
-        if not isinstance(key, str):
-            return None
-        arr = np.asarray(vals)
-        if arr.dtype.kind not in "iuf" or arr.shape != (k,):
-            return None
-        col = arr.astype(np.float64)
-        if not np.all(np.isfinite(col)):
-            return None
-        cols.append(col)
-        names.append(key)
-    X = np.column_stack([np.ones(k), *cols])
-    terms = tuple(_NumericTerm(n, _NumericCoding(n)) for n in names[1:])
-    return tuple(names), X, terms
+def _has_moderators(mods: object) -> bool:
+    if isinstance(mods, (Mapping, Sequence)) and not isinstance(mods, str):
+        return len(mods) > 0
+    return True
 
 
 def _design(
@@ -518,15 +414,10 @@ def _design(
     k: int,
     labels: Sequence[str],
     intercept: bool,
-) -> tuple[tuple[str, ...], FloatArray, tuple[Any, ...], FloatArray, bool, tuple[str, ...]]:
-    """``(names, X, terms, T, intercept, dropped)`` with ``X = X_full @ T``."""
+) -> Design:
+    """The model's design, from the one design builder (formulas, names, values)."""
     mods: object = [] if moderators is None else moderators
-    fast = _numeric_design(mods, k)
-    if fast is not None:
-        names, Xfull, terms = fast
-    else:
-        names, Xfull, terms = build_design(mods, studies, k, labels)
-    if not intercept and not terms:
+    if not intercept and not _has_moderators(mods):
         warnings.warn(
             "a model needs an intercept or moderators: the intercept was put back "
             "(as metafor does)",
@@ -534,21 +425,9 @@ def _design(
             stacklevel=3,
         )
         intercept = True
-    out_names, T = _coding_transform(names, terms, intercept)
-    X = Xfull @ T
-    keep = _independent_columns(X)
-    dropped = tuple(n for n, kp in zip(out_names, keep, strict=True) if not kp)
-    if dropped:
-        warnings.warn(
-            f"redundant predictors dropped from the model: {', '.join(dropped)} (a linear "
-            "combination of the columns before them), as metafor does",
-            ModelSpecificationWarning,
-            stacklevel=3,
-        )
-    T = T[:, keep]
-    X = X[:, keep]
-    out_names = tuple(n for n, kp in zip(out_names, keep, strict=True) if kp)
-    return out_names, X, terms, T, intercept, dropped
+    design = make_design(mods, k=k, labels=labels, studies=studies, intercept=intercept)
+    warn_dropped(design, stacklevel=3)
+    return design
 
 
 def _check_k_p(k: int, p: int, names: Sequence[str]) -> None:
@@ -564,8 +443,8 @@ def _check_k_p(k: int, p: int, names: Sequence[str]) -> None:
 # ---------------------------------------------------------------------------
 
 
-@attrs.frozen(field_transformer=freeze_arrays)
-class VarianceComponentCI:
+@attrs.frozen(field_transformer=freeze_arrays, repr=False)
+class VarianceComponentCI(ResultDisplay):
     """Profile-likelihood confidence intervals of variance components
     (metafor's ``confint.rma.mv``).
 
@@ -627,8 +506,8 @@ class VarianceComponentCI:
         return str(self.summary())
 
 
-@attrs.frozen(field_transformer=freeze_arrays)
-class MultilevelResult:
+@attrs.frozen(field_transformer=freeze_arrays, repr=False)
+class MultilevelResult(ResultDisplay):
     """A fitted multilevel or multivariate meta-analysis (metafor's ``rma.mv``).
 
     Attributes
@@ -721,20 +600,37 @@ class MultilevelResult:
     X: FloatArray = attrs.field(eq=False, repr=False)
     dropped: tuple[str, ...] = attrs.field(repr=False)
     sigma2_fixed: tuple[bool, ...] = attrs.field(repr=False)
-    _intercept: bool = attrs.field(repr=False, alias="intercept")
-    _terms: tuple[Any, ...] = attrs.field(eq=False, repr=False, alias="terms")
-    _T: FloatArray = attrs.field(eq=False, repr=False, alias="T")
+    _design: Design = attrs.field(eq=False, repr=False, alias="design")
     _V: Any = attrs.field(eq=False, repr=False, alias="V")
     _problem: core.Problem = attrs.field(eq=False, repr=False, alias="problem")
     _theta: FloatArray = attrs.field(eq=False, repr=False, alias="theta")
     _fixed: FloatArray = attrs.field(eq=False, repr=False, alias="fixed")
     _outcome_codes: IntArray | None = attrs.field(eq=False, repr=False, alias="outcome_codes")
     _component_names: tuple[str, ...] = attrs.field(repr=False, alias="component_names")
+    _level_labels: tuple[npt.NDArray[Any], ...] = attrs.field(
+        eq=False, repr=False, alias="level_labels"
+    )
+
+    _repr_fields = ("coef_names", "coef", "sigma2", "tau2", "k", "n_clusters", "method")
 
     @property
     def p(self) -> int:
         """Number of coefficients."""
         return len(self.coef_names)
+
+    @property
+    def levels(self) -> dict[str, npt.NDArray[Any]]:
+        """Each level's (or the multivariate cluster's) cluster of every effect, by
+        level name: ``robust(fit, cluster="study")`` reads it.  An inner level's
+        clusters are paths through the outer ones (``"11/1"``: school 1 of district
+        11), as its labels are relative to them (R's ``study/es``)."""
+        out: dict[str, npt.NDArray[Any]] = {}
+        path: npt.NDArray[Any] | None = None
+        for name, lab in zip(self.level_names, self._level_labels, strict=True):
+            path = lab if path is None else np.char.add(np.char.add(
+                path.astype(str), "/"), lab.astype(str)).astype(object)
+            out[name] = path
+        return out
 
     # -- variance components ---------------------------------------------------
     def profile_ci(self, level: float | None = None) -> VarianceComponentCI:
@@ -796,53 +692,7 @@ class MultilevelResult:
 
     # -- prediction ------------------------------------------------------------
     def _new_design(self, new_moderators: object) -> FloatArray:
-        p = self.p
-        if isinstance(new_moderators, Mapping):
-            given = {str(getattr(key, "name", key)): v for key, v in new_moderators.items()}
-            names = [t.name for t in self._terms]
-            missing = [n for n in names if n not in given]
-            extra = sorted(set(given) - set(names))
-            if missing or extra:
-                what = f"missing {missing}" if missing else f"unknown {extra}"
-                raise InvalidStudyError(
-                    f"new moderators must name exactly the model's moderators ({what})",
-                    field=(missing or extra)[0],
-                )
-            lens = {np.atleast_1d(np.asarray(v, dtype=object)).shape[0] for v in given.values()}
-            n = lens.pop() if len(lens) == 1 else (1 if not lens else -1)
-            if n < 0:
-                raise InvalidStudyError("new moderators differ in length", field="new_moderators")
-            labels = [f"new {i}" for i in range(n)]
-            cols: list[FloatArray] = [np.ones((n, 1))]
-            for t in self._terms:
-                vals = np.atleast_1d(np.asarray(given[t.name], dtype=object))
-                if t.numeric_levels:
-                    vals = np.asarray([_label_str(float(v)) for v in vals], dtype=object)
-                _, block = t.moderator.design_columns(list(vals), labels)
-                cols.append(block)
-            out: FloatArray = np.hstack(cols) @ self._T
-            return out
-        try:
-            Xn = np.asarray(new_moderators, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise InvalidStudyError(
-                "new moderators given as an array must be numeric design columns; give a "
-                "mapping name -> values for raw (e.g. categorical) moderator values",
-                field="new_moderators",
-            ) from None
-        n_mod = p - 1 if self._intercept else p
-        mod_names = ", ".join(self.coef_names[1:] if self._intercept else self.coef_names)
-        if Xn.ndim <= 1:
-            Xn = Xn.reshape(-1, 1) if n_mod == 1 else Xn.reshape(1, -1)
-        if Xn.shape[1] != n_mod:
-            raise InvalidStudyError(
-                f"new moderators have {Xn.shape[1]} columns; the model has {n_mod} moderator "
-                f"columns ({mod_names})",
-                field="new_moderators",
-            )
-        if self._intercept:
-            Xn = np.hstack([np.ones((Xn.shape[0], 1)), Xn])
-        return Xn
+        return self._design.new_rows(new_moderators)
 
     def predict(self, new_moderators: object = None, *, outcome: object = None) -> Prediction:
         """Predicted effects with confidence and prediction intervals (``predict.rma``).
@@ -874,7 +724,7 @@ class MultilevelResult:
         n_tau = tau2.size
         out_idx: IntArray | None = None
         if new_moderators is None:
-            if self.p == 1 and self._intercept:
+            if self.p == 1 and self._design.intercept:
                 if self.struct is not None and n_tau > 1 and outcome is None:
                     Xn = np.ones((n_tau, 1))
                     out_idx = np.arange(n_tau, dtype=np.int64)
@@ -1024,8 +874,8 @@ class MultilevelResult:
             ("deviance:", f"{self.deviance:.4f}"),
             ("AIC / BIC:", f"{self.aic:.4f} / {self.bic:.4f}"),
             ("AICc:", f"{self.aicc:.4f}"),
-            (f"QE({self.QE_df}):", f"{self.QE:.4f} (p = {self.QE_pvalue:.4g})"),
-            (f"{qm_name}({qm_df}):", f"{self.QM:.4f} (p = {self.QM_pvalue:.4g})"),
+            (f"QE({self.QE_df}):", f"{self.QE:.4f} (p {fmt_p_eq(self.QE_pvalue)})"),
+            (f"{qm_name}({qm_df}):", f"{self.QM:.4f} (p {fmt_p_eq(self.QM_pvalue)})"),
         ]
         if self.I2 is not None:
             right.append(("I^2 (total, %):", f"{self.I2:.2f}"))
@@ -1042,7 +892,7 @@ class MultilevelResult:
         lo, hi = f"[{(1 - self.level) / 2:.3f}", f"{1 - (1 - self.level) / 2:.3f}]"
         rows = [
             [f"{self.coef[j]:.4f}", f"{self.se[j]:.4f}", f"{self.statistic[j]:.3f}",
-             f"{self.pvalue[j]:.4g}", f"{self.ci.low[j]:.4f}", f"{self.ci.high[j]:.4f}"]
+             fmt_p(self.pvalue[j]), f"{self.ci.low[j]:.4f}", f"{self.ci.high[j]:.4f}"]
             for j in range(self.p)
         ]
         tables = [
@@ -1109,12 +959,7 @@ def _fit(
     *,
     y: FloatArray,
     V: sparse.csr_matrix | FloatArray,
-    X: FloatArray,
-    names: tuple[str, ...],
-    terms: tuple[Any, ...],
-    T: FloatArray,
-    intercept: bool,
-    dropped: tuple[str, ...],
+    design: Design,
     level_names: tuple[str, ...],
     level_codes: list[IntArray],
     n_clusters: tuple[int, ...],
@@ -1125,12 +970,14 @@ def _fit(
     outcome_codes: IntArray | None,
     outcome_levels: tuple[str, ...],
     cluster_labels_of: tuple[str, npt.NDArray[Any]],
+    level_labels: tuple[npt.NDArray[Any], ...],
     labels: tuple[str, ...],
     measure: str,
     method: str,
     test: str,
     level: float,
 ) -> MultilevelResult:
+    X, names, intercept = design.X, design.coef_names, design.intercept
     k, p = X.shape
     L = structure.n_sigma
     if structure.struct in ("HCS", "UN"):
@@ -1236,17 +1083,16 @@ def _fit(
         yi=y,
         vi=_vdiag(V),
         X=X,
-        dropped=dropped,
+        dropped=design.dropped,
         sigma2_fixed=tuple(bool(not np.isnan(f)) for f in fixed[:L]),
-        intercept=intercept,
-        terms=terms,
-        T=T,
+        design=design,
         V=V,
         problem=problem,
         theta=theta,
         fixed=fixed,
         outcome_codes=outcome_codes,
         component_names=component_names,
+        level_labels=level_labels,
     )
 
 
@@ -1390,16 +1236,17 @@ def multilevel(
             Vm = _constant_rho_matrix(v, level_codes[0], np.full(n_clusters[0], r), None)
         else:
             Vm = v
-    names, X, terms, T, icpt, dropped = _design(moderators, studies, k, labels, intercept)
-    _check_k_p(k, X.shape[1], names)
+    design = _design(moderators, studies, k, labels, intercept)
+    _check_k_p(k, design.p, design.coef_names)
     structure = core.Structure(len(level_names))
     comp_names = tuple(f"sigma2.{n}" for n in level_names)
     return _fit(
-        y=y, V=Vm, X=X, names=names, terms=terms, T=T, intercept=icpt, dropped=dropped,
+        y=y, V=Vm, design=design,
         level_names=level_names, level_codes=level_codes, n_clusters=tuple(n_clusters),
         structure=structure, fixed=fixed, component_names=comp_names, cluster_codes=None,
         outcome_codes=None, outcome_levels=(),
         cluster_labels_of=(level_names[0], outer_labels),
+        level_labels=tuple(cols),
         labels=labels, measure=measure, method=meth, test=tst, level=lv,
     )
 
@@ -1524,14 +1371,15 @@ def multivariate(
                 ModelSpecificationWarning,
                 stacklevel=2,
             )
-    names, X, terms, T, icpt, dropped = _design(moderators, studies, k, labels, intercept)
-    _check_k_p(k, X.shape[1], names)
+    design = _design(moderators, studies, k, labels, intercept)
+    _check_k_p(k, design.p, design.coef_names)
     return _fit(
-        y=y, V=Vm, X=X, names=names, terms=terms, T=T, intercept=icpt, dropped=dropped,
+        y=y, V=Vm, design=design,
         level_names=("cluster",), level_codes=[], n_clusters=(len(cuniq),),
         structure=structure, fixed=fixed, component_names=tuple(comp), cluster_codes=ccodes,
         outcome_codes=ocodes, outcome_levels=tuple(out_levels),
         cluster_labels_of=("cluster", cl),
+        level_labels=(cl,),
         labels=labels, measure=measure, method=meth, test=tst, level=lv,
     )
 
@@ -1541,8 +1389,8 @@ def multivariate(
 # ---------------------------------------------------------------------------
 
 
-@attrs.frozen(field_transformer=freeze_arrays)
-class LikelihoodRatioTest:
+@attrs.frozen(field_transformer=freeze_arrays, repr=False)
+class LikelihoodRatioTest(ResultDisplay):
     """Likelihood-ratio test of two nested fits (metafor's ``anova(full, reduced)``).
 
     Attributes
@@ -1598,7 +1446,7 @@ class LikelihoodRatioTest:
                 (self.parms_full, self.aic_full, self.bic_full, self.aicc_full,
                  self.loglik_full, "", ""),
                 (self.parms_reduced, self.aic_reduced, self.bic_reduced, self.aicc_reduced,
-                 self.loglik_reduced, f"{self.statistic:.4f}", f"{self.pvalue:.4g}"),
+                 self.loglik_reduced, f"{self.statistic:.4f}", fmt_p(self.pvalue)),
             )
         ]
         return make_summary([
@@ -1771,8 +1619,8 @@ def covariance_matrix(
     return _constant_rho_matrix(v, codes, np.full(len(uniq), r), ob)
 
 
-@attrs.frozen(field_transformer=freeze_arrays)
-class AggregateResult:
+@attrs.frozen(field_transformer=freeze_arrays, repr=False)
+class AggregateResult(ResultDisplay):
     """One inverse-variance-weighted effect per cluster (metafor's ``aggregate.escalc``).
 
     Attributes
@@ -1792,6 +1640,13 @@ class AggregateResult:
     vi: FloatArray = attrs.field(eq=False)
     n_effects: npt.NDArray[np.int64] = attrs.field(eq=False)
     rho: FloatArray = attrs.field(eq=False, repr=False)
+
+    _repr_fields = ("k", "n_effects")
+
+    @property
+    def k(self) -> int:
+        """Number of clusters (aggregated effects)."""
+        return len(self.cluster)
 
     def to_frame(self) -> pd.DataFrame:
         """One row per cluster: ``yi``, ``vi``, ``n_effects``."""

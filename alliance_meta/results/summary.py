@@ -57,9 +57,24 @@ def _cell(x: Any) -> str:
     return str(x)
 
 
+def _is_pvalue_column(name: object) -> bool:
+    s = str(name).lower()
+    return s in ("p", "pval") or "pvalue" in s or "p_value" in s or s.startswith("p>")
+
+
 def frame_table(frame: pd.DataFrame, title: str = "") -> SimpleTable:
-    """A DataFrame as a table: its columns as headers and its index as row labels."""
-    rows = [[_cell(x) for x in row] for row in frame.itertuples(index=False, name=None)]
+    """A DataFrame as a table: its columns as headers and its index as row labels.
+
+    p-value columns (named ``pvalue``, ``p_value``, ``*_pvalue``, ``P>|z|``...) are
+    printed as metafor prints p-values (``<.0001``)."""
+    from alliance_meta.results.display import fmt_p
+
+    is_p = [_is_pvalue_column(c) for c in frame.columns]
+    rows = [
+        [fmt_p(float(x)) if p and isinstance(x, (float, np.floating)) else _cell(x)
+         for x, p in zip(row, is_p, strict=True)]
+        for row in frame.itertuples(index=False, name=None)
+    ]
     stubs = [str(i) for i in frame.index]
     return value_table(rows, [str(c) for c in frame.columns], stubs, title)
 
