@@ -9,6 +9,7 @@ for notebooks.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeAlias
 
@@ -143,10 +144,14 @@ def resolve_transf(
         def apply(x: FloatArray) -> FloatArray:
             arr = np.asarray(x, dtype=np.float64)
             try:
-                out = np.asarray(fn(arr), dtype=np.float64)
+                # a scalar function (math.exp) given an array: numpy < 2 converts a
+                # one-element array with a DeprecationWarning; take the loop instead
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error", DeprecationWarning)
+                    out = np.asarray(fn(arr), dtype=np.float64)
                 if out.shape == arr.shape:
                     return out
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, DeprecationWarning):
                 pass
             return np.array([float(fn(float(v))) for v in arr.ravel()]).reshape(arr.shape)
 
