@@ -301,7 +301,7 @@ def fit_chunks(
     field anyway.
     """
     out: dict[str, npt.NDArray[Any]] = {}
-    names = (*_MANY_FIELDS, "tau2_reset", *(("tau2_se",) if with_se else ()))
+    names = (*_MANY_FIELDS, "tau2_differs", *(("tau2_se",) if with_se else ()))
     kernels = iter_kernels(data, moments=method in MOMENT_METHODS)
     for (_, rows), part in map_chunks(
         lambda kr: fit_slim(kr[0], method, test, with_se), kernels

@@ -69,8 +69,9 @@ class CoreFit:
     QM_pvalue: FloatArray
     pi_low: FloatArray  # prediction interval of the intercept (intercept-only models)
     pi_high: FloatArray
-    #: rows whose ML/REML τ² metafor's ll0check set to 0 (see _positive_root)
-    tau2_reset: BoolArray
+    #: rows whose ML/REML τ² (the global maximum) is not the local maximum metafor
+    #: stops at (see core.estimators._likelihood)
+    tau2_differs: BoolArray
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ class SlimFit:
     k: IntArray
     iterations: IntArray
     converged: BoolArray
-    tau2_reset: BoolArray
+    tau2_differs: BoolArray
     tau2_se: FloatArray | None = None
 
 
@@ -112,7 +113,7 @@ def fit_slim(
         iterations=est.iterations,
         converged=est.converged,
         tau2_se=est.se if with_se else None,
-        tau2_reset=est.reset,
+        tau2_differs=est.differs,
     )
 
 
@@ -183,7 +184,7 @@ def fit_given_tau2(
         QM_pvalue=wt.pvalue,
         pi_low=pi_low,
         pi_high=pi_high,
-        tau2_reset=est.reset,
+        tau2_differs=est.differs,
     )
 
 

@@ -506,7 +506,7 @@ def pool_many(
             ConvergenceWarning,
             stacklevel=2,
         )
-    n_reset = int(fit["tau2_reset"].sum())
+    n_reset = int(fit["tau2_differs"].sum())
     if n_reset:
         warnings.warn(
             reset_message(core_method, f" in {n_reset} of {m} analyses"),

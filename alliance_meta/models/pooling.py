@@ -382,17 +382,19 @@ def fit_one(
             ConvergenceWarning,
             stacklevel=4,
         )
-    if fit.tau2_reset[0]:
+    if fit.tau2_differs[0]:
         warnings.warn(reset_message(method, "")
                       + (f" ({what})" if what else ""), ConvergenceWarning, stacklevel=4)
     return fit
 
 
 def reset_message(method: str, which: str) -> str:
+    """The warning where metafor's Fisher scoring stops at a lower local maximum."""
     return (
-        f"the {method} root reached from the Hedges start{which} has a lower likelihood "
-        "than tau^2 = 0, so tau^2 is set to 0, as metafor does ('Fisher scoring algorithm "
-        "may have gotten stuck at a local maximum'); check the likelihood profile"
+        f"the {method} likelihood{which} has a higher maximum than the local maximum "
+        "metafor's rma stops at (its Fisher scoring from the Hedges start, and its "
+        "ll0check): the global maximum is reported, so tau^2 differs from metafor's "
+        "(see the validation notes in the documentation)"
     )
 
 

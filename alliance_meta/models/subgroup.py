@@ -344,8 +344,8 @@ def subgroup_analysis(
             ConvergenceWarning,
             stacklevel=2,
         )
-    if fit.tau2_reset.any():
-        reset = ", ".join(repr(levels[g]) for g in np.flatnonzero(fit.tau2_reset))
+    if fit.tau2_differs.any():
+        reset = ", ".join(repr(levels[g]) for g in np.flatnonzero(fit.tau2_differs))
         warnings.warn(reset_message(core_method, f" in subgroup {reset}"), ConvergenceWarning,
                       stacklevel=2)
     if (fit.k == 1).any():
