@@ -326,8 +326,8 @@ def global_max(
     The bound is exact to second order only, so it cannot discard the two cells
     touching the best maximum: they are accepted when the score at their other end
     has the ascending sign and they are no wider than a factor :data:`PEAK_CELL`.
-    The initial points are ``0``, ``τ_c`` and ``t/2, t, 2t`` around a start ``t``
-    below ``τ_c``.
+    The initial points are ``0``, ``τ_c``, and ``t/2, t, 2t`` around a start ``t``
+    below ``τ_c``, or ``τ_c/8`` where ``t = 0``.
     """
     m = kern.m
     tau_best = np.maximum(np.asarray(t_start, dtype=float), 0.0).copy()
@@ -363,13 +363,21 @@ def global_max(
         return pts.add(r, t, pr, g)
 
     i0 = pts.add(rows, np.zeros(ma), p0, np.zeros(ma))
-    ic = evaluate(rows, tc)
+    # the initial points, evaluated in one pass: τ_c; the start t where it is
+    # interior; t/2 and 2t (if below τ_c) where it is below τ_c; τ_c/8 where t = 0
+    ir = np.flatnonzero(t0 > 0)
+    inner = np.flatnonzero((t0 > 0) & (t0 < tc))
+    d2 = 2.0 * t0[inner]
+    has_d = d2 < tc[inner] * (1.0 - _NEAR)
+    bnd = np.flatnonzero(t0 <= 0)
+    parts_r = [rows, ir, inner, inner[has_d], bnd]
+    parts_t = [tc, t0[ir], 0.5 * t0[inner], d2[has_d], tc[bnd] / 8.0]
+    ix_all = evaluate(np.concatenate(parts_r), np.concatenate(parts_t))
+    cuts = np.cumsum([0] + [x.size for x in parts_r])
+    ic, it_, i_h, i_dd, i_8 = (ix_all[cuts[j] : cuts[j + 1]] for j in range(5))
     best = np.zeros(ma)
     ibest = i0.copy()
     tb = np.zeros(ma)
-    # the start, where it is interior
-    ir = np.flatnonzero(t0 > 0)
-    it_ = evaluate(ir, t0[ir])
     up = pts.gain[it_] > 0.0
     best[ir[up]] = pts.gain[it_[up]]
     ibest[ir[up]] = it_[up]
@@ -391,18 +399,13 @@ def global_max(
     best[at_c] = g_ic[at_c]
     ibest[at_c] = ic[at_c]
     tb[at_c] = tc[at_c]
-    # initial cells of [0, τ_c]: through t/2, t, 2t for a start below τ_c
-    inner = np.flatnonzero((t0 > 0) & (t0 < tc))
-    pos = np.searchsorted(ir, inner)
-    i_t = it_[pos]
-    i_h = evaluate(inner, 0.5 * t0[inner])
-    d2 = np.minimum(2.0 * t0[inner], tc[inner])
-    has_d = d2 < tc[inner] * (1.0 - _NEAR)
+    # the initial cells of [0, τ_c]
+    i_t = it_[np.searchsorted(ir, inner)]
     i_d = ic[inner].copy()
-    i_d[has_d] = evaluate(inner[has_d], d2[has_d])
-    outer = np.setdiff1d(rows, inner, assume_unique=True)
-    cells_a = np.concatenate([i0[outer], i0[inner], i_h, i_t, i_d[has_d]])
-    cells_b = np.concatenate([ic[outer], i_h, i_t, i_d, ic[inner[has_d]]])
+    i_d[has_d] = i_dd
+    mid_rows = np.setdiff1d(rows, np.concatenate([inner, bnd]), assume_unique=True)
+    cells_a = np.concatenate([i0[mid_rows], i0[bnd], i_8, i0[inner], i_h, i_t, i_d[has_d]])
+    cells_b = np.concatenate([ic[mid_rows], i_8, ic[bnd], i_h, i_t, i_d, ic[inner[has_d]]])
     for _ in range(GLOBAL_ROUNDS):
         if cells_a.size:
             r = pts.row[cells_a]
@@ -438,7 +441,11 @@ def global_max(
         si = np.flatnonzero(solve)
         if si.size:
             rs, lo, hi = r[si], ta[si], tb_[si]
-            root, _, _ = solve_decreasing(K.take(rs), fun, 0.5 * (lo + hi), lo0=lo, hi0=hi)
+            # start at the root of the secant through the bracket's ends
+            fa = pts.prof["score"][cells_a[si]]
+            fb = pts.prof["score"][cells_b[si]]
+            start = lo + (hi - lo) * fa / (fa - fb)
+            root, _, _ = solve_decreasing(K.take(rs), fun, start, lo0=lo, hi0=hi)
             root = np.clip(root, lo, hi)
             ix = evaluate(rs, root)
             g = pts.gain[ix]
