@@ -26,6 +26,7 @@ from alliance_meta.core.arrays import BoolArray, FloatArray, IntArray, rowdot, r
 from alliance_meta.core.inference import chi2_ppf
 from alliance_meta.core.kernel import Kernel, Need
 from alliance_meta.core.roots import Profile, fisher_scoring, global_max, positive_root, q_root
+from alliance_meta.exceptions import InvalidStudyError
 
 __all__ = [
     "ESTIMATORS",
@@ -60,6 +61,8 @@ class Tau2Result:
     #: rows whose ML/REML maximum is higher than the local maximum metafor's Fisher
     #: scoring (with its ll0check) stops at
     differs: BoolArray
+    #: τ² in the kernel's own units (``tau2 / s²``, see ``Kernel.scale``)
+    tau2_k: FloatArray
 
 
 #: ``estimate(kern, extra) -> (tau2, iterations, converged, differs)`` (see
@@ -463,8 +466,22 @@ def estimate_tau2(kern: Kernel, method: CoreMethod, with_se: bool = True) -> Tau
         tau2, it, conv, differs = est.estimate(kern, est.se_needs if with_se else _NONE)
     if kern.kmin <= 1:
         tau2 = np.where(kern.k <= 1, 0.0, tau2)
-    se = tau2_se(kern, method, tau2) if with_se else np.full(kern.m, np.nan)
-    return Tau2Result(tau2, se, it, conv, differs)
+    se = _scaled_se(kern, method, tau2) if with_se else np.full(kern.m, np.nan)
+    tau2_k = tau2
+    s2 = kern.s2
+    if s2 is not None:  # back from the kernel's units (an exact power of two)
+        with np.errstate(over="ignore"):
+            tau2, se = tau2 * s2, se * s2
+        over = np.flatnonzero(np.isinf(tau2) & np.isfinite(tau2_k))
+        if over.size:
+            raise InvalidStudyError(
+                f"tau^2 of this analysis exceeds the double-precision range "
+                f"({float(tau2_k[over[0]])!r} x {float(s2[over[0]])!r}): the effects "
+                "lie too far apart for their sampling variances",
+                study=f"analysis {int(over[0])}" if kern.m > 1 else None,
+                field="yi",
+            )
+    return Tau2Result(tau2, se, it, conv, differs, tau2_k)
 
 
 def tau2_se(kern: Kernel, method: CoreMethod, tau2: FloatArray) -> FloatArray:
@@ -485,6 +502,15 @@ def tau2_se(kern: Kernel, method: CoreMethod, tau2: FloatArray) -> FloatArray:
     NaN for EE and for rows with one study.  The kernel's cache makes this free
     right after :func:`estimate_tau2` has computed ``tau2``.
     """
+    s2 = kern.s2
+    if s2 is None:
+        return _scaled_se(kern, method, tau2)
+    out: FloatArray = _scaled_se(kern, method, tau2 / s2) * s2
+    return out
+
+
+def _scaled_se(kern: Kernel, method: CoreMethod, tau2: FloatArray) -> FloatArray:
+    """:func:`tau2_se` in the kernel's own units."""
     with np.errstate(divide="ignore", invalid="ignore"):
         se = ESTIMATORS[method].se(kern, tau2)
     if kern.kmin <= 1:

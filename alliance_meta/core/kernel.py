@@ -35,12 +35,14 @@ from __future__ import annotations
 import enum
 import functools
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
 from alliance_meta.core.arrays import BoolArray, FloatArray, IntArray, rowdot, rowsum
+from alliance_meta.exceptions import InvalidStudyError
 
 __all__ = [
     "BLOCK_CELLS",
@@ -48,8 +50,10 @@ __all__ = [
     "Need",
     "ScatterKernel",
     "Stats",
+    "in_unit_range",
     "kernel_from_long",
     "kernel_from_padded",
+    "unit_scale",
     "wls_qr",
 ]
 
@@ -148,6 +152,10 @@ class Kernel:
     k: IntArray
     center: FloatArray
     X: FloatArray | None = None
+    #: per-row power of two the data were divided by (``Y/s``, ``V/s²``), or None
+    #: (see :func:`unit_scale`); quantities of the kernel are in these units, and
+    #: the core's public functions convert back
+    scale: FloatArray | None = None
     p: int = field(init=False)
     kmin: int = field(init=False)
     # Cache of weighted() results: the last τ² (with what it holds) and τ² = 0, which
@@ -188,7 +196,13 @@ class Kernel:
         X = self.X
         if X is not None and X.ndim == 3:
             X = X[idx]
-        return Kernel(self.Y[idx], self.V[idx], self.k[idx], self.center[idx], X)
+        sc = None if self.scale is None else self.scale[idx]
+        return Kernel(self.Y[idx], self.V[idx], self.k[idx], self.center[idx], X, sc)
+
+    @property
+    def s2(self) -> FloatArray | None:
+        """The variance scale ``s²`` of each row (None: 1)."""
+        return None if self.scale is None else self.scale * self.scale
 
     def _scratch(self, size: int) -> FloatArray:
         """A flat scratch array of ``size`` floats (a view into a reused buffer).
@@ -618,13 +632,127 @@ def _stable_v_traces(w: FloatArray, v: FloatArray, S1: FloatArray) -> tuple[Floa
 # ---------------------------------------------------------------------------
 
 
+#: Data whose variances lie in [2^-UNIT, 2^UNIT] and effects in [-2^UNIT, 2^UNIT]
+#: are used as they are: no intermediate quantity of the core (up to ``w⁴`` and
+#: ``w³e²``) can then overflow or underflow.  Others are rescaled per analysis.
+UNIT_EXP = 64
+#: After rescaling, the variances of one analysis may span at most 2^SPREAD_EXP
+#: (1.2e77), and the effects (centred) may lie at most 2^EFFECT_EXP (6e57) scaled
+#: standard errors apart: beyond that Q, τ² or their derivatives leave double
+#: precision, and the input is refused.
+SPREAD_EXP = 256
+EFFECT_EXP = 192
+
+
+def in_unit_range(vmin: float, vmax: float, ymax: float) -> bool:
+    """Whether data with these extremes need no rescaling (see :data:`UNIT_EXP`)."""
+    lim = 2.0**UNIT_EXP
+    return 1.0 / lim <= vmin and vmax <= lim and ymax <= lim
+
+
+#: ``name(row, column) -> str``: how an error names a study of a padded array.
+StudyNamer = Callable[[int, int], str]
+
+
+def unit_scale(
+    Y: FloatArray, V: FloatArray, present: BoolArray | None, name: StudyNamer | None = None
+) -> tuple[FloatArray | None, FloatArray, FloatArray, FloatArray | None]:
+    """Rescale analyses whose data leave the unit range, by powers of two (exactly).
+
+    Returns ``(scale, Y, V, shift)``: ``scale`` is None when the data lie in the
+    unit range (:data:`UNIT_EXP`) and are returned as they are.  Otherwise each row
+    is divided by ``s = 2^e`` (``Y/s``, ``V/s²``), with ``e`` centring the binary
+    exponents of the row's variances on 0; rows whose scaled effects still lie
+    beyond the unit range are shifted by their mid-range (``shift``, in scaled
+    units, None if no row is).  The model is equivariant under both, so every
+    estimate is the same number in rescaled units.  ``present`` marks the present
+    studies (None: all); ``name`` names a study in errors (default: ``#j`` for one
+    row, else ``analysis i, study j``).
+
+    Raises
+    ------
+    InvalidStudyError
+        Where a row's variances span more than 2^SPREAD_EXP, or its effects more
+        than 2^EFFECT_EXP scaled standard errors: such input cannot be computed in
+        double precision.
+    """
+    if present is None:
+        vmin, vmax = float(V.min()), float(V.max())
+        ymax = max(float(Y.max()), -float(Y.min()))
+    else:
+        vmin = float(np.min(np.where(present, V, np.inf)))
+        vmax = float(np.max(np.where(present, V, 0.0)))
+        ymax = float(np.max(np.where(present, np.abs(Y), 0.0)))
+    if in_unit_range(vmin, vmax, ymax):
+        return None, Y, V, None
+    m = V.shape[0]
+    where = name if name is not None else (lambda i, j: _where(i, j, m))
+    pres = np.ones(V.shape, dtype=bool) if present is None else present
+    _, ev = np.frexp(np.where(pres, V, 1.0))
+    big = np.iinfo(ev.dtype).max
+    emin = np.min(np.where(pres, ev, big), axis=1).astype(np.int64)
+    emax = np.max(np.where(pres, ev, -big), axis=1).astype(np.int64)
+    emin = np.where(emin == big, 0, emin)
+    emax = np.where(emax == -big, 0, emax)
+    wide = np.flatnonzero(emax - emin > SPREAD_EXP)
+    if wide.size:
+        i = int(wide[0])
+        row = np.where(pres[i], V[i], np.inf)
+        j = int(np.argmin(row))
+        raise InvalidStudyError(
+            f"the sampling variances of this analysis span more than 2^{SPREAD_EXP} "
+            f"(from {V[i, j]!r} to {float(np.max(np.where(pres[i], V[i], 0.0)))!r}): "
+            "beyond double precision; drop the study or rescale the data",
+            study=where(i, j),
+            field="vi",
+        )
+    e = np.floor_divide(emin + emax, 4)
+    scale = np.ldexp(1.0, e)
+    Vs = np.where(pres, np.ldexp(V, -2 * e[:, None]), V)
+    Ys = np.ldexp(Y, -e[:, None])
+    lim = 2.0**UNIT_EXP
+    ys_abs = np.where(pres, np.abs(Ys), 0.0)
+    far = np.max(ys_abs, axis=1) > lim
+    shift = None
+    if far.any():
+        ylo = np.min(np.where(pres, Ys, np.inf), axis=1)
+        yhi = np.max(np.where(pres, Ys, -np.inf), axis=1)
+        shift = np.where(far, 0.5 * ylo + 0.5 * yhi, 0.0)
+        Ys = np.where(pres, Ys - shift[:, None], 0.0)
+        dev = np.where(pres, np.abs(Ys), 0.0)
+        bad = np.flatnonzero(np.max(dev, axis=1) > 2.0**EFFECT_EXP)
+        if bad.size:
+            i = int(bad[0])
+            j = int(np.argmax(dev[i]))
+            raise InvalidStudyError(
+                f"the effect {Y[i, j]!r} lies more than 2^{EFFECT_EXP} standard errors "
+                "from the other effects of its analysis: Q and tau^2 are beyond double "
+                "precision",
+                study=where(i, j),
+                field="yi",
+            )
+    return scale, Ys, Vs, shift
+
+
+def _where(i: int, j: int, m: int) -> str:
+    """How an error names study ``j`` of analysis ``i`` (``#j`` for one analysis)."""
+    return f"#{j}" if m == 1 else f"analysis {i}, study {j}"
+
+
 def kernel_from_padded(
-    Y: FloatArray, V: FloatArray, X: FloatArray | None = None, *, complete: bool = False
+    Y: FloatArray,
+    V: FloatArray,
+    X: FloatArray | None = None,
+    *,
+    complete: bool = False,
+    name: StudyNamer | None = None,
 ) -> Kernel:
     """Kernel from padded arrays where NaN (in both Y and V) marks an absent study.
 
     The caller has validated that NaNs coincide and that present variances are > 0;
     ``complete=True`` asserts that no study is absent (skips the check for NaN).
+    Data outside the unit range are rescaled per row (:func:`unit_scale`, whose
+    errors name studies by ``name``).
     """
     if X is None:
         # Intercept-only: row-major and uncentred (every quadratic form of this
@@ -632,12 +760,17 @@ def kernel_from_padded(
         Y = np.ascontiguousarray(Y, dtype=np.float64)
         V = np.ascontiguousarray(V, dtype=np.float64)
         m, n = Y.shape
-        zero = np.zeros(m)
         if complete or (n > 0 and not np.isnan(Y @ np.ones(n)).any()):  # no study absent
-            return Kernel(Y, V, np.full(m, n, dtype=np.int64), zero)
-        mask = ~np.isnan(Y)
-        k = mask.sum(axis=1).astype(np.int64)
-        return Kernel(np.where(mask, Y, 0.0), np.where(mask, V, np.inf), k, zero)
+            k = np.full(m, n, dtype=np.int64)
+            present = None
+        else:
+            present = ~np.isnan(Y)
+            k = present.sum(axis=1).astype(np.int64)
+            Y = np.where(present, Y, 0.0)
+            V = np.where(present, V, np.inf)
+        scale, Y, V, shift = unit_scale(Y, V, present, name)
+        center = np.zeros(m) if shift is None else shift
+        return Kernel(Y, V, k, center, None, scale)
     mask = ~np.isnan(Y)
     # the centring of Y is undone on column 0 (_center_shift): it must be the intercept
     x0 = X[..., 0]
@@ -648,5 +781,8 @@ def kernel_from_padded(
     center = Yz.sum(axis=1) / np.maximum(k, 1)
     Yc = np.where(mask, Yz - center[:, None], 0.0)
     Vi = np.where(mask, V, np.inf)
+    scale, Yc, Vi, shift = unit_scale(Yc, Vi, mask, name)
+    if scale is not None:
+        center = center / scale + (0.0 if shift is None else shift)
     Xz = np.where(mask[..., None], X, 0.0) if X.ndim == 3 else np.asarray(X, dtype=float)
-    return Kernel(Yc, Vi, k, center, Xz)
+    return Kernel(Yc, Vi, k, center, Xz, scale)

@@ -24,6 +24,7 @@ from alliance_meta.core.estimators import MOMENT_METHODS, CoreMethod
 from alliance_meta.core.kernel import Kernel, kernel_from_long, kernel_from_padded
 from alliance_meta.core.univariate import CoreFit, concat_fits, fit, fit_slim, permute_rows
 from alliance_meta.core.vcov import CoreTest
+from alliance_meta.exceptions import ModelSpecificationError
 
 __all__ = [
     "CHUNK_CELLS",
@@ -74,6 +75,10 @@ class ManyData:
     long: LongData | None = None
     #: the padded input is known to have no absent study (no NaN)
     complete: bool = False
+    #: every variance and effect lies in the range where no rescaling is needed
+    #: (:func:`alliance_meta.core.kernel.in_unit_range`); long-format data outside it
+    #: are fitted grouped, never by the (unscaled) scatter kernel
+    unit: bool = True
 
 
 #: Target number of cells (analyses x studies) per chunk: large enough that numpy's
@@ -89,7 +94,12 @@ def n_threads() -> int:
     """Worker threads for chunked pooling (``ALLIANCE_META_NUM_THREADS``, default 1)."""
     env = os.environ.get("ALLIANCE_META_NUM_THREADS")
     if env:
-        return max(1, int(env))
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise ModelSpecificationError(
+                f"ALLIANCE_META_NUM_THREADS must be a whole number of threads, got {env!r}"
+            ) from None
     # One thread by default: on this 2-core reference machine a second thread made
     # every pool_many benchmark slower (memory-bound passes, GIL hand-offs between
     # short numpy calls); see docs/benchmarks.rst.
@@ -208,10 +218,15 @@ def iter_grouped(gl: GroupedLong) -> Iterator[tuple[Kernel, npt.NDArray[np.int64
         sz = gl.sizes[i:j]
         w = int(sz[-1])
         idx = gl.order[a:b]
+
+        def name(r: int, c: int, i: int = i) -> str:
+            # study c of the chunk's row r is this row of the long-format input
+            return f"#{int(gl.order[int(gl.starts[i + r]) + c])}"
+
         if int(sz[0]) == w:
             Y = np.take(gl.y, idx).reshape(j - i, w)
             V = np.take(gl.v, idx).reshape(j - i, w)
-            yield kernel_from_padded(Y, V, complete=True), gl.groups[i:j]
+            yield kernel_from_padded(Y, V, complete=True, name=name), gl.groups[i:j]
         else:
             row = np.repeat(np.arange(j - i), sz)
             pos = np.arange(b - a) - np.repeat(gl.starts[i:j] - a, sz)
@@ -219,7 +234,7 @@ def iter_grouped(gl: GroupedLong) -> Iterator[tuple[Kernel, npt.NDArray[np.int64
             V = np.full((j - i, w), np.nan)
             Y[row, pos] = np.take(gl.y, idx)
             V[row, pos] = np.take(gl.v, idx)
-            yield kernel_from_padded(Y, V), gl.groups[i:j]
+            yield kernel_from_padded(Y, V, name=name), gl.groups[i:j]
         i = j
 
 
@@ -247,14 +262,21 @@ def iter_kernels(
         step = chunk_rows(n)
         for start in range(0, m, step):
             stop = min(start + step, m)
+
+            def name(r: int, c: int, start: int = start) -> str:
+                return f"analysis {start + r}, study {c}"
+
             kern = kernel_from_padded(
-                data.padded_y[start:stop], data.padded_v[start:stop], complete=data.complete
+                data.padded_y[start:stop],
+                data.padded_v[start:stop],
+                complete=data.complete,
+                name=name,
             )
             yield kern, slice(start, stop)
     else:
         long = data.long
         assert long is not None
-        if moments:
+        if moments and data.unit:
             kern = kernel_from_long(long.y, long.v, long.codes, long.counts)
             yield kern, slice(0, long.counts.size)
         else:
@@ -284,7 +306,7 @@ def fit_groups(
 
 
 _MANY_FIELDS = (
-    "estimate", "se", "tau2", "QE", "vt", "k", "iterations", "converged",
+    "estimate", "se", "tau2", "QE", "h", "k", "iterations", "converged",
 )
 
 

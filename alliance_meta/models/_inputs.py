@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = [
     "as_float_array",
     "check_level",
+    "check_measure",
     "check_method",
     "check_test",
     "resolve_input",
@@ -46,10 +47,49 @@ def check_test(test: str) -> CoreTest:
 
 
 def check_level(level: float) -> float:
+    """``level`` as a float strictly between 0 and 1, or a clear error."""
+    if isinstance(level, bool) or not isinstance(level, (int, float, np.integer, np.floating)):
+        raise ModelSpecificationError(
+            f"level must be a number strictly between 0 and 1, got {level!r}"
+        )
     lv = float(level)
     if not 0.0 < lv < 1.0:
         raise ModelSpecificationError(f"level must lie strictly between 0 and 1, got {level!r}")
     return lv
+
+
+#: The outcome measures of metafor 3.8.1's ``escalc`` (its measure argument), which a
+#: ``measure=`` may name besides the :data:`~alliance_meta._types.Measure` literal.
+METAFOR_MEASURES = frozenset("""
+    ABT AHW ARAW AS COR CVLN CVR CVRC D2OR D2ORL D2ORN GEN IR IRD IRFT IRLN IRR IRS
+    IRSD MC MD MN MNLN MPOR MPORC MPORM MPPETO MPRD MPRR OR OR2D OR2DL OR2DN PAS PBIT
+    PCOR PETO PFT PHI PLN PLO PR PRZ R2 RBIS RD REH ROM ROMC RPB RR RTET SDLN SMCC
+    SMCR SMCRH SMCRP SMCRPH SMD SMD1 SMD1H SMDH SMN SPCOR UCOR VR VRC YUQ YUY ZCOR
+    ZPCOR ZPHI ZR2 ZSPCOR ZTET
+""".split())
+
+
+def check_measure(measure: object) -> Measure:
+    """``measure`` if it names an outcome measure (the
+    :data:`~alliance_meta._types.Measure` literal, or one of metafor's ``escalc``
+    measures), or a clear error, with the spelling to use where only the case
+    differs: ``"zcor"`` is not silently left without its back-transformation."""
+    known = (*get_args(Measure), *sorted(METAFOR_MEASURES - set(get_args(Measure))))
+    if isinstance(measure, str) and measure in known:
+        return cast(Measure, measure)
+    if isinstance(measure, str):
+        close = [n for n in known if n.lower() == measure.lower()]
+        if close:
+            raise InvalidStudyError(
+                f"unknown measure {measure!r}; measure names are case-sensitive, did you "
+                f"mean {close[0]!r}?",
+                field="measure",
+            )
+    raise InvalidStudyError(
+        f"unknown measure {measure!r}; expected one of {', '.join(get_args(Measure))} or "
+        "another of metafor's escalc measures",
+        field="measure",
+    )
 
 
 def as_float_array(values: object, field: str) -> FloatArray:
@@ -99,6 +139,7 @@ def resolve_input(
     measure: Measure,
 ) -> tuple[FloatArray, FloatArray, tuple[str, ...], Measure]:
     """``(yi, vi, labels, measure)`` from either studies or arrays, validated."""
+    measure = check_measure(measure)
     if studies is not None:
         if yi is not None or vi is not None:
             raise ModelSpecificationError("give either studies or yi/vi, not both")
