@@ -17,7 +17,8 @@ Estimators (:mod:`alliance_meta.core.estimators`) are written once, in terms of 
 quadratic forms and traces of the projection matrix
 ``P = W - W X (X'WX)^{-1} X'W`` that metafor's ``rma.uni`` uses (Viechtbauer, 2005).
 Two kernels supply those quantities: a closed-form one for the intercept-only model
-and a general one with explicit ``P`` for meta-regression.  The closed-form one also
+and a general one for meta-regression, which takes them from the QR decomposition
+of ``W^½X`` without forming ``P`` (``O(n p)`` memory per analysis).  The closed-form one also
 reads long-format data ungrouped (:class:`ScatterKernel`: 1-D studies with a group
 code each), for what needs only weight moments.  Callers say which quantities they
 need with a :class:`Need` flag; :meth:`Kernel.weighted` computes no more than that
@@ -241,8 +242,7 @@ class Kernel:
         if self.X is None:
             have, st = self._weighted_io(tau2, need, slot == "last")
         else:
-            # the general kernel forms P explicitly: everything but the traces with V
-            # comes at once
+            # the general kernel's QR gives everything but the traces with V at once
             have = Need.FIT if need & ~Need.FIT == Need(0) else Need.LIKELIHOOD
             have |= need & Need.VTRACES
             w = np.add(self.V, tau2[:, None])
@@ -394,19 +394,38 @@ class Kernel:
         return st
 
     def _weighted_general(self, w: FloatArray, have: Need) -> Stats:
-        vb, beta, P, Py, Q = _wls(self._Xfull(), w, self.Y)
-        st = Stats(S1=w.sum(axis=1), Q=Q, beta=beta, vb=vb)
+        """Every quantity of ``P`` from the QR decomposition of ``W^½X``, in
+        ``O(n p²)`` time and ``O(n p)`` memory per row: ``P`` is never formed.
+
+        With ``W^½X = QR``, ``H = QQᵀ``, leverages ``h_i = ||Q_i||²``, the weighted
+        residual ``r = (I - H)W^½y`` and ``M = QᵀWQ``:
+        ``Py = W^½r``, ``y'PPy = Σ w r²``, ``y'PPPy = ||(I - H)(w ⊙ r)||²``,
+        ``tr(P) = Σ w (1 - h)``, ``tr(PP) = Σ w² - 2 Σ w² h + ||M||²_F`` and, with
+        ``d = w v`` and ``D = QᵀdiagQ(d)``, ``tr(PVPV) = Σ d² - 2 Σ d² h + ||D||²_F``,
+        ``tr(PVP) = Σ v w (w (1 - 2h) + Q_iᵀMQ_i)``.
+        """
+        qr = _wls(self._Xfull(), w, self.Y)
+        st = Stats(S1=w.sum(axis=1), Q=qr.rss, beta=qr.beta, vb=qr.vb)
         if have & Need.YPPY:
+            Qf, h, r = qr.Q, qr.h, qr.resid
             st.S2 = rowdot(w, w)
-            st.yPPy = rowdot(Py, Py)
-            st.yPPPy = np.einsum("mi,mij,mj->m", Py, P, Py)
-            st.trP = np.einsum("mii->m", P)
-            st.trPP = np.einsum("mij,mij->m", P, P)
+            u = w * r * r
+            st.yPPy = rowsum(u)
+            a = w * r
+            a = a - _project(Qf, a)
+            st.yPPPy = rowdot(a, a)
+            st.trP = rowdot(w, 1.0 - h)
+            M = np.swapaxes(Qf, 1, 2) @ (w[:, :, None] * Qf)
+            w2 = w * w
+            st.trPP = rowsum(w2) - 2.0 * rowdot(w2, h) + np.einsum("mij,mij->m", M, M)
             if have & Need.VTRACES:
                 Vz = np.where(np.isfinite(self.V), self.V, 0.0)
-                PV = P * Vz[:, None, :]
-                st.trPVPV = np.einsum("mij,mji->m", PV, PV)
-                st.trPVP = np.einsum("mij,mij->m", PV, P)
+                d = w * Vz
+                D = np.swapaxes(Qf, 1, 2) @ (d[:, :, None] * Qf)
+                d2 = d * d
+                st.trPVPV = rowsum(d2) - 2.0 * rowdot(d2, h) + np.einsum("mij,mij->m", D, D)
+                QM = np.einsum("mij,mjk,mik->mi", Qf, M, Qf)  # Q_iᵀ M Q_i
+                st.trPVP = rowdot(Vz * w, w * (1.0 - 2.0 * h) + QM)
         return st
 
     # -- unweighted quantities (HE estimator, SJ start) ----------------------
@@ -431,11 +450,17 @@ class Kernel:
             trPV = sv * (kf - 1.0) / kf
             trPVPV = sv2 - 2.0 * sv2 / kf + (sv / kf) ** 2
             return rss, trPV, trPVPV
+        # the ordinary least-squares projection I - H (weights 1 where present):
+        # tr(PV) = Σ v (1 - h) and tr(PVPV) = Σ v² - 2 Σ v² h + ||QᵀVQ||²_F
         mask = self.mask
         Vz = np.where(mask, self.V, 0.0)
-        _, _, P, _, rss = _wls(self._Xfull(), mask.astype(np.float64), self.Y)
-        PV = P * Vz[:, None, :]
-        return rss, np.einsum("mii->m", PV), np.einsum("mij,mji->m", PV, PV)
+        qr = _wls(self._Xfull(), mask.astype(np.float64), self.Y)
+        Qf, h = qr.Q, qr.h
+        C = np.swapaxes(Qf, 1, 2) @ (Vz[:, :, None] * Qf)
+        v2 = Vz * Vz
+        trPV = rowdot(Vz, 1.0 - h)
+        trPVPV = rowsum(v2) - 2.0 * rowdot(v2, h) + np.einsum("mij,mij->m", C, C)
+        return qr.rss, trPV, trPVPV
 
 
 def wls_qr(X: FloatArray, w: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -453,13 +478,25 @@ def wls_qr(X: FloatArray, w: FloatArray) -> tuple[FloatArray, FloatArray]:
     return A @ Rinv, Rinv
 
 
-def _wls(
-    X: FloatArray, w: FloatArray, Y: FloatArray
-) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
-    """``((X'WX)⁻¹, b, P, Py, y'Py)`` of every row, with ``P = W - WX(X'WX)⁻¹X'W``.
+@dataclass
+class _QR:
+    """Weighted least squares of every row through the QR of ``W^½X`` (see
+    :func:`_wls`)."""
 
-    Through :func:`wls_qr`: ``b = R⁻¹QᵀW^½y``, ``P = W^½(I - QQᵀ)W^½`` (explicit,
-    ``(m, n, n)``) and ``y'Py`` the squared norm of the residual ``(I - QQᵀ)W^½y``.
+    vb: FloatArray  # (X'WX)⁻¹, (m, p, p)
+    beta: FloatArray  # (m, p)
+    Q: FloatArray  # (m, n, p), orthonormal columns spanning W^½X
+    h: FloatArray  # (m, n), leverages ||Q_i||²
+    resid: FloatArray  # (m, n), r = (I - QQᵀ) W^½ y
+    rss: FloatArray  # (m,), y'Py = ||r||²
+
+
+def _wls(X: FloatArray, w: FloatArray, Y: FloatArray) -> _QR:
+    """Weighted least squares of every row, without the ``n x n`` projection.
+
+    Through :func:`wls_qr`: ``b = R⁻¹QᵀW^½y``, the residual ``r = (I - QQᵀ)W^½y``
+    and ``y'Py = ||r||²`` with ``P = W - WX(X'WX)⁻¹X'W = W^½(I - QQᵀ)W^½``; memory is
+    ``O(n p)`` per row.
     """
     Qf, Rinv = wls_qr(X, w)
     vb: FloatArray = Rinv @ np.swapaxes(Rinv, 1, 2)
@@ -468,12 +505,14 @@ def _wls(
     qz = np.swapaxes(Qf, 1, 2) @ z[:, :, None]  # (m, p, 1)
     beta = (Rinv @ qz)[:, :, 0]
     resid = z - (Qf @ qz)[:, :, 0]
-    SQ = Qf * sw[:, :, None]
-    # a contiguous transpose keeps the batched product on BLAS
-    P = -(SQ @ np.ascontiguousarray(np.swapaxes(SQ, 1, 2)))
-    idx = np.arange(P.shape[1])
-    P[:, idx, idx] += w
-    return vb, beta, P, sw * resid, rowdot(resid, resid)
+    h = np.einsum("mij,mij->mi", Qf, Qf)
+    return _QR(vb, beta, Qf, h, resid, rowdot(resid, resid))
+
+
+def _project(Qf: FloatArray, a: FloatArray) -> FloatArray:
+    """``QQᵀa`` for every row (``Qf`` is ``(m, n, p)``, ``a`` is ``(m, n)``)."""
+    out: FloatArray = (Qf @ (np.swapaxes(Qf, 1, 2) @ a[:, :, None]))[:, :, 0]
+    return out
 
 
 def _moment_terms(B: FloatArray, y: FloatArray, nsum: int) -> None:

@@ -133,9 +133,11 @@ class ManyPoolResult:
     measure: Measure
     #: τ²/vt (metafor's typical within-study variance), from which I² and H² follow
     _h: FloatArray = attrs.field(eq=False, repr=False, alias="h")
-    _data: ManyData = attrs.field(eq=False, repr=False, alias="data")
+    _data: ManyData = attrs.field(
+        eq=False, repr=False, alias="data", metadata={"cache": True}
+    )
     _tau2_se_known: FloatArray | None = attrs.field(
-        default=None, eq=False, repr=False, alias="tau2_se_known"
+        default=None, eq=False, repr=False, alias="tau2_se_known", metadata={"cache": True}
     )
     #: studies left out under ``nan_policy="omit"``: input rows (long format) or flat
     #: positions (2-D input)

@@ -17,7 +17,6 @@ Viechtbauer, W. (2010). Conducting meta-analyses in R with the metafor package.
 from __future__ import annotations
 
 import math
-import types
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -50,7 +49,7 @@ from alliance_meta.models.pooling import (
     reset_message,
     result_from_core,
 )
-from alliance_meta.results.base import IntervalArray, freeze_arrays
+from alliance_meta.results.base import FrozenMap, IntervalArray, freeze_arrays
 from alliance_meta.results.summary import info_table, make_summary, value_table
 
 if TYPE_CHECKING:
@@ -62,7 +61,8 @@ Tau2Mode = Literal["separate", "common"]
 
 
 def _readonly_mapping(d: Mapping[str, Any]) -> Mapping[str, Any]:
-    return types.MappingProxyType(dict(d))
+    # picklable and deep-copyable, unlike types.MappingProxyType
+    return FrozenMap(d)
 
 
 @attrs.frozen(field_transformer=freeze_arrays)
