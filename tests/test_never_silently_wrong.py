@@ -19,6 +19,7 @@ import alliance_meta as am
 from alliance_meta.core.estimators import ESTIMATORS
 from alliance_meta.exceptions import (
     AllianceMetaWarning,
+    ConvergenceWarning,
     DataOmittedWarning,
     InvalidStudyError,
     ModelSpecificationError,
@@ -324,3 +325,97 @@ def test_changing_the_inputs_afterwards_changes_nothing(layout: str) -> None:
     np.testing.assert_array_equal(res.tau2_se, fresh.tau2_se)
     np.testing.assert_array_equal(res.heterogeneity_ci().tau2.high,
                                   fresh.heterogeneity_ci().tau2.high)
+
+
+# ---------------------------------------------------------------------------
+# Item 4: bad moderators were dropped as "redundant", not refused
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, 1e160, -3e200, 1e155])
+@pytest.mark.parametrize("through", ["mapping", "studyset"])
+def test_bad_moderator_is_refused_naming_it(bad: float, through: str) -> None:
+    """An infinite moderator value, or one so large that the design overflows
+    (>= 1e160), was dropped as redundant and the fit came back intercept-only."""
+    y = [0.1, 0.3, 0.35, 0.2, 0.5, 0.4]
+    v = [0.01, 0.02, 0.015, 0.01, 0.02, 0.03]
+    x = [1.0, 2.0, 3.0, bad, 5.0, 6.0]
+    with pytest.raises(InvalidStudyError) as info:
+        if through == "mapping":
+            am.meta_regression(yi=y, vi=v, moderators={"dose": x})
+        else:
+            ss = am.StudySet.from_arrays(y, v, moderators={"dose": x})
+            am.meta_regression(ss, moderators=["dose"])
+    assert info.value.field == "dose"
+    assert info.value.study in ("Study 4", "4")
+
+
+def test_large_but_representable_moderator_is_fitted() -> None:
+    """1e100 is far from unit scale but computable: the slope is 1e-100 times the
+    slope of the same data with x / 1e100 (not dropped, not wrong)."""
+    y = [0.1, 0.3, 0.35, 0.2, 0.5, 0.4]
+    v = [0.01, 0.02, 0.015, 0.01, 0.02, 0.03]
+    x = np.array([1.0, 2.0, 3.0, 2.5, 5.0, 6.0])
+    big = am.meta_regression(yi=y, vi=v, moderators={"x": x * 1e100}, method="REML")
+    ref = am.meta_regression(yi=y, vi=v, moderators={"x": x}, method="REML")
+    assert big.coef_names == ("intrcpt", "x")
+    # 1e-9: x * 1e100 is rounded (1 ulp) and τ² is solved to 1e-10 relative
+    assert math.isclose(big.coef[1] * 1e100, ref.coef[1], rel_tol=1e-9)
+    assert math.isclose(big.tau2, ref.tau2, rel_tol=1e-9, abs_tol=1e-15)
+
+
+# ---------------------------------------------------------------------------
+# Item 8: refits hid their warnings and had no converged flag
+# ---------------------------------------------------------------------------
+
+#: Nine studies of dat.lau1992 (tests/reference/reml_peaks.json, lau1992_subset)
+#: whose REML maximum metafor misses; with a tenth study added, the leave-one-out
+#: refit without it is that set.
+LAU_Y = [-0.973494728720767, -1.84054963339749, 0.950482096622434, -0.534542150383307,
+         -0.293632172461735, -2.75066650325663, -0.8754687373539, -0.214873456771805,
+         0.378653850657507]
+LAU_V = [0.13597512393328, 0.602857142857143, 0.517537449762514, 0.654583333333333,
+         0.0024963987305287, 2.22856078546151, 1.68333333333333, 0.00329905878367789,
+         0.147032436162871]
+
+
+def test_refits_surface_one_warning_naming_rows() -> None:
+    """leave_one_out, influence and cumulative swallowed the ConvergenceWarnings of
+    their inner fits and exposed no converged flag."""
+    y = [*LAU_Y, 0.1]
+    v = [*LAU_V, 0.05]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AllianceMetaWarning)
+        fit = am.random_effects(yi=y, vi=v, method="REML")
+    for fn in (am.leave_one_out, am.influence):
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            res = fn(fit)
+        msgs = [str(w.message) for w in rec if issubclass(w.category, ConvergenceWarning)]
+        assert len(msgs) == 1 and "'Study 10'" in msgs[0]
+        assert res.converged.shape == (10,) and res.converged.dtype == bool
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        cum = am.cumulative(fit)
+    msgs = [str(w.message) for w in rec if issubclass(w.category, ConvergenceWarning)]
+    assert len(msgs) == 1 and "'Study 9'" in msgs[0]  # the step that pools the nine
+    assert cum.converged.all()  # the search converged; its maximum is metafor's miss
+
+
+def test_refits_report_non_convergence(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refit whose τ² search did not converge is flagged and named."""
+    import alliance_meta.core.univariate as uni
+
+    real = uni.estimate_tau2
+
+    def flaky(kern: Any, method: Any, with_se: bool = True) -> Any:
+        est = real(kern, method, with_se)
+        conv = np.asarray(est.converged).copy()
+        conv[0] = False  # the first refit of each batch "did not converge"
+        return type(est)(est.tau2, est.se, est.iterations, conv, est.differs, est.tau2_k)
+
+    fit = am.random_effects(yi=[0.1, 0.3, 0.35, 0.2, 0.5], vi=[0.01, 0.02, 0.015, 0.01, 0.02])
+    monkeypatch.setattr(uni, "estimate_tau2", flaky)
+    with pytest.warns(am.exceptions.ConvergenceWarning, match="did not converge: 'Study 1'"):
+        res = am.leave_one_out(fit)
+    assert res.converged.tolist() == [False, True, True, True, True]

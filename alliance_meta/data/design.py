@@ -29,6 +29,7 @@ __all__ = [
     "Term",
     "build_design",
     "check_design",
+    "check_design_values",
     "factor_codes",
     "independent_columns",
     "new_design_rows",
@@ -210,10 +211,42 @@ def build_design(
 REDUNDANT_TOL = 1e-7
 
 
+#: Design values beyond this magnitude (2^400, about 2.6e120) are refused: the
+#: coefficients' covariance ~ 1/x² would underflow and the products x² w of the
+#: weighted cross-products overflow.
+DESIGN_LIMIT = 2.0**400
+
+
+def check_design_values(
+    X: FloatArray, names: Sequence[str], labels: Sequence[str]
+) -> None:
+    """Refuse a design value that is not finite or beyond :data:`DESIGN_LIMIT`,
+    naming the study and the column (moderator): such a column must not be silently
+    dropped as redundant, nor give wrong numbers."""
+    bad = ~np.isfinite(X) | (np.abs(X) > DESIGN_LIMIT)
+    if bad.any():
+        i, j = (int(t) for t in np.argwhere(bad)[0])
+        raise InvalidStudyError(
+            f"moderator value {float(X[i, j])!r} in design column {names[j]!r} is "
+            + ("not finite" if not np.isfinite(X[i, j]) else
+               f"beyond {DESIGN_LIMIT:.3g} in magnitude; rescale the moderator")
+            + " (it would otherwise be dropped as redundant or overflow)",
+            study=labels[i],
+            field=names[j],
+        )
+
+
 def independent_columns(X: FloatArray) -> npt.NDArray[np.bool_]:
     """Columns of ``X`` kept by R's ``lm(yi ~ X - 1)``: each in turn unless it is a
     linear combination of the kept ones before it (its residual after projecting
-    on them is at most ``REDUNDANT_TOL`` times its norm)."""
+    on them is at most ``REDUNDANT_TOL`` times its norm).
+
+    Each column is first scaled by a power of two to a largest value near 1 (the
+    test is scale-free per column), so that norms of large values cannot overflow
+    and make a column look redundant."""
+    big = np.max(np.abs(X), axis=0) if X.size else np.zeros(X.shape[1])
+    _, e = np.frexp(np.where(big > 0, big, 1.0))
+    X = np.ldexp(X, -e[None, :])
     keep = np.zeros(X.shape[1], dtype=bool)
     for j in range(X.shape[1]):
         col = X[:, j]

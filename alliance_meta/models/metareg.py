@@ -41,6 +41,7 @@ from alliance_meta.data.design import (
     as_studyset,
     build_design,
     check_design,
+    check_design_values,
     independent_columns,
     new_design_rows,
 )
@@ -647,6 +648,7 @@ def meta_regression(
     y, v, labels, meas = resolve_input(studies, yi, vi, measure)
     sset = as_studyset(studies)
     names, X, terms = build_design(moderators, sset, y.size, labels)
+    check_design_values(X, names, labels)
     keep = independent_columns(X)
     dropped = tuple(n for n, kept in zip(names, keep, strict=True) if not kept)
     if dropped:
