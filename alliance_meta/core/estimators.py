@@ -287,7 +287,7 @@ def _profile(K: Kernel, t: FloatArray, reml: bool) -> Profile:
     # absent studies have v = +inf, so log(1 + t/v) = 0
     # (log(1 + x) is exact to an absolute 1e-16, all the bounds need, and log1p
     # costs twice as much)
-    dL = rowsum(np.log(1.0 + t[:, None] / K.V))
+    dL = rowsum(np.log(1.0 + t[:, None] / K.V)) if t.any() else np.zeros(K.m)
     if not reml:
         zero = np.zeros(K.m)
         return Profile(dL, st.S1, st.S2, st.Q, -st.yPPy, zero, zero, st.yPPy - st.S1)
@@ -313,7 +313,7 @@ def _likelihood(kern: Kernel, reml: bool) -> Estimate:
     fun = _reml_fun if reml else _ml_fun
     gain = _reml_gain if reml else _ml_gain
     he = _he_value(kern)
-    tau2, it, conv = positive_root(kern, fun, he, gain)
+    tau2, it, conv, g_start = positive_root(kern, fun, he, gain)
     differs = np.zeros(kern.m, dtype=bool)
     # rows with k <= p have no likelihood to search (τ² = 0, as metafor)
     idx = np.flatnonzero(kern.k > max(kern.p, 1))
@@ -321,7 +321,9 @@ def _likelihood(kern: Kernel, reml: bool) -> Estimate:
         return tau2, it, conv, differs
     K = kern if idx.size == kern.m else kern.take(idx)
     tau2_start = tau2
-    tg, moved, cert, _ = global_max(K, tau2[idx], fun, lambda Kt, t: _profile(Kt, t, reml))
+    tg, moved, cert, _ = global_max(
+        K, tau2[idx], fun, lambda Kt, t: _profile(Kt, t, reml), g_start[idx]
+    )
     # metafor's answer where the maximum moved: its own Fisher scoring from the HE
     # start and its ll0check (the local search above stops where metafor does on
     # every reference set, but not necessarily on paths that jump over a peak)

@@ -107,10 +107,11 @@ def positive_root(
     fun: RootFun,
     t0: FloatArray,
     gain: Callable[[Kernel, FloatArray], FloatArray] | None = None,
-) -> tuple[FloatArray, IntArray, BoolArray]:
+) -> tuple[FloatArray, IntArray, BoolArray, FloatArray]:
     """Root of a decreasing ``f`` on ``[0, inf)``; 0 where ``f(0) <= 0``.
 
-    Returns ``(tau2, iterations, converged)``.
+    Returns ``(tau2, iterations, converged, gains)``; ``gains`` is ``gain`` at the
+    returned τ² (NaN without ``gain``).
 
     With ``gain`` (the log-likelihood above that at τ² = 0), for ML and REML, this is
     the local search :func:`global_max` starts from: the root reached from the start
@@ -121,6 +122,7 @@ def positive_root(
     m = kern.m
     f0, d0, i0 = fun(kern, np.zeros(m))
     tau2 = np.zeros(m)
+    gains = np.zeros(m) if gain is not None else np.full(m, np.nan)
     iters = np.ones(m, dtype=np.int64)
     conv = np.ones(m, dtype=bool)
     # a single study has τ² = 0 (its score is 0 up to rounding, which must not
@@ -133,15 +135,18 @@ def positive_root(
         Kn = kern.take(need)
         r, it, c = solve_decreasing(Kn, fun, start)
         if gain is not None:
-            r = np.where(gain(Kn, r) < 0.0, 0.0, r)
+            g = gain(Kn, r)
+            low = g < 0.0
+            r = np.where(low, 0.0, r)
+            gains[need] = np.where(low, 0.0, g)
         tau2[need] = r
         iters[need] = it + 1
         conv[need] = c
     if gain is None:
-        return tau2, iters, conv
+        return tau2, iters, conv, gains
     other = np.flatnonzero(~need & (t0 > 0) & (kern.k > 1))
     if other.size == 0:
-        return tau2, iters, conv
+        return tau2, iters, conv, gains
     Ko = kern.take(other)
     fo, _, _ = fun(Ko, t0[other])
     up = np.flatnonzero(fo > 0)
@@ -151,10 +156,12 @@ def positive_root(
         lo = t0[idx]
         r, it, c = solve_decreasing(Ku, fun, lo, lo0=lo)
         iters[idx] += it + 1
-        better = gain(Ku, r) > 0.0
+        g = gain(Ku, r)
+        better = g > 0.0
         tau2[idx[better]] = r[better]
+        gains[idx[better]] = g[better]
         conv[idx] = c | ~better
-    return tau2, iters, conv
+    return tau2, iters, conv, gains
 
 
 def fisher_scoring(
@@ -213,7 +220,8 @@ def q_root(
         slope = -np.maximum(st.yPPy, np.finfo(float).tiny)  # dQ/dτ² = -y'PPy
         return st.Q - target_of(K), slope, slope
 
-    return positive_root(kern, fun, t0)
+    tau2, it, conv, _ = positive_root(kern, fun, t0)
+    return tau2, it, conv
 
 
 # ---------------------------------------------------------------------------
@@ -265,25 +273,39 @@ class _Points:
         self.row = np.empty(capacity, np.intp)
         self.t = np.empty(capacity)
         self.gain = np.empty(capacity)
+        #: whether the profile of a point has been evaluated (else only t and gain)
+        self.real = np.empty(capacity, dtype=bool)
         self.prof = {f: np.empty(capacity) for f in _PROFILE_FIELDS}
 
-    def add(
-        self, row: npt.NDArray[np.intp], t: FloatArray, prof: Profile, gain: FloatArray
-    ) -> npt.NDArray[np.intp]:
-        n, k = self.n, row.size
-        if n + k > self.t.size:
-            cap = max(2 * self.t.size, n + k)
+    def _grow(self, size: int) -> None:
+        if size > self.t.size:
+            cap = max(2 * self.t.size, size)
             self.row = np.resize(self.row, cap)
             self.t = np.resize(self.t, cap)
             self.gain = np.resize(self.gain, cap)
+            self.real = np.resize(self.real, cap)
             self.prof = {f: np.resize(a, cap) for f, a in self.prof.items()}
+
+    def add(
+        self, row: npt.NDArray[np.intp], t: FloatArray, prof: Profile | None, gain: FloatArray
+    ) -> npt.NDArray[np.intp]:
+        n, k = self.n, row.size
+        self._grow(n + k)
         self.row[n : n + k] = row
         self.t[n : n + k] = t
         self.gain[n : n + k] = gain
-        for f in _PROFILE_FIELDS:
-            self.prof[f][n : n + k] = getattr(prof, f)
+        self.real[n : n + k] = prof is not None
+        if prof is not None:
+            for f in _PROFILE_FIELDS:
+                self.prof[f][n : n + k] = getattr(prof, f)
         self.n = n + k
         return np.arange(n, n + k)
+
+    def fill(self, ix: npt.NDArray[np.intp], prof: Profile) -> None:
+        """Store the evaluated profile of the (virtual) points ``ix``."""
+        for f in _PROFILE_FIELDS:
+            self.prof[f][ix] = getattr(prof, f)
+        self.real[ix] = True
 
 
 def global_max(
@@ -291,6 +313,7 @@ def global_max(
     t_start: FloatArray,
     fun: RootFun,
     profile: ProfileFun,
+    g_start: FloatArray | None = None,
 ) -> tuple[FloatArray, BoolArray, BoolArray, IntArray]:
     """The global maximum on ``[0, ∞)`` of a profiled (restricted) log-likelihood.
 
@@ -299,9 +322,10 @@ def global_max(
     whether every τ² was proven not to have a higher likelihood (beyond round-off),
     and how many points were evaluated.
 
-    ``t_start`` is the local maximum (or 0) a local search reached; ``fun`` is the
-    score function of :func:`solve_decreasing`; ``profile`` gives the parts of the
-    likelihood (:class:`Profile`).
+    ``t_start`` is the local maximum (or 0) a local search reached, and ``g_start``
+    (optional) the likelihood gain there over τ² = 0, which saves evaluating it;
+    ``fun`` is the score function of :func:`solve_decreasing`; ``profile`` gives the
+    parts of the likelihood (:class:`Profile`).
 
     Notes
     -----
@@ -358,23 +382,30 @@ def global_max(
         if r.size == 0:
             return np.empty(0, np.intp)
         ev[:] += np.bincount(r, minlength=ma)
-        pr = profile(K.take(r), t)
+        every = r.size == ma and bool(np.array_equal(r, rows))
+        pr = profile(K if every else K.take(r), t)
         g = -0.5 * (pr.dL + (pr.Q - Q0[r]) + (pr.D - D0[r]))
         return pts.add(r, t, pr, g)
 
     i0 = pts.add(rows, np.zeros(ma), p0, np.zeros(ma))
-    # the initial points, evaluated in one pass: τ_c; the start t where it is
-    # interior; t/2 and 2t (if below τ_c) where it is below τ_c; τ_c/8 where t = 0
+    # the initial points, evaluated in one pass: τ_c; t/2 and 2t (if below τ_c)
+    # around a start t below τ_c; τ_c/8 where t = 0.  The start itself enters with
+    # its gain only (evaluated later if a cell needs its profile).
     ir = np.flatnonzero(t0 > 0)
     inner = np.flatnonzero((t0 > 0) & (t0 < tc))
     d2 = 2.0 * t0[inner]
     has_d = d2 < tc[inner] * (1.0 - _NEAR)
     bnd = np.flatnonzero(t0 <= 0)
-    parts_r = [rows, ir, inner, inner[has_d], bnd]
-    parts_t = [tc, t0[ir], 0.5 * t0[inner], d2[has_d], tc[bnd] / 8.0]
+    ic = evaluate(rows, tc)
+    parts_r = [inner, inner[has_d], bnd]
+    parts_t = [0.5 * t0[inner], d2[has_d], tc[bnd] / 8.0]
     ix_all = evaluate(np.concatenate(parts_r), np.concatenate(parts_t))
     cuts = np.cumsum([0] + [x.size for x in parts_r])
-    ic, it_, i_h, i_dd, i_8 = (ix_all[cuts[j] : cuts[j + 1]] for j in range(5))
+    i_h, i_dd, i_8 = (ix_all[cuts[j] : cuts[j + 1]] for j in range(3))
+    if g_start is None:
+        it_ = evaluate(ir, t0[ir])
+    else:
+        it_ = pts.add(ir, t0[ir], None, np.asarray(g_start, dtype=float)[act][ir])
     best = np.zeros(ma)
     ibest = i0.copy()
     tb = np.zeros(ma)
@@ -382,7 +413,7 @@ def global_max(
     best[ir[up]] = pts.gain[it_[up]]
     ibest[ir[up]] = it_[up]
     tb[ir[up]] = t0[ir[up]]
-    g_start = best.copy()
+    g0 = best.copy()
     # [τ_c, ∞): the maximum is at τ_c, or at the one root above it
     above = np.flatnonzero((pts.prof["score"][ic] > 0) & ~(t0 > tc * (1.0 + _NEAR)))
     if above.size:
@@ -420,9 +451,14 @@ def global_max(
             # cells of no width hold no more than their ends' values
             live = ~beside & (tb_ - ta > _NEAR * tb_)
             j = np.flatnonzero(live)
-            live[j] = _cell_bound(pts, cells_a[j], cells_b[j], Q0, D0, vmin[act]) > (
-                best[r[j]] + tol[r[j]]
-            )
+            ends = np.concatenate([cells_a[j], cells_b[j]])
+            virtual = np.unique(ends[~pts.real[ends]])
+            if virtual.size:
+                rv = pts.row[virtual]
+                ev[:] += np.bincount(rv, minlength=ma)
+                pts.fill(virtual, profile(K.take(rv), pts.t[virtual]))
+            live[j] = _cell_bound(pts, cells_a[j], cells_b[j], Q0, D0, vmin[act],
+                                  best[r[j]] + tol[r[j]])
             cells_a, cells_b = cells_a[live], cells_b[live]
         if cells_a.size == 0:
             break
@@ -473,7 +509,7 @@ def global_max(
         cells_b = np.concatenate(new_b)
     cert = np.ones(ma, dtype=bool)
     cert[pts.row[cells_a]] = False
-    mv = best > g_start + tol
+    mv = best > g0 + tol
     tau_best[act] = np.where(mv, tb, t0)
     moved[act] = mv
     certified[act] = cert
@@ -488,8 +524,10 @@ def _cell_bound(
     Q0: FloatArray,
     D0: FloatArray,
     vmin: FloatArray,
-) -> FloatArray:
-    """Upper bound of the likelihood gain on each cell ``[a, b] = [t[ia], t[ib]]``.
+    level: FloatArray,
+) -> BoolArray:
+    """Whether the likelihood gain may exceed ``level`` on each cell
+    ``[a, b] = [t[ia], t[ib]]``: whether an upper bound of it does.
 
     Two bounds, the smaller is kept (see :func:`global_max`):
 
@@ -528,8 +566,17 @@ def _cell_bound(
                 + np.maximum(Da + dDa * (t - a), Db + dDb * (t - b))
             )
             u1 = np.maximum(u1, -0.5 * (lo - c0))
-        # -- in x = 1/(v_min + τ²)  (x decreases as τ² grows: xa > xb)
-        vm = vmin[r]
+        over: BoolArray = ~(u1 <= level)
+        if not over.any():
+            return over
+        # -- in x = 1/(v_min + τ²) (x decreases as τ² grows: xa > xb), for the cells
+        # the first bound does not discard
+        j = np.flatnonzero(over)
+        a, b, La, Lb, Qa, Qb, Da, Db, c0 = (
+            q[j] for q in (a, b, La, Lb, Qa, Qb, Da, Db, c0)
+        )
+        ia, ib = ia[j], ib[j]
+        vm = vmin[r[j]]
         xa, xb = 1.0 / (vm + a), 1.0 / (vm + b)
         gLa = -pr["S1"][ia] / (xa * xa)  # dL/dx
         gLb = -pr["S1"][ib] / (xb * xb)
@@ -545,6 +592,5 @@ def _cell_bound(
                 + Db + sD * (x - xb)
             )
             u2 = np.maximum(u2, -0.5 * (lo - c0))
-    out: FloatArray = np.minimum(np.where(np.isnan(u1), np.inf, u1),
-                                 np.where(np.isnan(u2), np.inf, u2))
-    return out
+    over[j] = ~(u2 <= level[j])
+    return over
