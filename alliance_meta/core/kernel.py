@@ -694,7 +694,11 @@ StudyNamer = Callable[[int, int], str]
 
 
 def unit_scale(
-    Y: FloatArray, V: FloatArray, present: BoolArray | None, name: StudyNamer | None = None
+    Y: FloatArray,
+    V: FloatArray,
+    present: BoolArray | None,
+    name: StudyNamer | None = None,
+    unit: bool = False,
 ) -> tuple[FloatArray | None, FloatArray, FloatArray, FloatArray | None]:
     """Rescale analyses whose data leave the unit range, by powers of two (exactly).
 
@@ -706,7 +710,8 @@ def unit_scale(
     units, None if no row is).  The model is equivariant under both, so every
     estimate is the same number in rescaled units.  ``present`` marks the present
     studies (None: all); ``name`` names a study in errors (default: ``#j`` for one
-    row, else ``analysis i, study j``).
+    row, else ``analysis i, study j``); ``unit=True`` asserts that the caller has
+    checked the unit range already.
 
     Raises
     ------
@@ -715,6 +720,8 @@ def unit_scale(
         than 2^EFFECT_EXP scaled standard errors: such input cannot be computed in
         double precision.
     """
+    if unit:
+        return None, Y, V, None
     if present is None:
         vmin, vmax = float(V.min()), float(V.max())
         ymax = max(float(Y.max()), -float(Y.min()))
@@ -785,13 +792,14 @@ def kernel_from_padded(
     *,
     complete: bool = False,
     name: StudyNamer | None = None,
+    unit: bool = False,
 ) -> Kernel:
     """Kernel from padded arrays where NaN (in both Y and V) marks an absent study.
 
     The caller has validated that NaNs coincide and that present variances are > 0;
     ``complete=True`` asserts that no study is absent (skips the check for NaN).
     Data outside the unit range are rescaled per row (:func:`unit_scale`, whose
-    errors name studies by ``name``).
+    errors name studies by ``name``; ``unit=True`` asserts the data inside it).
     """
     if X is None:
         # Intercept-only: row-major and uncentred (every quadratic form of this
@@ -807,7 +815,7 @@ def kernel_from_padded(
             k = present.sum(axis=1).astype(np.int64)
             Y = np.where(present, Y, 0.0)
             V = np.where(present, V, np.inf)
-        scale, Y, V, shift = unit_scale(Y, V, present, name)
+        scale, Y, V, shift = unit_scale(Y, V, present, name, unit)
         center = np.zeros(m) if shift is None else shift
         return Kernel(Y, V, k, center, None, scale)
     mask = ~np.isnan(Y)
@@ -820,7 +828,7 @@ def kernel_from_padded(
     center = Yz.sum(axis=1) / np.maximum(k, 1)
     Yc = np.where(mask, Yz - center[:, None], 0.0)
     Vi = np.where(mask, V, np.inf)
-    scale, Yc, Vi, shift = unit_scale(Yc, Vi, mask, name)
+    scale, Yc, Vi, shift = unit_scale(Yc, Vi, mask, name, unit)
     if scale is not None:
         center = center / scale + (0.0 if shift is None else shift)
     Xz = np.where(mask[..., None], X, 0.0) if X.ndim == 3 else np.asarray(X, dtype=float)

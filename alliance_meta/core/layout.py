@@ -200,7 +200,9 @@ def group_long(
     return GroupedLong(y, v, order.astype(np.int64, copy=False), by_size, sizes, starts)
 
 
-def iter_grouped(gl: GroupedLong) -> Iterator[tuple[Kernel, npt.NDArray[np.int64]]]:
+def iter_grouped(
+    gl: GroupedLong, unit: bool = False
+) -> Iterator[tuple[Kernel, npt.NDArray[np.int64]]]:
     G = gl.groups.size
     i = 0
     while i < G:
@@ -226,7 +228,7 @@ def iter_grouped(gl: GroupedLong) -> Iterator[tuple[Kernel, npt.NDArray[np.int64
         if int(sz[0]) == w:
             Y = np.take(gl.y, idx).reshape(j - i, w)
             V = np.take(gl.v, idx).reshape(j - i, w)
-            yield kernel_from_padded(Y, V, complete=True, name=name), gl.groups[i:j]
+            yield kernel_from_padded(Y, V, complete=True, name=name, unit=unit), gl.groups[i:j]
         else:
             row = np.repeat(np.arange(j - i), sz)
             pos = np.arange(b - a) - np.repeat(gl.starts[i:j] - a, sz)
@@ -234,7 +236,7 @@ def iter_grouped(gl: GroupedLong) -> Iterator[tuple[Kernel, npt.NDArray[np.int64
             V = np.full((j - i, w), np.nan)
             Y[row, pos] = np.take(gl.y, idx)
             V[row, pos] = np.take(gl.v, idx)
-            yield kernel_from_padded(Y, V, name=name), gl.groups[i:j]
+            yield kernel_from_padded(Y, V, name=name, unit=unit), gl.groups[i:j]
         i = j
 
 
@@ -271,6 +273,7 @@ def iter_kernels(
                 data.padded_v[start:stop],
                 complete=data.complete,
                 name=name,
+                unit=data.unit,
             )
             yield kern, slice(start, stop)
     else:
@@ -280,7 +283,7 @@ def iter_kernels(
             kern = kernel_from_long(long.y, long.v, long.codes, long.counts)
             yield kern, slice(0, long.counts.size)
         else:
-            yield from iter_grouped(long.grouped())
+            yield from iter_grouped(long.grouped(), data.unit)
 
 
 def fit_groups(

@@ -452,8 +452,9 @@ def global_max(
             live = ~beside & (tb_ - ta > _NEAR * tb_)
             j = np.flatnonzero(live)
             ends = np.concatenate([cells_a[j], cells_b[j]])
-            virtual = np.unique(ends[~pts.real[ends]])
-            if virtual.size:
+            unreal = ~pts.real[ends]
+            if unreal.any():
+                virtual = np.unique(ends[unreal])
                 rv = pts.row[virtual]
                 ev[:] += np.bincount(rv, minlength=ma)
                 pts.fill(virtual, profile(K.take(rv), pts.t[virtual]))

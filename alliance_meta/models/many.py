@@ -291,9 +291,9 @@ def _owned(arr: FloatArray, source: object) -> FloatArray:
 
 
 def _prepare_padded(y: FloatArray, v: FloatArray, nan_policy: NanPolicy) -> tuple[
-    FloatArray, FloatArray, bool, npt.NDArray[np.int64]
+    FloatArray, FloatArray, bool, npt.NDArray[np.int64], bool
 ]:
-    """Validate 2-D input: ``(y, v, complete, omitted)``.
+    """Validate 2-D input: ``(y, v, complete, omitted, unit)``.
 
     ``complete``: no study is absent.  ``min``/``max`` propagate NaN and expose ±inf,
     so four reductions prove every value present and finite and every variance
@@ -302,15 +302,10 @@ def _prepare_padded(y: FloatArray, v: FloatArray, nan_policy: NanPolicy) -> tupl
     ``yi``, ``vi`` is made absent and reported (``omitted``: flat positions).
     """
     none = np.empty(0, dtype=np.int64)
-    if (
-        y.shape == v.shape
-        and y.size > 0
-        and float(v.min()) > 0
-        and float(v.max()) < math.inf
-        and math.isfinite(float(y.min()))
-        and math.isfinite(float(y.max()))
-    ):
-        return y, v, True, none
+    if y.shape == v.shape and y.size > 0:
+        vmin, vmax, ymin, ymax = float(v.min()), float(v.max()), float(y.min()), float(y.max())
+        if vmin > 0 and vmax < math.inf and math.isfinite(ymin) and math.isfinite(ymax):
+            return y, v, True, none, in_unit_range(vmin, vmax, max(ymax, -ymin))
     omitted = none
     if nan_policy == "omit" and y.shape == v.shape:
         half = np.isnan(y) != np.isnan(v)
@@ -319,7 +314,7 @@ def _prepare_padded(y: FloatArray, v: FloatArray, nan_policy: NanPolicy) -> tupl
             y = np.where(half, np.nan, y)
             v = np.where(half, np.nan, v)
     _validate_padded(y, v)
-    return y, v, False, omitted
+    return y, v, False, omitted, _in_unit_range(y, v)
 
 
 def _validate_padded(Y: FloatArray, V: FloatArray) -> None:
@@ -434,18 +429,18 @@ def _as_labels(groups: object) -> npt.NDArray[Any]:
     return arr
 
 
-def _missing_labels(g: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
-    """Where a group label is missing (None, NaN, NaT)."""
-    if g.dtype.kind in "iub" or g.dtype.kind in "US":
-        return np.zeros(g.shape, dtype=bool)
+def _missing_labels(g: npt.NDArray[Any]) -> npt.NDArray[np.bool_] | None:
+    """Where a group label is missing (None, NaN, NaT); None if none can be."""
+    if g.dtype.kind in "iubUS":
+        return None
     out: npt.NDArray[np.bool_] = np.asarray(pd.isna(g), dtype=bool)
-    return out
+    return out if out.any() else None
 
 
 def _validate_long(
     y: FloatArray, v: FloatArray, g: npt.NDArray[Any], nan_policy: NanPolicy
-) -> tuple[FloatArray, FloatArray, npt.NDArray[Any], npt.NDArray[np.int64]]:
-    """Validate long-format input: ``(y, v, groups, omitted)``.
+) -> tuple[FloatArray, FloatArray, npt.NDArray[Any], npt.NDArray[np.int64], bool]:
+    """Validate long-format input: ``(y, v, groups, omitted, unit)``.
 
     Four reductions prove every effect and variance present and finite and every
     variance positive; otherwise the offending row is named (under
@@ -454,17 +449,15 @@ def _validate_long(
     """
     none = np.empty(0, dtype=np.int64)
     miss_g = _missing_labels(g)
-    ok = (
-        y.size > 0
-        and float(v.min()) > 0
-        and float(v.max()) < math.inf
-        and math.isfinite(float(y.min()))
-        and math.isfinite(float(y.max()))
-    )
-    if ok and not miss_g.any():
-        return y, v, g, none
+    if y.size > 0:
+        vmin, vmax, ymin, ymax = float(v.min()), float(v.max()), float(y.min()), float(y.max())
+        ok = vmin > 0 and vmax < math.inf and math.isfinite(ymin) and math.isfinite(ymax)
+        if ok and miss_g is None:
+            return y, v, g, none, in_unit_range(vmin, vmax, max(ymax, -ymin))
     if nan_policy == "omit":
-        drop = np.isnan(y) | np.isnan(v) | miss_g
+        drop = np.isnan(y) | np.isnan(v)
+        if miss_g is not None:
+            drop |= miss_g
         if drop.any():
             omitted = np.flatnonzero(drop).astype(np.int64)
             keep = ~drop
@@ -477,8 +470,8 @@ def _validate_long(
             if not (float(v.min()) > 0 and math.isfinite(float(v.max()))
                     and math.isfinite(float(y.min())) and math.isfinite(float(y.max()))):
                 _name_bad_long(y, v, kept)
-            return y, v, g, omitted
-    if miss_g.any():
+            return y, v, g, omitted, _in_unit_range(y, v)
+    if miss_g is not None:
         i = int(np.argmax(miss_g))
         raise InvalidStudyError(
             f"group label is missing ({g[i]!r}); nan_policy='omit' drops such rows",
@@ -486,7 +479,7 @@ def _validate_long(
             field="groups",
         )
     _name_bad_long(y, v, np.arange(y.size))
-    return y, v, g, none
+    return y, v, g, none, True  # not reached: _name_bad_long raises
 
 
 def _name_bad_long(y: FloatArray, v: FloatArray, rows: npt.NDArray[np.intp]) -> None:
@@ -630,8 +623,7 @@ def pool_many(
                 "pool_many needs 2-D (n_analyses, n_studies) arrays or 1-D arrays with groups",
                 field="yi",
             )
-        y, v, complete, omitted = _prepare_padded(y, v, nan_policy)
-        unit = _in_unit_range(y, v)
+        y, v, complete, omitted, unit = _prepare_padded(y, v, nan_policy)
         data = ManyData(y, v, complete=complete, unit=unit)
         labels: npt.NDArray[Any] = np.arange(y.shape[0])
         m = y.shape[0]
@@ -643,10 +635,10 @@ def pool_many(
             raise InvalidStudyError(
                 f"lengths differ: yi {y.size}, vi {v.size}, groups {g.size}", field="groups"
             )
-        y, v, g, omitted = _validate_long(y, v, g, nan_policy)
+        y, v, g, omitted, unit = _validate_long(y, v, g, nan_policy)
         labels, codes, counts = _factorize(g)
         m = labels.size
-        data = ManyData(None, None, LongData(y, v, codes, counts), unit=_in_unit_range(y, v))
+        data = ManyData(None, None, LongData(y, v, codes, counts), unit=unit)
     if omitted.size:
         shown = ", ".join(str(int(i)) for i in omitted[:10])
         more = f", ... ({omitted.size} in all)" if omitted.size > 10 else ""
