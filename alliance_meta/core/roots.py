@@ -351,7 +351,7 @@ def global_max(
     touching the best maximum: they are accepted when the score at their other end
     has the ascending sign and they are no wider than a factor :data:`PEAK_CELL`.
     The initial points are ``0``, ``τ_c``, and ``t/2, t, 2t`` around a start ``t``
-    below ``τ_c``, or ``τ_c/8`` where ``t = 0``.
+    below ``τ_c``.
     """
     m = kern.m
     tau_best = np.maximum(np.asarray(t_start, dtype=float), 0.0).copy()
@@ -388,20 +388,20 @@ def global_max(
         return pts.add(r, t, pr, g)
 
     i0 = pts.add(rows, np.zeros(ma), p0, np.zeros(ma))
-    # the initial points, evaluated in one pass: τ_c; t/2 and 2t (if below τ_c)
-    # around a start t below τ_c; τ_c/8 where t = 0.  The start itself enters with
-    # its gain only (evaluated later if a cell needs its profile).
+    # the initial points: τ_c; t/2 and 2t (if below τ_c) around a start t below
+    # τ_c.  The start itself enters with its gain only (evaluated later if a cell
+    # needs its profile).
     ir = np.flatnonzero(t0 > 0)
     inner = np.flatnonzero((t0 > 0) & (t0 < tc))
     d2 = 2.0 * t0[inner]
     has_d = d2 < tc[inner] * (1.0 - _NEAR)
     bnd = np.flatnonzero(t0 <= 0)
     ic = evaluate(rows, tc)
-    parts_r = [inner, inner[has_d], bnd]
-    parts_t = [0.5 * t0[inner], d2[has_d], tc[bnd] / 8.0]
+    parts_r = [inner, inner[has_d]]
+    parts_t = [0.5 * t0[inner], d2[has_d]]
     ix_all = evaluate(np.concatenate(parts_r), np.concatenate(parts_t))
     cuts = np.cumsum([0] + [x.size for x in parts_r])
-    i_h, i_dd, i_8 = (ix_all[cuts[j] : cuts[j + 1]] for j in range(3))
+    i_h, i_dd = (ix_all[cuts[j] : cuts[j + 1]] for j in range(2))
     if g_start is None:
         it_ = evaluate(ir, t0[ir])
     else:
@@ -435,8 +435,8 @@ def global_max(
     i_d = ic[inner].copy()
     i_d[has_d] = i_dd
     mid_rows = np.setdiff1d(rows, np.concatenate([inner, bnd]), assume_unique=True)
-    cells_a = np.concatenate([i0[mid_rows], i0[bnd], i_8, i0[inner], i_h, i_t, i_d[has_d]])
-    cells_b = np.concatenate([ic[mid_rows], i_8, ic[bnd], i_h, i_t, i_d, ic[inner[has_d]]])
+    cells_a = np.concatenate([i0[mid_rows], i0[bnd], i0[inner], i_h, i_t, i_d[has_d]])
+    cells_b = np.concatenate([ic[mid_rows], ic[bnd], i_h, i_t, i_d, ic[inner[has_d]]])
     for _ in range(GLOBAL_ROUNDS):
         if cells_a.size:
             r = pts.row[cells_a]
@@ -544,10 +544,21 @@ def _cell_bound(
     piecewise-linear function on the cell, whose maximum lies at an end or where
     two tangents cross.  The first is tight where τ² is small against the
     variances, the second where it is large, or the variances alike.
+
+    On a cell ``[0, b]`` whose score at 0 is negative, the part ``[0, τ_q]`` is
+    below the likelihood at 0 and left out: ``dL >= τ² Σw(0) - τ⁴ Σw(0)²/2``
+    (``Σw²`` decreases), with the tangents of ``Q`` and ``D`` at 0 the gain is at
+    most ``τ² score(0)/2 + τ⁴ Σw(0)²/4``, which is <= 0 up to
+    ``τ_q = -2 score(0) / Σw(0)²``.
     """
     pr = pts.prof
     r = pts.row[ia]
     a, b = pts.t[ia], pts.t[ib]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tq0 = np.where(
+            (a == 0) & (pr["score"][ia] < 0), -2.0 * pr["score"][ia] / pr["S2"][ia], 0.0
+        )
+    a_eff = np.minimum(np.where(np.isfinite(tq0), tq0, 0.0), b)  # first τ² to bound
     La, Lb = pr["dL"][ia], pr["dL"][ib]
     Qa, Qb, dQa, dQb = (pr[f][i] for f in ("Q", "dQ") for i in (ia, ib))
     Da, Db, dDa, dDb = (pr[f][i] for f in ("D", "dD") for i in (ia, ib))
@@ -555,12 +566,13 @@ def _cell_bound(
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         # -- in τ²
         slope = (Lb - La) / (b - a)
-        tq = np.minimum(np.maximum((Qb - Qa + dQa * a - dQb * b) / (dQa - dQb), a), b)
-        td = np.minimum(np.maximum((Db - Da + dDa * a - dDb * b) / (dDa - dDb), a), b)
-        tq = np.where(np.isnan(tq), a, tq)
-        td = np.where(np.isnan(td), a, td)
+        a_eff = np.maximum(a_eff, a)
+        tq = np.minimum(np.maximum((Qb - Qa + dQa * a - dQb * b) / (dQa - dQb), a_eff), b)
+        td = np.minimum(np.maximum((Db - Da + dDa * a - dDb * b) / (dDa - dDb), a_eff), b)
+        tq = np.where(np.isnan(tq), a_eff, tq)
+        td = np.where(np.isnan(td), a_eff, td)
         u1 = np.full(a.shape, -np.inf)
-        for t in (a, b, tq, td):
+        for t in (a_eff, b, tq, td):
             lo = (
                 La + slope * (t - a)
                 + np.maximum(Qa + dQa * (t - a), Qb + dQb * (t - b))
@@ -573,20 +585,22 @@ def _cell_bound(
         # -- in x = 1/(v_min + τ²) (x decreases as τ² grows: xa > xb), for the cells
         # the first bound does not discard
         j = np.flatnonzero(over)
-        a, b, La, Lb, Qa, Qb, Da, Db, c0 = (
-            q[j] for q in (a, b, La, Lb, Qa, Qb, Da, Db, c0)
+        a, b, La, Lb, Qa, Qb, Da, Db, c0, a_eff = (
+            q[j] for q in (a, b, La, Lb, Qa, Qb, Da, Db, c0, a_eff)
         )
         ia, ib = ia[j], ib[j]
         vm = vmin[r[j]]
         xa, xb = 1.0 / (vm + a), 1.0 / (vm + b)
+        xa_eff = 1.0 / (vm + a_eff)  # the bound is taken on [xb, xa_eff] only
         gLa = -pr["S1"][ia] / (xa * xa)  # dL/dx
         gLb = -pr["S1"][ib] / (xb * xb)
         sQ = (Qa - Qb) / (xa - xb)
         sD = (Da - Db) / (xa - xb)
-        xl = np.minimum(np.maximum((Lb - La + gLa * xa - gLb * xb) / (gLa - gLb), xb), xa)
-        xl = np.where(np.isnan(xl), xa, xl)
+        xl = np.minimum(np.maximum((Lb - La + gLa * xa - gLb * xb) / (gLa - gLb), xb),
+                        xa_eff)
+        xl = np.where(np.isnan(xl), xa_eff, xl)
         u2 = np.full(a.shape, -np.inf)
-        for x in (xa, xb, xl):
+        for x in (xa_eff, xb, xl):
             lo = (
                 np.maximum(La + gLa * (x - xa), Lb + gLb * (x - xb))
                 + Qb + sQ * (x - xb)
