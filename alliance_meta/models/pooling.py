@@ -214,7 +214,7 @@ class PoolResult(UnivariateFit):
 
     def confidence_interval(self, level: float | None = None) -> ConfidenceInterval:
         """CI of the pooled estimate (at the fit's level, or refitted at another)."""
-        if level is None or float(level) == self.level:
+        if level is None or check_level(level) == self.level:
             return self.ci
         return self.refit(level=level).ci
 
