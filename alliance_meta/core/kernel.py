@@ -793,11 +793,15 @@ def kernel_from_padded(
     complete: bool = False,
     name: StudyNamer | None = None,
     unit: bool = False,
+    present: BoolArray | None = None,
 ) -> Kernel:
     """Kernel from padded arrays where NaN (in both Y and V) marks an absent study.
 
     The caller has validated that NaNs coincide and that present variances are > 0;
     ``complete=True`` asserts that no study is absent (skips the check for NaN).
+    ``present`` (intercept-only) gives the present studies explicitly, for padded
+    arrays whose padding is 0 in ``Y`` and ``+inf`` in ``V``: absence is then a
+    property of the layout, never inferred from a NaN value.
     Data outside the unit range are rescaled per row (:func:`unit_scale`, whose
     errors name studies by ``name``; ``unit=True`` asserts the data inside it).
     """
@@ -807,6 +811,10 @@ def kernel_from_padded(
         Y = np.ascontiguousarray(Y, dtype=np.float64)
         V = np.ascontiguousarray(V, dtype=np.float64)
         m, n = Y.shape
+        if present is not None:
+            k = present.sum(axis=1).astype(np.int64)
+            scale, Y, V, shift = unit_scale(Y, V, present, name, unit)
+            return Kernel(Y, V, k, np.zeros(m) if shift is None else shift, None, scale)
         if complete or (n > 0 and not np.isnan(Y @ np.ones(n)).any()):  # no study absent
             k = np.full(m, n, dtype=np.int64)
             present = None

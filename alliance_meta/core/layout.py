@@ -232,11 +232,18 @@ def iter_grouped(
         else:
             row = np.repeat(np.arange(j - i), sz)
             pos = np.arange(b - a) - np.repeat(gl.starts[i:j] - a, sz)
-            Y = np.full((j - i, w), np.nan)
-            V = np.full((j - i, w), np.nan)
+            # the padding is structural (0 and +inf, marked in `present`): a NaN
+            # value is never taken for padding
+            Y = np.zeros((j - i, w))
+            V = np.full((j - i, w), np.inf)
+            present = np.zeros((j - i, w), dtype=bool)
             Y[row, pos] = np.take(gl.y, idx)
             V[row, pos] = np.take(gl.v, idx)
-            yield kernel_from_padded(Y, V, name=name, unit=unit), gl.groups[i:j]
+            present[row, pos] = True
+            yield (
+                kernel_from_padded(Y, V, name=name, unit=unit, present=present),
+                gl.groups[i:j],
+            )
         i = j
 
 

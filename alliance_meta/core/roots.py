@@ -263,6 +263,8 @@ GLOBAL_ROUNDS = 100
 PEAK_CELL = 2.0
 #: Relative distance below which two τ² values are one point.
 _NEAR = 1e-9
+#: Most open cells of one row (beyond, the row is reported as not certified).
+_MAX_CELLS = 256
 
 
 class _Points:
@@ -437,6 +439,7 @@ def global_max(
     mid_rows = np.setdiff1d(rows, np.concatenate([inner, bnd]), assume_unique=True)
     cells_a = np.concatenate([i0[mid_rows], i0[bnd], i0[inner], i_h, i_t, i_d[has_d]])
     cells_b = np.concatenate([ic[mid_rows], ic[bnd], i_h, i_t, i_d, ic[inner[has_d]]])
+    broken = ~(np.isfinite(Q0) & np.isfinite(D0))
     for _ in range(GLOBAL_ROUNDS):
         if cells_a.size:
             r = pts.row[cells_a]
@@ -460,7 +463,20 @@ def global_max(
                 pts.fill(virtual, profile(K.take(rv), pts.t[virtual]))
             live[j] = _cell_bound(pts, cells_a[j], cells_b[j], Q0, D0, vmin[act],
                                   best[r[j]] + tol[r[j]])
+            # a cell whose bound is not a number (non-finite data) cannot be
+            # refined: its row is reported as not certified
+            lost = live & ~np.isfinite(pts.gain[cells_a] + pts.gain[cells_b])
+            if lost.any():
+                broken[r[lost]] = True
+                live &= ~lost
             cells_a, cells_b = cells_a[live], cells_b[live]
+            # a row whose open cells keep multiplying is given up (not certified):
+            # memory stays bounded whatever the data
+            crowd = np.bincount(pts.row[cells_a], minlength=ma) > _MAX_CELLS
+            if crowd.any():
+                broken |= crowd
+                keep_c = ~crowd[pts.row[cells_a]]
+                cells_a, cells_b = cells_a[keep_c], cells_b[keep_c]
         if cells_a.size == 0:
             break
         r = pts.row[cells_a]
@@ -508,7 +524,7 @@ def global_max(
             new_b += [ix, cells_b[pi]]
         cells_a = np.concatenate(new_a)
         cells_b = np.concatenate(new_b)
-    cert = np.ones(ma, dtype=bool)
+    cert = ~broken
     cert[pts.row[cells_a]] = False
     mv = best > g0 + tol
     tau_best[act] = np.where(mv, tb, t0)
