@@ -295,8 +295,11 @@ def _profile(K: Kernel, t: FloatArray, reml: bool) -> Profile:
         D = np.log(st.S1)
     else:
         D = -np.linalg.slogdet(st.cov())[1]
+    # -d²(dL + D)/dτ⁴ = tr(PP) <= Σw²: the exact value where the kernel has it
+    # (at τ² = 0 it is cached from the local search), else the bound
+    curv = st.trPP if st.trPP is not None else st.S2
     # d/dτ² log|X'WX| = -tr((X'WX)⁻¹X'W²X) = tr(P) - Σw
-    return Profile(dL, st.S1, st.S2, st.Q, -st.yPPy, D, st.trP - st.S1, st.yPPy - st.trP)
+    return Profile(dL, st.S1, curv, st.Q, -st.yPPy, D, st.trP - st.S1, st.yPPy - st.trP)
 
 
 def _likelihood(kern: Kernel, reml: bool) -> Estimate:

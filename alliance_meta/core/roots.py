@@ -234,9 +234,14 @@ class Profile:
     """A profiled (restricted) log-likelihood at one τ² per row, in parts.
 
     ``ℓ(τ²) - ℓ(0) = -½ (dL + Q - Q(0) + D - D(0))`` with ``dL = Σ log(1 + τ²/v)``
-    (concave and increasing in τ², with derivative ``S1 = Σw`` and second derivative
-    ``-S2 = -Σw²``), ``Q = y'Py`` (convex, decreasing) and, for REML,
-    ``D = log|X'WX|`` (convex, decreasing; 0 for ML).
+    (concave and increasing in τ², with derivative ``S1 = Σw``), ``Q = y'Py``
+    (convex, decreasing) and, for REML, ``D = log|X'WX|`` (convex, decreasing; 0 for
+    ML).  ``dL + D`` is concave: ``Σ log(v + τ²) + log|X'WX| = log|X'X| +
+    log|Z'(V + τ²I)Z|`` with ``Z`` an orthonormal basis of the complement of ``X``
+    (the determinant identity behind REML), the log-determinant of an affine
+    function; its derivative is ``S1 + dD`` (``tr(P)`` for REML) and ``S2`` bounds
+    minus its second derivative from ``t`` on (``Σw²`` for ML, ``tr(PP) <= Σw²`` for
+    REML; both decrease).
     ``dQ`` and ``dD`` are the derivatives of ``Q`` and ``D``; ``score`` has the sign
     of ``dℓ/dτ²``.
     """
@@ -264,7 +269,7 @@ PEAK_CELL = 2.0
 #: Relative distance below which two τ² values are one point.
 _NEAR = 1e-9
 #: Most open cells of one row (beyond, the row is reported as not certified).
-_MAX_CELLS = 256
+_MAX_CELLS = 2048
 
 
 class _Points:
@@ -439,7 +444,7 @@ def global_max(
     mid_rows = np.setdiff1d(rows, np.concatenate([inner, bnd]), assume_unique=True)
     cells_a = np.concatenate([i0[mid_rows], i0[bnd], i0[inner], i_h, i_t, i_d[has_d]])
     cells_b = np.concatenate([ic[mid_rows], ic[bnd], i_h, i_t, i_d, ic[inner[has_d]]])
-    broken = ~(np.isfinite(Q0) & np.isfinite(D0))
+    broken = np.isnan(Q0) | np.isnan(D0)
     for _ in range(GLOBAL_ROUNDS):
         if cells_a.size:
             r = pts.row[cells_a]
@@ -465,7 +470,7 @@ def global_max(
                                   best[r[j]] + tol[r[j]])
             # a cell whose bound is not a number (non-finite data) cannot be
             # refined: its row is reported as not certified
-            lost = live & ~np.isfinite(pts.gain[cells_a] + pts.gain[cells_b])
+            lost = live & np.isnan(pts.gain[cells_a] + pts.gain[cells_b])
             if lost.any():
                 broken[r[lost]] = True
                 live &= ~lost
@@ -546,54 +551,52 @@ def _cell_bound(
     """Whether the likelihood gain may exceed ``level`` on each cell
     ``[a, b] = [t[ia], t[ib]]``: whether an upper bound of it does.
 
-    Two bounds, the smaller is kept (see :func:`global_max`):
+    Two bounds, the smaller is kept (see :func:`global_max`), with ``L = dL + D``:
 
-    * in τ²: ``dL`` is concave (at least its chord), ``Q`` and ``D`` convex (at
-      least the larger of their tangents at ``a`` and ``b``);
+    * in τ²: ``L`` is concave (at least its chord), ``Q`` convex (at least the
+      larger of its tangents at ``a`` and ``b``);
     * in ``x = 1/(v_min + τ²)``: every weight is ``x/(1 + (v - v_min) x)``, concave
-      in ``x``, so ``Q`` (a minimum of sums of such terms) and ``D`` (log det of a
-      concave matrix function) are concave in ``x`` (at least their chords), while
-      ``dL = Σ log(1 + (v - v_min) x) - k log x + const`` is convex in ``x`` (at
-      least the larger of its tangents, slope ``-Σw / x²``).
+      in ``x``, so ``Q`` (a minimum of sums of such terms) is concave in ``x`` (at
+      least its chord), while ``L = Σ_j log(1 + λ_j x) - (k - p) log x + const``
+      (``λ_j >= 0`` the eigenvalues of ``Z'(V - v_min)Z``; for ML ``Z = I``) is
+      convex in ``x`` (at least the larger of its tangents, slope
+      ``-(Σw + dD/dτ²) / x²``).
 
     Either way the gain ``-½(dL + Q + D) + const`` is at most a concave
     piecewise-linear function on the cell, whose maximum lies at an end or where
     two tangents cross.  The first is tight where τ² is small against the
     variances, the second where it is large, or the variances alike.
 
-    On a cell ``[0, b]`` whose score at 0 is negative, the part ``[0, τ_q]`` is
-    below the likelihood at 0 and left out: ``dL >= τ² Σw(0) - τ⁴ Σw(0)²/2``
-    (``Σw²`` decreases), with the tangents of ``Q`` and ``D`` at 0 the gain is at
-    most ``τ² score(0)/2 + τ⁴ Σw(0)²/4``, which is <= 0 up to
-    ``τ_q = -2 score(0) / Σw(0)²``.
+    On a cell ``[0, b]`` the part ``[0, τ_q]`` is left out, where the gain is at
+    most ``level``: ``L >= L(0) + τ² L'(0) - τ⁴ S/2`` (``S`` the profile's ``S2``
+    at 0), so with the tangent of ``Q`` at 0 the gain is at most
+    ``τ² s/2 + τ⁴ S/4`` (``s`` the score), which is <= ``level`` up to
+    ``τ_q = (sqrt(s² + 4 S level) - s) / S``: a flat boundary maximum (``s`` about
+    0) is settled at once.
     """
     pr = pts.prof
     r = pts.row[ia]
     a, b = pts.t[ia], pts.t[ib]
     with np.errstate(divide="ignore", invalid="ignore"):
-        tq0 = np.where(
-            (a == 0) & (pr["score"][ia] < 0), -2.0 * pr["score"][ia] / pr["S2"][ia], 0.0
-        )
+        sc0, s20 = pr["score"][ia], pr["S2"][ia]
+        lev = np.maximum(level, 0.0)
+        tq0 = np.where(a == 0, (np.sqrt(sc0 * sc0 + 4.0 * s20 * lev) - sc0) / s20, 0.0)
     a_eff = np.minimum(np.where(np.isfinite(tq0), tq0, 0.0), b)  # first τ² to bound
-    La, Lb = pr["dL"][ia], pr["dL"][ib]
+    # dL + D is concave (see Profile): one chord for both, whose large curvatures
+    # cancel where one study dominates the weights
+    La = pr["dL"][ia] + pr["D"][ia]
+    Lb = pr["dL"][ib] + pr["D"][ib]
     Qa, Qb, dQa, dQb = (pr[f][i] for f in ("Q", "dQ") for i in (ia, ib))
-    Da, Db, dDa, dDb = (pr[f][i] for f in ("D", "dD") for i in (ia, ib))
     c0 = Q0[r] + D0[r]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         # -- in τ²
         slope = (Lb - La) / (b - a)
         a_eff = np.maximum(a_eff, a)
         tq = np.minimum(np.maximum((Qb - Qa + dQa * a - dQb * b) / (dQa - dQb), a_eff), b)
-        td = np.minimum(np.maximum((Db - Da + dDa * a - dDb * b) / (dDa - dDb), a_eff), b)
         tq = np.where(np.isnan(tq), a_eff, tq)
-        td = np.where(np.isnan(td), a_eff, td)
         u1 = np.full(a.shape, -np.inf)
-        for t in (a_eff, b, tq, td):
-            lo = (
-                La + slope * (t - a)
-                + np.maximum(Qa + dQa * (t - a), Qb + dQb * (t - b))
-                + np.maximum(Da + dDa * (t - a), Db + dDb * (t - b))
-            )
+        for t in (a_eff, b, tq):
+            lo = La + slope * (t - a) + np.maximum(Qa + dQa * (t - a), Qb + dQb * (t - b))
             u1 = np.maximum(u1, -0.5 * (lo - c0))
         over: BoolArray = ~(u1 <= level)
         if not over.any():
@@ -601,27 +604,21 @@ def _cell_bound(
         # -- in x = 1/(v_min + τ²) (x decreases as τ² grows: xa > xb), for the cells
         # the first bound does not discard
         j = np.flatnonzero(over)
-        a, b, La, Lb, Qa, Qb, Da, Db, c0, a_eff = (
-            q[j] for q in (a, b, La, Lb, Qa, Qb, Da, Db, c0, a_eff)
-        )
+        a, b, La, Lb, Qa, Qb, c0, a_eff = (q[j] for q in (a, b, La, Lb, Qa, Qb, c0, a_eff))
         ia, ib = ia[j], ib[j]
         vm = vmin[r[j]]
         xa, xb = 1.0 / (vm + a), 1.0 / (vm + b)
         xa_eff = 1.0 / (vm + a_eff)  # the bound is taken on [xb, xa_eff] only
-        gLa = -pr["S1"][ia] / (xa * xa)  # dL/dx
-        gLb = -pr["S1"][ib] / (xb * xb)
+        # d(dL + D)/dx = -(Σw + dD/dτ²) / x² (tr(P) for REML), dL + D convex in x
+        gLa = -(pr["S1"][ia] + pr["dD"][ia]) / (xa * xa)
+        gLb = -(pr["S1"][ib] + pr["dD"][ib]) / (xb * xb)
         sQ = (Qa - Qb) / (xa - xb)
-        sD = (Da - Db) / (xa - xb)
         xl = np.minimum(np.maximum((Lb - La + gLa * xa - gLb * xb) / (gLa - gLb), xb),
                         xa_eff)
         xl = np.where(np.isnan(xl), xa_eff, xl)
         u2 = np.full(a.shape, -np.inf)
         for x in (xa_eff, xb, xl):
-            lo = (
-                np.maximum(La + gLa * (x - xa), Lb + gLb * (x - xb))
-                + Qb + sQ * (x - xb)
-                + Db + sD * (x - xb)
-            )
+            lo = np.maximum(La + gLa * (x - xa), Lb + gLb * (x - xb)) + Qb + sQ * (x - xb)
             u2 = np.maximum(u2, -0.5 * (lo - c0))
     over[j] = ~(u2 <= level[j])
     return over
