@@ -349,7 +349,9 @@ def global_max(
 
     *Below τ_c*: branch and bound over cells of ``[0, τ_c]``, batched over rows and
     cells, adapted to each row's own points (no grid is fixed in advance).  The
-    likelihood on a cell is bounded above by :func:`_cell_bound`.  A cell whose
+    likelihood on a cell is bounded above by :func:`_cell_bound` (from the
+    concavity of ``dL + D`` and the convexity of ``Q``, in τ² and in
+    ``1/(v_min + τ²)``; see :class:`Profile`).  A cell whose
     bound does not exceed the best likelihood found is discarded.  Any other is
     split (at its geometric mean, or at ``b/8`` when ``a = 0``), or, where the score
     is positive at ``a`` and negative at ``b`` (a local maximum lies inside),
