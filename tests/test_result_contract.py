@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import math
+import pickle
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -213,3 +216,90 @@ def test_results_have_a_notebook_view(result: Any) -> None:
     html = result._repr_html_()
     assert isinstance(html, str)
     assert "<table" in html
+
+
+# ---------------------------------------------------------------------------
+# Equality, hashing, pickling and read-only arrays (issue 18, item 7)
+# ---------------------------------------------------------------------------
+
+#: Before: ManyPoolResult, IntervalArray and Prediction compared (and hashed) equal
+#: whatever their arrays held; SubgroupResult could not be pickled or deep-copied (a
+#: mappingproxy); a result with NaN fields was not equal to itself; read-only arrays
+#: could be made writable again with setflags(write=True).
+
+ALL_CLASSES = {**BUILDERS, "IntervalArray": lambda: am.IntervalArray(
+    np.array([0.1, np.nan]), np.array([0.3, 0.4])), "ConfidenceInterval": lambda: (
+    am.ConfidenceInterval(0.1, math.nan))}
+
+
+@pytest.fixture(params=sorted(ALL_CLASSES))
+def built(request: pytest.FixtureRequest) -> tuple[Any, Any]:
+    """Two independently built, equal instances of each result class."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", am.exceptions.AllianceMetaWarning)
+        return ALL_CLASSES[request.param](), ALL_CLASSES[request.param]()
+
+
+def test_equal_by_value_and_hash_agrees(built: tuple[Any, Any]) -> None:
+    a, b = built
+    assert a is not b
+    assert a == b and not (a != b)
+    assert hash(a) == hash(b)
+    assert a == a  # NaN fields included (e.g. a NaN se, the k = 1 subgroups)
+    assert len({a, b}) == 1
+
+
+def test_pickle_and_deepcopy_round_trip(built: tuple[Any, Any]) -> None:
+    a, _ = built
+    for c in (pickle.loads(pickle.dumps(a)), copy.deepcopy(a), copy.copy(a)):
+        assert type(c) is type(a)
+        assert c == a and hash(c) == hash(a)
+
+
+def _arrays_of(obj: Any) -> list[np.ndarray]:
+    return [arr for _, arr in _public_arrays(obj)] + [
+        getattr(obj, f.name) for f in attrs.fields(type(obj))
+        if isinstance(getattr(obj, f.name), np.ndarray)
+    ]
+
+
+def test_arrays_cannot_be_made_writable_again(built: tuple[Any, Any]) -> None:
+    a, _ = built
+    for arr in _arrays_of(a):
+        with pytest.raises(ValueError):
+            arr.setflags(write=True)
+        assert not arr.flags.writeable
+
+
+def _with_changed_array(obj: Any) -> Any | None:
+    """``obj`` with the first float entry of one of its array fields changed."""
+    for f in attrs.fields(type(obj)):
+        val = getattr(obj, f.name)
+        if isinstance(val, np.ndarray) and val.dtype.kind == "f" and val.size:
+            new = np.array(val, copy=True)
+            new.reshape(-1)[0] = 123.456 if new.reshape(-1)[0] != 123.456 else 0.5
+            return attrs.evolve(obj, **{f.name.lstrip("_"): new})
+    return None
+
+
+def test_arrays_take_part_in_equality(built: tuple[Any, Any]) -> None:
+    a, _ = built
+    changed = _with_changed_array(a)
+    if changed is None:  # results without float array fields
+        assert not any(isinstance(getattr(a, f.name), np.ndarray) and
+                       getattr(a, f.name).dtype.kind == "f" for f in attrs.fields(type(a)))
+        return
+    assert changed != a
+
+
+def test_many_pool_results_with_other_numbers_differ() -> None:
+    """The issue's example: results of different data compared equal."""
+    one = am.pool_many(np.arange(24.0).reshape(4, 6) / 40, np.full((4, 6), 0.02), method="DL")
+    two = am.pool_many(np.arange(24.0).reshape(4, 6) / 20, np.full((4, 6), 0.02), method="DL")
+    assert one != two and hash(one) != hash(two)
+    assert am.IntervalArray(np.zeros(2), np.ones(2)) != am.IntervalArray(np.ones(2), np.ones(2))
+    sub = _studies()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", am.exceptions.AllianceMetaWarning)
+        res = am.subgroup_analysis(sub, by="rater")
+    assert pickle.loads(pickle.dumps(res)) == res

@@ -26,8 +26,16 @@ import numpy as np
 from alliance_meta.core.arrays import BoolArray, FloatArray, IntArray, rowdot, rowsum
 from alliance_meta.core.inference import chi2_ppf
 from alliance_meta.core.kernel import Kernel, Need, wls_qr
-from alliance_meta.core.roots import positive_root, q_root
+from alliance_meta.core.roots import (
+    Profile,
+    fisher_scoring,
+    global_max,
+    positive_root,
+    q_root,
+    zero_variance_rows,
+)
 from alliance_meta.core.stopping import RULE_METHODS, StopRule, estimate_with_rule
+from alliance_meta.exceptions import InvalidStudyError
 
 __all__ = [
     "ESTIMATORS",
@@ -60,14 +68,18 @@ class Tau2Result:
     se: FloatArray
     iterations: IntArray
     converged: BoolArray
-    #: rows whose ML/REML root was set to 0 by metafor's ``ll0check``
-    reset: BoolArray
+    #: rows whose ML/REML maximum is higher than the local maximum metafor's Fisher
+    #: scoring (with its ll0check) stops at
+    differs: BoolArray
+    #: τ² in the kernel's own units (``tau2 / s²``, see ``Kernel.scale``)
+    tau2_k: FloatArray
 
 
-#: ``estimate(kern, extra) -> (tau2, iterations, converged, reset)``; ``extra`` is
-#: what the caller will ask of the kernel at τ² = 0 next (the SE's needs), so that
-#: one pass computes both.
-EstimateFn = Callable[[Kernel, Need], tuple[FloatArray, IntArray, BoolArray, BoolArray]]
+#: ``estimate(kern, extra) -> (tau2, iterations, converged, differs)`` (see
+#: :class:`Tau2Result`); ``extra`` is what the caller will ask of the kernel at
+#: τ² = 0 next (the SE's needs), so that one pass computes both.
+Estimate = tuple[FloatArray, IntArray, BoolArray, BoolArray]
+EstimateFn = Callable[[Kernel, Need], Estimate]
 #: ``se(kern, tau2) -> standard errors``.
 SeFn = Callable[[Kernel, FloatArray], FloatArray]
 
@@ -109,7 +121,7 @@ class Tau2Estimator:
     iterative: bool
 
 
-def _closed(tau2: FloatArray) -> tuple[FloatArray, IntArray, BoolArray, BoolArray]:
+def _closed(tau2: FloatArray) -> Estimate:
     m = tau2.shape[0]
     return (
         tau2,
@@ -122,7 +134,7 @@ def _closed(tau2: FloatArray) -> tuple[FloatArray, IntArray, BoolArray, BoolArra
 # -- EE ------------------------------------------------------------------------
 
 
-def _ee(kern: Kernel, extra: Need) -> tuple[FloatArray, IntArray, BoolArray, BoolArray]:
+def _ee(kern: Kernel, extra: Need) -> Estimate:
     return _closed(np.zeros(kern.m))
 
 
@@ -133,20 +145,20 @@ def _no_se(kern: Kernel, tau2: FloatArray) -> FloatArray:
 # -- DL, HS, HSk: weight moments at τ² = 0 -------------------------------------
 
 
-def _dl(kern: Kernel, extra: Need) -> tuple[FloatArray, IntArray, BoolArray, BoolArray]:
+def _dl(kern: Kernel, extra: Need) -> Estimate:
     """DerSimonian & Laird (1986): ``(Q - (k-p)) / tr(P)`` at weights ``1/v``."""
     st = kern.weighted(kern.zeros, Need.DL | extra)
     assert st.trP is not None
     return _closed(np.maximum((st.Q - kern.dfr) / st.trP, 0.0))
 
 
-def _hs(kern: Kernel, extra: Need) -> tuple[FloatArray, IntArray, BoolArray, BoolArray]:
+def _hs(kern: Kernel, extra: Need) -> Estimate:
     """Hunter & Schmidt (2004): ``(Q - k) / Σw``."""
     st = kern.weighted(kern.zeros, Need.DL | extra)
     return _closed(np.maximum((st.Q - kern.k) / st.S1, 0.0))
 
 
-def _hsk(kern: Kernel, extra: Need) -> tuple[FloatArray, IntArray, BoolArray, BoolArray]:
+def _hsk(kern: Kernel, extra: Need) -> Estimate:
     """Hunter & Schmidt with the k-correction: ``(k/(k-p) Q - k) / Σw``."""
     st = kern.weighted(kern.zeros, Need.DL | extra)
     kf = kern.k.astype(np.float64)
@@ -188,7 +200,7 @@ def _he_value(kern: Kernel) -> FloatArray:
     return out
 
 
-def _he(kern: Kernel, extra: Need) -> tuple[FloatArray, IntArray, BoolArray, BoolArray]:
+def _he(kern: Kernel, extra: Need) -> Estimate:
     """Hedges (1983): ``(RSS - tr(PV)) / (k-p)`` with the OLS projection."""
     return _closed(_he_value(kern))
 
@@ -214,7 +226,7 @@ def _sj_start(kern: Kernel) -> FloatArray:
     return out
 
 
-def _sj(kern: Kernel, extra: Need) -> tuple[FloatArray, IntArray, BoolArray, BoolArray]:
+def _sj(kern: Kernel, extra: Need) -> Estimate:
     """Sidik & Jonkman (2005): ``τ₀ Q(τ₀) / (k-p)`` from the start ``τ₀``."""
     tau0 = _sj_start(kern)
     # every quantity at τ₀, so that the SE (at the same τ₀) is a cache hit
@@ -271,14 +283,6 @@ def _reml_fun(K: Kernel, t: FloatArray) -> tuple[FloatArray, FloatArray, FloatAr
     return st.yPPy - st.trP, st.trPP - 2.0 * st.yPPPy, -st.trPP
 
 
-def _reml_score(K: Kernel, t: FloatArray) -> FloatArray:
-    """Twice the REML score alone (see :func:`_reml_fun`)."""
-    st = K.weighted(t, Need.SCORE)
-    assert st.yPPy is not None and st.trP is not None
-    out: FloatArray = st.yPPy - st.trP
-    return out
-
-
 def _ml_fun(K: Kernel, t: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Twice the ML score ``y'PPy - Σw``, its derivative and -2 x information."""
     st = K.weighted(t, Need.LIKELIHOOD)
@@ -286,22 +290,85 @@ def _ml_fun(K: Kernel, t: FloatArray) -> tuple[FloatArray, FloatArray, FloatArra
     return st.yPPy - st.S1, st.S2 - 2.0 * st.yPPPy, -st.S2
 
 
-def _ml_score(K: Kernel, t: FloatArray) -> FloatArray:
-    """Twice the ML score alone (see :func:`_ml_fun`)."""
-    st = K.weighted(t, Need.QROOT)
-    assert st.yPPy is not None
-    out: FloatArray = st.yPPy - st.S1
-    return out
+def _profile(K: Kernel, t: FloatArray, reml: bool) -> Profile:
+    """The parts of the (restricted) log-likelihood at ``t`` (see :class:`Profile`)."""
+    st = K.weighted(t, Need.SCORE)
+    assert st.yPPy is not None and st.trP is not None and st.S2 is not None
+    # absent studies have v = +inf, so log(1 + t/v) = 0
+    # (log(1 + x) is exact to an absolute 1e-16, all the bounds need, and log1p
+    # costs twice as much)
+    dL = rowsum(np.log(1.0 + t[:, None] / K.V)) if t.any() else np.zeros(K.m)
+    if not reml:
+        zero = np.zeros(K.m)
+        return Profile(dL, st.S1, st.S2, st.Q, -st.yPPy, zero, zero, st.yPPy - st.S1)
+    if K.X is None:  # |X'WX| = Σw
+        D = np.log(st.S1)
+    else:
+        D = -np.linalg.slogdet(st.cov())[1]
+    # -d²(dL + D)/dτ⁴ = tr(PP) <= Σw²: the exact value where the kernel has it
+    # (at τ² = 0 it is cached from the local search), else the bound
+    curv = st.trPP if st.trPP is not None else st.S2
+    # d/dτ² log|X'WX| = -tr((X'WX)⁻¹X'W²X) = tr(P) - Σw
+    return Profile(dL, st.S1, curv, st.Q, -st.yPPy, D, st.trP - st.S1, st.yPPy - st.trP)
 
 
-def _ml(kern: Kernel, extra: Need) -> tuple[FloatArray, IntArray, BoolArray, BoolArray]:
-    """Maximum likelihood: the root of the ML score reached from the HE start."""
-    return positive_root(kern, _ml_fun, _he_value(kern), _ml_gain, _ml_score)
+def _likelihood(kern: Kernel, reml: bool) -> Estimate:
+    """The global maximum of the (restricted) likelihood on ``[0, ∞)``.
+
+    First a local maximum (:func:`~alliance_meta.core.roots.positive_root`: the root
+    reached from the HE start, where metafor's Fisher scoring stops on ordinary
+    data).  Then
+    :func:`~alliance_meta.core.roots.global_max` proves that no τ² has a higher
+    likelihood, or finds the one that has.  Where it does, metafor's own iteration
+    (:func:`~alliance_meta.core.roots.fisher_scoring` from the HE start, then its
+    ``ll0check``) tells whether metafor stops at a lower local maximum: ``differs``.
+    """
+    fun = _reml_fun if reml else _ml_fun
+    gain = _reml_gain if reml else _ml_gain
+    he = _he_value(kern)
+    tau2, it, conv, g_start = positive_root(kern, fun, he, gain)
+    differs = np.zeros(kern.m, dtype=bool)
+    # rows with k <= p have no likelihood to search (τ² = 0, as metafor); rows with a
+    # zero sampling variance have no finite likelihood at τ² = 0 to compare with, and
+    # keep the root of positive_root
+    idx = np.flatnonzero((kern.k > max(kern.p, 1)) & ~zero_variance_rows(kern))
+    if idx.size == 0:
+        return tau2, it, conv, differs
+    K = kern if idx.size == kern.m else kern.take(idx)
+    tau2_start = tau2
+    tg, moved, cert, _ = global_max(
+        K, tau2[idx], fun, lambda Kt, t: _profile(Kt, t, reml), g_start[idx]
+    )
+    # metafor's answer where the maximum moved: its own Fisher scoring from the HE
+    # start and its ll0check (the local search above stops where metafor does on
+    # every reference set, but not necessarily on paths that jump over a peak)
+    dj = np.flatnonzero(moved)
+    if dj.size:
+        Kd = K.take(dj)
+        tm, _ = fisher_scoring(Kd, fun, he[idx[dj]])
+        gm = gain(Kd, tm)
+        tm = np.where(gm < 0.0, 0.0, tm)
+        gm = np.maximum(gm, 0.0)
+        gg = gain(Kd, tg[dj])
+        # the same peak (metafor stops within its threshold of it), or as high
+        same = (np.abs(tm - tg[dj]) <= 1e-3 * tg[dj]) | (gg <= gm + 1e-9 * (1.0 + np.abs(gg)))
+        moved[dj[same]] = False
+    tau2 = tau2.copy()
+    tau2[idx] = tg
+    differs[idx] = moved
+    conv = conv.copy()
+    conv[idx] = (conv[idx] | (tg != tau2_start[idx])) & cert
+    return tau2, it, conv, differs
 
 
-def _reml(kern: Kernel, extra: Need) -> tuple[FloatArray, IntArray, BoolArray, BoolArray]:
-    """Restricted maximum likelihood: the root of the REML score from the HE start."""
-    return positive_root(kern, _reml_fun, _he_value(kern), _reml_gain, _reml_score)
+def _ml(kern: Kernel, extra: Need) -> Estimate:
+    """Maximum likelihood: the global maximum of the likelihood (:func:`_likelihood`)."""
+    return _likelihood(kern, reml=False)
+
+
+def _reml(kern: Kernel, extra: Need) -> Estimate:
+    """Restricted maximum likelihood: the global maximum of the restricted likelihood."""
+    return _likelihood(kern, reml=True)
 
 
 def _ml_se(kern: Kernel, tau2: FloatArray) -> FloatArray:
@@ -332,7 +399,7 @@ def _dl_start(kern: Kernel) -> FloatArray:
 
 def _q_equation(
     kern: Kernel, target: Callable[[Kernel], FloatArray]
-) -> tuple[FloatArray, IntArray, BoolArray, BoolArray]:
+) -> Estimate:
     t0 = _dl_start(kern)
     # DL needs the weights 1/v: rows with a zero variance (EB only) start at HE
     t0 = np.where(np.isfinite(t0), t0, _he_value(kern))
@@ -340,13 +407,13 @@ def _q_equation(
     return tau2, it, conv, np.zeros(kern.m, dtype=bool)
 
 
-def _pm(kern: Kernel, extra: Need) -> tuple[FloatArray, IntArray, BoolArray, BoolArray]:
+def _pm(kern: Kernel, extra: Need) -> Estimate:
     """Paule & Mandel (1982): ``Q(τ²) = k - p``.  EB's (Morris, 1983) estimating
     equation ``Q(τ²) k/(k-p) = k`` has the same root."""
     return _q_equation(kern, lambda K: K.dfr)
 
 
-def _pmm(kern: Kernel, extra: Need) -> tuple[FloatArray, IntArray, BoolArray, BoolArray]:
+def _pmm(kern: Kernel, extra: Need) -> Estimate:
     """The median-unbiased Paule-Mandel estimator: ``Q(τ²) = χ²_{k-p; 0.5}``."""
     return _q_equation(kern, lambda K: chi2_ppf(0.5, K.dfr))
 
@@ -421,13 +488,29 @@ def estimate_tau2(
     est = ESTIMATORS[method]
     with np.errstate(divide="ignore", invalid="ignore"):
         if rule is not None and method in RULE_METHODS:
-            tau2, it, conv, reset = estimate_with_rule(kern, method, rule)
+            # metafor's own iteration and stopping rule (control=): ``differs`` marks
+            # its ll0check resets, which it warns about
+            tau2, it, conv, differs = estimate_with_rule(kern, method, rule)
         else:
-            tau2, it, conv, reset = est.estimate(kern, est.se_needs if with_se else _NONE)
+            tau2, it, conv, differs = est.estimate(kern, est.se_needs if with_se else _NONE)
     if kern.kmin <= 1:
         tau2 = np.where(kern.k <= 1, 0.0, tau2)
-    se = tau2_se(kern, method, tau2) if with_se else np.full(kern.m, np.nan)
-    return Tau2Result(tau2, se, it, conv, reset)
+    se = _scaled_se(kern, method, tau2) if with_se else np.full(kern.m, np.nan)
+    tau2_k = tau2
+    s2 = kern.s2
+    if s2 is not None:  # back from the kernel's units (an exact power of two)
+        with np.errstate(over="ignore"):
+            tau2, se = tau2 * s2, se * s2
+        over = np.flatnonzero(np.isinf(tau2) & np.isfinite(tau2_k))
+        if over.size:
+            raise InvalidStudyError(
+                f"tau^2 of this analysis exceeds the double-precision range "
+                f"({float(tau2_k[over[0]])!r} x {float(s2[over[0]])!r}): the effects "
+                "lie too far apart for their sampling variances",
+                study=f"analysis {int(over[0])}" if kern.m > 1 else None,
+                field="yi",
+            )
+    return Tau2Result(tau2, se, it, conv, differs, tau2_k)
 
 
 def tau2_se(kern: Kernel, method: CoreMethod, tau2: FloatArray) -> FloatArray:
@@ -448,6 +531,15 @@ def tau2_se(kern: Kernel, method: CoreMethod, tau2: FloatArray) -> FloatArray:
     NaN for EE and for rows with one study.  The kernel's cache makes this free
     right after :func:`estimate_tau2` has computed ``tau2``.
     """
+    s2 = kern.s2
+    if s2 is None:
+        return _scaled_se(kern, method, tau2)
+    out: FloatArray = _scaled_se(kern, method, tau2 / s2) * s2
+    return out
+
+
+def _scaled_se(kern: Kernel, method: CoreMethod, tau2: FloatArray) -> FloatArray:
+    """:func:`tau2_se` in the kernel's own units."""
     with np.errstate(divide="ignore", invalid="ignore"):
         se = ESTIMATORS[method].se(kern, tau2)
     if kern.kmin <= 1:

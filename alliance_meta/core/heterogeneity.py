@@ -24,9 +24,11 @@ __all__ = [
     "QProfile",
     "concat_qprofiles",
     "heterogeneity",
+    "heterogeneity_k",
     "i2_h2",
     "q_pvalue",
     "q_statistic",
+    "q_statistic_k",
     "qprofile",
 ]
 
@@ -37,6 +39,13 @@ def q_statistic(kern: Kernel) -> tuple[FloatArray, FloatArray, FloatArray]:
     ``vt = (k-p)/tr(P)`` with ``P`` at weights ``1/v`` (Higgins & Thompson, 2002).
     Saturated rows (``k <= p``) get ``QE = 0`` and ``vt = 0``, as in metafor.
     """
+    QE, dfr, vt = q_statistic_k(kern)
+    s2 = kern.s2
+    return QE, dfr, (vt if s2 is None else vt * s2)
+
+
+def q_statistic_k(kern: Kernel) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """:func:`q_statistic` with ``vt`` in the kernel's own units."""
     dfr = kern.dfr
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         st = kern.weighted(kern.zeros, Need.DL)
@@ -89,7 +98,16 @@ def heterogeneity(
     kern: Kernel, tau2: FloatArray, fixed: bool
 ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
     """``(QE, QE_df, QE_p, I2, H2, vt)`` as in metafor (typical variance ``(k-p)/tr(P)``)."""
-    QE, dfr, vt = q_statistic(kern)
+    s2 = kern.s2
+    QE, dfr, p, I2, H2, vt = heterogeneity_k(kern, tau2 if s2 is None else tau2 / s2, fixed)
+    return QE, dfr, p, I2, H2, (vt if s2 is None else vt * s2)
+
+
+def heterogeneity_k(
+    kern: Kernel, tau2: FloatArray, fixed: bool
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
+    """:func:`heterogeneity` with τ² and ``vt`` in the kernel's own units."""
+    QE, dfr, vt = q_statistic_k(kern)
     I2, H2 = i2_h2(QE, dfr, tau2, vt, fixed)
     return QE, dfr, q_pvalue(QE, dfr), I2, H2, vt
 
@@ -132,12 +150,15 @@ def qprofile(kern: Kernel, level: float = 0.95) -> QProfile:
 
     lb = bound(True)
     ub = bound(False)
-    _, _, _, _, _, vt = heterogeneity(kern, zeros, fixed=False)
+    _, _, vt = q_statistic_k(kern)
     with np.errstate(divide="ignore", invalid="ignore"):
         I2l = 100.0 * lb / (vt + lb)
         I2u = 100.0 * ub / (vt + ub)
         H2l = lb / vt + 1.0
         H2u = ub / vt + 1.0
+    s2 = kern.s2
+    if s2 is not None:  # back from the kernel's units
+        lb, ub = lb * s2, ub * s2
     return QProfile(lb, ub, I2l, I2u, H2l, H2u)
 
 

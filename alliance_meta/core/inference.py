@@ -207,7 +207,8 @@ def quadratic_form(beta: FloatArray, vcov: FloatArray, btt: npt.NDArray[np.intp]
     """``β_S' V_S⁻¹ β_S`` of the coefficients ``btt`` of each row (NaN if singular)."""
     b = beta[:, btt]
     vsub = vcov[:, btt[:, None], btt[None, :]]
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # a statistic beyond double range is inf (its p-value 0), not an error
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if btt.size == 1:
             # 1x1 system: b^2 / v, NaN where v == 0 (singular, metafor's NA)
             v11 = vsub[:, 0, 0]

@@ -19,7 +19,8 @@ Estimators (:mod:`alliance_meta.core.estimators`) are written once, in terms of 
 quadratic forms and traces of the projection matrix
 ``P = W - W X (X'WX)^{-1} X'W`` that metafor's ``rma.uni`` uses (Viechtbauer, 2005).
 Two kernels supply those quantities: a closed-form one for the intercept-only model
-and a general one with explicit ``P`` for meta-regression.  The closed-form one also
+and a general one for meta-regression, which takes them from the QR decomposition
+of ``W^½X`` without forming ``P`` (``O(n p)`` memory per analysis).  The closed-form one also
 reads long-format data ungrouped (:class:`ScatterKernel`: 1-D studies with a group
 code each), for what needs only weight moments.  Callers say which quantities they
 need with a :class:`Need` flag; :meth:`Kernel.weighted` computes no more than that
@@ -37,12 +38,14 @@ from __future__ import annotations
 import enum
 import functools
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
 from alliance_meta.core.arrays import BoolArray, FloatArray, IntArray, rowdot, rowsum
+from alliance_meta.exceptions import InvalidStudyError
 
 __all__ = [
     "BLOCK_CELLS",
@@ -50,8 +53,10 @@ __all__ = [
     "Need",
     "ScatterKernel",
     "Stats",
+    "in_unit_range",
     "kernel_from_long",
     "kernel_from_padded",
+    "unit_scale",
     "wls_qr",
 ]
 
@@ -153,6 +158,10 @@ class Kernel:
     #: column 0 of the design is the intercept (always so without a design); else
     #: the omnibus test takes every coefficient, as metafor's default ``btt``
     intercept: bool = True
+    #: per-row power of two the data were divided by (``Y/s``, ``V/s²``), or None
+    #: (see :func:`unit_scale`); quantities of the kernel are in these units, and
+    #: the core's public functions convert back
+    scale: FloatArray | None = None
     p: int = field(init=False)
     kmin: int = field(init=False)
     # Cache of weighted() results: the last τ² (with what it holds) and τ² = 0, which
@@ -193,7 +202,15 @@ class Kernel:
         X = self.X
         if X is not None and X.ndim == 3:
             X = X[idx]
-        return Kernel(self.Y[idx], self.V[idx], self.k[idx], self.center[idx], X, self.intercept)
+        sc = None if self.scale is None else self.scale[idx]
+        return Kernel(
+            self.Y[idx], self.V[idx], self.k[idx], self.center[idx], X, self.intercept, sc
+        )
+
+    @property
+    def s2(self) -> FloatArray | None:
+        """The variance scale ``s²`` of each row (None: 1)."""
+        return None if self.scale is None else self.scale * self.scale
 
     def _scratch(self, size: int) -> FloatArray:
         """A flat scratch array of ``size`` floats (a view into a reused buffer).
@@ -232,8 +249,7 @@ class Kernel:
         if self.X is None:
             have, st = self._weighted_io(tau2, need, slot == "last")
         else:
-            # the general kernel forms P explicitly: everything but the traces with V
-            # comes at once
+            # the general kernel's QR gives everything but the traces with V at once
             have = Need.FIT if need & ~Need.FIT == Need(0) else Need.LIKELIHOOD
             have |= need & Need.VTRACES
             w = np.add(self.V, tau2[:, None])
@@ -385,19 +401,38 @@ class Kernel:
         return st
 
     def _weighted_general(self, w: FloatArray, have: Need) -> Stats:
-        vb, beta, P, Py, Q = _wls(self._Xfull(), w, self.Y)
-        st = Stats(S1=w.sum(axis=1), Q=Q, beta=beta, vb=vb)
+        """Every quantity of ``P`` from the QR decomposition of ``W^½X``, in
+        ``O(n p²)`` time and ``O(n p)`` memory per row: ``P`` is never formed.
+
+        With ``W^½X = QR``, ``H = QQᵀ``, leverages ``h_i = ||Q_i||²``, the weighted
+        residual ``r = (I - H)W^½y`` and ``M = QᵀWQ``:
+        ``Py = W^½r``, ``y'PPy = Σ w r²``, ``y'PPPy = ||(I - H)(w ⊙ r)||²``,
+        ``tr(P) = Σ w (1 - h)``, ``tr(PP) = Σ w² - 2 Σ w² h + ||M||²_F`` and, with
+        ``d = w v`` and ``D = QᵀdiagQ(d)``, ``tr(PVPV) = Σ d² - 2 Σ d² h + ||D||²_F``,
+        ``tr(PVP) = Σ v w (w (1 - 2h) + Q_iᵀMQ_i)``.
+        """
+        qr = _wls(self._Xfull(), w, self.Y)
+        st = Stats(S1=w.sum(axis=1), Q=qr.rss, beta=qr.beta, vb=qr.vb)
         if have & Need.YPPY:
+            Qf, h, r = qr.Q, qr.h, qr.resid
             st.S2 = rowdot(w, w)
-            st.yPPy = rowdot(Py, Py)
-            st.yPPPy = np.einsum("mi,mij,mj->m", Py, P, Py)
-            st.trP = np.einsum("mii->m", P)
-            st.trPP = np.einsum("mij,mij->m", P, P)
+            u = w * r * r
+            st.yPPy = rowsum(u)
+            a = w * r
+            a = a - _project(Qf, a)
+            st.yPPPy = rowdot(a, a)
+            st.trP = rowdot(w, 1.0 - h)
+            M = np.swapaxes(Qf, 1, 2) @ (w[:, :, None] * Qf)
+            w2 = w * w
+            st.trPP = rowsum(w2) - 2.0 * rowdot(w2, h) + np.einsum("mij,mij->m", M, M)
             if have & Need.VTRACES:
                 Vz = np.where(np.isfinite(self.V), self.V, 0.0)
-                PV = P * Vz[:, None, :]
-                st.trPVPV = np.einsum("mij,mji->m", PV, PV)
-                st.trPVP = np.einsum("mij,mij->m", PV, P)
+                d = w * Vz
+                D = np.swapaxes(Qf, 1, 2) @ (d[:, :, None] * Qf)
+                d2 = d * d
+                st.trPVPV = rowsum(d2) - 2.0 * rowdot(d2, h) + np.einsum("mij,mij->m", D, D)
+                QM = np.einsum("mij,mjk,mik->mi", Qf, M, Qf)  # Q_iᵀ M Q_i
+                st.trPVP = rowdot(Vz * w, w * (1.0 - 2.0 * h) + QM)
         return st
 
     # -- unweighted quantities (HE estimator, SJ start) ----------------------
@@ -422,11 +457,17 @@ class Kernel:
             trPV = sv * (kf - 1.0) / kf
             trPVPV = sv2 - 2.0 * sv2 / kf + (sv / kf) ** 2
             return rss, trPV, trPVPV
+        # the ordinary least-squares projection I - H (weights 1 where present):
+        # tr(PV) = Σ v (1 - h) and tr(PVPV) = Σ v² - 2 Σ v² h + ||QᵀVQ||²_F
         mask = self.mask
         Vz = np.where(mask, self.V, 0.0)
-        _, _, P, _, rss = _wls(self._Xfull(), mask.astype(np.float64), self.Y)
-        PV = P * Vz[:, None, :]
-        return rss, np.einsum("mii->m", PV), np.einsum("mij,mji->m", PV, PV)
+        qr = _wls(self._Xfull(), mask.astype(np.float64), self.Y)
+        Qf, h = qr.Q, qr.h
+        C = np.swapaxes(Qf, 1, 2) @ (Vz[:, :, None] * Qf)
+        v2 = Vz * Vz
+        trPV = rowdot(Vz, 1.0 - h)
+        trPVPV = rowsum(v2) - 2.0 * rowdot(v2, h) + np.einsum("mij,mij->m", C, C)
+        return qr.rss, trPV, trPVPV
 
 
 def wls_qr(X: FloatArray, w: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -444,13 +485,25 @@ def wls_qr(X: FloatArray, w: FloatArray) -> tuple[FloatArray, FloatArray]:
     return A @ Rinv, Rinv
 
 
-def _wls(
-    X: FloatArray, w: FloatArray, Y: FloatArray
-) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
-    """``((X'WX)⁻¹, b, P, Py, y'Py)`` of every row, with ``P = W - WX(X'WX)⁻¹X'W``.
+@dataclass
+class _QR:
+    """Weighted least squares of every row through the QR of ``W^½X`` (see
+    :func:`_wls`)."""
 
-    Through :func:`wls_qr`: ``b = R⁻¹QᵀW^½y``, ``P = W^½(I - QQᵀ)W^½`` (explicit,
-    ``(m, n, n)``) and ``y'Py`` the squared norm of the residual ``(I - QQᵀ)W^½y``.
+    vb: FloatArray  # (X'WX)⁻¹, (m, p, p)
+    beta: FloatArray  # (m, p)
+    Q: FloatArray  # (m, n, p), orthonormal columns spanning W^½X
+    h: FloatArray  # (m, n), leverages ||Q_i||²
+    resid: FloatArray  # (m, n), r = (I - QQᵀ) W^½ y
+    rss: FloatArray  # (m,), y'Py = ||r||²
+
+
+def _wls(X: FloatArray, w: FloatArray, Y: FloatArray) -> _QR:
+    """Weighted least squares of every row, without the ``n x n`` projection.
+
+    Through :func:`wls_qr`: ``b = R⁻¹QᵀW^½y``, the residual ``r = (I - QQᵀ)W^½y``
+    and ``y'Py = ||r||²`` with ``P = W - WX(X'WX)⁻¹X'W = W^½(I - QQᵀ)W^½``; memory is
+    ``O(n p)`` per row.
     """
     Qf, Rinv = wls_qr(X, w)
     vb: FloatArray = Rinv @ np.swapaxes(Rinv, 1, 2)
@@ -459,12 +512,14 @@ def _wls(
     qz = np.swapaxes(Qf, 1, 2) @ z[:, :, None]  # (m, p, 1)
     beta = (Rinv @ qz)[:, :, 0]
     resid = z - (Qf @ qz)[:, :, 0]
-    SQ = Qf * sw[:, :, None]
-    # a contiguous transpose keeps the batched product on BLAS
-    P = -(SQ @ np.ascontiguousarray(np.swapaxes(SQ, 1, 2)))
-    idx = np.arange(P.shape[1])
-    P[:, idx, idx] += w
-    return vb, beta, P, sw * resid, rowdot(resid, resid)
+    h = np.einsum("mij,mij->mi", Qf, Qf)
+    return _QR(vb, beta, Qf, h, resid, rowdot(resid, resid))
+
+
+def _project(Qf: FloatArray, a: FloatArray) -> FloatArray:
+    """``QQᵀa`` for every row (``Qf`` is ``(m, n, p)``, ``a`` is ``(m, n)``)."""
+    out: FloatArray = (Qf @ (np.swapaxes(Qf, 1, 2) @ a[:, :, None]))[:, :, 0]
+    return out
 
 
 def _moment_terms(B: FloatArray, y: FloatArray, nsum: int) -> None:
@@ -623,8 +678,132 @@ def _stable_v_traces(w: FloatArray, v: FloatArray, S1: FloatArray) -> tuple[Floa
 # ---------------------------------------------------------------------------
 
 
+#: Data whose variances lie in [2^-UNIT, 2^UNIT] and effects in [-2^UNIT, 2^UNIT]
+#: are used as they are: no intermediate quantity of the core (up to ``w⁴`` and
+#: ``w³e²``) can then overflow or underflow.  Others are rescaled per analysis.
+UNIT_EXP = 64
+#: After rescaling, the variances of one analysis may span at most 2^SPREAD_EXP
+#: (1.2e77), and the effects (centred) may lie at most 2^EFFECT_EXP (6e57) scaled
+#: standard errors apart: beyond that Q, τ² or their derivatives leave double
+#: precision, and the input is refused.
+SPREAD_EXP = 256
+EFFECT_EXP = 192
+
+
+def in_unit_range(vmin: float, vmax: float, ymax: float) -> bool:
+    """Whether data with these extremes need no rescaling (see :data:`UNIT_EXP`)."""
+    lim = 2.0**UNIT_EXP
+    return 1.0 / lim <= vmin and vmax <= lim and ymax <= lim
+
+
+#: ``name(row, column) -> str``: how an error names a study of a padded array.
+StudyNamer = Callable[[int, int], str]
+
+
+def unit_scale(
+    Y: FloatArray,
+    V: FloatArray,
+    present: BoolArray | None,
+    name: StudyNamer | None = None,
+    unit: bool = False,
+) -> tuple[FloatArray | None, FloatArray, FloatArray, FloatArray | None]:
+    """Rescale analyses whose data leave the unit range, by powers of two (exactly).
+
+    Returns ``(scale, Y, V, shift)``: ``scale`` is None when the data lie in the
+    unit range (:data:`UNIT_EXP`) and are returned as they are.  Otherwise each row
+    is divided by ``s = 2^e`` (``Y/s``, ``V/s²``), with ``e`` centring the binary
+    exponents of the row's variances on 0; rows whose scaled effects still lie
+    beyond the unit range are shifted by their mid-range (``shift``, in scaled
+    units, None if no row is).  The model is equivariant under both, so every
+    estimate is the same number in rescaled units.  ``present`` marks the present
+    studies (None: all); ``name`` names a study in errors (default: ``#j`` for one
+    row, else ``analysis i, study j``); ``unit=True`` asserts that the caller has
+    checked the unit range already.
+
+    Raises
+    ------
+    InvalidStudyError
+        Where a row's variances span more than 2^SPREAD_EXP, or its effects more
+        than 2^EFFECT_EXP scaled standard errors: such input cannot be computed in
+        double precision.
+    """
+    if unit:
+        return None, Y, V, None
+    if present is None:
+        vmin, vmax = float(V.min()), float(V.max())
+        ymax = max(float(Y.max()), -float(Y.min()))
+        if vmin == 0.0:  # vi = 0 (allowed where tau^2 > 0): the range of the others
+            vmin = float(np.min(np.where(V > 0, V, np.inf)))
+    else:
+        vmin = float(np.min(np.where(present & (V > 0), V, np.inf)))
+        vmax = float(np.max(np.where(present, V, 0.0)))
+        ymax = float(np.max(np.where(present, np.abs(Y), 0.0)))
+    if in_unit_range(vmin, vmax, ymax):
+        return None, Y, V, None
+    m = V.shape[0]
+    where = name if name is not None else (lambda i, j: _where(i, j, m))
+    pres = np.ones(V.shape, dtype=bool) if present is None else present
+    # exponents of the positive variances (a zero variance scales to zero)
+    _, ev = np.frexp(np.where(pres & (V > 0), V, 1.0))
+    big = np.iinfo(ev.dtype).max
+    emin = np.min(np.where(pres, ev, big), axis=1).astype(np.int64)
+    emax = np.max(np.where(pres, ev, -big), axis=1).astype(np.int64)
+    emin = np.where(emin == big, 0, emin)
+    emax = np.where(emax == -big, 0, emax)
+    wide = np.flatnonzero(emax - emin > SPREAD_EXP)
+    if wide.size:
+        i = int(wide[0])
+        row = np.where(pres[i], V[i], np.inf)
+        j = int(np.argmin(row))
+        raise InvalidStudyError(
+            f"the sampling variances of this analysis span more than 2^{SPREAD_EXP} "
+            f"(from {V[i, j]!r} to {float(np.max(np.where(pres[i], V[i], 0.0)))!r}): "
+            "beyond double precision; drop the study or rescale the data",
+            study=where(i, j),
+            field="vi",
+        )
+    e = np.floor_divide(emin + emax, 4)
+    scale = np.ldexp(1.0, e)
+    Vs = np.where(pres, np.ldexp(V, -2 * e[:, None]), V)
+    Ys = np.ldexp(Y, -e[:, None])
+    lim = 2.0**UNIT_EXP
+    ys_abs = np.where(pres, np.abs(Ys), 0.0)
+    far = np.max(ys_abs, axis=1) > lim
+    shift = None
+    if far.any():
+        ylo = np.min(np.where(pres, Ys, np.inf), axis=1)
+        yhi = np.max(np.where(pres, Ys, -np.inf), axis=1)
+        shift = np.where(far, 0.5 * ylo + 0.5 * yhi, 0.0)
+        Ys = np.where(pres, Ys - shift[:, None], 0.0)
+        dev = np.where(pres, np.abs(Ys), 0.0)
+        bad = np.flatnonzero(np.max(dev, axis=1) > 2.0**EFFECT_EXP)
+        if bad.size:
+            i = int(bad[0])
+            j = int(np.argmax(dev[i]))
+            raise InvalidStudyError(
+                f"the effect {Y[i, j]!r} lies more than 2^{EFFECT_EXP} standard errors "
+                "from the other effects of its analysis: Q and tau^2 are beyond double "
+                "precision",
+                study=where(i, j),
+                field="yi",
+            )
+    return scale, Ys, Vs, shift
+
+
+def _where(i: int, j: int, m: int) -> str:
+    """How an error names study ``j`` of analysis ``i`` (``#j`` for one analysis)."""
+    return f"#{j}" if m == 1 else f"analysis {i}, study {j}"
+
+
 def kernel_from_padded(
-    Y: FloatArray, V: FloatArray, X: FloatArray | None = None, *, complete: bool = False
+    Y: FloatArray,
+    V: FloatArray,
+    X: FloatArray | None = None,
+    *,
+    complete: bool = False,
+    name: StudyNamer | None = None,
+    unit: bool = False,
+    present: BoolArray | None = None,
 ) -> Kernel:
     """Kernel from padded arrays where NaN (in both Y and V) marks an absent study.
 
@@ -632,6 +811,11 @@ def kernel_from_padded(
     >= 0; ``complete=True`` asserts that no study is absent (skips the check for
     NaN).  A design ``X`` may be any full-rank design, with or without an intercept;
     a single column of ones is the intercept-only model (the closed-form kernel).
+    ``present`` (intercept-only) gives the present studies explicitly, for padded
+    arrays whose padding is 0 in ``Y`` and ``+inf`` in ``V``: absence is then a
+    property of the layout, never inferred from a NaN value.
+    Data outside the unit range are rescaled per row (:func:`unit_scale`, whose
+    errors name studies by ``name``; ``unit=True`` asserts the data inside it).
     """
     if X is not None and X.ndim == 2 and X.shape[1] == 1 and bool(np.all(X == 1.0)):
         X = None
@@ -641,12 +825,21 @@ def kernel_from_padded(
         Y = np.ascontiguousarray(Y, dtype=np.float64)
         V = np.ascontiguousarray(V, dtype=np.float64)
         m, n = Y.shape
-        zero = np.zeros(m)
+        if present is not None:
+            k = present.sum(axis=1).astype(np.int64)
+            scale, Y, V, shift = unit_scale(Y, V, present, name, unit)
+            return Kernel(Y, V, k, np.zeros(m) if shift is None else shift, None, scale=scale)
         if complete or (n > 0 and not np.isnan(Y @ np.ones(n)).any()):  # no study absent
-            return Kernel(Y, V, np.full(m, n, dtype=np.int64), zero)
-        mask = ~np.isnan(Y)
-        k = mask.sum(axis=1).astype(np.int64)
-        return Kernel(np.where(mask, Y, 0.0), np.where(mask, V, np.inf), k, zero)
+            k = np.full(m, n, dtype=np.int64)
+            present = None
+        else:
+            present = ~np.isnan(Y)
+            k = present.sum(axis=1).astype(np.int64)
+            Y = np.where(present, Y, 0.0)
+            V = np.where(present, V, np.inf)
+        scale, Y, V, shift = unit_scale(Y, V, present, name, unit)
+        center = np.zeros(m) if shift is None else shift
+        return Kernel(Y, V, k, center, None, scale=scale)
     mask = ~np.isnan(Y)
     # Y is centred as metafor centres it (Ymc), whatever the design: τ² and QE come
     # from the centred effects; center_shift restores the coefficients of Y
@@ -657,5 +850,8 @@ def kernel_from_padded(
     center = Yz.sum(axis=1) / np.maximum(k, 1)
     Yc = np.where(mask, Yz - center[:, None], 0.0)
     Vi = np.where(mask, V, np.inf)
+    scale, Yc, Vi, shift = unit_scale(Yc, Vi, mask, name, unit)
+    if scale is not None:
+        center = center / scale + (0.0 if shift is None else shift)
     Xz = np.where(mask[..., None], X, 0.0) if X.ndim == 3 else np.asarray(X, dtype=float)
-    return Kernel(Yc, Vi, k, center, Xz, intercept)
+    return Kernel(Yc, Vi, k, center, Xz, intercept, scale)

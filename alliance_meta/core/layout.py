@@ -25,6 +25,7 @@ from alliance_meta.core.kernel import Kernel, kernel_from_long, kernel_from_padd
 from alliance_meta.core.stopping import StopRule
 from alliance_meta.core.univariate import CoreFit, concat_fits, fit, fit_slim, permute_rows
 from alliance_meta.core.vcov import CoreTest
+from alliance_meta.exceptions import ModelSpecificationError
 
 __all__ = [
     "CHUNK_CELLS",
@@ -75,6 +76,10 @@ class ManyData:
     long: LongData | None = None
     #: the padded input is known to have no absent study (no NaN)
     complete: bool = False
+    #: every variance and effect lies in the range where no rescaling is needed
+    #: (:func:`alliance_meta.core.kernel.in_unit_range`); long-format data outside it
+    #: are fitted grouped, never by the (unscaled) scatter kernel
+    unit: bool = True
 
 
 #: Target number of cells (analyses x studies) per chunk: large enough that numpy's
@@ -90,7 +95,12 @@ def n_threads() -> int:
     """Worker threads for chunked pooling (``ALLIANCE_META_NUM_THREADS``, default 1)."""
     env = os.environ.get("ALLIANCE_META_NUM_THREADS")
     if env:
-        return max(1, int(env))
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise ModelSpecificationError(
+                f"ALLIANCE_META_NUM_THREADS must be a whole number of threads, got {env!r}"
+            ) from None
     # One thread by default: on this 2-core reference machine a second thread made
     # every pool_many benchmark slower (memory-bound passes, GIL hand-offs between
     # short numpy calls); see docs/benchmarks.rst.
@@ -191,7 +201,9 @@ def group_long(
     return GroupedLong(y, v, order.astype(np.int64, copy=False), by_size, sizes, starts)
 
 
-def iter_grouped(gl: GroupedLong) -> Iterator[tuple[Kernel, npt.NDArray[np.int64]]]:
+def iter_grouped(
+    gl: GroupedLong, unit: bool = False
+) -> Iterator[tuple[Kernel, npt.NDArray[np.int64]]]:
     G = gl.groups.size
     i = 0
     while i < G:
@@ -209,18 +221,30 @@ def iter_grouped(gl: GroupedLong) -> Iterator[tuple[Kernel, npt.NDArray[np.int64
         sz = gl.sizes[i:j]
         w = int(sz[-1])
         idx = gl.order[a:b]
+
+        def name(r: int, c: int, i: int = i) -> str:
+            # study c of the chunk's row r is this row of the long-format input
+            return f"#{int(gl.order[int(gl.starts[i + r]) + c])}"
+
         if int(sz[0]) == w:
             Y = np.take(gl.y, idx).reshape(j - i, w)
             V = np.take(gl.v, idx).reshape(j - i, w)
-            yield kernel_from_padded(Y, V, complete=True), gl.groups[i:j]
+            yield kernel_from_padded(Y, V, complete=True, name=name, unit=unit), gl.groups[i:j]
         else:
             row = np.repeat(np.arange(j - i), sz)
             pos = np.arange(b - a) - np.repeat(gl.starts[i:j] - a, sz)
-            Y = np.full((j - i, w), np.nan)
-            V = np.full((j - i, w), np.nan)
+            # the padding is structural (0 and +inf, marked in `present`): a NaN
+            # value is never taken for padding
+            Y = np.zeros((j - i, w))
+            V = np.full((j - i, w), np.inf)
+            present = np.zeros((j - i, w), dtype=bool)
             Y[row, pos] = np.take(gl.y, idx)
             V[row, pos] = np.take(gl.v, idx)
-            yield kernel_from_padded(Y, V), gl.groups[i:j]
+            present[row, pos] = True
+            yield (
+                kernel_from_padded(Y, V, name=name, unit=unit, present=present),
+                gl.groups[i:j],
+            )
         i = j
 
 
@@ -248,18 +272,26 @@ def iter_kernels(
         step = chunk_rows(n)
         for start in range(0, m, step):
             stop = min(start + step, m)
+
+            def name(r: int, c: int, start: int = start) -> str:
+                return f"analysis {start + r}, study {c}"
+
             kern = kernel_from_padded(
-                data.padded_y[start:stop], data.padded_v[start:stop], complete=data.complete
+                data.padded_y[start:stop],
+                data.padded_v[start:stop],
+                complete=data.complete,
+                name=name,
+                unit=data.unit,
             )
             yield kern, slice(start, stop)
     else:
         long = data.long
         assert long is not None
-        if moments:
+        if moments and data.unit:
             kern = kernel_from_long(long.y, long.v, long.codes, long.counts)
             yield kern, slice(0, long.counts.size)
         else:
-            yield from iter_grouped(long.grouped())
+            yield from iter_grouped(long.grouped(), data.unit)
 
 
 def fit_groups(
@@ -287,7 +319,7 @@ def fit_groups(
 
 
 _MANY_FIELDS = (
-    "estimate", "se", "tau2", "QE", "vt", "k", "iterations", "converged",
+    "estimate", "se", "tau2", "QE", "h", "k", "iterations", "converged",
 )
 
 
@@ -304,7 +336,7 @@ def fit_chunks(
     field anyway.
     """
     out: dict[str, npt.NDArray[Any]] = {}
-    names = (*_MANY_FIELDS, "tau2_reset", *(("tau2_se",) if with_se else ()))
+    names = (*_MANY_FIELDS, "tau2_differs", *(("tau2_se",) if with_se else ()))
     kernels = iter_kernels(data, moments=method in MOMENT_METHODS)
     for (_, rows), part in map_chunks(
         lambda kr: fit_slim(kr[0], method, test, with_se), kernels

@@ -9,8 +9,10 @@ where a step would leave it, so that no row can oscillate or diverge.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from alliance_meta.core.arrays import BoolArray, FloatArray, IntArray
 from alliance_meta.core.kernel import Kernel, Need
@@ -18,7 +20,10 @@ from alliance_meta.core.kernel import Kernel, Need
 __all__ = [
     "MAXITER",
     "RTOL",
+    "Profile",
     "RootFun",
+    "fisher_scoring",
+    "global_max",
     "positive_root",
     "q_root",
     "solve_decreasing",
@@ -115,31 +120,25 @@ def positive_root(
     fun: RootFun,
     t0: FloatArray,
     gain: Callable[[Kernel, FloatArray], FloatArray] | None = None,
-    score: Callable[[Kernel, FloatArray], FloatArray] | None = None,
-) -> tuple[FloatArray, IntArray, BoolArray, BoolArray]:
+) -> tuple[FloatArray, IntArray, BoolArray, FloatArray]:
     """Root of a decreasing ``f`` on ``[0, inf)``; 0 where ``f(0) <= 0``.
 
-    Returns ``(tau2, iterations, converged, reset)``.
+    Returns ``(tau2, iterations, converged, gains)``; ``gains`` is ``gain`` at the
+    returned τ² (NaN without ``gain``).
 
-    With ``gain`` (the log-likelihood above that at τ² = 0) and ``score`` (the
-    function's value alone, cheaper than ``fun``) for ML and REML, the root is the one
-    metafor's Fisher scoring from the start ``t0`` reaches.  Rows whose score is
-    negative at 0 (a local maximum on the boundary) may still have an interior local
-    maximum that it reaches: beyond ``t0`` where the score there is positive, or below
-    it where the score is negative at ``t0`` but turns positive further down (found on a
-    grid, see :func:`_score_grid_below`).  Every interior root is then put to metafor's
-    own check (``ll0check``): where the log-likelihood at τ² = 0 is higher, τ² is set to
-    0 and ``reset`` is True (metafor warns "Fisher scoring algorithm may have gotten
-    stuck at a local maximum.  Setting tau^2 = 0").  With two interior peaks the one
-    reached from ``t0`` need not be the higher one, as in metafor.
+    With ``gain`` (the log-likelihood above that at τ² = 0), for ML and REML, this is
+    the local search :func:`global_max` starts from: the root reached from the start
+    ``t0`` where the score is positive at 0, and where the score is negative at 0
+    but positive at ``t0``, the root above ``t0``; a root whose likelihood is below
+    that at τ² = 0 gives way to 0 (metafor's ``ll0check``).
     """
     m = kern.m
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         f0, d0, i0 = fun(kern, np.zeros(m))
     tau2 = np.zeros(m)
+    gains = np.zeros(m) if gain is not None else np.full(m, np.nan)
     iters = np.ones(m, dtype=np.int64)
     conv = np.ones(m, dtype=bool)
-    reset = np.zeros(m, dtype=bool)
     # rows with a study of zero sampling variance have infinite weights at τ² = 0:
     # the root lies above 0 and is searched from a positive start, without
     # metafor's ll0check (which it skips for non-positive variances)
@@ -154,7 +153,6 @@ def positive_root(
         start = np.where(vzero & ~(start > 0), 1.0, start)[need]
         Kn = kern.take(need)
         r, it, c = solve_decreasing(Kn, fun, start)
-        idx = np.flatnonzero(need)
         # a zero-variance row whose score stays negative down to 0 has its maximum
         # on the boundary, τ² = 0 (where its weights are infinite: the caller refuses)
         boundary = vzero[need] & ~c & (r <= start * _BOUNDARY)
@@ -165,73 +163,77 @@ def positive_root(
             # the score is positive at 0, so the nearest root is a peak above the
             # likelihood at 0; one reached farther away need not be (ll0check)
             with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-                low = (gain(Kn, r) < 0.0) & ~vzero[need]
-            reset[idx[low]] = True
+                g = gain(Kn, r)
+            low = (g < 0.0) & ~vzero[need]
             r = np.where(low, 0.0, r)
+            gains[need] = np.where(low, 0.0, g)
         tau2[need] = r
         iters[need] = it + 1
         conv[need] = c
-    if gain is None or score is None:
-        return tau2, iters, conv, reset
+    if gain is None:
+        return tau2, iters, conv, gains
     other = np.flatnonzero(~need & (t0 > 0) & (kern.k > 1))
     if other.size == 0:
-        return tau2, iters, conv, reset
+        return tau2, iters, conv, gains
     Ko = kern.take(other)
     fo, _, _ = fun(Ko, t0[other])
-    up = fo > 0
-    lo = t0[other].copy()
-    hi = np.full(other.size, np.inf)
-    # score negative at t0 too: Fisher scoring moves down from t0 and stops at the
-    # first peak below it, where the score turns positive (it may dip first, as in
-    # a cumulative step of dat.anand1999, so every such row is probed)
-    down = np.flatnonzero(fo < 0)
-    if down.size:
-        od = other[down]
-        g, ok = _score_grid_below(Ko.take(down), score, t0[od])
-        lo[down[ok]] = g[ok]
-        hi[down[ok]] = g[ok] * _GRID_RATIO
-        up[down[ok]] = True
-    if up.any():
+    up = np.flatnonzero(fo > 0)
+    if up.size:
         idx = other[up]
         Ku = Ko.take(up)
-        r, it, c = solve_decreasing(Ku, fun, lo[up], lo0=lo[up], hi0=hi[up])
+        lo = t0[idx]
+        r, it, c = solve_decreasing(Ku, fun, lo, lo0=lo)
         iters[idx] += it + 1
-        better = gain(Ku, r) > 0.0
+        g = gain(Ku, r)
+        better = g > 0.0
         tau2[idx[better]] = r[better]
-        reset[idx[~better]] = True
+        gains[idx[better]] = g[better]
         conv[idx] = c | ~better
-    return tau2, iters, conv, reset
+    return tau2, iters, conv, gains
 
 
-#: Points below the start where the ML/REML score is probed for an interior peak:
-#: t0 / 3, t0 / 9, ..., at most t0 / 3**8 (one batched evaluation).
-_GRID_RATIO = 3.0
-_GRID_POINTS = 8
-
-
-def _score_grid_below(
-    kern: Kernel, score: Callable[[Kernel, FloatArray], FloatArray], t0: FloatArray
+def fisher_scoring(
+    kern: Kernel,
+    fun: RootFun,
+    t0: FloatArray,
+    threshold: float = 1e-5,
+    maxiter: int = 100,
 ) -> tuple[FloatArray, BoolArray]:
-    """The largest grid point below ``t0`` with a positive score, per row.
+    """metafor's own Fisher scoring for ML/REML, step for step (``rma.uni``).
 
-    metafor's Fisher scoring from ``t0`` (score negative there) moves down, halving
-    steps that would pass 0, and converges to the first peak it meets: one exists
-    where the score turns positive below ``t0``.  The score is probed at
-    ``t0 / 3**j`` for j = 1..8 (one evaluation of every row per point, at the cheap
-    level of the score alone).  A row's peak is then bracketed by its largest
-    positive point ``g`` and ``3 g`` (where the score is negative, or ``3 g = t0``).
-    A positive region narrower than a factor 3, or below the last point, is not
-    seen (such a row keeps τ² = 0).
+    From ``max(0, t0)``: ``τ² += f / information``, the step halved while it would
+    make τ² negative, until a step changes τ² by at most ``threshold`` (metafor's
+    default control: ``threshold = 1e-5``, ``maxiter = 100``).  Unlike
+    :func:`solve_decreasing` the steps are not kept in a bracket, so the iteration
+    can pass a peak, as metafor's does; it is used to tell where metafor stops.
+    Returns ``(tau2, converged)``.
     """
     m = kern.m
-    g = np.zeros(m)
-    ok = np.zeros(m, dtype=bool)
-    for j in range(1, _GRID_POINTS + 1):
-        t = t0 / _GRID_RATIO**j
-        new = ~ok & (score(kern, t) > 0)
-        g[new] = t[new]
-        ok |= new
-    return g, ok
+    t = np.maximum(np.asarray(t0, dtype=float), 0.0).copy()
+    conv = np.zeros(m, dtype=bool)
+    active = np.arange(m)
+    K = kern
+    for _ in range(maxiter + 1):
+        f, _, fisher = fun(K, t[active])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            adj = f / -fisher
+        adj = np.where(np.isfinite(adj), adj, 0.0)
+        cur = t[active]
+        for _h in range(1100):  # halving reaches any float's scale
+            neg = cur + adj < 0.0
+            if not neg.any():
+                break
+            adj = np.where(neg, adj / 2.0, adj)
+        new = cur + adj
+        t[active] = new
+        done = np.abs(adj) <= threshold
+        conv[active[done]] = True
+        keep = ~done
+        if not keep.any():
+            break
+        active = active[keep]
+        K = K.take(keep)
+    return t, conv
 
 
 def q_root(
@@ -246,4 +248,407 @@ def q_root(
         slope = -np.maximum(st.yPPy, np.finfo(float).tiny)  # dQ/dτ² = -y'PPy
         return st.Q - target_of(K), slope, slope
 
-    return positive_root(kern, fun, t0)[:3]
+    tau2, it, conv, _ = positive_root(kern, fun, t0)
+    return tau2, it, conv
+
+
+# ---------------------------------------------------------------------------
+# The global maximum of a profiled (restricted) log-likelihood on [0, ∞)
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A profiled (restricted) log-likelihood at one τ² per row, in parts.
+
+    ``ℓ(τ²) - ℓ(0) = -½ (dL + Q - Q(0) + D - D(0))`` with ``dL = Σ log(1 + τ²/v)``
+    (concave and increasing in τ², with derivative ``S1 = Σw``), ``Q = y'Py``
+    (convex, decreasing) and, for REML, ``D = log|X'WX|`` (convex, decreasing; 0 for
+    ML).  ``dL + D`` is concave: ``Σ log(v + τ²) + log|X'WX| = log|X'X| +
+    log|Z'(V + τ²I)Z|`` with ``Z`` an orthonormal basis of the complement of ``X``
+    (the determinant identity behind REML), the log-determinant of an affine
+    function; its derivative is ``S1 + dD`` (``tr(P)`` for REML) and ``S2`` bounds
+    minus its second derivative from ``t`` on (``Σw²`` for ML, ``tr(PP) <= Σw²`` for
+    REML; both decrease).
+    ``dQ`` and ``dD`` are the derivatives of ``Q`` and ``D``; ``score`` has the sign
+    of ``dℓ/dτ²``.
+    """
+
+    dL: FloatArray
+    S1: FloatArray
+    S2: FloatArray
+    Q: FloatArray
+    dQ: FloatArray
+    D: FloatArray
+    dD: FloatArray
+    score: FloatArray
+
+
+_PROFILE_FIELDS = ("dL", "S1", "S2", "Q", "dQ", "D", "dD", "score")
+
+#: ``profile(kernel, t) -> Profile``.
+ProfileFun = Callable[[Kernel, FloatArray], Profile]
+
+#: Most rounds of cell refinement before a row is reported as not certified.
+GLOBAL_ROUNDS = 100
+#: The cells on either side of the reported maximum are accepted, when the score at
+#: their other end has the ascending sign, if no wider than this factor.
+PEAK_CELL = 2.0
+#: Relative distance below which two τ² values are one point.
+_NEAR = 1e-9
+#: Most open cells of one row (beyond, the row is reported as not certified).
+_MAX_CELLS = 2048
+
+
+class _Points:
+    """Evaluated points, flat over rows: row, τ², the profile and the gain there."""
+
+    def __init__(self, capacity: int) -> None:
+        self.n = 0
+        self.row = np.empty(capacity, np.intp)
+        self.t = np.empty(capacity)
+        self.gain = np.empty(capacity)
+        #: whether the profile of a point has been evaluated (else only t and gain)
+        self.real = np.empty(capacity, dtype=bool)
+        self.prof = {f: np.empty(capacity) for f in _PROFILE_FIELDS}
+
+    def _grow(self, size: int) -> None:
+        if size > self.t.size:
+            cap = max(2 * self.t.size, size)
+            self.row = np.resize(self.row, cap)
+            self.t = np.resize(self.t, cap)
+            self.gain = np.resize(self.gain, cap)
+            self.real = np.resize(self.real, cap)
+            self.prof = {f: np.resize(a, cap) for f, a in self.prof.items()}
+
+    def add(
+        self, row: npt.NDArray[np.intp], t: FloatArray, prof: Profile | None, gain: FloatArray
+    ) -> npt.NDArray[np.intp]:
+        n, k = self.n, row.size
+        self._grow(n + k)
+        self.row[n : n + k] = row
+        self.t[n : n + k] = t
+        self.gain[n : n + k] = gain
+        self.real[n : n + k] = prof is not None
+        if prof is not None:
+            for f in _PROFILE_FIELDS:
+                self.prof[f][n : n + k] = getattr(prof, f)
+        self.n = n + k
+        return np.arange(n, n + k)
+
+    def fill(self, ix: npt.NDArray[np.intp], prof: Profile) -> None:
+        """Store the evaluated profile of the (virtual) points ``ix``."""
+        for f in _PROFILE_FIELDS:
+            self.prof[f][ix] = getattr(prof, f)
+        self.real[ix] = True
+
+
+def global_max(
+    kern: Kernel,
+    t_start: FloatArray,
+    fun: RootFun,
+    profile: ProfileFun,
+    g_start: FloatArray | None = None,
+) -> tuple[FloatArray, BoolArray, BoolArray, IntArray]:
+    """The global maximum on ``[0, ∞)`` of a profiled (restricted) log-likelihood.
+
+    Returns ``(tau2, moved, certified, evaluations)``: per row the τ² of the highest
+    likelihood found, whether it is higher than at ``t_start`` (beyond round-off),
+    whether every τ² was proven not to have a higher likelihood (beyond round-off),
+    and how many points were evaluated.
+
+    ``t_start`` is the local maximum (or 0) a local search reached, and ``g_start``
+    (optional) the likelihood gain there over τ² = 0, which saves evaluating it;
+    ``fun`` is the score function of :func:`solve_decreasing`; ``profile`` gives the
+    parts of the likelihood (:class:`Profile`).
+
+    Notes
+    -----
+    *Where the likelihood is unimodal.*  The score is ``½(A - B)`` with
+    ``A = y'PPy`` and ``B = tr(P)`` (REML) or ``Σw`` (ML).  With ``z = Py``,
+    ``d log A/dτ² = -2 z'Pz/z'z <= -2 w_min`` (the non-zero eigenvalues of ``P``
+    lie between the least and the largest weight) and ``d log B/dτ² >= -w_max``, so
+    ``A/B`` decreases wherever ``w_max < 2 w_min``, that is for
+    ``τ² > τ_c = v_max - 2 v_min``.  There the score changes sign at most once,
+    from + to -: on ``[τ_c, ∞)`` the likelihood is largest at ``τ_c`` or at the one
+    root above it.  Rows whose variances differ by less than a factor 2 (``τ_c <= 0``)
+    are unimodal and need nothing more; for the others the root above ``τ_c`` is
+    solved for where the score is positive at ``τ_c``.
+
+    *Below τ_c*: branch and bound over cells of ``[0, τ_c]``, batched over rows and
+    cells, adapted to each row's own points (no grid is fixed in advance).  The
+    likelihood on a cell is bounded above by :func:`_cell_bound` (from the
+    concavity of ``dL + D`` and the convexity of ``Q``, in τ² and in
+    ``1/(v_min + τ²)``; see :class:`Profile`).  A cell whose
+    bound does not exceed the best likelihood found is discarded.  Any other is
+    split (at its geometric mean, or at ``b/8`` when ``a = 0``), or, where the score
+    is positive at ``a`` and negative at ``b`` (a local maximum lies inside),
+    searched by :func:`solve_decreasing`; a higher maximum replaces the best one.
+    The bound is exact to second order only, so it cannot discard the two cells
+    touching the best maximum: they are accepted when the score at their other end
+    has the ascending sign and they are no wider than a factor :data:`PEAK_CELL`.
+    The initial points are ``0``, ``τ_c``, and ``t/2, t, 2t`` around a start ``t``
+    below ``τ_c``.
+    """
+    m = kern.m
+    tau_best = np.maximum(np.asarray(t_start, dtype=float), 0.0).copy()
+    moved = np.zeros(m, dtype=bool)
+    certified = np.ones(m, dtype=bool)
+    evals = np.zeros(m, dtype=np.int64)
+    V = kern.V
+    vmin = np.min(V, axis=1)
+    vmax = np.max(np.where(np.isfinite(V), V, 0.0), axis=1)
+    tc_all = vmax - 2.0 * vmin
+    act = np.flatnonzero(tc_all > 0)
+    if act.size == 0:
+        return tau_best, moved, certified, evals
+    K = kern if act.size == m else kern.take(act)
+    ma = act.size
+    rows = np.arange(ma)
+    tc = tc_all[act]
+    t0 = tau_best[act]
+    p0 = profile(K, K.zeros)
+    Q0, D0 = p0.Q, p0.D
+    # round-off of a likelihood difference: the gain is a sum of terms of the size
+    # of Q(0), D(0) and log-weights
+    tol = 1e-10 + 1e-13 * (np.abs(Q0) + np.abs(D0) + K.k)
+    pts = _Points(6 * ma + 16)
+    ev = np.zeros(ma, dtype=np.int64)
+
+    def evaluate(r: npt.NDArray[np.intp], t: FloatArray) -> npt.NDArray[np.intp]:
+        if r.size == 0:
+            return np.empty(0, np.intp)
+        ev[:] += np.bincount(r, minlength=ma)
+        every = r.size == ma and bool(np.array_equal(r, rows))
+        pr = profile(K if every else K.take(r), t)
+        g = -0.5 * (pr.dL + (pr.Q - Q0[r]) + (pr.D - D0[r]))
+        return pts.add(r, t, pr, g)
+
+    i0 = pts.add(rows, np.zeros(ma), p0, np.zeros(ma))
+    # the initial points: τ_c; t/2 and 2t (if below τ_c) around a start t below
+    # τ_c.  The start itself enters with its gain only (evaluated later if a cell
+    # needs its profile).
+    ir = np.flatnonzero(t0 > 0)
+    inner = np.flatnonzero((t0 > 0) & (t0 < tc))
+    d2 = 2.0 * t0[inner]
+    has_d = d2 < tc[inner] * (1.0 - _NEAR)
+    bnd = np.flatnonzero(t0 <= 0)
+    ic = evaluate(rows, tc)
+    parts_r = [inner, inner[has_d]]
+    parts_t = [0.5 * t0[inner], d2[has_d]]
+    ix_all = evaluate(np.concatenate(parts_r), np.concatenate(parts_t))
+    cuts = np.cumsum([0] + [x.size for x in parts_r])
+    i_h, i_dd = (ix_all[cuts[j] : cuts[j + 1]] for j in range(2))
+    if g_start is None:
+        it_ = evaluate(ir, t0[ir])
+    else:
+        it_ = pts.add(ir, t0[ir], None, np.asarray(g_start, dtype=float)[act][ir])
+    best = np.zeros(ma)
+    ibest = i0.copy()
+    tb = np.zeros(ma)
+    up = pts.gain[it_] > 0.0
+    best[ir[up]] = pts.gain[it_[up]]
+    ibest[ir[up]] = it_[up]
+    tb[ir[up]] = t0[ir[up]]
+    g0 = best.copy()
+    # [τ_c, ∞): the maximum is at τ_c, or at the one root above it
+    above = np.flatnonzero((pts.prof["score"][ic] > 0) & ~(t0 > tc * (1.0 + _NEAR)))
+    if above.size:
+        lo = tc[above]
+        r_c, _, _ = solve_decreasing(K.take(above), fun, 2.0 * lo, lo0=lo)
+        ix = evaluate(above, r_c)
+        g = pts.gain[ix]
+        better = g > best[above] + tol[above]
+        best[above[better]] = g[better]
+        ibest[above[better]] = ix[better]
+        tb[above[better]] = r_c[better]
+    g_ic = pts.gain[ic]
+    at_c = (g_ic > best + tol) & (pts.prof["score"][ic] <= 0)
+    best[at_c] = g_ic[at_c]
+    ibest[at_c] = ic[at_c]
+    tb[at_c] = tc[at_c]
+    # the initial cells of [0, τ_c]
+    i_t = it_[np.searchsorted(ir, inner)]
+    i_d = ic[inner].copy()
+    i_d[has_d] = i_dd
+    mid_rows = np.setdiff1d(rows, np.concatenate([inner, bnd]), assume_unique=True)
+    cells_a = np.concatenate([i0[mid_rows], i0[bnd], i0[inner], i_h, i_t, i_d[has_d]])
+    cells_b = np.concatenate([ic[mid_rows], ic[bnd], i_h, i_t, i_d, ic[inner[has_d]]])
+    broken = np.isnan(Q0) | np.isnan(D0)
+    for _ in range(GLOBAL_ROUNDS):
+        if cells_a.size:
+            r = pts.row[cells_a]
+            ta, tb_ = pts.t[cells_a], pts.t[cells_b]
+            sa, sb = pts.prof["score"][cells_a], pts.prof["score"][cells_b]
+            tbest = tb[r]
+            near = _NEAR * tbest
+            narrow = tb_ <= PEAK_CELL * ta
+            beside = ((np.abs(tb_ - tbest) <= near) & (sa > 0) & narrow) | (
+                (np.abs(ta - tbest) <= near) & (sb < 0) & narrow & (ta > 0)
+            )
+            # cells of no width hold no more than their ends' values
+            live = ~beside & (tb_ - ta > _NEAR * tb_)
+            j = np.flatnonzero(live)
+            ends = np.concatenate([cells_a[j], cells_b[j]])
+            unreal = ~pts.real[ends]
+            if unreal.any():
+                virtual = np.unique(ends[unreal])
+                rv = pts.row[virtual]
+                ev[:] += np.bincount(rv, minlength=ma)
+                pts.fill(virtual, profile(K.take(rv), pts.t[virtual]))
+            live[j] = _cell_bound(pts, cells_a[j], cells_b[j], Q0, D0, vmin[act],
+                                  best[r[j]] + tol[r[j]])
+            # a cell whose bound is not a number (non-finite data) cannot be
+            # refined: its row is reported as not certified
+            lost = live & np.isnan(pts.gain[cells_a] + pts.gain[cells_b])
+            if lost.any():
+                broken[r[lost]] = True
+                live &= ~lost
+            cells_a, cells_b = cells_a[live], cells_b[live]
+            # a row whose open cells keep multiplying is given up (not certified):
+            # memory stays bounded whatever the data
+            crowd = np.bincount(pts.row[cells_a], minlength=ma) > _MAX_CELLS
+            if crowd.any():
+                broken |= crowd
+                keep_c = ~crowd[pts.row[cells_a]]
+                cells_a, cells_b = cells_a[keep_c], cells_b[keep_c]
+        if cells_a.size == 0:
+            break
+        r = pts.row[cells_a]
+        ta, tb_ = pts.t[cells_a], pts.t[cells_b]
+        bracket = (pts.prof["score"][cells_a] > 0) & (pts.prof["score"][cells_b] < 0)
+        # one root search per row and round at most (a row's kernel is taken once)
+        solve = np.zeros(cells_a.size, dtype=bool)
+        bi = np.flatnonzero(bracket)
+        if bi.size:
+            _, u = np.unique(r[bi], return_index=True)
+            solve[bi[u]] = True
+        split = ~solve
+        new_a: list[npt.NDArray[np.intp]] = []
+        new_b: list[npt.NDArray[np.intp]] = []
+        si = np.flatnonzero(solve)
+        if si.size:
+            rs, lo, hi = r[si], ta[si], tb_[si]
+            # start at the root of the secant through the bracket's ends
+            fa = pts.prof["score"][cells_a[si]]
+            fb = pts.prof["score"][cells_b[si]]
+            start = lo + (hi - lo) * fa / (fa - fb)
+            root, _, _ = solve_decreasing(K.take(rs), fun, start, lo0=lo, hi0=hi)
+            root = np.clip(root, lo, hi)
+            ix = evaluate(rs, root)
+            g = pts.gain[ix]
+            # a higher maximum (beyond round-off) replaces the best; rows are unique
+            better = g > best[rs] + tol[rs]
+            best[rs[better]] = g[better]
+            ibest[rs[better]] = ix[better]
+            tb[rs[better]] = root[better]
+            # a root at an end of its cell is that end's own maximum (its score has
+            # the wrong sign by round-off): such cells are split instead
+            mid_ = (root - lo > _NEAR * root) & (hi - root > _NEAR * hi)
+            new_a += [cells_a[si[mid_]], ix[mid_]]
+            new_b += [ix[mid_], cells_b[si[mid_]]]
+            split[si[~mid_]] = True
+        pi = np.flatnonzero(split)
+        if pi.size:
+            a_, b_ = ta[pi], tb_[pi]
+            mid = np.where(
+                a_ > 0, np.where(b_ > 4.0 * a_, np.sqrt(a_ * b_), 0.5 * (a_ + b_)), b_ / 8.0
+            )
+            ix = evaluate(r[pi], mid)
+            new_a += [cells_a[pi], ix]
+            new_b += [ix, cells_b[pi]]
+        cells_a = np.concatenate(new_a)
+        cells_b = np.concatenate(new_b)
+    cert = ~broken
+    cert[pts.row[cells_a]] = False
+    mv = best > g0 + tol
+    tau_best[act] = np.where(mv, tb, t0)
+    moved[act] = mv
+    certified[act] = cert
+    evals[act] = ev
+    return tau_best, moved, certified, evals
+
+
+def _cell_bound(
+    pts: _Points,
+    ia: npt.NDArray[np.intp],
+    ib: npt.NDArray[np.intp],
+    Q0: FloatArray,
+    D0: FloatArray,
+    vmin: FloatArray,
+    level: FloatArray,
+) -> BoolArray:
+    """Whether the likelihood gain may exceed ``level`` on each cell
+    ``[a, b] = [t[ia], t[ib]]``: whether an upper bound of it does.
+
+    Two bounds, the smaller is kept (see :func:`global_max`), with ``L = dL + D``:
+
+    * in τ²: ``L`` is concave (at least its chord), ``Q`` convex (at least the
+      larger of its tangents at ``a`` and ``b``);
+    * in ``x = 1/(v_min + τ²)``: every weight is ``x/(1 + (v - v_min) x)``, concave
+      in ``x``, so ``Q`` (a minimum of sums of such terms) is concave in ``x`` (at
+      least its chord), while ``L = Σ_j log(1 + λ_j x) - (k - p) log x + const``
+      (``λ_j >= 0`` the eigenvalues of ``Z'(V - v_min)Z``; for ML ``Z = I``) is
+      convex in ``x`` (at least the larger of its tangents, slope
+      ``-(Σw + dD/dτ²) / x²``).
+
+    Either way the gain ``-½(dL + Q + D) + const`` is at most a concave
+    piecewise-linear function on the cell, whose maximum lies at an end or where
+    two tangents cross.  The first is tight where τ² is small against the
+    variances, the second where it is large, or the variances alike.
+
+    On a cell ``[0, b]`` the part ``[0, τ_q]`` is left out, where the gain is at
+    most ``level``: ``L >= L(0) + τ² L'(0) - τ⁴ S/2`` (``S`` the profile's ``S2``
+    at 0), so with the tangent of ``Q`` at 0 the gain is at most
+    ``τ² s/2 + τ⁴ S/4`` (``s`` the score), which is <= ``level`` up to
+    ``τ_q = (sqrt(s² + 4 S level) - s) / S``: a flat boundary maximum (``s`` about
+    0) is settled at once.
+    """
+    pr = pts.prof
+    r = pts.row[ia]
+    a, b = pts.t[ia], pts.t[ib]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sc0, s20 = pr["score"][ia], pr["S2"][ia]
+        lev = np.maximum(level, 0.0)
+        tq0 = np.where(a == 0, (np.sqrt(sc0 * sc0 + 4.0 * s20 * lev) - sc0) / s20, 0.0)
+    a_eff = np.minimum(np.where(np.isfinite(tq0), tq0, 0.0), b)  # first τ² to bound
+    # dL + D is concave (see Profile): one chord for both, whose large curvatures
+    # cancel where one study dominates the weights
+    La = pr["dL"][ia] + pr["D"][ia]
+    Lb = pr["dL"][ib] + pr["D"][ib]
+    Qa, Qb, dQa, dQb = (pr[f][i] for f in ("Q", "dQ") for i in (ia, ib))
+    c0 = Q0[r] + D0[r]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        # -- in τ²
+        slope = (Lb - La) / (b - a)
+        a_eff = np.maximum(a_eff, a)
+        tq = np.minimum(np.maximum((Qb - Qa + dQa * a - dQb * b) / (dQa - dQb), a_eff), b)
+        tq = np.where(np.isnan(tq), a_eff, tq)
+        u1 = np.full(a.shape, -np.inf)
+        for t in (a_eff, b, tq):
+            lo = La + slope * (t - a) + np.maximum(Qa + dQa * (t - a), Qb + dQb * (t - b))
+            u1 = np.maximum(u1, -0.5 * (lo - c0))
+        over: BoolArray = ~(u1 <= level)
+        if not over.any():
+            return over
+        # -- in x = 1/(v_min + τ²) (x decreases as τ² grows: xa > xb), for the cells
+        # the first bound does not discard
+        j = np.flatnonzero(over)
+        a, b, La, Lb, Qa, Qb, c0, a_eff = (q[j] for q in (a, b, La, Lb, Qa, Qb, c0, a_eff))
+        ia, ib = ia[j], ib[j]
+        vm = vmin[r[j]]
+        xa, xb = 1.0 / (vm + a), 1.0 / (vm + b)
+        xa_eff = 1.0 / (vm + a_eff)  # the bound is taken on [xb, xa_eff] only
+        # d(dL + D)/dx = -(Σw + dD/dτ²) / x² (tr(P) for REML), dL + D convex in x
+        gLa = -(pr["S1"][ia] + pr["dD"][ia]) / (xa * xa)
+        gLb = -(pr["S1"][ib] + pr["dD"][ib]) / (xb * xb)
+        sQ = (Qa - Qb) / (xa - xb)
+        xl = np.minimum(np.maximum((Lb - La + gLa * xa - gLb * xb) / (gLa - gLb), xb),
+                        xa_eff)
+        xl = np.where(np.isnan(xl), xa_eff, xl)
+        u2 = np.full(a.shape, -np.inf)
+        for x in (xa_eff, xb, xl):
+            lo = np.maximum(La + gLa * (x - xa), Lb + gLb * (x - xb)) + Qb + sQ * (x - xb)
+            u2 = np.maximum(u2, -0.5 * (lo - c0))
+    over[j] = ~(u2 <= level[j])
+    return over

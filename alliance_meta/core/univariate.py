@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from alliance_meta.core.arrays import BoolArray, FloatArray, IntArray
 from alliance_meta.core.estimators import CoreMethod, Tau2Result, estimate_tau2
-from alliance_meta.core.heterogeneity import heterogeneity, q_statistic
+from alliance_meta.core.heterogeneity import heterogeneity_k, q_statistic_k
 from alliance_meta.core.inference import (
     coef_inference,
     prediction_interval,
@@ -25,7 +25,7 @@ from alliance_meta.core.inference import (
 )
 from alliance_meta.core.kernel import Kernel
 from alliance_meta.core.stopping import StopRule
-from alliance_meta.core.vcov import TESTS, CoreTest, location
+from alliance_meta.core.vcov import TESTS, CoreTest, location_k
 
 __all__ = [
     "CoreFit",
@@ -70,8 +70,9 @@ class CoreFit:
     QM_pvalue: FloatArray
     pi_low: FloatArray  # prediction interval of the intercept (intercept-only models)
     pi_high: FloatArray
-    #: rows whose ML/REML τ² metafor's ll0check set to 0 (see _positive_root)
-    tau2_reset: BoolArray
+    #: rows whose ML/REML τ² (the global maximum) is not the local maximum metafor
+    #: stops at (see core.estimators._likelihood)
+    tau2_differs: BoolArray
 
 
 @dataclass(frozen=True)
@@ -85,10 +86,12 @@ class SlimFit:
     tau2: FloatArray
     QE: FloatArray
     vt: FloatArray
+    #: τ²/vt, computed in the kernel's units (I² and H² follow from it exactly)
+    h: FloatArray
     k: IntArray
     iterations: IntArray
     converged: BoolArray
-    tau2_reset: BoolArray
+    tau2_differs: BoolArray
     tau2_se: FloatArray | None = None
 
 
@@ -101,19 +104,27 @@ def fit_slim(
     ``with_se``, which computes it in the same passes.
     """
     est = estimate_tau2(kern, method, with_se=with_se)
-    beta, vb, _ = location(kern, est.tau2, test)
-    QE, _, vt = q_statistic(kern)
+    beta, vb, _ = location_k(kern, est.tau2_k, test)
+    QE, dfr, vt = q_statistic_k(kern)
+    # τ²/vt in the kernel's units: I² and H² without the rounding of tiny values
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = np.where(dfr > 0, est.tau2_k / vt, 0.0)
+    est_, se = beta[:, 0], np.sqrt(vb[:, 0, 0])
+    sc = kern.scale
+    if sc is not None:
+        est_, se, vt = est_ * sc, se * sc, vt * (sc * sc)
     return SlimFit(
-        estimate=beta[:, 0],
-        se=np.sqrt(vb[:, 0, 0]),
+        estimate=est_,
+        se=se,
         tau2=est.tau2,
         QE=QE,
         vt=vt,
+        h=h,
         k=kern.k,
         iterations=est.iterations,
         converged=est.converged,
         tau2_se=est.se if with_se else None,
-        tau2_reset=est.reset,
+        tau2_differs=est.differs,
     )
 
 
@@ -145,7 +156,11 @@ def fit_given_tau2(
     level: float,
     btt: npt.NDArray[np.intp] | None = None,
 ) -> CoreFit:
-    """The fixed-effects part of the fit, tests and heterogeneity for given τ² values."""
+    """The fixed-effects part of the fit, tests and heterogeneity for given τ² values.
+
+    Computed in the kernel's own units (``Kernel.scale``) and converted back, so
+    that data far from unit scale lose no precision.
+    """
     # a zero sampling variance at τ² = 0 gives infinite weights: NaN results, which
     # the callers refuse (naming the study)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -161,29 +176,36 @@ def _fit_given_tau2(
     btt: npt.NDArray[np.intp] | None,
 ) -> CoreFit:
     p = kern.p
-    tau2 = est.tau2
-    beta, vb, s2w = location(kern, tau2, test)
+    t = est.tau2_k
+    beta, vb, s2w = location_k(kern, t, test)
     t_ref = TESTS[test].t_reference
     df = residual_df(kern.k, p, t_ref)
     ct = coef_inference(beta, vb, df, level)
     if btt is None:
         btt = np.arange(1, p) if p > 1 and kern.intercept else np.arange(p)
     wt = wald_test(beta, vb, btt, df if t_ref else None)
-    QE, QE_df, QEp, I2, H2, vt = heterogeneity(kern, tau2, method == "EE")
+    QE, QE_df, QEp, I2, H2, vt = heterogeneity_k(kern, t, method == "EE")
     crit = ct.crit[:, 0]
     with np.errstate(invalid="ignore"):
-        pi_low, pi_high = prediction_interval(beta[:, 0], ct.se[:, 0], tau2, crit)
+        pi_low, pi_high = prediction_interval(beta[:, 0], ct.se[:, 0], t, crit)
+    se, ci_low, ci_high = ct.se, ct.ci_low, ct.ci_high
+    sc = kern.scale
+    if sc is not None:  # back from the kernel's units
+        c1, c2 = sc[:, None], (sc * sc)
+        beta, se, ci_low, ci_high = beta * c1, se * c1, ci_low * c1, ci_high * c1
+        vb = vb * c2[:, None, None]
+        pi_low, pi_high, vt = pi_low * sc, pi_high * sc, vt * c2
     return CoreFit(
         beta=beta,
         vb=vb,
-        se=ct.se,
+        se=se,
         statistic=ct.statistic,
         pvalue=ct.pvalue,
-        ci_low=ct.ci_low,
-        ci_high=ct.ci_high,
+        ci_low=ci_low,
+        ci_high=ci_high,
         df=df,
         crit=crit,
-        tau2=tau2,
+        tau2=est.tau2,
         tau2_se=est.se,
         iterations=est.iterations,
         converged=est.converged,
@@ -202,7 +224,7 @@ def _fit_given_tau2(
         QM_pvalue=wt.pvalue,
         pi_low=pi_low,
         pi_high=pi_high,
-        tau2_reset=est.reset,
+        tau2_differs=est.differs,
     )
 
 

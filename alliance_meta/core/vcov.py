@@ -120,14 +120,25 @@ def location(
 
     ``s2`` is the scale applied to ``(X'WX)⁻¹`` (1 without scaling).
     """
+    sc = kern.scale
+    if sc is None:
+        return location_k(kern, tau2, test)
+    beta, vb, s2w = location_k(kern, tau2 / (sc * sc), test)
+    return beta * sc[:, None], vb * (sc * sc)[:, None, None], s2w
+
+
+def location_k(
+    kern: Kernel, tau2: FloatArray, test: CoreTest
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """:func:`location` in the kernel's own units (τ² and the results)."""
     spec = TESTS[test]
     # Q at τ² is needed by the Knapp-Hartung scaling only
     st = kern.weighted(tau2, Need.FIT if spec.scale is not None else Need.BETA)
     beta, vb = st.beta, st.cov()
     Q = st.Q
-    if kern.X is not None:  # only meta-regression kernels are centred
+    if kern.X is not None or kern.scale is not None:  # centred (or shifted) kernels
         beta = beta + center_shift(kern, tau2, vb)
-        if not kern.intercept and spec.scale is not None:
+        if kern.X is not None and not kern.intercept and spec.scale is not None:
             # without an intercept the centred y'Py is not the residual sum of
             # squares of y (unless the design spans one): metafor scales by the latter
             Q = _uncentred_rss(kern, tau2, beta)

@@ -56,6 +56,7 @@ __all__ = [
     "build_design",
     "categories_of",
     "check_design",
+    "check_design_values",
     "factor_codes",
     "is_formula",
     "make_design",
@@ -475,7 +476,12 @@ def _finish(
             "the model has no coefficients (an empty design: '~ 0' or '~ -1' alone); "
             "add moderators or the intercept"
         )
-    kept = ~redundant_columns(X)
+    # each column scaled by a power of two to a largest value near 1 (the test is
+    # scale-free per column): norms of large values cannot overflow and make a
+    # column look redundant
+    big = np.max(np.abs(X), axis=0)
+    _, e = np.frexp(np.where(big > 0, big, 1.0))
+    kept = ~redundant_columns(np.ldexp(X, -e[None, :]))
     idx = np.flatnonzero(kept)
     is_int = np.all(np.abs(X[:, idx] - 1.0) < INTERCEPT_EPS, axis=0)
     names = [str(full_names[int(j)]) for j in idx]
@@ -549,6 +555,31 @@ def no_intercept_transform(
     return tuple(out), np.stack(cols, axis=1)
 
 
+#: Design values beyond this magnitude (2^400, about 2.6e120) are refused: the
+#: coefficients' covariance ~ 1/x² would underflow and the products x² w of the
+#: weighted cross-products overflow.
+DESIGN_LIMIT = 2.0**400
+
+
+def check_design_values(
+    X: FloatArray, names: Sequence[str], labels: Sequence[str]
+) -> None:
+    """Refuse a design value that is not finite or beyond :data:`DESIGN_LIMIT`,
+    naming the study and the column (moderator): such a column must not be silently
+    dropped as redundant, nor give wrong numbers."""
+    bad = ~np.isfinite(X) | (np.abs(X) > DESIGN_LIMIT)
+    if bad.any():
+        i, j = (int(t) for t in np.argwhere(bad)[0])
+        raise InvalidStudyError(
+            f"moderator value {float(X[i, j])!r} in design column {names[j]!r} is "
+            + ("not finite" if not np.isfinite(X[i, j]) else
+               f"beyond {DESIGN_LIMIT:.3g} in magnitude; rescale the moderator")
+            + " (it would otherwise be dropped as redundant or overflow)",
+            study=labels[i],
+            field=names[j],
+        )
+
+
 def make_design(
     moderators: object,
     *,
@@ -601,6 +632,7 @@ def make_design(
             raise InvalidStudyError(f"the data have {len(source)} rows for {k} studies",
                                     field="data")
         fd = model_matrix(moderators, source)
+        check_design_values(fd.X, fd.column_names, labels)
         return _finish(fd.column_names, fd.X, fd, ())
     if isinstance(moderators, str) and data is None and studies is None:
         raise ModelSpecificationError(
@@ -609,6 +641,7 @@ def make_design(
             "name -> values"
         )
     names, X, terms = build_design(moderators, studies, k, labels, data)
+    check_design_values(X, names, labels)
     if intercept:
         return _finish(names, X, None, terms)
     new_names, T = no_intercept_transform(names, terms)

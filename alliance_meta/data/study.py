@@ -13,6 +13,7 @@ Viechtbauer, W. (2010). Conducting meta-analyses in R with the metafor package.
 
 from __future__ import annotations
 
+import datetime
 import math
 import os
 import warnings
@@ -1127,6 +1128,13 @@ class StudySet:
         _check_unique(labels)
         mods: dict[str, list[Any]] = {}
         for name, col in (moderators or {}).items():
+            if isinstance(col, (str, bytes)) or (not isinstance(
+                col, (np.ndarray, pd.Series, Sequence, pd.Index)
+            ) and not hasattr(col, "__len__")):
+                raise InvalidStudyError(
+                    f"moderator needs one value per study (a list or array), got {col!r}",
+                    field=name,
+                )
             values = col.tolist() if isinstance(col, (np.ndarray, pd.Series)) else list(col)  # type: ignore[arg-type]
             if len(values) != k:
                 raise InvalidStudyError(
@@ -1137,7 +1145,11 @@ class StudySet:
         if n is None:
             ns = [None] * k
         else:
-            na = np.atleast_1d(np.asarray(n, dtype=np.float64))
+            na = np.atleast_1d(_numeric(n, "n"))
+            if na.ndim != 1 or na.size != k:
+                raise InvalidStudyError(
+                    f"n has {na.size} values for {k} studies (one per study)", field="n"
+                )
             too_big = np.isfinite(na) & (na > _MAX_N)
             if too_big.any():
                 i = int(np.flatnonzero(too_big)[0])
@@ -1146,8 +1158,16 @@ class StudySet:
                     study=labels[i],
                     field="n",
                 )
-            whole = np.isfinite(na) & (na > 0) & (na == np.round(na))
-            ns = [int(x) if ok else None for x, ok in zip(na.tolist(), whole.tolist(), strict=True)]
+            # a missing (NaN) sample size is unknown; any other must be a whole number > 0
+            bad = ~np.isnan(na) & ~(np.isfinite(na) & (na > 0) & (na == np.round(na)))
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise InvalidStudyError(
+                    f"sample size must be a whole number > 0, got {float(na[i])!r}",
+                    study=labels[i],
+                    field="n",
+                )
+            ns = [None if np.isnan(x) else int(x) for x in na.tolist()]
         studies = tuple(
             Study(
                 label=labels[i],
@@ -1406,8 +1426,42 @@ def _sort_key(v: ModeratorValue) -> tuple[float, tuple[Any, ...]]:
     return (v, ()) if isinstance(v, float) else (0.0, r_collation_key(_level_str(v)))
 
 
+#: dtype kinds that are not numbers to compute with, though numpy converts them to
+#: float: booleans, complex numbers (the imaginary part would be dropped), dates and
+#: durations.
+_NOT_NUMERIC_KINDS = {"b": "a boolean", "c": "a complex number", "M": "a date",
+                      "m": "a duration"}
+
+
 def _numeric(values: object, field: str) -> FloatArray:
-    """``values`` as float64, or an error naming the field and the first bad entry."""
+    """``values`` as float64, or an error naming the field and the first bad entry.
+
+    Booleans, complex numbers, dates and durations are refused rather than
+    converted (``True`` is not an effect size, and ``1+2j`` would lose its
+    imaginary part).
+    """
+    try:
+        raw = np.asarray(values)
+    except (TypeError, ValueError):
+        raw = np.asarray(values, dtype=object)
+    kind = raw.dtype.kind
+    if kind in "fiu":
+        return raw.astype(np.float64, copy=False)
+    if kind in _NOT_NUMERIC_KINDS:
+        flat = raw.reshape(-1)
+        x = flat[0] if flat.size else raw
+        raise InvalidStudyError(
+            f"values must be real numbers, got {_NOT_NUMERIC_KINDS[kind]} ({x!r})",
+            study="row 0" if flat.size else None,
+            field=field,
+        )
+    if kind == "O":
+        for i, x in enumerate(raw.reshape(-1).tolist()):
+            if isinstance(x, (bool, np.bool_, complex, np.complexfloating, np.datetime64,
+                              np.timedelta64, datetime.date, datetime.timedelta)):
+                raise InvalidStudyError(
+                    f"value {x!r} is not a real number", study=f"row {i}", field=field
+                )
     try:
         return np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError):

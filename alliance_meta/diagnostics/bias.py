@@ -324,18 +324,29 @@ class RankCorrelationTest(ResultDisplay):
         return str(self.summary())
 
 
-def rank_correlation_test(result: PoolResult, *, exact: bool = True) -> RankCorrelationTest:
+#: Below this many studies (and without ties) the exact null distribution of
+#: Kendall's statistic is used by default, as R's ``cor.test(exact = NULL)``.
+EXACT_KENDALL_MAX_K = 50
+
+
+def rank_correlation_test(
+    result: PoolResult, *, exact: bool | None = None
+) -> RankCorrelationTest:
     """Begg and Mazumdar's rank correlation test for funnel-plot asymmetry.
 
     Parameters
     ----------
     result : PoolResult
         A fitted pooled result (only its ``yi`` and ``vi`` are used).
-    exact : bool
-        Use the exact null distribution of Kendall's statistic when there are no
-        ties (metafor's default, ``cor.test(..., exact = TRUE)``).  With ties, or
-        when ``exact=False``, the normal approximation with the tie-corrected
-        variance is used, as in R.
+    exact : bool, optional
+        Whether the p-value comes from the exact null distribution of Kendall's
+        statistic (only without ties) or from the normal approximation with the
+        tie-corrected variance.  ``None`` (default): exact for fewer than 50 studies
+        without ties, the approximation otherwise, as R's ``cor.test`` decides by
+        default; its cost grows as k³, so that exact p-values for thousands of
+        studies would take minutes.  ``True``/``False``: as metafor's
+        ``ranktest(exact = TRUE/FALSE)`` (exact still falls back to the
+        approximation where there are ties, as in R).
 
     Returns
     -------
@@ -350,6 +361,12 @@ def rank_correlation_test(result: PoolResult, *, exact: bool = True) -> RankCorr
     :func:`scipy.stats.kendalltau`.  k = 2 is computed, as metafor does, with a
     :class:`FewStudiesWarning` (τ = ±1, p = 1).
 
+    metafor's ``ranktest`` passes ``exact = TRUE`` to ``cor.test`` by default, so
+    for 50 or more studies without ties it reports the exact p-value where this
+    function, by default, reports the normal approximation (``result.exact`` says
+    which); the two differ by little at that size (the approximation's error in the
+    p-value is of order 1/k), and ``exact=True`` reproduces metafor.
+
     References
     ----------
     Begg, C. B., & Mazumdar, M. (1994). Operating characteristics of a rank
@@ -360,13 +377,16 @@ def rank_correlation_test(result: PoolResult, *, exact: bool = True) -> RankCorr
     k = int(yi.size)
     if k < 2:
         raise ModelSpecificationError(f"the rank correlation test needs k >= 2, got k = {k}")
+    if exact is not None and not isinstance(exact, (bool, np.bool_)):
+        raise ModelSpecificationError(f"exact must be True, False or None, got {exact!r}")
     _warn_two_studies(k, "the rank correlation test")
     wi = 1.0 / vi
     theta = float(np.sum(wi * yi) / np.sum(wi))
     vb = 1.0 / float(np.sum(wi))
     ystar = (yi - theta) / np.sqrt(vi - vb)
     ties = np.unique(ystar).size < k or np.unique(vi).size < k
-    use_exact = exact and not ties
+    want_exact = k < EXACT_KENDALL_MAX_K if exact is None else bool(exact)
+    use_exact = want_exact and not ties
     if k == 2 and not use_exact:
         # the normal approximation has zero variance with two studies (scipy
         # divides by it); R's cor.test gives τ_b and a NaN p-value

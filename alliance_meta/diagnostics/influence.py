@@ -1,15 +1,18 @@
 """Sensitivity and influence diagnostics: leave-one-out, influence, cumulative.
 
-All refits of one diagnostic are a single call of the vectorised core: the subsets
-are rows of one padded ``(m, k)`` array in which NaN marks a study left out
-(:func:`_refit_subsets`), so k leave-one-out fits cost one batched τ² search, not a
-Python loop.  The formulas follow R's metafor (``leave1out``, ``influence`` and
+The refits of one diagnostic are a few calls of the vectorised core: the subsets
+are rows of padded ``(batch, k)`` arrays in which NaN marks a study left out
+(:func:`_refit_subsets`, :func:`_refit_batches`), so k leave-one-out fits cost a
+few batched τ² searches, not a Python loop, and memory stays ``O(batch · k · p)``
+(never ``k x k``).  The formulas follow R's metafor (``leave1out``, ``influence`` and
 ``cumul`` for ``rma.uni``; checked against metafor 3.8.1).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -21,7 +24,8 @@ from statsmodels.iolib.summary import Summary
 from alliance_meta import core
 from alliance_meta._types import FloatArray
 from alliance_meta.core.inference import chi2_sf
-from alliance_meta.exceptions import ModelSpecificationError
+from alliance_meta.core.univariate import concat_fits
+from alliance_meta.exceptions import ConvergenceWarning, ModelSpecificationError
 from alliance_meta.models._inputs import check_method, check_test
 from alliance_meta.models.pooling import PoolResult
 from alliance_meta.models.protocol import UnivariateModel
@@ -41,8 +45,14 @@ __all__ = [
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
 
-#: Residuals smaller than this are set to 0, as metafor (``100 * .Machine$double.eps``).
+#: Residuals smaller than this, relative to the size of the numbers subtracted, are
+#: set to 0: metafor sets |resid| < 100 * .Machine$double.eps to 0, an absolute bound
+#: that equals this one for effects of order 1 and, unlike it, does not depend on the
+#: scale of the data.
 _RESID_ZERO = 100.0 * float(np.finfo(np.float64).eps)
+#: Cells (refits x studies) per batch of refits: memory is O(batch x k x p), never
+#: O(k²), whatever k.
+_REFIT_CELLS = 1 << 20
 
 
 def _refit_subsets(result: UnivariateModel, include: BoolArray) -> core.CoreFit:
@@ -62,6 +72,49 @@ def _refit_subsets(result: UnivariateModel, include: BoolArray) -> core.CoreFit:
     control = getattr(result, "control", None)
     return core.fit(kern, check_method(result.method), check_test(result.test), result.level,
                     rule=None if control is None else control.to_rule())
+
+
+def _batch_rows(k: int, p: int = 1) -> int:
+    """Refits per batch: :data:`_REFIT_CELLS` cells of ``k`` studies (``p`` columns)."""
+    return max(1, _REFIT_CELLS // max(1, k * p))
+
+
+def _refit_batches(
+    result: UnivariateModel, m: int, rows: Callable[[int, int], BoolArray]
+) -> core.CoreFit:
+    """The ``m`` refits whose subsets ``rows(start, stop)`` gives, batch by batch.
+
+    Each batch is one call of the vectorised core on a ``(batch, k)`` padded array,
+    so memory stays ``O(batch · k · p)`` however many refits there are.
+    """
+    step = _batch_rows(result.k, result.p)
+    fits = [
+        _refit_subsets(result, rows(start, min(m, start + step)))
+        for start in range(0, m, step)
+    ]
+    return concat_fits(fits)
+
+
+def _warn_refits(what: str, fit: core.CoreFit, labels: Sequence[str]) -> BoolArray:
+    """One ConvergenceWarning naming the refits whose τ² search did not converge or
+    whose likelihood maximum is above metafor's; returns the ``converged`` flags."""
+    conv: BoolArray = np.asarray(fit.converged, dtype=bool)
+    differs = np.asarray(fit.tau2_differs, dtype=bool)
+    parts = []
+    for flag, text in ((~conv, "did not converge"),
+                       (differs, "have a likelihood maximum above the one metafor stops at")):
+        bad = np.flatnonzero(flag)
+        if bad.size:
+            shown = ", ".join(repr(labels[i]) for i in bad[:10])
+            more = f", ... ({bad.size} in all)" if bad.size > 10 else ""
+            parts.append(f"{text}: {shown}{more}")
+    if parts:
+        warnings.warn(
+            f"{what}: the refits of rows " + "; rows ".join(parts) + " (see result.converged)",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    return conv
 
 
 def _col(a: FloatArray) -> FloatArray:
@@ -97,6 +150,8 @@ class LeaveOneOutResult(ResultDisplay):
         Cochran's Q without study i and its p-value.
     I2, H2 : ndarray
         I² (percent) and H² without study i.
+    converged : ndarray of bool
+        Whether the τ² search of each refit converged.
     labels : tuple of str
         The omitted study of each row.
     method, test : str
@@ -116,6 +171,7 @@ class LeaveOneOutResult(ResultDisplay):
     Q_pvalue: FloatArray = attrs.field(eq=False)
     I2: FloatArray = attrs.field(eq=False)
     H2: FloatArray = attrs.field(eq=False)
+    converged: BoolArray = attrs.field(eq=False)
     labels: tuple[str, ...]
     method: str
     test: str
@@ -191,11 +247,18 @@ def _series_fields(fit: core.CoreFit) -> dict[str, Any]:
 
 
 def _loo_fit(result: PoolResult) -> core.CoreFit:
-    """The k leave-one-out refits: a (k, k) padded array with NaN on the diagonal."""
+    """The k leave-one-out refits, in batches of rows of a padded array with study i
+    of row i marked absent."""
     k = result.k
     if k < 2:
         raise ModelSpecificationError("leave-one-out needs at least 2 studies")
-    return _refit_subsets(result, ~np.eye(k, dtype=bool))
+
+    def rows(start: int, stop: int) -> BoolArray:
+        inc = np.ones((stop - start, k), dtype=bool)
+        inc[np.arange(stop - start), np.arange(start, stop)] = False
+        return inc
+
+    return _refit_batches(result, k, rows)
 
 
 def leave_one_out(result: PoolResult) -> LeaveOneOutResult:
@@ -213,9 +276,12 @@ def leave_one_out(result: PoolResult) -> LeaveOneOutResult:
     Notes
     -----
     Row i is the model of :func:`~alliance_meta.random_effects` fitted to the data
-    without study i (τ² re-estimated), exactly as metafor's ``leave1out``.  All k
-    refits are one call of the vectorised core, on a ``(k, k)`` padded array whose
-    diagonal is marked absent.
+    without study i (τ² re-estimated), exactly as metafor's ``leave1out``.  The k
+    refits are calls of the vectorised core on batches of rows of a padded array
+    whose diagonal is marked absent (``O(k)`` memory per refit, never ``k x k``).
+    Refits whose τ² search does not converge are named in one
+    :class:`~alliance_meta.exceptions.ConvergenceWarning` and flagged in
+    ``converged``.
 
     References
     ----------
@@ -225,6 +291,7 @@ def leave_one_out(result: PoolResult) -> LeaveOneOutResult:
     fit = _loo_fit(result)
     return LeaveOneOutResult(
         **_series_fields(fit),
+        converged=_warn_refits("leave_one_out", fit, result.labels),
         labels=result.labels,
         method=result.method,
         test=result.test,
@@ -264,6 +331,8 @@ class InfluenceResult(ResultDisplay):
         every coefficient, shape ``(k, p)``, for a meta-regression.
     influential : ndarray of bool
         metafor's ``is.infl`` flag (see :func:`influence`).
+    converged : ndarray of bool
+        Whether the τ² search of each deletion's refit converged.
     labels : tuple of str
         Study labels.
     k, p : int
@@ -287,6 +356,7 @@ class InfluenceResult(ResultDisplay):
     weight: FloatArray = attrs.field(eq=False)
     dfbetas: FloatArray = attrs.field(eq=False)
     influential: BoolArray = attrs.field(eq=False)
+    converged: BoolArray = attrs.field(eq=False)
     labels: tuple[str, ...]
     k: int
     p: int = 1
@@ -359,16 +429,19 @@ class InfluenceResult(ResultDisplay):
 
 
 def _loo_fit_model(result: UnivariateModel) -> tuple[core.CoreFit, BoolArray]:
-    """Leave-one-out refits of a univariate model in one core call.
+    """Leave-one-out refits of a univariate model, in batches of rows.
 
     Returns the fits of the deletions that leave the design of full rank (and, when
     τ² is estimated, more studies than coefficients), and a mask of those deletions;
-    metafor reports NA for the others, whose refit it cannot fit.
+    metafor reports NA for the others, whose refit it cannot fit.  Deleting study i
+    lowers the rank of ``X`` exactly when its leverage in the unweighted projection
+    is 1 (the row is outside the span of the others), found from the QR of ``X``.
     """
     k = result.k
-    include = ~np.eye(k, dtype=bool)
-    Xs = np.where(include[:, :, None], result.X[None, :, :], 0.0)
-    valid = np.linalg.matrix_rank(Xs) == result.p
+    X = np.asarray(result.X, dtype=np.float64)
+    Qx, _ = np.linalg.qr(X)
+    lev = np.einsum("ij,ij->i", Qx, Qx)
+    valid = lev < 1.0 - 1e-10
     if result.method != "EE" and result.p > 1 and k - 1 <= result.p:
         valid[:] = False  # k - 1 studies for p coefficients and τ²: rma() stops
     if not valid.any():
@@ -377,8 +450,14 @@ def _loo_fit_model(result: UnivariateModel) -> tuple[core.CoreFit, BoolArray]:
             f"estimable (k = {k})"
             + ("" if result.method == "EE" else " with a residual df for tau^2")
         )
-    fit = _refit_subsets(result, include[valid])
-    return fit, valid
+    vidx = np.flatnonzero(valid)
+
+    def rows(start: int, stop: int) -> BoolArray:
+        inc = np.ones((stop - start, k), dtype=bool)
+        inc[np.arange(stop - start), vidx[start:stop]] = False
+        return inc
+
+    return _refit_batches(result, vidx.size, rows), valid
 
 
 def influence(result: UnivariateModel) -> InfluenceResult:
@@ -447,12 +526,22 @@ def influence(result: UnivariateModel) -> InfluenceResult:
     delpred = full(np.einsum("ij,ij->i", Xv, beta_del))
     vdelpred = full(np.einsum("ij,ijk,ik->i", Xv, fit.vb, Xv))
     dfb = full(coef[None, :] - beta_del)
-    wd = 1.0 / (vi[None, :] + fit.tau2[:, None])  # all k studies, per deletion
-    _, Rinv_del = core.wls_qr(np.broadcast_to(X, (wd.shape[0], *X.shape)), wd)
-    vb_plug = full(np.einsum("ijk,ijk->ij", Rinv_del, Rinv_del))  # diag of R⁻¹R⁻ᵀ
+    # diag((X'W₍ᵢ₎X)⁻¹) with all k studies at each deletion's τ², in batches
+    vb_plug_v = np.empty((beta_del.shape[0], p))
+    step = _batch_rows(k, p)
+    for a in range(0, beta_del.shape[0], step):
+        b = min(beta_del.shape[0], a + step)
+        wd = 1.0 / (vi[None, :] + fit.tau2[a:b, None])
+        _, Rinv_del = core.wls_qr(np.broadcast_to(X, (b - a, *X.shape)), wd)
+        vb_plug_v[a:b] = np.einsum("ijk,ijk->ij", Rinv_del, Rinv_del)  # diag of R⁻¹R⁻ᵀ
+    vb_plug = full(vb_plug_v)
+    converged = np.ones(k, dtype=bool)
+    converged[valid] = _warn_refits("influence", fit, [result.labels[i] for i in
+                                                       np.flatnonzero(valid)])
     with np.errstate(divide="ignore", invalid="ignore"):
         resid = yi - delpred
-        resid = np.where(np.abs(resid) < _RESID_ZERO, 0.0, resid)
+        size = np.maximum(np.abs(yi), np.abs(delpred))
+        resid = np.where(np.abs(resid) < _RESID_ZERO * size, 0.0, resid)
         rstudent = resid / np.sqrt(vi * s2w + vdelpred + tau2_del * s2w)
         dffits = (pred_full - delpred) / np.sqrt(s2w * hat * (tau2_del + vi))
         cook_d = np.einsum("ij,ji->i", dfb, np.linalg.solve(vb_full, dfb.T))
@@ -475,6 +564,7 @@ def influence(result: UnivariateModel) -> InfluenceResult:
         weight=_col(100.0 * w / w.sum()),
         dfbetas=_col(dfbetas[:, 0] if p == 1 else dfbetas),
         influential=np.asarray(influential & ~np.isnan(dffits), dtype=bool),
+        converged=converged,
         labels=result.labels,
         k=k,
         p=p,
@@ -494,7 +584,8 @@ class CumulativeResult(ResultDisplay):
     Row j pools the first j + 1 studies in ``order``; ``labels[j]`` is the study
     added at step j.  Fields are as in :class:`LeaveOneOutResult`, plus ``k`` (the
     number of studies pooled at each step) and ``order`` (the 0-based indices of
-    the studies, in the order used).
+    the studies, in the order used), and ``converged`` (whether each step's τ²
+    search converged).
     """
 
     estimate: FloatArray = attrs.field(eq=False)
@@ -508,6 +599,7 @@ class CumulativeResult(ResultDisplay):
     Q_pvalue: FloatArray = attrs.field(eq=False)
     I2: FloatArray = attrs.field(eq=False)
     H2: FloatArray = attrs.field(eq=False)
+    converged: BoolArray = attrs.field(eq=False)
     k: IntArray = attrs.field(eq=False)
     order: npt.NDArray[np.intp] = attrs.field(eq=False)
     labels: tuple[str, ...]
@@ -569,8 +661,11 @@ def cumulative(result: PoolResult, order: npt.ArrayLike | None = None) -> Cumula
     Notes
     -----
     Step j is the model fitted to the first j + 1 studies (τ² re-estimated; a
-    single study gives τ² = 0 and a z test, as metafor).  All k steps are one call
-    of the vectorised core on a lower-triangular padded array (Lau et al., 1992).
+    single study gives τ² = 0 and a z test, as metafor).  The k steps are calls of
+    the vectorised core on batches of rows of a lower-triangular padded array (Lau
+    et al., 1992), ``O(k)`` memory per step, never ``k x k``; steps whose τ² search
+    does not converge are named in one ConvergenceWarning and flagged in
+    ``converged``.
 
     References
     ----------
@@ -580,14 +675,21 @@ def cumulative(result: PoolResult, order: npt.ArrayLike | None = None) -> Cumula
     """
     k = result.k
     idx = _resolve_order(order, k)
-    include = np.zeros((k, k), dtype=bool)
-    include[:, idx] = np.tril(np.ones((k, k), dtype=bool))
-    fit = _refit_subsets(result, include)
+    pos = np.empty(k, dtype=np.intp)
+    pos[idx] = np.arange(k)  # the step at which each study enters
+
+    def rows(start: int, stop: int) -> BoolArray:
+        out: BoolArray = pos[None, :] <= np.arange(start, stop)[:, None]
+        return out
+
+    fit = _refit_batches(result, k, rows)
+    labels = tuple(result.labels[i] for i in idx)
     return CumulativeResult(
         **_series_fields(fit),
+        converged=_warn_refits("cumulative", fit, labels),
         k=np.asarray(fit.k, dtype=np.int64),
         order=idx,
-        labels=tuple(result.labels[i] for i in idx),
+        labels=labels,
         method=result.method,
         test=result.test,
         level=result.level,

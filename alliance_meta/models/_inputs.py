@@ -7,7 +7,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +32,7 @@ __all__ = [
     "as_float_array",
     "as_frame",
     "check_level",
+    "check_measure",
     "check_method",
     "check_test",
     "check_zero_variances",
@@ -68,10 +69,49 @@ def check_test(test: str) -> CoreTest:
 
 
 def check_level(level: float) -> float:
+    """``level`` as a float strictly between 0 and 1, or a clear error."""
+    if isinstance(level, bool) or not isinstance(level, (int, float, np.integer, np.floating)):
+        raise ModelSpecificationError(
+            f"level must be a number strictly between 0 and 1, got {level!r}"
+        )
     lv = float(level)
     if not 0.0 < lv < 1.0:
         raise ModelSpecificationError(f"level must lie strictly between 0 and 1, got {level!r}")
     return lv
+
+
+#: The outcome measures of metafor 3.8.1's ``escalc`` (its measure argument), which a
+#: ``measure=`` may name besides the :data:`~alliance_meta._types.Measure` literal.
+METAFOR_MEASURES = frozenset("""
+    ABT AHW ARAW AS COR CVLN CVR CVRC D2OR D2ORL D2ORN GEN IR IRD IRFT IRLN IRR IRS
+    IRSD MC MD MN MNLN MPOR MPORC MPORM MPPETO MPRD MPRR OR OR2D OR2DL OR2DN PAS PBIT
+    PCOR PETO PFT PHI PLN PLO PR PRZ R2 RBIS RD REH ROM ROMC RPB RR RTET SDLN SMCC
+    SMCR SMCRH SMCRP SMCRPH SMD SMD1 SMD1H SMDH SMN SPCOR UCOR VR VRC YUQ YUY ZCOR
+    ZPCOR ZPHI ZR2 ZSPCOR ZTET
+""".split())
+
+
+def check_measure(measure: object) -> Measure:
+    """``measure`` if it names an outcome measure (the
+    :data:`~alliance_meta._types.Measure` literal, or one of metafor's ``escalc``
+    measures), or a clear error, with the spelling to use where only the case
+    differs: ``"zcor"`` is not silently left without its back-transformation."""
+    known = (*get_args(Measure), *sorted(METAFOR_MEASURES - set(get_args(Measure))))
+    if isinstance(measure, str) and measure in known:
+        return cast(Measure, measure)
+    if isinstance(measure, str):
+        close = [n for n in known if n.lower() == measure.lower()]
+        if close:
+            raise InvalidStudyError(
+                f"unknown measure {measure!r}; measure names are case-sensitive, did you "
+                f"mean {close[0]!r}?",
+                field="measure",
+            )
+    raise InvalidStudyError(
+        f"unknown measure {measure!r}; expected one of {', '.join(get_args(Measure))} or "
+        "another of metafor's escalc measures",
+        field="measure",
+    )
 
 
 def as_float_array(values: object, field: str) -> FloatArray:
@@ -328,6 +368,7 @@ def resolve_model_input(
     or the columns ``needed`` (the model's moderators) are dropped with a warning,
     as metafor's ``na.omit``; by default they raise, naming the study.
     """
+    measure = check_measure(measure)
     if nan_policy not in ("raise", "omit"):
         raise ModelSpecificationError(
             f"nan_policy must be 'raise' or 'omit', got {nan_policy!r}"

@@ -18,7 +18,7 @@ import numpy.typing as npt
 import pandas as pd
 from statsmodels.iolib.summary import Summary
 
-from alliance_meta._types import FloatArray, Measure, Method, Test
+from alliance_meta._types import FloatArray, Measure, Method, NanPolicy, Test
 from alliance_meta.core.estimators import MOMENT_METHODS, CoreMethod, tau2_se
 from alliance_meta.core.heterogeneity import concat_qprofiles, i2_h2, q_pvalue, qprofile
 from alliance_meta.core.inference import (
@@ -27,6 +27,7 @@ from alliance_meta.core.inference import (
     residual_df,
     two_sided_pvalue,
 )
+from alliance_meta.core.kernel import in_unit_range
 from alliance_meta.core.layout import (
     LongData,
     ManyData,
@@ -38,6 +39,7 @@ from alliance_meta.core.layout import (
 from alliance_meta.core.vcov import TESTS, CoreTest
 from alliance_meta.exceptions import (
     ConvergenceWarning,
+    DataOmittedWarning,
     FewStudiesWarning,
     InvalidStudyError,
     ModelSpecificationError,
@@ -45,10 +47,10 @@ from alliance_meta.exceptions import (
 from alliance_meta.models._inputs import (
     as_float_array,
     check_level,
+    check_measure,
     check_method,
     check_test,
     long_columns,
-    validate_studies,
 )
 from alliance_meta.models.dask import is_dask_collection
 from alliance_meta.models.pooling import frame_columns, reset_message
@@ -135,10 +137,18 @@ class ManyPoolResult(ResultDisplay):
     test: CoreTest
     level: float
     measure: Measure
-    _vt: FloatArray = attrs.field(eq=False, repr=False, alias="vt")
-    _data: ManyData = attrs.field(eq=False, repr=False, alias="data")
+    #: τ²/vt (metafor's typical within-study variance), from which I² and H² follow
+    _h: FloatArray = attrs.field(eq=False, repr=False, alias="h")
+    _data: ManyData = attrs.field(
+        eq=False, repr=False, alias="data", metadata={"cache": True}
+    )
     _tau2_se_known: FloatArray | None = attrs.field(
-        default=None, eq=False, repr=False, alias="tau2_se_known"
+        default=None, eq=False, repr=False, alias="tau2_se_known", metadata={"cache": True}
+    )
+    #: studies left out under ``nan_policy="omit"``: input rows (long format) or flat
+    #: positions (2-D input)
+    omitted: npt.NDArray[np.int64] = attrs.field(
+        factory=lambda: np.empty(0, dtype=np.int64), eq=False, repr=False
     )
 
     @functools.cached_property
@@ -202,7 +212,8 @@ class ManyPoolResult(ResultDisplay):
 
     @functools.cached_property
     def _i2_h2(self) -> tuple[FloatArray, FloatArray]:
-        i2, h2 = i2_h2(self.Q, self.Q_df, self.tau2, self._vt, self.method == "EE")
+        ones = np.ones_like(self._h)
+        i2, h2 = i2_h2(self.Q, self.Q_df, self._h, ones, self.method == "EE")
         return readonly(i2), readonly(h2)
 
     @property
@@ -273,30 +284,43 @@ class ManyPoolResult(ResultDisplay):
         return str(self.summary())
 
 
-def _prepare_padded(y: FloatArray, v: FloatArray) -> bool:
-    """Validate 2-D input; True if it is complete (no absent study) and valid.
+def _owned(arr: FloatArray, source: object) -> FloatArray:
+    """``arr``, copied unless it is a fresh array (not the caller's, nor a view of it).
 
-    ``min``/``max`` propagate NaN and expose ±inf, so two reductions prove every
-    variance present, finite and positive.  The effects of such input are checked
-    by :func:`_check_complete_fit` after pooling (a NaN or infinite effect makes its
-    analysis's estimate non-finite).  Anything else goes to :func:`_validate_padded`,
-    which names the offending entry.
+    The result reads its input again later (``tau2_se``, ``heterogeneity_ci()``), so
+    it must not share memory with arrays the caller may change.
     """
-    if (
-        y.shape == v.shape
-        and y.size > 0
-        and float(v.min()) > 0
-        and float(v.max()) < math.inf
-    ):
-        return True
+    if arr is source or arr.base is not None or not arr.flags.owndata:
+        out: FloatArray = arr.copy()
+        return out
+    return arr
+
+
+def _prepare_padded(y: FloatArray, v: FloatArray, nan_policy: NanPolicy) -> tuple[
+    FloatArray, FloatArray, bool, npt.NDArray[np.int64], bool
+]:
+    """Validate 2-D input: ``(y, v, complete, omitted, unit)``.
+
+    ``complete``: no study is absent.  ``min``/``max`` propagate NaN and expose ±inf,
+    so four reductions prove every value present and finite and every variance
+    positive.  Anything else goes to :func:`_validate_padded`, which names the
+    offending entry; under ``nan_policy="omit"`` an entry with NaN in only one of
+    ``yi``, ``vi`` is made absent and reported (``omitted``: flat positions).
+    """
+    none = np.empty(0, dtype=np.int64)
+    if y.shape == v.shape and y.size > 0:
+        vmin, vmax, ymin, ymax = float(v.min()), float(v.max()), float(y.min()), float(y.max())
+        if vmin > 0 and vmax < math.inf and math.isfinite(ymin) and math.isfinite(ymax):
+            return y, v, True, none, in_unit_range(vmin, vmax, max(ymax, -ymin))
+    omitted = none
+    if nan_policy == "omit" and y.shape == v.shape:
+        half = np.isnan(y) != np.isnan(v)
+        if half.any():
+            omitted = np.flatnonzero(half).astype(np.int64)
+            y = np.where(half, np.nan, y)
+            v = np.where(half, np.nan, v)
     _validate_padded(y, v)
-    return False
-
-
-def _check_complete_fit(y: FloatArray, v: FloatArray, estimate: FloatArray) -> None:
-    """Name the bad effect of input :func:`_prepare_padded` passed as complete."""
-    if not np.isfinite(estimate).all():
-        _validate_padded(y, v)
+    return y, v, False, omitted, _in_unit_range(y, v)
 
 
 def _validate_padded(Y: FloatArray, V: FloatArray) -> None:
@@ -309,7 +333,8 @@ def _validate_padded(Y: FloatArray, V: FloatArray) -> None:
     if mismatch.any():
         i, j = np.argwhere(mismatch)[0]
         raise InvalidStudyError(
-            "NaN marks an absent study and must appear in both yi and vi",
+            "NaN marks an absent study and must appear in both yi and vi "
+            "(nan_policy='omit' makes such studies absent)",
             study=f"analysis {i}, study {j}",
             field="vi" if ny[i, j] else "yi",
         )
@@ -346,8 +371,8 @@ def _factorize(
     that are already ``0..G-1`` are their own codes.  Other labels go through
     ``pandas.factorize`` (hashing, then a sort of the unique labels only), which is
     2-6x faster than ``np.unique`` for string labels (1.2 million rows of 100,000
-    gene-like names: 115-180 ms against 340-670 ms); NaN is a label of its own,
-    sorted last, as in ``np.unique``.
+    gene-like names: 115-180 ms against 340-670 ms).  Missing labels have been
+    refused or dropped by :func:`_check_labels`.
     """
     if g.size and g.dtype.kind in "iu":
         lo, hi = int(g.min()), int(g.max())
@@ -369,24 +394,124 @@ def _factorize(
     return labels, codes, np.bincount(codes, minlength=labels.size).astype(np.int64)
 
 
-def _validate_long(y: FloatArray, v: FloatArray) -> None:
-    """Validate long-format variances; else name the offending entry.
+#: Kinds of label that name an analysis: ``pandas.api.types.infer_dtype`` results.
+_LABEL_KINDS = frozenset({
+    "integer", "string", "bytes", "floating", "boolean", "categorical",
+    "date", "datetime", "datetime64", "timedelta", "timedelta64", "period", "decimal",
+})
 
-    Two reductions prove every variance present, finite and positive.  The effects
-    are checked by :func:`_check_long_fit` after pooling.
+
+def _as_labels(groups: object) -> npt.NDArray[Any]:
+    """The group labels as an array, refusing labels of mixed kinds.
+
+    ``np.asarray([1, "1"])`` makes both the string ``"1"``, merging two groups:
+    labels are read as objects and their kinds checked first.
     """
-    if not (v.size and float(v.min()) > 0 and float(v.max()) < math.inf):
-        validate_studies(y, v)
+    if isinstance(groups, np.ndarray) and groups.dtype != object:
+        return groups
+    if isinstance(groups, (pd.Series, pd.Index, pd.Categorical)):
+        arr = np.asarray(groups)
+    else:
+        arr = np.asarray(groups, dtype=object) if not isinstance(groups, np.ndarray) else groups
+        if arr.ndim != 1:
+            arr = np.asarray(groups)
+    if arr.dtype == object and arr.size:
+        kind = pd.api.types.infer_dtype(arr, skipna=True)
+        if kind in _LABEL_KINDS and np.asarray(pd.isna(arr)).any():
+            return arr  # missing labels: refused or dropped by _validate_long
+        if kind == "mixed-integer-float":  # 1 and 2.5: numbers, compared as numbers
+            return arr.astype(np.float64)
+        if kind not in _LABEL_KINDS and kind != "empty":
+            kinds = sorted({type(x).__name__ for x in arr.tolist() if not pd.isna(x)})
+            raise InvalidStudyError(
+                f"group labels mix kinds ({', '.join(kinds)}): 1 and '1' would name "
+                "different analyses but look alike; use one kind of label",
+                field="groups",
+            )
+        if kind == "integer":
+            return arr.astype(np.int64)
+        if kind == "string":
+            return arr.astype(str)
+    return arr
 
 
-def _check_long_fit(y: FloatArray, v: FloatArray, estimate: FloatArray) -> None:
-    """Name the bad effect of long-format input that :func:`_validate_long` passed.
+def _missing_labels(g: npt.NDArray[Any]) -> npt.NDArray[np.bool_] | None:
+    """Where a group label is missing (None, NaN, NaT); None if none can be."""
+    if g.dtype.kind in "iubUS":
+        return None
+    out: npt.NDArray[np.bool_] = np.asarray(pd.isna(g), dtype=bool)
+    return out if out.any() else None
 
-    With valid variances, an analysis's estimate (a weighted mean of its effects with
-    finite positive weights) is finite exactly when all its effects are.
+
+def _validate_long(
+    y: FloatArray, v: FloatArray, g: npt.NDArray[Any], nan_policy: NanPolicy
+) -> tuple[FloatArray, FloatArray, npt.NDArray[Any], npt.NDArray[np.int64], bool]:
+    """Validate long-format input: ``(y, v, groups, omitted, unit)``.
+
+    Four reductions prove every effect and variance present and finite and every
+    variance positive; otherwise the offending row is named (under
+    ``nan_policy="raise"``), or rows with a missing effect, variance or group label
+    are dropped and reported (``"omit"``: their input positions in ``omitted``).
     """
-    if not np.isfinite(estimate).all():
-        validate_studies(y, v)
+    none = np.empty(0, dtype=np.int64)
+    miss_g = _missing_labels(g)
+    if y.size > 0:
+        vmin, vmax, ymin, ymax = float(v.min()), float(v.max()), float(y.min()), float(y.max())
+        ok = vmin > 0 and vmax < math.inf and math.isfinite(ymin) and math.isfinite(ymax)
+        if ok and miss_g is None:
+            return y, v, g, none, in_unit_range(vmin, vmax, max(ymax, -ymin))
+    if nan_policy == "omit":
+        drop = np.isnan(y) | np.isnan(v)
+        if miss_g is not None:
+            drop |= miss_g
+        if drop.any():
+            omitted = np.flatnonzero(drop).astype(np.int64)
+            keep = ~drop
+            y, v, g = y[keep], v[keep], g[keep]
+            if y.size == 0:
+                raise InvalidStudyError(
+                    "every row has a missing effect, variance or group label", field="yi"
+                )
+            kept = np.flatnonzero(keep)
+            if not (float(v.min()) > 0 and math.isfinite(float(v.max()))
+                    and math.isfinite(float(y.min())) and math.isfinite(float(y.max()))):
+                _name_bad_long(y, v, kept)
+            return y, v, g, omitted, _in_unit_range(y, v)
+    if miss_g is not None:
+        i = int(np.argmax(miss_g))
+        raise InvalidStudyError(
+            f"group label is missing ({g[i]!r}); nan_policy='omit' drops such rows",
+            study=f"#{i}",
+            field="groups",
+        )
+    _name_bad_long(y, v, np.arange(y.size))
+    return y, v, g, none, True  # not reached: _name_bad_long raises
+
+
+def _name_bad_long(y: FloatArray, v: FloatArray, rows: npt.NDArray[np.intp]) -> None:
+    """Raise for the first invalid effect or variance, naming its input row."""
+    if y.size == 0:
+        raise InvalidStudyError("no studies given (empty input)", field="yi")
+    for field, arr in (("yi", y), ("vi", v)):
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            i = int(np.argmax(bad))
+            hint = " (nan_policy='omit' drops rows with missing values)" if np.isnan(
+                arr[i]
+            ) else ""
+            raise InvalidStudyError(
+                f"value is {float(arr[i])!r} (must be finite){hint}",
+                study=f"#{int(rows[i])}",
+                field=field,
+            )
+    bad = v <= 0
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise InvalidStudyError(
+            f"sampling variance must be > 0, got {float(v[i])!r}",
+            study=f"#{int(rows[i])}",
+            field="vi",
+        )
 
 
 def _many_result(
@@ -397,6 +522,7 @@ def _many_result(
     level: float,
     measure: Measure,
     data: ManyData,
+    omitted: npt.NDArray[np.int64],
 ) -> ManyPoolResult:
     return ManyPoolResult(
         groups=labels,
@@ -411,9 +537,10 @@ def _many_result(
         test=test,
         level=level,
         measure=measure,
-        vt=fit["vt"],
+        h=fit["h"],
         data=data,
         tau2_se_known=fit.get("tau2_se"),
+        omitted=omitted,
     )
 
 
@@ -427,6 +554,7 @@ def pool_many(
     test: Test = "z",
     level: float = 0.95,
     measure: Measure = "GEN",
+    nan_policy: NanPolicy = "raise",
 ) -> ManyPoolResult:
     """Pool many meta-analyses at once with one call of the vectorised core.
 
@@ -437,30 +565,44 @@ def pool_many(
         order, any group sizes), or 2-D arrays of shape ``(n_analyses, n_studies)``
         where NaN (in both) marks an absent study.
     groups : array_like, optional
-        Analysis label of each row of 1-D input.  Results are ordered by the sorted
-        unique labels, available as ``result.groups``.
+        Analysis label of each row of 1-D input, all of one kind (numbers, or
+        strings, ...).  Results are ordered by the sorted unique labels, available as
+        ``result.groups``.
     data : DataFrame, optional
         A long-format data frame (or any object with the DataFrame interchange
         protocol): ``yi``, ``vi`` and ``groups`` then name its columns (``yi`` and
         ``vi`` by default), e.g. ``pool_many(data=df, groups="outcome")``.
     method, test, level, measure
         As for :func:`random_effects`.
+    nan_policy : {"raise", "omit"}
+        ``"raise"`` (default): a missing (NaN) effect or variance of long-format
+        input, a missing group label, or a NaN in only one of ``yi``, ``vi`` of 2-D
+        input raises, naming the row.  ``"omit"``: such studies are left out, a
+        :class:`~alliance_meta.exceptions.DataOmittedWarning` says how many and
+        which, and ``result.omitted`` holds their positions (input rows of long
+        format, flat positions of 2-D input).  Infinite values always raise.
 
     Returns
     -------
     ManyPoolResult
         Arrays with the field names of :class:`PoolResult`.
 
+    Raises
+    ------
+    InvalidStudyError
+        For invalid input, naming the row (or analysis and study) and the field.
+
     Notes
     -----
     dask input (the ``dask`` extra) -- a 2-D dask array chunked along rows, or dask
-    Series ``yi``, ``vi``, ``groups`` of one DataFrame partitioned so that no analysis
-    spans two partitions -- returns a lazy
-    :class:`alliance_meta.models.dask.DaskPoolResult` computed blockwise by the same core.
+    Series ``yi``, ``vi``, ``groups`` of one DataFrame -- returns a lazy
+    :class:`alliance_meta.models.dask.DaskPoolResult` computed blockwise by the same
+    core (long-format partitions are regrouped so that no analysis spans two).
 
-    The input arrays are not copied (they may be large): the fields computed on
-    first access (``tau2_se``, ``heterogeneity_ci()``, ...) read them, so do not
-    modify them while the result is in use.  The result's own arrays are read-only.
+    The result keeps its own copy of the input (the fields computed on first
+    access, ``tau2_se`` and ``heterogeneity_ci()``, read it), so changing the
+    caller's arrays afterwards changes nothing.  The result's own arrays are
+    read-only.
 
     Row ``i`` equals ``random_effects(yi=..., vi=...)`` on that analysis alone (the
     scalar API is the m = 1 case of the same core).  Data are processed in chunks
@@ -472,48 +614,57 @@ def pool_many(
     core_method = check_method(method)
     core_test = check_test(test)
     lv = check_level(level)
+    measure = check_measure(measure)
+    if nan_policy not in ("raise", "omit"):
+        raise ModelSpecificationError(
+            f"nan_policy must be 'raise' or 'omit', got {nan_policy!r}"
+        )
     if is_dask_collection(yi):
         from alliance_meta.models.dask import pool_many_dask
 
         return pool_many_dask(  # type: ignore[return-value]
-            yi, vi, groups, method=core_method, test=core_test, level=lv
+            yi, vi, groups, method=core_method, test=core_test, level=lv,
+            nan_policy=nan_policy,
         )
     if data is not None:
         yi, vi, groups = long_columns(data, yi, vi, groups)
     elif yi is None or vi is None:
         raise ModelSpecificationError("give yi and vi (arrays), or data= with its columns")
-    y = as_float_array(yi, "yi")
-    v = as_float_array(vi, "vi")
+    y = _owned(as_float_array(yi, "yi"), yi)
+    v = _owned(as_float_array(vi, "vi"), vi)
     if groups is None:
         if y.ndim != 2:
             raise InvalidStudyError(
                 "pool_many needs 2-D (n_analyses, n_studies) arrays or 1-D arrays with groups",
                 field="yi",
             )
-        data = ManyData(y, v, complete=_prepare_padded(y, v))
+        y, v, complete, omitted, unit = _prepare_padded(y, v, nan_policy)
+        data = ManyData(y, v, complete=complete, unit=unit)
         labels: npt.NDArray[Any] = np.arange(y.shape[0])
         m = y.shape[0]
     else:
-        g = np.asarray(groups)
+        g = _as_labels(groups)
         if y.ndim != 1 or v.ndim != 1 or g.ndim != 1:
             raise InvalidStudyError("with groups, yi, vi and groups must be 1-D", field="groups")
         if not (y.size == v.size == g.size):
             raise InvalidStudyError(
                 f"lengths differ: yi {y.size}, vi {v.size}, groups {g.size}", field="groups"
             )
-        _validate_long(y, v)
+        y, v, g, omitted, unit = _validate_long(y, v, g, nan_policy)
         labels, codes, counts = _factorize(g)
         m = labels.size
-        data = ManyData(None, None, LongData(y, v, codes, counts))
-
-    # A non-finite effect (found by the checks below, which name it) would make the
-    # core warn of invalid values first; valid input raises no such warning anyway.
-    with np.errstate(invalid="ignore"):
-        fit = fit_chunks(data, m, core_method, core_test)
-    if data.long is not None:
-        _check_long_fit(y, v, fit["estimate"])
-    elif data.complete:
-        _check_complete_fit(y, v, fit["estimate"])
+        data = ManyData(None, None, LongData(y, v, codes, counts), unit=unit)
+    if omitted.size:
+        shown = ", ".join(str(int(i)) for i in omitted[:10])
+        more = f", ... ({omitted.size} in all)" if omitted.size > 10 else ""
+        where = "rows" if groups is not None else "positions (flat) of studies"
+        warnings.warn(
+            f"omitted {omitted.size} studies with a missing value (nan_policy='omit'): "
+            f"{where} {shown}{more}; see result.omitted",
+            DataOmittedWarning,
+            stacklevel=2,
+        )
+    fit = fit_chunks(data, m, core_method, core_test)
     n_bad = int((~fit["converged"]).sum())
     if n_bad:
         warnings.warn(
@@ -522,10 +673,10 @@ def pool_many(
             ConvergenceWarning,
             stacklevel=2,
         )
-    n_reset = int(fit["tau2_reset"].sum())
-    if n_reset:
+    n_differs = int(fit["tau2_differs"].sum())
+    if n_differs:
         warnings.warn(
-            reset_message(core_method, f" in {n_reset} of {m} analyses"),
+            reset_message(core_method, f" in {n_differs} of {m} analyses"),
             ConvergenceWarning,
             stacklevel=2,
         )
@@ -535,4 +686,11 @@ def pool_many(
             FewStudiesWarning,
             stacklevel=2,
         )
-    return _many_result(fit, labels, core_method, core_test, lv, measure, data)
+    return _many_result(fit, labels, core_method, core_test, lv, measure, data, omitted)
+
+
+def _in_unit_range(y: FloatArray, v: FloatArray) -> bool:
+    """Whether validated data need no rescaling (absent studies are NaN in both)."""
+    vmin, vmax = float(np.nanmin(v)), float(np.nanmax(v))
+    ymax = max(float(np.nanmax(y)), -float(np.nanmin(y)))
+    return in_unit_range(vmin, vmax, ymax)

@@ -232,7 +232,7 @@ class PoolResult(UnivariateFit, ResultDisplay):
 
     def confidence_interval(self, level: float | None = None) -> ConfidenceInterval:
         """CI of the pooled estimate (at the fit's level, or refitted at another)."""
-        if level is None or float(level) == self.level:
+        if level is None or check_level(level) == self.level:
             return self.ci
         return self.refit(level=level).ci
 
@@ -454,8 +454,8 @@ def fit_one(
             ConvergenceWarning,
             stacklevel=4,
         )
-    if fit.tau2_reset[0]:
-        warnings.warn(reset_message(method, "")
+    if fit.tau2_differs[0]:
+        warnings.warn(reset_message(method, "", control is not None)
                       + (f" ({what})" if what else ""), ConvergenceWarning, stacklevel=4)
     return fit
 
@@ -480,11 +480,21 @@ def check_positive_tau2(
         )
 
 
-def reset_message(method: str, which: str) -> str:
+def reset_message(method: str, which: str, metafor_rule: bool = False) -> str:
+    """The warning where metafor's Fisher scoring stops at a lower local maximum, or,
+    under metafor's own stopping rule (``control=``), its ``ll0check`` reset."""
+    if metafor_rule:
+        return (
+            f"the {method} root{which} reached by metafor's Fisher scoring from the Hedges "
+            "start has a lower likelihood than tau^2 = 0, so tau^2 is set to 0, as "
+            "metafor does ('Fisher scoring algorithm may have gotten stuck at a local "
+            "maximum'); without control= the global maximum is reported"
+        )
     return (
-        f"the {method} root reached from the Hedges start{which} has a lower likelihood "
-        "than tau^2 = 0, so tau^2 is set to 0, as metafor does ('Fisher scoring algorithm "
-        "may have gotten stuck at a local maximum'); check the likelihood profile"
+        f"the {method} likelihood{which} has a higher maximum than the local maximum "
+        "metafor's rma stops at (its Fisher scoring from the Hedges start, and its "
+        "ll0check): the global maximum is reported, so tau^2 differs from metafor's "
+        "(see the validation notes in the documentation)"
     )
 
 

@@ -17,7 +17,6 @@ Viechtbauer, W. (2010). Conducting meta-analyses in R with the metafor package.
 from __future__ import annotations
 
 import math
-import types
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -68,7 +67,7 @@ from alliance_meta.models.pooling import (
     reset_message,
     result_from_core,
 )
-from alliance_meta.results.base import IntervalArray, freeze_arrays
+from alliance_meta.results.base import FrozenMap, IntervalArray, freeze_arrays
 from alliance_meta.results.display import (
     ResultDisplay,
     Transf,
@@ -96,7 +95,8 @@ Tau2Mode = Literal["separate", "common"]
 
 
 def _readonly_mapping(d: Mapping[str, Any]) -> Mapping[str, Any]:
-    return types.MappingProxyType(dict(d))
+    # picklable and deep-copyable, unlike types.MappingProxyType
+    return FrozenMap(d)
 
 
 @attrs.frozen(field_transformer=freeze_arrays, repr=False)
@@ -519,8 +519,8 @@ def subgroup_analysis(
             ConvergenceWarning,
             stacklevel=2,
         )
-    if fit.tau2_reset.any():
-        reset = ", ".join(repr(levels[g]) for g in np.flatnonzero(fit.tau2_reset))
+    if fit.tau2_differs.any():
+        reset = ", ".join(repr(levels[g]) for g in np.flatnonzero(fit.tau2_differs))
         warnings.warn(reset_message(core_method, f" in subgroup {reset}"), ConvergenceWarning,
                       stacklevel=2)
     if (fit.k == 1).any():
