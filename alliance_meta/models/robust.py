@@ -55,8 +55,14 @@ MIN_RELIABLE_DF = 4.0
 def _as_fit(fit: object) -> FittedModel:
     """The fitted model whose blocks ``robust`` uses: any fit of the fitted-model
     protocol, or the common-τ² model of a subgroup analysis."""
-    common = getattr(fit, "common_model", None)
-    if common is not None:
+    if hasattr(fit, "common_model"):
+        common = fit.common_model
+        if common is None:
+            raise ModelSpecificationError(
+                "this subgroup analysis pooled each subgroup with its own tau^2 "
+                "(tau2='separate'): there is no single model to take cluster-robust "
+                "inference of; use subgroup_analysis(..., tau2='common')"
+            )
         fit = common
     if not callable(getattr(fit, "marginal_blocks", None)):
         raise TypeError(
