@@ -4,7 +4,7 @@ tests/test_robust.py checks the sandwich on stand-in fits built from R's own
 variance components; here the models are fitted by alliance_meta itself --
 ``multilevel``/``multivariate`` on the ``mv_*.json`` and ``robustmv_*.json``
 references and ``subgroup_analysis(..., tau2="common")`` on
-``subgroup_robust.json`` -- and ``robust(fit, cluster)`` is compared with the
+``clubsandwich_subgroups.json`` -- and ``robust(fit, cluster)`` is compared with the
 ``robust`` blocks of the same files (CR2 ``coef_test``/``conf_int``/``Wald_test``
 HTZ, CR0, and metafor's ``robust()``).  The univariate ``robust_*.json`` cases are
 fitted end to end in tests/test_robust.py already.  Fields: PROVENANCE.md,
@@ -220,13 +220,13 @@ def test_multivariate_fit_robust(name: str, i: int) -> None:
 
 SUBGROUP_CASES = [
     pytest.param(i, id=f"{c['data']}-{c['method']}-{c['test']}")
-    for i, c in enumerate(_load("subgroup_robust")["cases"])
+    for i, c in enumerate(_load("clubsandwich_subgroups")["cases"])
 ]
 
 
 @pytest.mark.parametrize("i", SUBGROUP_CASES)
 def test_common_tau2_subgroups_robust(i: int) -> None:
-    case = _load("subgroup_robust")["cases"][i]
+    case = _load("clubsandwich_subgroups")["cases"][i]
     exp = case["expected"]
     res = am.subgroup_analysis(yi=case["yi"], vi=case["vi"], groups=case["group"],
                                by="g", tau2="common", method=case["method"],

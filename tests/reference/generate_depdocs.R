@@ -1,6 +1,6 @@
 #!/usr/bin/env Rscript
 ## References of the depdocs branch (fields in PROVENANCE_depdocs.md):
-##   subgroup_robust.json        clubSandwich / metafor robust() on common-tau^2 subgroup
+##   clubsandwich_subgroups.json  clubSandwich / metafor robust() on common-tau^2 subgroup
 ##                                models, rma(yi, vi, mods = ~ g), clustered by study
 ##   che_alliance_dependent.json  the CHE + CR2 workflow on the bundled simulated
 ##                                alliance example over a grid of rho: vcalc V,
@@ -86,7 +86,7 @@ sub_case("dat.crede2010 (ZCOR, g = source)", c(d$yi), c(d$vi), d$source, d$study
 d <- alliance
 sub_case("alliance_dependent (ZCOR, g = rater)", c(d$yi), c(d$vi), d$rater, d$study,
          "REML", "z")
-write_reference(list(source = SOURCE, cases = sub_cases), "subgroup_robust.json")
+write_reference(list(source = SOURCE, cases = sub_cases), "clubsandwich_subgroups.json")
 
 ## ---------------------------------------------------------------------------
 ## CHE + CR2 over a grid of rho, on the simulated alliance example
