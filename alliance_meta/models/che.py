@@ -188,9 +188,10 @@ class CHEResult(ResultDisplay):
             for name, s2 in zip(self.model.level_names, self.sigma2, strict=True)
         ]
         notes = [
-            f"Sampling errors of one {self.model.level_names[0]!r} correlate at rho = "
-            f"{self.rho:g} (working model); inference is cluster-robust "
-            f"({ADJUSTMENTS[self.adjust].description}). model_se: the working model's own SE."
+            f"Working model: the sampling errors of one {self.model.level_names[0]!r} "
+            f"correlate at rho = {self.rho:g}.",
+            f"Inference: {ADJUSTMENTS[self.adjust].description}; model_se is the working "
+            "model's own SE.",
         ]
         return frame_summary("CHE working model, cluster-robust inference", info,
                              self.to_frame(), notes)
