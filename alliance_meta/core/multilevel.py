@@ -47,6 +47,9 @@ Berkey, C. S., Hoaglin, D. C., Antczak-Bouckoms, A., Mosteller, F., & Colditz, G
 Harville, D. A. (1977). Maximum likelihood approaches to variance component
 estimation and to related problems. *JASA*, 72(358), 320-338.
 
+Searle, S. R., Casella, G., & McCulloch, C. E. (1992). *Variance Components*.
+Wiley.
+
 Nakagawa, S., & Santos, E. S. A. (2012). Methodological issues and advances in
 biological meta-analysis. *Evolutionary Ecology*, 26(5), 1253-1274.
 """
@@ -464,12 +467,16 @@ class Spectral:
     coefficients of the ``I`` (``11'``) bases: the nested model ``~ 1 | study/es``
     with blocks the studies (the CHE working model), and its two-level cases.  With
     ``V = U Λ U'`` computed once, ``M⁻¹ = U (D - c h h') U'`` with ``D = (Λ + a)⁻¹``,
-    ``h = D w``, ``w = U'1`` and ``c = b / (1 + b w'Dw)`` (Sherman-Morrison), and
+    ``h = D w``, ``w = U'1`` and ``c = b / (1 + b w'Dw)`` (Sherman & Morrison, 1950), and
     ``log|M| = Σ log(λ + a) + log(1 + b w'Dw)``: every quantity of :func:`evaluate`
     is a sum of elementwise products of the rotated data, with no ``b × b`` matrix
     per evaluation (Searle, Casella & McCulloch, 1992, ch. 6, for the same device
     with ``V`` diagonal).  The blocks are padded to the largest, ``(N, b)``; padded
     entries have ``real = 0`` (and ``λ = 1``, ``w = 0``, ``R = 0``).
+
+    Sherman, J., & Morrison, W. J. (1950). Adjustment of an inverse matrix
+    corresponding to a change in one element of a given matrix. *The Annals of
+    Mathematical Statistics*, 21(1), 124-127.
 
     Attributes
     ----------
@@ -870,7 +877,9 @@ def evaluate(problem: Problem, theta: FloatArray, reml: bool, order: int = 0) ->
     ``T_cd = Σ tr(WK_cWK_d)``, ``C_cd = Σ X'WK_cWK_dWX``, and
     ``tr(PK_c) = t_c - tr(A⁻¹B_c)``,
     ``tr(PK_cPK_d) = T_cd - 2 tr(A⁻¹C_cd) + tr(A⁻¹B_cA⁻¹B_d)``,
-    ``u'K_cPK_du = Σ u'K_cWK_du - R_c'A⁻¹R_d`` with ``R_c = Σ X'WK_cu``.
+    ``u'K_cPK_du = Σ u'K_cWK_du - R_c'A⁻¹R_d`` with ``R_c = Σ X'WK_cu``.  The
+    likelihoods are metafor's ``.ll.rma.mv`` (constants included); score and
+    Hessian as in Searle, Casella & McCulloch (1992, ch. 6) and Harville (1977).
 
     Problems with a :class:`Spectral` form compute the same sums from ``V``'s
     eigen-decomposition instead (:func:`_spectral_gls`, :func:`_spectral_sums`).
@@ -1451,7 +1460,10 @@ class SamplingStats:
 
 
 def sampling_stats(problem: Problem) -> SamplingStats:
-    """QE, the saturated log-likelihood and ``tr(P_V)`` (blockwise)."""
+    """QE, the saturated log-likelihood and ``tr(P_V)`` (blockwise): metafor's ``QE``
+    and ``fitstats`` constants for ``rma.mv`` (Viechtbauer's documentation) and the
+    ``tr(P)`` of the typical sampling variance of multilevel I² (Nakagawa & Santos,
+    2012)."""
     p = problem.p
     sp = problem.spectral
     if sp is not None:
@@ -1672,7 +1684,8 @@ def profile_interval(
 
 def marginal_covariance(problem: Problem, theta: FloatArray) -> list[FloatArray]:
     """The fitted ``M = V + Σ g_c K_c`` per bucket ``(n, b, b)`` (identity padding);
-    ``theta`` in reported units."""
+    ``theta`` in reported units (the marginal covariance of the module docstring's
+    model: Konstantopoulos, 2011; Berkey et al., 1998)."""
     st = problem.structure
     g, _, _ = st.coefficients(st.to_internal(np.asarray(theta))[None, :])
     out = []
