@@ -4,10 +4,11 @@ tests/test_robust.py checks the sandwich on stand-in fits built from R's own
 variance components; here the models are fitted by alliance_meta itself --
 ``multilevel``/``multivariate`` on the ``mv_*.json`` and ``robustmv_*.json``
 references and ``subgroup_analysis(..., tau2="common")`` on
-``clubsandwich_subgroups.json`` -- and ``robust(fit, cluster)`` is compared with the
+``clubsandwich_subgroups.json``, and the one-level multilevel model of the
+univariate ``robust_*.json`` -- and ``robust(fit, cluster)`` is compared with the
 ``robust`` blocks of the same files (CR2 ``coef_test``/``conf_int``/``Wald_test``
-HTZ, CR0, and metafor's ``robust()``).  The univariate ``robust_*.json`` cases are
-fitted end to end in tests/test_robust.py already.  Fields: PROVENANCE.md,
+HTZ, CR0, and metafor's ``robust()``).  (tests/test_robust.py fits the univariate
+``robust_*.json`` cases with ``random_effects``/``meta_regression``.)  Fields: PROVENANCE.md,
 PROVENANCE_robust.md, PROVENANCE_depdocs.md.
 """
 
@@ -168,6 +169,33 @@ def test_multilevel_fit_robust(name: str, i: int) -> None:
     outer = next(iter(d["levels"]))
     # the cluster by the level's name, as a user would write it
     _check_robust(fit, outer, exp)
+
+
+# ---------------------------------------------------------------------------
+# The univariate references through the multilevel fitter
+# ---------------------------------------------------------------------------
+
+UNI_CASES = [
+    pytest.param(path.stem, i, id=path.stem)
+    for path in sorted(REF.glob("robust_*.json"))
+    for i, c in enumerate(json.loads(path.read_text())["cases"])
+    if c["method"] == "REML"
+]
+
+
+@pytest.mark.parametrize(("name", "i"), UNI_CASES)
+def test_one_level_multilevel_fit_is_the_univariate_model(name: str, i: int) -> None:
+    # rma.mv(yi, vi, random = ~ 1 | es) with one effect per es is rma.uni's REML
+    # model (σ² = τ²): robust() on the multilevel fit reproduces the rma.uni
+    # references (tests/test_robust.py fits those with meta_regression)
+    d = _load(name)
+    exp = dict(d["cases"][i]["expected"])
+    k = len(d["yi"])
+    fit = am.multilevel(yi=d["yi"], vi=d["vi"], levels={"es": np.arange(k)},
+                        moderators=d.get("moderators"))
+    _close(fit.sigma2, exp["tau2"], "sigma2 = tau2")
+    exp.setdefault("coef_names", list(fit.coef_names))
+    _check_robust(fit, d["cluster"], exp)
 
 
 # ---------------------------------------------------------------------------
