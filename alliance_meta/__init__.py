@@ -29,6 +29,7 @@ from alliance_meta.diagnostics.influence import (
     influence,
     leave_one_out,
 )
+from alliance_meta.models.che import CHEResult, CHESensitivity, che, che_sensitivity
 from alliance_meta.models.control import Control
 from alliance_meta.models.many import ManyHeterogeneityCI, ManyPoolResult, pool_many
 from alliance_meta.models.metareg import (
@@ -64,6 +65,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AggregateResult",
     "BackTransformed",
+    "CHEResult",
+    "CHESensitivity",
     "ConfidenceInterval",
     "Control",
     "CumulativeResult",
@@ -94,6 +97,8 @@ __all__ = [
     "VarianceComponentCI",
     "__version__",
     "aggregate",
+    "che",
+    "che_sensitivity",
     "conversions",
     "correct_r",
     "covariance_matrix",

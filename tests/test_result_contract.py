@@ -75,6 +75,8 @@ BUILDERS: dict[str, Callable[[], Any]] = {
         _ml(), am.multilevel(_dep(), levels=("study", "label"), moderators="~ rater",
                              sigma2=[0.0, None])),
     "AggregateResult": lambda: am.aggregate(_dep(), cluster="study", rho=0.5),
+    "CHEResult": lambda: am.che(_dep(), rho=0.5, moderators="~ rater"),
+    "CHESensitivity": lambda: am.che_sensitivity(_dep(), rho=(0.3, 0.7)),
     "RobustWaldTest": lambda: am.robust(_dep_reg(), _dep().study_labels).wald_test(),
     "Prediction": lambda: _reg().predict({"rater": "therapist", "experience": 10.0}),
     "PermutationTestResult": lambda: _reg().permutation_test(n=50, seed=1),
@@ -170,6 +172,10 @@ def _public_arrays(obj: Any, path: str = "") -> list[tuple[str, np.ndarray]]:
             for key, item in value.items():
                 if attrs.has(type(item)):
                     found += _public_arrays(item, f"{path}{name}[{key!r}].")
+        elif isinstance(value, tuple):
+            for key, item in enumerate(value):
+                if attrs.has(type(item)):
+                    found += _public_arrays(item, f"{path}{name}[{key}].")
     return found
 
 

@@ -530,7 +530,8 @@ class MultilevelResult(ResultDisplay):
         lower triangle in column-major order for UN); empty for nested models.
     QE, QE_df, QE_pvalue : float, int, float
         Test of residual heterogeneity, ``(y - Xβ̂_V)'V⁻¹(y - Xβ̂_V)`` on ``k - p``
-        df (the full ``V``).
+        df (the full ``V``; metafor's ``QE`` of ``rma.mv``, Viechtbauer's ``rma.mv``
+        documentation).
     QM, QM_df, QM_pvalue : float, tuple, float
         Omnibus test of the non-intercept coefficients (all coefficients without an
         intercept): χ² on ``QM_df = (m, None)``, or F on ``(m, k - p)`` under t.
@@ -647,7 +648,9 @@ class MultilevelResult(ResultDisplay):
 
         Notes
         -----
-        As metafor's ``confint.rma.mv``: the bounds of component ``θ_j`` solve
+        As metafor's ``confint.rma.mv`` (Viechtbauer's documentation; Hardy &
+        Thompson, 1996, for profile-likelihood intervals of a heterogeneity
+        variance): the bounds of component ``θ_j`` solve
         ``2 (ℓ̂ - ℓ_p(θ_j)) = χ²_{1, level}``, where the profile ``ℓ_p`` maximises
         the (restricted) likelihood over the other components (each point a global
         maximisation); a variance's lower bound is 0 (a correlation's ±1) when the
@@ -656,6 +659,9 @@ class MultilevelResult(ResultDisplay):
         its bounds agree to about 1e-4.  metafor searches the upper bound of a
         variance up to ``max(10, 100 θ̂)``; here the search range grows until the
         bound is bracketed, so the interval does not depend on the units of ``y``.
+
+        Hardy, R. J., & Thompson, S. G. (1996). A likelihood approach to
+        meta-analysis with random effects. *Statistics in Medicine*, 15(6), 619-629.
         """
         lv = self.level if level is None else _check_level(level)
         free = np.flatnonzero(np.isnan(self._fixed))
@@ -780,7 +786,9 @@ class MultilevelResult(ResultDisplay):
 
     # -- cluster-robust helper protocol ----------------------------------------
     def marginal_blocks(self, codes: npt.ArrayLike) -> tuple[IntArray, FloatArray]:
-        """The fitted marginal covariance ``M = V + ZGZ'`` cluster by cluster.
+        """The fitted marginal covariance ``M = V + ZGZ'`` cluster by cluster (the
+        model's ``Var(y)``: Konstantopoulos, 2011; Viechtbauer's ``rma.mv``
+        documentation).
 
         Parameters
         ----------
@@ -1702,7 +1710,12 @@ def aggregate(
     Notes
     -----
     ``V_c`` has ``v_i`` on the diagonal and ``ρ √(v_i v_j)`` off it; the aggregate is
-    the GLS mean ``ȳ_c = 1'V_c⁻¹y_c / 1'V_c⁻¹1`` with variance ``1 / 1'V_c⁻¹1``.
+    the GLS mean ``ȳ_c = 1'V_c⁻¹y_c / 1'V_c⁻¹1`` with variance ``1 / 1'V_c⁻¹1``
+    (Viechtbauer's ``aggregate.escalc`` documentation; Borenstein et al., 2009,
+    ch. 24, for the composite of correlated outcomes).
+
+    Borenstein, M., Hedges, L. V., Higgins, J. P. T., & Rothstein, H. R. (2009).
+    *Introduction to Meta-Analysis*. Wiley.
     """
     y, labels, _ = _resolve_yi(studies, yi)
     k = y.size
