@@ -29,6 +29,10 @@ from alliance_meta.diagnostics.influence import (
     influence,
     leave_one_out,
 )
+from alliance_meta.diagnostics.multilevel import (
+    MultilevelInfluenceResult,
+    MultilevelLeaveOneOutResult,
+)
 from alliance_meta.models.control import Control
 from alliance_meta.models.many import ManyHeterogeneityCI, ManyPoolResult, pool_many
 from alliance_meta.models.metareg import (
@@ -80,6 +84,8 @@ __all__ = [
     "ManyPoolResult",
     "MetaRegressionResult",
     "Moderator",
+    "MultilevelInfluenceResult",
+    "MultilevelLeaveOneOutResult",
     "MultilevelResult",
     "PermutationTestResult",
     "PoolResult",
