@@ -394,9 +394,7 @@ def gather_blocks(layout: bl.BlockLayout, Mb: Sequence[FloatArray], idx: IntArra
     return out
 
 
-def projection(
-    problem: ml.Problem, theta: FloatArray, X: FloatArray
-) -> tuple[FloatArray, FloatArray]:
+def projection(problem: ml.Problem, theta: FloatArray) -> tuple[FloatArray, FloatArray]:
     """The estimator's weight matrix and the leverages at the components ``theta``.
 
     Parameters
@@ -404,41 +402,39 @@ def projection(
     problem : Problem
     theta : (q,)
         Components in reported units.
-    X : (k, p)
-        The design (in the order of the effects).
 
     Returns
     -------
     A : (p, k)
-        ``A = (X'WX)⁻¹X'W`` with ``W = M⁻¹``: ``β̂ = A y``, so ``A[j, i]`` is effect
-        ``i``'s weight in coefficient ``j`` (each row of an intercept-only model sums
-        to 1: the shares ``1'W / 1'W1`` of the pooled estimate, metafor's
-        ``weights(fit, type = "rowsum")``).
+        ``A = (X'WX)⁻¹X'W`` with ``W = M⁻¹``, in the order of the effects: ``β̂ = A y``,
+        so ``A[j, i]`` is effect ``i``'s weight in coefficient ``j`` (each row of an
+        intercept-only model sums to 1: the shares ``1'W / 1'W1`` of the pooled
+        estimate, metafor's ``weights(fit, type = "rowsum")``).
     hat : (k,)
         The diagonal of the hat matrix ``H = XA`` (metafor's ``hatvalues``).
 
     Notes
     -----
-    ``W`` is the inverse of each block of ``M``; no ``k × k`` matrix is formed.
+    ``W`` is the inverse of each block of ``M``; no ``k × k`` matrix is formed.  With
+    ``X = QR`` (the problem's orthonormal basis), ``A = R⁻¹(Q'WQ)⁻¹Q'W`` and
+    ``H = Q(Q'WQ)⁻¹Q'W``, which stay accurate for a badly scaled design (a year
+    next to the intercept).
     """
     layout = problem.layout
-    k, p = X.shape
+    k, p = problem.k, problem.p
     Mb = ml.marginal_covariance(problem, theta)
-    Xb = bl.pad_rows(layout, X)
-    WX_b = []
-    xtwx = np.zeros((p, p))
-    for Mk, Xk in zip(Mb, Xb, strict=True):
+    WQ_flat = np.zeros((k, p))
+    Q_flat = np.zeros((k, p))
+    qtwq = np.zeros((p, p))
+    for Mk, Qk, b in zip(Mb, problem.X, layout.buckets, strict=True):
         L, _ = bl.cholesky(Mk)
-        W = bl.spd_inverse(L)
-        WX = np.matmul(W, Xk)  # (n, b, p); zero rows on padding (X is 0 there)
-        WX_b.append(WX)
-        xtwx += np.einsum("nbi,nbj->ij", Xk, WX)
-    vb = np.linalg.inv(xtwx)
-    WX_flat = np.zeros((k, p))
-    for WX, b in zip(WX_b, layout.buckets, strict=True):
-        WX_flat[b.index[b.mask]] = WX[b.mask]
-    A: FloatArray = vb @ WX_flat.T
-    hat: FloatArray = np.einsum("ij,ji->i", X, A)
+        WQ = np.matmul(bl.spd_inverse(L), Qk)  # (n, b, p); zero rows on padding
+        qtwq += np.einsum("nbi,nbj->ij", Qk, WQ)
+        WQ_flat[b.index[b.mask]] = WQ[b.mask]
+        Q_flat[b.index[b.mask]] = Qk[b.mask]
+    AQ = np.linalg.solve(qtwq, WQ_flat.T)  # (Q'WQ)⁻¹Q'W
+    A: FloatArray = problem.Rinv @ AQ
+    hat: FloatArray = np.einsum("ij,ji->i", Q_flat, AQ)
     return A, hat
 
 

@@ -609,7 +609,7 @@ def multilevel_influence(
                 continue
             z = np.linalg.solve(Lc, e)
             X2[g] = float(z @ z)
-    _, hat = mli.projection(problem, np.asarray(fit._theta), X)
+    _, hat = mli.projection(problem, np.asarray(fit._theta))
     hat = np.where(hat > 1.0 - 10.0 * np.finfo(np.float64).eps, 1.0, hat)
     return MultilevelInfluenceResult(
         labels=labels,
@@ -664,7 +664,7 @@ def estimate_weights(fit: MultilevelResult) -> FloatArray:
     unequal precision.
     """
     fit = _check_fit(fit, "estimate_weights")
-    A, _ = mli.projection(fit._problem, np.asarray(fit._theta), np.asarray(fit.X, float))
+    A, _ = mli.projection(fit._problem, np.asarray(fit._theta))
     return A
 
 
