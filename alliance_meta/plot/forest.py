@@ -143,7 +143,8 @@ class ForestLayout:
         The overall equal-effects refit, when ``common`` was asked for.
     group_level : str or None
         For a multilevel fit: the level whose clusters (studies) head the blocks of
-        effects ("header" rows, each with the cluster's total weight).
+        effects ("header" rows, each with the cluster's total weight); None when
+        every cluster holds one effect (no headers then).
     """
 
     rows: tuple[ForestRow, ...]
@@ -638,6 +639,14 @@ def _short_label(label: str, cluster: str) -> str:
     return label
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _variance_text(name: str, value: float) -> str:
     return f"{name} = {_tau2_text(value)}"
 
@@ -743,17 +752,23 @@ def _multilevel_layout(
     order_of: dict[str, list[int]] = {}
     for j, g in enumerate(groups):
         order_of.setdefault(g, []).append(j)
+    # one effect per cluster: no headers (a plain list of the effects)
+    grouped = any(len(m) > 1 for m in order_of.values())
     rows: list[ForestRow] = []
     for g, members in order_of.items():
         total = float(np.sum(shares[members]))
         wts = (total,) if show_weights else ()
-        rows.append(ForestRow("header", label=g, weights=wts,
-                              weight_texts=tuple(_pct(w) for w in wts)))  # fmt: skip
+        if grouped:
+            # bare numbers (district 11, trial 3) get the level's name in front
+            head = f"{group_level[:1].upper()}{group_level[1:]} {g}" if _is_number(g) else g
+            rows.append(ForestRow("header", label=head, weights=wts,
+                                  weight_texts=tuple(_pct(w) for w in wts)))  # fmt: skip
         idx = members if keys is None else _order(keys, members, descending)
         for j in idx:
             w = float(shares[j])
             wj = (w,) if show_weights else ()
-            lab = effect_labels[j] if labels is not None else _short_label(effect_labels[j], g)
+            short = labels is None and grouped
+            lab = _short_label(effect_labels[j], g) if short else effect_labels[j]
             rows.append(
                 ForestRow(
                     "study", label=lab, yi=float(yi[j]), lo=float(lo[j]), hi=float(hi[j]),
@@ -800,7 +815,7 @@ def _multilevel_layout(
         estimate_header=f"{scale.short_name} [{100 * level:g}% CI]",
         favours=None if favours is None else (str(favours[0]), str(favours[1])),
         digits=digits,
-        group_level=group_level,
+        group_level=group_level if grouped else None,
     )
 
 
