@@ -560,6 +560,11 @@ def multilevel_influence(
 
     ``Var(β̂)`` of the full data at every ``θ₍c₎`` is one batched evaluation.  A
     refit that leaves a design column empty gives NaN diagnostics (metafor: NA).
+    A deletion that removes every effect of one outcome of a multivariate fit leaves
+    that outcome's ``τ²`` (and correlations) unidentified (NaN in
+    ``components_del``): its Cook's distance is given, its DFBETAS and residuals,
+    which need ``M₍c₎`` for all effects, are NaN (metafor reports NA for all three:
+    its refit is given one ``τ²`` per outcome of the full data and fails).
     Units are listed in order of first appearance (metafor sorts the cluster ids).
 
     References
@@ -577,11 +582,13 @@ def multilevel_influence(
     p = fit.p
     X = np.asarray(fit.X, dtype=np.float64)
     beta = np.asarray(fit.coef, dtype=np.float64)
-    complete = fits.complete & ~np.isnan(fits.theta).any(axis=1)
     dfb = beta[None, :] - fits.beta
     with np.errstate(invalid="ignore"):
         cook = np.einsum("gi,gi->g", dfb, np.linalg.solve(fit.vcov, dfb.T).T)
-    cook = np.where(complete, cook, np.nan)
+    cook = np.where(fits.complete, cook, np.nan)
+    # DFBETAS and rstudent need M at the deleted fit's components for all effects:
+    # not defined when the deletion removed every effect of an outcome (its τ²)
+    complete = fits.complete & ~np.isnan(fits.theta).any(axis=1)
     # Var(β̂) of all effects at each deleted fit's components: one batched evaluation
     dfbetas = np.full((n, p), np.nan)
     resid = np.full(fit.k, np.nan)

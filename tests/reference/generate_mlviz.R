@@ -13,6 +13,14 @@
 ##   * mlviz_berkey1998.json           multivariate, V from v1i/v2i, mods ~ outcome - 1,
 ##                                     random = ~ outcome | trial, struct UN, REML z;
 ##                                     cluster = trial
+##   * mlviz_crede2010.json            three nested levels studyid/sampleid/esid (ZCOR),
+##                                     ~ criterion, REML z; clusters studyid and the
+##                                     samples (studyid/sampleid); cluster-level
+##                                     diagnostics only
+##   * mlviz_kalaian1996.json          bivariate (V: vcalc, type = outcome, rho = 0.66;
+##                                     many studies give one outcome), ~ outcome - 1,
+##                                     struct HCS REML z and CS ML t; cluster = study;
+##                                     cluster-level diagnostics only
 ## For every case:
 ##   fit            coef, se, sigma2/tau2/rho, logLik of the fit
 ##   weights        weights(fit) (metafor: the diagonal of W = M^-1, in %; NOT each
@@ -30,7 +38,10 @@
 ##   loo_cluster    for every cluster id (order of first appearance), rma.mv refitted
 ##                  without it (subset =): coef, se, zval, pval, ci.lb, ci.ub,
 ##                  sigma2, tau2, rho, QE, QEp, logLik, k, coef_na (TRUE when a
-##                  design column is empty: metafor drops it, the diagnostics are NA)
+##                  design column is empty: metafor drops it, the diagnostics are NA),
+##                  and `warm`: the same refit started at the fit's components with
+##                  the fit's control, as cooks.distance & co. make it (logLik,
+##                  sigma2, tau2, rho, coef; null if it fails)
 ##   funnel         sav <- funnel(fit) (on a null device): the plotted x, y, and the
 ##                  reference line (beta for intercept-only fits, 0 otherwise)
 ## Every rma.mv fit uses nlminb with control = list(rel.tol = 1e-12, eval.max = 10000,
@@ -45,6 +56,10 @@
 ##     Rscript tests/reference/generate_mlviz.R
 
 source("tests/reference/reference_common.R")
+
+## MLVIZ_ONLY=name1,name2 regenerates only those files (e.g. MLVIZ_ONLY=crede2010)
+ONLY <- strsplit(Sys.getenv("MLVIZ_ONLY", ""), ",")[[1]]
+want <- function(name) length(ONLY) == 0 || name %in% ONLY
 
 num <- function(x) if (is.null(x)) NULL else unname(as.vector(x))
 
@@ -109,7 +124,22 @@ dfb_matrix <- function(fit, p, cl = NULL) {
   as.matrix(d)
 }
 
-diagnostics <- function(fit, args, cluster, data) {
+## the refit as cooks.distance / rstudent / dfbetas make it (the fit's control, started
+## at the fit's variance components): its logLik, components and coefficients (NULL
+## if it fails), to show where that warm start stops short of the subset's maximum
+warm_refit <- function(fit, a) {
+  ctl <- fit$control
+  ctl$sigma2.init <- fit$sigma2
+  ctl$tau2.init <- fit$tau2
+  ctl$rho.init <- fit$rho
+  a$control <- ctl
+  r <- try(suppressWarnings(do.call(rma.mv, a)), silent = TRUE)
+  if (inherits(r, "try-error")) return(NULL)
+  list(logLik = as.numeric(logLik(r)), sigma2 = arr(r$sigma2), tau2 = arr(r$tau2),
+       rho = arr(r$rho), coef = arr(r$beta))
+}
+
+diagnostics <- function(fit, args, cluster, data, by_effect = TRUE) {
   cl <- as.character(cluster)
   ids <- unique(cl)
   fits <- fits_at(args)
@@ -118,14 +148,16 @@ diagnostics <- function(fit, args, cluster, data) {
   out$weights <- arr(weights(fit))
   if (fit$int.only) out$weights_rowsum <- arr(weights(fit, type = "rowsum"))
   out$hat <- arr(hatvalues(fit))
-  out$cooks_effect <- arr(first_ok(fits, function(f) cooks.distance(f)))
+  if (by_effect) out$cooks_effect <- arr(first_ok(fits, function(f) cooks.distance(f)))
   cd <- first_ok(fits, function(f) cooks.distance(f, cluster = cl))
   out$cooks_cluster <- list(id = arr(names(cd)), value = arr(cd))
-  rs <- first_ok(fits, function(f) {
-    r <- rstudent(f)
-    cbind(r$resid, r$se, r$z)
-  })
-  out$rstudent_effect <- list(resid = arr(rs[, 1]), se = arr(rs[, 2]), z = arr(rs[, 3]))
+  if (by_effect) {
+    rs <- first_ok(fits, function(f) {
+      r <- rstudent(f)
+      cbind(r$resid, r$se, r$z)
+    })
+    out$rstudent_effect <- list(resid = arr(rs[, 1]), se = arr(rs[, 2]), z = arr(rs[, 3]))
+  }
   rc <- rstudent(fit, cluster = cl)
   ro <- first_ok(fits, function(f) {
     r <- rstudent(f, cluster = cl)
@@ -136,8 +168,10 @@ diagnostics <- function(fit, args, cluster, data) {
     obs = list(resid = arr(ro[, 1]), se = arr(ro[, 2]), z = arr(ro[, 3])),
     cluster = list(id = arr(as.character(rc$cluster$slab)), X2 = arr(rx),
                    k = arr(rc$cluster$k)))
-  db <- first_ok(fits, function(f) dfb_matrix(f, p))
-  out$dfbetas_effect <- unname(lapply(seq_len(nrow(db)), function(i) arr(db[i, ])))
+  if (by_effect) {
+    db <- first_ok(fits, function(f) dfb_matrix(f, p))
+    out$dfbetas_effect <- unname(lapply(seq_len(nrow(db)), function(i) arr(db[i, ])))
+  }
   dc <- first_ok(fits, function(f) dfb_matrix(f, p, cl))
   out$dfbetas_cluster <- list(
     id = arr(rownames(dc)),
@@ -156,7 +190,7 @@ diagnostics <- function(fit, args, cluster, data) {
       ci_lb = arr(r$ci.lb), ci_ub = arr(r$ci.ub), sigma2 = arr(r$sigma2),
       tau2 = arr(r$tau2), rho = arr(r$rho), QE = r$QE, QEp = r$QEp,
       logLik = as.numeric(logLik(r)), k = r$k, coef_na = any(r$coef.na),
-      nlminb_rel_tol = r$rel_tol)
+      nlminb_rel_tol = r$rel_tol, warm = warm_refit(fit, a))
   }
   out$loo_cluster <- loo
   pdf(NULL)
@@ -168,6 +202,7 @@ diagnostics <- function(fit, args, cluster, data) {
 }
 
 ## --- konstantopoulos2011 ---------------------------------------------------------
+if (want("konstantopoulos2011")) {
 dat <- dat.konstantopoulos2011
 cases <- list()
 for (spec in list(list(mods = NULL, method = "REML", test = "z"),
@@ -187,8 +222,10 @@ write_reference(list(
                 school = arr(as.character(dat$school))),
   moderators = list(year = arr(dat$year)), cluster = "district", cases = cases),
   "mlviz_konstantopoulos2011.json")
+}
 
 ## --- assink2016 ------------------------------------------------------------------
+if (want("assink2016")) {
 dat <- dat.assink2016
 args <- list(yi = dat$yi, V = dat$vi, mods = ~ deltype, random = ~ 1 | study/esid,
              data = dat, method = "REML", test = "z")
@@ -200,8 +237,11 @@ write_reference(list(
   cases = list(list(method = "REML", test = "z", mods = "~deltype",
                     expected = diagnostics(fit, args, dat$study, dat)))),
   "mlviz_assink2016.json")
+}
 
 ## --- assink2016 with a CHE working V ---------------------------------------------
+if (want("assink2016_che")) {
+dat <- dat.assink2016
 V <- vcalc(vi, cluster = study, obs = esid, rho = 0.6, data = dat)
 args <- list(yi = dat$yi, V = V, random = ~ 1 | study/esid, data = dat,
              method = "REML", test = "z")
@@ -216,8 +256,10 @@ write_reference(list(
   cases = list(list(method = "REML", test = "z", mods = NULL,
                     expected = diagnostics(fit, args, dat$study, dat)))),
   "mlviz_assink2016_che.json")
+}
 
 ## --- berkey1998 (multivariate, UN) -------------------------------------------------
+if (want("berkey1998")) {
 dat <- dat.berkey1998
 V <- bldiag(lapply(split(dat[, c("v1i", "v2i")], dat$trial), as.matrix))
 args <- list(yi = dat$yi, V = V, mods = ~ outcome - 1, random = ~ outcome | trial,
@@ -231,3 +273,50 @@ write_reference(list(
   cases = list(list(method = "REML", test = "z", mods = "~outcome - 1", struct = "UN",
                     expected = diagnostics(fit, args, dat$trial, dat)))),
   "mlviz_berkey1998.json")
+}
+
+## --- crede2010 (three nested levels) ----------------------------------------------
+if (want("crede2010")) {
+d <- escalc(measure = "ZCOR", ri = ri, ni = ni, data = dat.crede2010)
+d$esid <- as.character(ave(d$studyid, d$studyid, d$sampleid, FUN = seq_along))
+d$sampleid <- as.character(d$sampleid)
+d$sample <- paste(d$studyid, d$sampleid, sep = "/")
+args <- list(yi = d$yi, V = d$vi, mods = ~ criterion, random = ~ 1 | studyid/sampleid/esid,
+             data = d, method = "REML", test = "z")
+fit <- fit_tight(args)
+cases <- list()
+for (cl in c("studyid", "sample")) {
+  cases[[length(cases) + 1]] <- list(
+    method = "REML", test = "z", mods = "~criterion", cluster = cl,
+    expected = diagnostics(fit, args, d[[cl]], d, by_effect = FALSE))
+}
+write_reference(list(
+  source = SOURCE, dataset = "dat.crede2010 (ZCOR)", yi = arr(d$yi), vi = arr(d$vi),
+  levels = list(studyid = arr(as.character(d$studyid)), sampleid = arr(d$sampleid),
+                esid = arr(d$esid)),
+  moderators = list(criterion = arr(d$criterion)), cases = cases),
+  "mlviz_crede2010.json")
+}
+
+## --- kalaian1996 (bivariate, HCS and CS) --------------------------------------------
+if (want("kalaian1996")) {
+d <- dat.kalaian1996
+d <- d[!is.na(d$hrs), ]
+V <- vcalc(vi, cluster = study, type = outcome, rho = 0.66, data = d)
+cases <- list()
+for (spec in list(list(struct = "HCS", method = "REML", test = "z"),
+                  list(struct = "CS", method = "ML", test = "t"))) {
+  args <- list(yi = d$yi, V = V, mods = ~ outcome - 1, random = ~ outcome | study,
+               struct = spec$struct, data = d, method = spec$method, test = spec$test)
+  fit <- fit_tight(args)
+  cases[[length(cases) + 1]] <- list(
+    method = spec$method, test = spec$test, mods = "~outcome - 1", struct = spec$struct,
+    expected = diagnostics(fit, args, d$study, d, by_effect = FALSE))
+}
+write_reference(list(
+  source = SOURCE, dataset = "dat.kalaian1996 (V: vcalc, type = outcome, rho = 0.66)",
+  yi = arr(d$yi), V = unname(lapply(seq_len(nrow(V)), function(i) arr(as.matrix(V)[i, ]))),
+  cluster_values = arr(as.character(d$study)), outcome = arr(d$outcome),
+  cluster = "study", cases = cases),
+  "mlviz_kalaian1996.json")
+}
