@@ -29,6 +29,10 @@ from alliance_meta.diagnostics.influence import (
     influence,
     leave_one_out,
 )
+from alliance_meta.diagnostics.multilevel import (
+    MultilevelInfluenceResult,
+    MultilevelLeaveOneOutResult,
+)
 from alliance_meta.models.che import CHEResult, CHESensitivity, che, che_sensitivity
 from alliance_meta.models.control import Control
 from alliance_meta.models.many import ManyHeterogeneityCI, ManyPoolResult, pool_many
@@ -83,6 +87,8 @@ __all__ = [
     "ManyPoolResult",
     "MetaRegressionResult",
     "Moderator",
+    "MultilevelInfluenceResult",
+    "MultilevelLeaveOneOutResult",
     "MultilevelResult",
     "PermutationTestResult",
     "PoolResult",

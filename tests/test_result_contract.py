@@ -87,6 +87,8 @@ BUILDERS: dict[str, Callable[[], Any]] = {
     "LeaveOneOutResult": lambda: am.leave_one_out(_fit()),
     "CumulativeResult": lambda: am.cumulative(_fit()),
     "InfluenceResult": lambda: am.influence(_fit()),
+    "MultilevelLeaveOneOutResult": lambda: am.leave_one_out(_ml()),
+    "MultilevelInfluenceResult": lambda: am.influence(_ml(), cluster="study"),
     "EscalcResult": lambda: am.escalc("SMD", m1i=[1.0, 2.0, 3.0], m2i=0.0, sd1i=1.0, sd2i=1.0,
                                       n1i=[10, 20, 30], n2i=12, flip=[False, True, False]),
 }

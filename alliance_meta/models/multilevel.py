@@ -58,6 +58,7 @@ from alliance_meta.core.inference import (
     prediction_interval,
     wald_test,
 )
+from alliance_meta.core.multilevel_influence import estimate_components
 from alliance_meta.data.design import Design, make_design, warn_dropped
 from alliance_meta.exceptions import (
     ConvergenceWarning,
@@ -1001,20 +1002,10 @@ def _fit(
         _pd_check(problem, labels, cluster_labels_of)  # names the cluster
         raise
     reml = method == "REML"
-    if structure.struct == "UN":
-        # fit over every positive semi-definite G through its Cholesky factor (metafor's
-        # default for UN); correlations fixed at 0 because their outcome pairs never
-        # share a cluster do not enter M, so the factor is left free for them
-        chol = dataclasses.replace(structure, chol=True, psd=False, sd=False)
-        cfixed = np.concatenate([fixed[:L], np.full(chol.n_params - L, np.nan)])
-        sol = core.maximise(dataclasses.replace(problem, structure=chol), reml, cfixed)
-        theta = core.to_covariance_parameters(chol, sol.theta)
-        theta = np.where(np.isnan(fixed), theta, fixed)
-        unsettled = [] if sol.converged else [int(i) for i in np.flatnonzero(np.isnan(fixed))]
-    else:
-        sol = core.maximise(problem, reml, structure.to_internal(fixed))
-        theta = structure.to_report(sol.theta)
-        unsettled = [int(i) for i in sol.unsettled]
+    # UN over every positive semi-definite G through its Cholesky factor (metafor's
+    # default for UN); the other structures in their own parameters
+    est = estimate_components(problem, reml, fixed)
+    sol, theta, unsettled = est.solution, est.theta, list(est.unsettled)
     if not sol.converged:
         comps = [component_names[i] for i in unsettled] or [
             component_names[i] for i in np.flatnonzero(np.isnan(fixed))

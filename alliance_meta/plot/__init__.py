@@ -13,7 +13,9 @@ compose into larger figures.
 plot                   what it shows
 =====================  ===========================================================
 :func:`forest`         studies, subgroups and pooled estimates with their intervals
-:func:`funnel`         effects against standard errors (trim-and-fill, contours)
+                       (multilevel fits: effects grouped by study)
+:func:`funnel`         effects against standard errors (trim-and-fill, contours;
+                       multilevel fits as metafor's ``funnel`` of ``rma.mv``)
 :func:`bubble`         a meta-regression on one moderator, with CI and PI bands
                        (metafor's ``regplot``)
 :func:`baujat`         contribution to heterogeneity against influence (``baujat``)
@@ -36,6 +38,7 @@ gid                            element
 ``"estimate-text"``            a row's "estimate [CI]" text in the right column (forest)
 ``"weight-text"``              a study's weight (%) in a weight column (forest)
 ``"weight-total"``             a pooled row's weight (forest)
+``"weight-cluster"``           a study's weight on its header row (forest, multilevel)
 ``"header-text"``              a column header (forest)
 ``"diamond-overall"``          the pooled estimate's diamond (forest)
 ``"diamond-overall-common"``   the common-effect diamond (forest, ``common=True``)
