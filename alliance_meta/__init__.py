@@ -44,6 +44,11 @@ from alliance_meta._pooling import (
     random_effects,
 )
 from alliance_meta._subgroup import SubgroupResult, subgroup_analysis
+from alliance_meta.diagnostics.selection import (
+    SelectionMetaRegressionResult,
+    SelectionModelResult,
+    selection_model,
+)
 from alliance_meta.results.base import ConfidenceInterval
 
 __version__ = "0.1.0"
@@ -67,6 +72,8 @@ __all__ = [
     "PoolResult",
     "Prediction",
     "RankCorrelationTest",
+    "SelectionMetaRegressionResult",
+    "SelectionModelResult",
     "Study",
     "StudySet",
     "SubgroupResult",
@@ -84,6 +91,7 @@ __all__ = [
     "pool_many",
     "random_effects",
     "rank_correlation_test",
+    "selection_model",
     "subgroup_analysis",
     "trim_and_fill",
 ]
