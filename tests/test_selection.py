@@ -442,7 +442,7 @@ def re_fit(hack: dict[str, Any]) -> am.PoolResult:
         ({"type": "stepfun", "steps": [0.5, 1.2]}, r"within \(0, 1\]"),
         ({"type": "stepfun", "steps": [float("nan")]}, r"within \(0, 1\]"),
         ({"type": "stepfun"}, "needs 'steps'"),
-        ({"type": "stepfun", "steps": [1e-6, 0.5]}, "holds no studies"),
+        ({"type": "stepfun", "steps": [0.5, 0.50001]}, "holds no studies"),
         ({"type": "halfnorm", "steps": [0.025, 0.5]}, "single threshold"),
         ({"type": "beta", "steps": [0.025]}, "does not apply"),
         ({"type": "gauss"}, "unknown selection model type"),

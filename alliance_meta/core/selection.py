@@ -23,11 +23,14 @@ intervals).  For the continuous weight functions it is computed on the standard
 scale ``z = y/√v_i``, where the weight ``w(p(z))`` is the same function for every
 study: constant outside ``|z| ≤ 9`` (there ``p < 2·10⁻¹⁹``, so ``w`` is constant to
 ``δ·10⁻¹⁹``) and integrated there exactly as a normal probability; inside, by
-composite Gauss–Legendre quadrature on panels of width 0.05 whose edges include
-every kink of ``w(p(z))`` (``z = 0`` for two-sided p-values, the threshold, the
-clamping points).  The weights and their δ-derivatives are computed once per
-evaluation for all studies, and the accuracy is ~1e-14 relative for every δ in
-metafor's range ``[0, 100]`` (checked against adaptive quadrature in the tests).
+composite 10-point Gauss–Legendre quadrature on panels of width 0.25 whose edges
+include every kink of ``w(p(z))`` (``z = 0`` for two-sided p-values, the threshold,
+the clamping points), graded geometrically towards ``z = 0`` where a two-sided
+beta or power weight behaves like ``|z|^γ``.  The weights and their δ-derivatives
+are computed once per evaluation for all studies; each ``A_i`` is scaled by its own
+largest term so that nothing underflows.  ``log A_i`` is accurate to ~1e-13 over
+metafor's whole range of δ (``[0, 100]``), threshold and study position (checked
+against adaptive and dense quadrature in the tests).
 metafor integrates each ``A_i`` with ``integrate`` at ``rel.tol = 1.2e-4``.
 
 Gradient and Hessian are analytic (the integrals of ``w φ`` times the derivatives
@@ -92,8 +95,8 @@ _LOG2PI = math.log(2.0 * math.pi)
 #: half-width of the standardised window integrated numerically
 _ZWIN = 9.0
 #: panel width and Gauss–Legendre order of the window quadrature
-_PANEL = 0.05
-_GL_ORDER = 8
+_PANEL = 0.25
+_GL_ORDER = 10
 
 
 # ---------------------------------------------------------------------------
@@ -376,19 +379,23 @@ def _zq(p: float) -> float:
 
 
 @functools.lru_cache(maxsize=64)
-def _window_nodes(kinks: tuple[float, ...], graded: bool) -> tuple[FloatArray, FloatArray]:
+def _window_nodes(
+    kinks: tuple[float, ...], grade_to: float, panel: float, order: int
+) -> tuple[FloatArray, FloatArray]:
     """Gauss–Legendre nodes and weights on ``[-Z, Z]`` with panel edges at ``kinks``.
 
-    ``graded`` adds edges ``±0.05·2⁻ʲ`` (j = 1..24) around ``z = 0``, where a
-    two-sided p-value makes ``(1 - p)^γ`` behave like ``|z|^γ``."""
-    n_pan = round(2 * _ZWIN / _PANEL)
+    ``grade_to > 0`` adds geometrically graded edges ``±panel·2⁻ʲ`` around ``z = 0``
+    down to ``grade_to``: a two-sided p-value makes ``(1 - p)^γ`` behave like
+    ``|z|^γ`` there (beta and power weights)."""
+    n_pan = round(2 * _ZWIN / panel)
     edges = np.linspace(-_ZWIN, _ZWIN, n_pan + 1)
     ks = [k for k in kinks if -_ZWIN < k < _ZWIN]
-    if graded:
-        g = _PANEL * 0.5 ** np.arange(1, 25)
+    if grade_to > 0:
+        g = panel * 0.5 ** np.arange(1, 60)
+        g = g[g >= grade_to / 2.0]
         ks.extend(np.concatenate([g, -g]).tolist())
     edges = np.unique(np.concatenate([edges, np.array(ks, dtype=np.float64)]))
-    x, w = np.polynomial.legendre.leggauss(_GL_ORDER)
+    x, w = np.polynomial.legendre.leggauss(order)
     a, b = edges[:-1], edges[1:]
     half, mid = (b - a) / 2.0, (b + a) / 2.0
     nodes = (mid[:, None] + half[:, None] * x[None, :]).ravel()
@@ -396,6 +403,13 @@ def _window_nodes(kinks: tuple[float, ...], graded: bool) -> tuple[FloatArray, F
     nodes.flags.writeable = False
     weights.flags.writeable = False
     return nodes, weights
+
+
+def _nodes(spec: SelectionSpec) -> tuple[FloatArray, FloatArray]:
+    grade = 0.0
+    if spec.alternative == "two.sided" and spec.type in ("beta", "power"):
+        grade = _zq((1.0 - spec.pval_min) / 2.0)  # the clamping point next to z = 0
+    return _window_nodes(_kinks(spec), grade, _PANEL, _GL_ORDER)
 
 
 def _kinks(spec: SelectionSpec) -> tuple[float, ...]:
@@ -491,7 +505,7 @@ def _A_continuous(
     spec: SelectionSpec,
     order: int,
 ) -> _ADerivs:
-    z, om = _window_nodes(_kinks(spec), spec.alternative == "two.sided")
+    z, om = _nodes(spec)
     x = _clamp(_pval_of_z(z, spec.alternative), spec.pval_min)
     L, dL, d2L = _log_weight(x, delta, spec, order)
     # the constant weights beyond the window (the p-values at z = -Z and z = +Z)
@@ -768,6 +782,7 @@ def _newton(
     lower: FloatArray,
     upper: FloatArray,
     max_iter: int = 200,
+    tol: float = 0.0,
 ) -> tuple[FloatArray, float, float, int]:
     """Maximise ``fun`` from ``x0`` by damped, projected Newton steps with the exact Hessian.
 
@@ -779,7 +794,7 @@ def _newton(
     accepted when the objective increases.  Returns ``(x, f, decrement, iters)``
     with the Newton decrement ``λ² = gᵀ(-H)⁻¹g`` of the free parameters at ``x``
     (``λ²/2`` is the remaining gain predicted by the quadratic model; ``inf``
-    where ``-H`` is not positive definite).
+    where ``-H`` is not positive definite).  ``tol`` stops earlier, at ``λ² < tol``.
     """
     x = np.clip(np.asarray(x0, dtype=np.float64).copy(), lower, upper)
     f, g, H = fun(x, 2)
@@ -808,7 +823,7 @@ def _newton(
         pd = bool(ev[0] > 1e-12 * top)
         lam2 = float(np.sum(gs * gs / ev)) if pd else math.inf
         tiny = 1e-13 * max(1.0, abs(f))
-        if pd and lam2 < 1e-2 * tiny:
+        if pd and lam2 < max(1e-2 * tiny, tol):
             break
         shift = 0.0 if pd else 1e-8 * top - float(ev[0])
         accepted = False
@@ -881,10 +896,8 @@ class SelectionFit:
         return self.theta[self.p + 1 :]
 
 
-def _delta_starts(
-    data: _Data, spec: SelectionSpec, base: FloatArray, p: int, fun: _Fun
-) -> list[FloatArray]:
-    """Starting δ vectors: metafor's, no selection, and data-driven ones."""
+def _delta_candidates(data: _Data, spec: SelectionSpec, null: MLFit) -> list[FloatArray]:
+    """Candidate δ vectors for the profile scan (free entries only vary)."""
     nd = spec.n_delta
     free = spec.delta_free
     fixed = spec.delta_fixed
@@ -896,13 +909,13 @@ def _delta_starts(
         res: FloatArray = np.clip(out, lo, hi)
         return res
 
-    starts = [fill(spec.delta_init), fill(spec.delta_h0)]
+    cands = [fill(spec.delta_init), fill(spec.delta_h0)]
     if not free.any():
-        return [fill(spec.delta_init)]
+        return cands[:1]
     if spec.type == "stepfun":
         # observed / expected counts per interval under the fit without selection
-        mu = data.X @ base[:p]
-        V = data.vi + base[p]
+        mu = data.X @ null.beta
+        V = data.vi + null.tau2
         si = np.sqrt(data.vi)
         exp_n = np.zeros(nd)
         for j, pieces in enumerate(_z_edges(spec.steps, spec.alternative)):
@@ -910,26 +923,71 @@ def _delta_starts(
                 exp_n[j] += _interval_prob(lo * si, hi * si, mu, V)[0].sum()
         obs = np.bincount(data.group, minlength=nd).astype(np.float64)
         ratio = (obs + 0.5) / (exp_n + 0.5)
-        starts.append(fill(np.clip(ratio / ratio[0], 0.01, 50.0)))
+        cands.append(fill(np.clip(ratio / ratio[0], 0.01, 50.0)))
+        # uniform and decreasing weight patterns
+        pos = np.arange(nd, dtype=np.float64) / max(nd - 1, 1)
+        for c in (0.05, 0.2, 0.5, 2.0):
+            cands.append(fill(np.full(nd, c)))
+            cands.append(fill(c**pos))
+    elif nd == 1:
+        cands += [fill(np.array([v])) for v in (0.1, 0.3, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 100.0)]
     else:
-        # a coarse scan of δ at the fit without selection; the best few cells
-        if nd == 1:
-            cand = [np.array([v]) for v in np.concatenate([[0.0], np.geomspace(0.05, 100.0, 14)])]
-        else:
-            g = np.geomspace(0.05, 20.0, 7)
-            cand = [np.array([a, b]) for a in g for b in g]
-        vals = []
-        for dlt in cand:
-            th = np.concatenate([base, fill(dlt)])
-            vals.append(fun(th, 0)[0])
-        order = np.argsort(-np.nan_to_num(np.array(vals), nan=-np.inf))
-        for i in order[:2]:
-            starts.append(fill(cand[int(i)]))
+        g = (0.1, 0.3, 0.7, 1.5, 4.0, 15.0)
+        cands += [fill(np.array([a, b])) for a in g for b in g]
     uniq: list[FloatArray] = []
-    for s in starts:
-        if not any(np.allclose(s, u) for u in uniq):
-            uniq.append(s)
+    for cand in cands:
+        if not any(np.allclose(cand, u) for u in uniq):
+            uniq.append(cand)
     return uniq
+
+
+def _profile_starts(
+    data: _Data,
+    spec: SelectionSpec,
+    null: MLFit,
+    tau2_free: bool,
+    lower: FloatArray,
+    upper: FloatArray,
+    n_keep: int = 3,
+) -> list[FloatArray]:
+    """Starting points of the full maximisation: for each candidate δ, the maximum
+    over ``(β, τ²)`` with δ held (a coarse profile likelihood of δ); the best
+    ``n_keep`` distinct profile points, and always the one at metafor's start."""
+    p = data.X.shape[1]
+    idx_bt = np.arange(p + (1 if tau2_free else 0))
+    base = np.concatenate([null.beta, [null.tau2]])
+    out: list[tuple[float, FloatArray]] = []
+    for d in _delta_candidates(data, spec, null):
+        template = np.concatenate([base, d])
+
+        def f(
+            x: FloatArray, order: int, template: FloatArray = template
+        ) -> tuple[float, FloatArray | None, FloatArray | None]:
+            th = template.copy()
+            th[idx_bt] = x
+            ll, g, H = _loglik(th, data, spec, order)
+            return ll, None if g is None else g[idx_bt], (
+                None if H is None else H[np.ix_(idx_bt, idx_bt)]
+            )
+
+        x0 = template[idx_bt]
+        if not math.isfinite(f(x0, 0)[0]):
+            continue
+        xb, ll, _, _ = _newton(f, x0, lower[idx_bt], upper[idx_bt], max_iter=15, tol=1e-6)
+        th = template.copy()
+        th[idx_bt] = xb
+        out.append((ll, th))
+    if not out:
+        return [np.concatenate([base, _delta_candidates(data, spec, null)[0]])]
+    first = out[0][1]  # metafor's δ start, profiled
+    ranked = sorted(out, key=lambda t: -t[0] if math.isfinite(t[0]) else math.inf)
+    keep = [first]
+    for _, th in ranked:
+        if len(keep) > n_keep:
+            break
+        if not any(np.allclose(th, q, rtol=1e-3, atol=1e-6) for q in keep):
+            keep.append(th)
+    return keep
 
 
 def selection_fit(
@@ -973,8 +1031,7 @@ def selection_fit(
     def fun(th: FloatArray, order: int) -> tuple[float, FloatArray | None, FloatArray | None]:
         return _loglik(th, data, spec, order)
 
-    base = np.concatenate([null.beta, [null.tau2]])
-    starts = [np.concatenate([base, d]) for d in _delta_starts(data, spec, base, p, fun)]
+    starts = _profile_starts(data, spec, null, tau2_free, lower, upper)
 
     idx = np.flatnonzero(free)
     lo_f, hi_f = lower[idx], upper[idx]
