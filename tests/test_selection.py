@@ -112,12 +112,27 @@ def test_reference_files_present() -> None:
     assert len(CASES) >= 30
 
 
+def _metafor_failed(case: dict[str, Any]) -> bool:
+    """Every metafor optimiser stopped with an error (recorded in the reference)."""
+    return case["expected"]["ll"] is None
+
+
 @pytest.mark.parametrize(("name", "case"), CASES, ids=[n for n, _ in CASES])
 def test_loglik_reaches_metafor(name: str, case: dict[str, Any], fits: dict[str, Any]) -> None:
     res = fits[name]
     exp = case["expected"]
     ll_r = exp["ll"]
     assert res.converged
+    # the model without selection is nested (δ at its no-selection value) whenever
+    # the fixed δ are at that value: the maximum cannot be below it
+    spec = res._spec
+    if np.all(np.isnan(spec.delta_fixed) | (spec.delta_fixed == spec.delta_h0)):
+        assert res.loglik >= res.loglik_null - 1e-12 * abs(res.loglik_null)
+    if _metafor_failed(case):
+        # nothing to compare with; documented in the report
+        print(f"{name}: metafor failed ({case['optimiser_runs']}); ours ll = {res.loglik}")
+        assert all("error" in r for r in case["optimiser_runs"].values())
+        return
     # at least metafor's best, up to 1e-6 relative (the contract's tolerance)
     assert res.loglik >= ll_r - 1e-6 * abs(ll_r)
     gap = res.loglik - ll_r
@@ -127,6 +142,10 @@ def test_loglik_reaches_metafor(name: str, case: dict[str, Any], fits: dict[str,
     # the model without selection is the same ML fit: its log-likelihood agrees to
     # the precision of metafor's Fisher scoring at threshold 1e-12
     assert res.loglik_null == pytest.approx(exp["ll0"], rel=1e-9)
+
+
+def _compared() -> list[tuple[str, dict[str, Any]]]:
+    return [(n, c) for n, c in CASES if not _metafor_failed(c)]
 
 
 def _tol(case: dict[str, Any], res: Any) -> float:
@@ -154,7 +173,7 @@ def _close(ours: np.ndarray, ref: np.ndarray, se: np.ndarray, rtol: float) -> No
     assert np.all(np.abs(ours[fin] - ref[fin]) <= rtol * scale[fin] + 1e-12), (ours, ref)
 
 
-@pytest.mark.parametrize(("name", "case"), CASES, ids=[n for n, _ in CASES])
+@pytest.mark.parametrize(("name", "case"), _compared(), ids=[n for n, _ in _compared()])
 def test_estimates_match_metafor(name: str, case: dict[str, Any], fits: dict[str, Any]) -> None:
     res = fits[name]
     exp = case["expected"]
@@ -176,7 +195,7 @@ def test_estimates_match_metafor(name: str, case: dict[str, Any], fits: dict[str
         assert res.k == tuple(int(v) for v in exp["k_intervals"])
 
 
-@pytest.mark.parametrize(("name", "case"), CASES, ids=[n for n, _ in CASES])
+@pytest.mark.parametrize(("name", "case"), _compared(), ids=[n for n, _ in _compared()])
 def test_standard_errors_match_metafor(
     name: str, case: dict[str, Any], fits: dict[str, Any]
 ) -> None:
@@ -199,7 +218,7 @@ def test_standard_errors_match_metafor(
 def test_print_loglik_gaps(fits: dict[str, Any]) -> None:
     """Print every case where our maximum is above metafor's best (pytest -s)."""
     gaps = {}
-    for name, c in CASES:
+    for name, c in _compared():
         gap = fits[name].loglik - c["expected"]["ll"]
         assert gap >= -1e-6 * abs(c["expected"]["ll"])
         if gap > 1e-10:
@@ -410,6 +429,10 @@ def test_plot_selection_function(fits: dict[str, Any]) -> None:
     assert ax.get_ylim() == (0.0, 1.0)
     lo, hi = ax.get_lines()[1].get_ydata(), ax.get_lines()[2].get_ydata()
     assert np.all(lo <= hi)
+    # add=True only adds a curve (metafor's add=TRUE)
+    n_before = len(ax.get_lines())
+    fits["hackshaw1998/negexp_greater_ML"].plot(ax=ax, add=True, color="blue")
+    assert len(ax.get_lines()) == n_before + 1
     plt.close("all")
 
 

@@ -504,6 +504,7 @@ def _A_continuous(
     delta: FloatArray,
     spec: SelectionSpec,
     order: int,
+    with_delta: bool = True,
 ) -> _ADerivs:
     z, om = _nodes(spec)
     x = _clamp(_pval_of_z(z, spec.alternative), spec.pval_min)
@@ -543,9 +544,13 @@ def _A_continuous(
     # φ_m/φ = e/R, φ_R/φ = (e² - R)/(2R²); ∂/∂μ = (1/s) ∂/∂m, ∂/∂V = (1/v) ∂/∂R
     out.Am = M1 / (R * si) + T_lo * f_lo[0] + T_hi * f_hi[0]
     out.AV = (M2 - R * M0) / (2.0 * R * R * vi) + T_lo * f_lo[1] + T_hi * f_hi[1]
-    Wd = om[:, None] * dL  # (N, d)
-    D0 = G @ Wd
-    out.Ad = D0 + np.outer(T_lo, dLt[0]) + np.outer(T_hi, dLt[1])
+    k, nd = mu.size, spec.n_delta
+    if with_delta:
+        Wd = om[:, None] * dL  # (N, d)
+        D0 = G @ Wd
+        out.Ad = D0 + np.outer(T_lo, dLt[0]) + np.outer(T_hi, dLt[1])
+    else:  # derivatives in δ not wanted (profile over β, τ²)
+        out.Ad = np.zeros((k, nd))
     if order < 2:
         return out
     assert d2L is not None and d2Lt is not None
@@ -556,6 +561,10 @@ def _A_continuous(
     out.AmV = (M3 - 3.0 * R * M1) / (2.0 * R**3 * vi * si) + T_lo * f_lo[3] + T_hi * f_hi[3]
     out.AVV = (M4 - 6.0 * R * M2 + 3.0 * R * R * M0) / (4.0 * R**4 * vi * vi)
     out.AVV += T_lo * f_lo[4] + T_hi * f_hi[4]
+    if not with_delta:
+        out.Amd = out.AVd = np.zeros((k, nd))
+        out.Add = np.zeros((k, nd, nd))
+        return out
     D1 = Ge @ Wd
     D2 = Ge2 @ Wd
     out.Amd = D1 / (R * si)[:, None] + np.outer(T_lo * f_lo[0], dLt[0])
@@ -613,7 +622,7 @@ def selection_loglik(
 
 
 def _loglik(
-    theta: FloatArray, data: _Data, spec: SelectionSpec, order: int
+    theta: FloatArray, data: _Data, spec: SelectionSpec, order: int, with_delta: bool = True
 ) -> tuple[float, FloatArray | None, FloatArray | None]:
     X, yi, vi = data.X, data.yi, data.vi
     k, p = X.shape
@@ -631,7 +640,7 @@ def _loglik(
         Ad = _A_stepfun(mu, V, vi, delta, spec, order)
     else:
         lw, dLo, d2Lo = _log_weight(data.x_obs, delta, spec, order)
-        Ad = _A_continuous(mu, V, vi, delta, spec, order)
+        Ad = _A_continuous(mu, V, vi, delta, spec, order, with_delta)
     with np.errstate(divide="ignore", invalid="ignore"):
         logA = np.log(Ad.A) + Ad.logc
     ll = float(np.sum(lw - 0.5 * (_LOG2PI + np.log(V)) - 0.5 * r * r / V - logA))
@@ -864,7 +873,10 @@ class SelectionFit:
     definite).  ``at_lower``/``at_upper`` mark estimates on a bound of the
     parameter space (τ² = 0, ``δ = delta_min``/``delta_max``).  ``decrement`` is
     the Newton decrement ``gᵀ(-H)⁻¹g`` at the estimate (twice the log-likelihood
-    still to gain, by the quadratic model).
+    still to gain, by the quadratic model).  ``vcov_status`` is ``"full"``,
+    ``"conditional"`` (``-H`` was not positive definite; the covariance is that of
+    the parameters off their bounds, with the bound ones held) or ``"singular"``
+    (NaN).
     """
 
     theta: FloatArray
@@ -879,6 +891,7 @@ class SelectionFit:
     at_upper: BoolArray
     null: MLFit
     start_logliks: FloatArray
+    vcov_status: str = "full"
 
     @property
     def beta(self) -> FloatArray:
@@ -965,7 +978,7 @@ def _profile_starts(
         ) -> tuple[float, FloatArray | None, FloatArray | None]:
             th = template.copy()
             th[idx_bt] = x
-            ll, g, H = _loglik(th, data, spec, order)
+            ll, g, H = _loglik(th, data, spec, order, with_delta=False)
             return ll, None if g is None else g[idx_bt], (
                 None if H is None else H[np.ix_(idx_bt, idx_bt)]
             )
@@ -1070,13 +1083,19 @@ def selection_fit(
     at_lower = free & (theta <= model_lower) & (g <= 0)
     at_upper = free & (theta >= upper) & (g >= 0)
     vcov = np.full((theta.size, theta.size), np.nan)
-    Hf = -H[np.ix_(idx, idx)]
-    try:
-        Lc = np.linalg.cholesky(Hf)
-        inv = np.linalg.inv(Lc)
-        vcov[np.ix_(idx, idx)] = inv.T @ inv
-    except np.linalg.LinAlgError:
-        pass
+    vcov_status = "full"
+    inv_idx = _inverse_information(H, idx)
+    if inv_idx is None:
+        # not positive definite: condition on the parameters that sit on a bound
+        rest = np.flatnonzero(free & ~(at_lower | at_upper))
+        inv_rest = _inverse_information(H, rest) if rest.size < idx.size else None
+        if inv_rest is not None:
+            vcov[np.ix_(rest, rest)] = inv_rest
+            vcov_status = "conditional"
+        else:
+            vcov_status = "singular"
+    else:
+        vcov[np.ix_(idx, idx)] = inv_idx
     converged = bool(math.isfinite(lam2) and lam2 <= 1e-10 * max(1.0, abs(ll)))
     return SelectionFit(
         theta=theta,
@@ -1091,5 +1110,20 @@ def selection_fit(
         at_upper=at_upper,
         null=null,
         start_logliks=np.array(start_ll),
+        vcov_status=vcov_status,
     )
+
+
+def _inverse_information(H: FloatArray, idx: npt.NDArray[np.intp]) -> FloatArray | None:
+    """``(-H)⁻¹`` over the parameters ``idx`` by Cholesky (None if not positive
+    definite, as metafor's ``chol2inv(chol(H))``)."""
+    if idx.size == 0:
+        return np.zeros((0, 0))
+    try:
+        Lc = np.linalg.cholesky(-H[np.ix_(idx, idx)])
+    except np.linalg.LinAlgError:
+        return None
+    inv = np.linalg.inv(Lc)
+    out: FloatArray = inv.T @ inv
+    return out
 

@@ -138,6 +138,7 @@ class _SelectionMixin:
         seed: int | None = None,
         rug: bool = True,
         scale: bool = False,
+        add: bool = False,
         **line_kwargs: Any,
     ) -> Axes:
         """Plot the estimated selection function (metafor's ``plot(sel)``).
@@ -157,6 +158,7 @@ class _SelectionMixin:
             seed=seed,
             rug=rug,
             scale=scale,
+            add=add,
             **line_kwargs,
         )
 
@@ -746,6 +748,19 @@ def _build(
             + ", ".join(f"{dnames[j]} = {delta[j]:g}" for j in np.flatnonzero(d_bound))
             + " (treat the results with caution)",
             BoundaryWarning,
+            stacklevel=3,
+        )
+    if res.vcov_status != "full":
+        held = ", ".join(at_bound) if res.vcov_status == "conditional" else ""
+        warnings.warn(
+            "the observed information matrix is not positive definite (metafor: 'Error "
+            "when trying to invert Hessian'); "
+            + (
+                f"standard errors are conditional on the parameters on a bound ({held})"
+                if held
+                else "standard errors are NaN"
+            ),
+            ConvergenceWarning,
             stacklevel=3,
         )
     if not res.converged:

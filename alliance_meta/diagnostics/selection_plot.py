@@ -113,6 +113,7 @@ def plot_selection_function(
     seed: int | None = None,
     rug: bool = True,
     scale: bool = False,
+    add: bool = False,
     **line_kwargs: Any,
 ) -> Axes:
     """Draw the estimated selection function, as metafor's ``plot(sel)``.
@@ -122,8 +123,7 @@ def plot_selection_function(
     result : SelectionModelResult or SelectionMetaRegressionResult
         The fitted selection model.
     ax : matplotlib Axes, optional
-        Where to draw (a new figure when omitted); drawing on an existing Axes
-        adds the curve, as metafor's ``add=TRUE``.
+        Where to draw (a new figure when omitted).
     n, xlim, ci, reps, seed, scale
         See :func:`selection_function_curve`.
     ylim : (float, float), optional
@@ -131,6 +131,9 @@ def plot_selection_function(
         power functions, else the range of the curve (and its bands).
     rug : bool
         Mark the studies' p-values along the x axis.
+    add : bool
+        Only add the curve (and bands) to ``ax``, leaving its limits, labels and
+        rug alone (metafor's ``add=TRUE``, e.g. to compare selection functions).
     **line_kwargs
         Passed to ``Axes.plot`` for the curve (e.g. ``color``, ``label``).
 
@@ -143,7 +146,6 @@ def plot_selection_function(
     ps, ys, y_lo, y_hi = selection_function_curve(
         result, n=n, xlim=xlim, ci=ci, reps=reps, seed=seed, scale=scale
     )
-    new = ax is None
     if ax is None:
         _, ax = plt.subplots()
     step = result.type == "stepfun"
@@ -158,7 +160,7 @@ def plot_selection_function(
             band["drawstyle"] = "steps-post"
         ax.plot(ps, y_lo, **band)
         ax.plot(ps, y_hi, **band)
-    if new:
+    if not add:
         if ylim is None:
             if result.type in _DECREASING:
                 ylim = (0.0, 1.0)
