@@ -53,6 +53,8 @@ BUILDERS: dict[str, Callable[[], Any]] = {
     "LeaveOneOutResult": lambda: am.leave_one_out(_fit()),
     "CumulativeResult": lambda: am.cumulative(_fit()),
     "InfluenceResult": lambda: am.influence(_fit()),
+    "SelectionModelResult": lambda: am.selection_model(_fit(), "halfnorm"),
+    "SelectionMetaRegressionResult": lambda: am.selection_model(_reg(), "negexp"),
 }
 
 

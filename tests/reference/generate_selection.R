@@ -102,6 +102,10 @@ run_case <- function(name, yi, vi, X, method, type, alternative, steps = NULL, d
   )
 }
 
+## SELMODEL_SETS="bcg,hahn2001" runs only those data sets (default: all)
+SETS <- strsplit(Sys.getenv("SELMODEL_SETS", ""), ",")[[1]]
+want <- function(dataset) length(SETS) == 0 || dataset %in% SETS
+
 write_set <- function(dataset, cases) {
   write_reference(list(source = SOURCE, dataset = dataset,
                        integrate = INT, optimisers = OPTIMISERS, cases = cases),
@@ -110,110 +114,124 @@ write_set <- function(dataset, cases) {
 
 ## ---------------------------------------------------------------------------
 ## dat.hackshaw1998: log odds ratios, k = 37 (metafor's stepfun example)
-d <- dat.hackshaw1998
-cases <- list(
-  run_case("stepfun_greater_4steps_ML", d$yi, d$vi, NULL, "ML", "stepfun", "greater",
-           steps = c(.025, .10, .50, 1)),
-  run_case("stepfun_twosided_05_ML", d$yi, d$vi, NULL, "ML", "stepfun", "two.sided",
-           steps = c(.05)),
-  run_case("beta_greater_ML", d$yi, d$vi, NULL, "ML", "beta", "greater"),
-  run_case("halfnorm_greater_ML", d$yi, d$vi, NULL, "ML", "halfnorm", "greater"),
-  run_case("negexp_greater_ML", d$yi, d$vi, NULL, "ML", "negexp", "greater"),
-  run_case("logistic_greater_ML", d$yi, d$vi, NULL, "ML", "logistic", "greater"),
-  run_case("power_greater_ML", d$yi, d$vi, NULL, "ML", "power", "greater"),
-  run_case("halfnorm_twosided_REML", d$yi, d$vi, NULL, "REML", "halfnorm", "two.sided"),
-  run_case("negexp_greater_step025_REML", d$yi, d$vi, NULL, "REML", "negexp", "greater",
-           steps = c(.025))
-)
-write_set("hackshaw1998", cases)
+if (want("hackshaw1998")) {
+  d <- dat.hackshaw1998
+  cases <- list(
+    run_case("stepfun_greater_4steps_ML", d$yi, d$vi, NULL, "ML", "stepfun", "greater",
+             steps = c(.025, .10, .50, 1)),
+    run_case("stepfun_twosided_05_ML", d$yi, d$vi, NULL, "ML", "stepfun", "two.sided",
+             steps = c(.05)),
+    run_case("beta_greater_ML", d$yi, d$vi, NULL, "ML", "beta", "greater"),
+    run_case("halfnorm_greater_ML", d$yi, d$vi, NULL, "ML", "halfnorm", "greater"),
+    run_case("negexp_greater_ML", d$yi, d$vi, NULL, "ML", "negexp", "greater"),
+    run_case("logistic_greater_ML", d$yi, d$vi, NULL, "ML", "logistic", "greater"),
+    run_case("power_greater_ML", d$yi, d$vi, NULL, "ML", "power", "greater"),
+    run_case("halfnorm_twosided_REML", d$yi, d$vi, NULL, "REML", "halfnorm", "two.sided"),
+    run_case("negexp_greater_step025_REML", d$yi, d$vi, NULL, "REML", "negexp", "greater",
+             steps = c(.025))
+  )
+  write_set("hackshaw1998", cases)
+}
 
 ## ---------------------------------------------------------------------------
 ## dat.bangertdrowns2004: standardised mean differences, k = 48 (46 with wic)
-d <- dat.bangertdrowns2004
-dw <- d[!is.na(d$wic), ]
-Xw <- cbind(wic = dw$wic)
-dl <- d[!is.na(d$length), ]
-Xl <- cbind(length = dl$length)
-cases <- list(
-  run_case("stepfun_greater_2steps_REML", d$yi, d$vi, NULL, "REML", "stepfun", "greater",
-           steps = c(.025, .50)),
-  run_case("beta_twosided_ML", d$yi, d$vi, NULL, "ML", "beta", "two.sided"),
-  run_case("stepfun_greater_025_mods_wic_REML", dw$yi, dw$vi, Xw, "REML", "stepfun",
-           "greater", steps = c(.025)),
-  run_case("halfnorm_greater_mods_length_ML", dl$yi, dl$vi, Xl, "ML", "halfnorm", "greater"),
-  run_case("power_twosided_REML", d$yi, d$vi, NULL, "REML", "power", "two.sided"),
-  run_case("logistic_twosided_mods_wic_ML", dw$yi, dw$vi, Xw, "ML", "logistic", "two.sided"),
-  run_case("beta_greater_mods_length_REML", dl$yi, dl$vi, Xl, "REML", "beta", "greater")
-)
-write_set("bangertdrowns2004", cases)
+if (want("bangertdrowns2004")) {
+  d <- dat.bangertdrowns2004
+  dw <- d[!is.na(d$wic), ]
+  Xw <- cbind(wic = dw$wic)
+  dl <- d[!is.na(d$length), ]
+  Xl <- cbind(length = dl$length)
+  cases <- list(
+    run_case("stepfun_greater_2steps_REML", d$yi, d$vi, NULL, "REML", "stepfun", "greater",
+             steps = c(.025, .50)),
+    run_case("beta_twosided_ML", d$yi, d$vi, NULL, "ML", "beta", "two.sided"),
+    run_case("stepfun_greater_025_mods_wic_REML", dw$yi, dw$vi, Xw, "REML", "stepfun",
+             "greater", steps = c(.025)),
+    run_case("halfnorm_greater_mods_length_ML", dl$yi, dl$vi, Xl, "ML", "halfnorm", "greater"),
+    run_case("power_twosided_REML", d$yi, d$vi, NULL, "REML", "power", "two.sided"),
+    run_case("logistic_twosided_mods_wic_ML", dw$yi, dw$vi, Xw, "ML", "logistic", "two.sided"),
+    run_case("beta_greater_mods_length_REML", dl$yi, dl$vi, Xl, "REML", "beta", "greater")
+  )
+  write_set("bangertdrowns2004", cases)
+}
 
 ## ---------------------------------------------------------------------------
 ## dat.molloy2014: Fisher-z correlations, k = 16
-d <- escalc(measure = "ZCOR", ri = ri, ni = ni, data = dat.molloy2014)
-cases <- list(
-  run_case("stepfun_greater_025_REML", d$yi, d$vi, NULL, "REML", "stepfun", "greater",
-           steps = c(.025)),
-  run_case("negexp_greater_ML", d$yi, d$vi, NULL, "ML", "negexp", "greater"),
-  run_case("halfnorm_twosided_ML", d$yi, d$vi, NULL, "ML", "halfnorm", "two.sided"),
-  run_case("beta_greater_REML", d$yi, d$vi, NULL, "REML", "beta", "greater")
-)
-write_set("molloy2014", cases)
+if (want("molloy2014")) {
+  d <- escalc(measure = "ZCOR", ri = ri, ni = ni, data = dat.molloy2014)
+  cases <- list(
+    run_case("stepfun_greater_025_REML", d$yi, d$vi, NULL, "REML", "stepfun", "greater",
+             steps = c(.025)),
+    run_case("negexp_greater_ML", d$yi, d$vi, NULL, "ML", "negexp", "greater"),
+    run_case("halfnorm_twosided_ML", d$yi, d$vi, NULL, "ML", "halfnorm", "two.sided"),
+    run_case("beta_greater_REML", d$yi, d$vi, NULL, "REML", "beta", "greater")
+  )
+  write_set("molloy2014", cases)
+}
 
 ## ---------------------------------------------------------------------------
 ## dat.baskerville2012: standardised mean differences, k = 23 (metafor's beta example)
-d <- dat.baskerville2012
-Xb <- cbind(blind = d$blind)
-cases <- list(
-  run_case("beta_greater_ML", d$smd, d$se^2, NULL, "ML", "beta", "greater"),
-  run_case("beta_greater_mods_blind_ML", d$smd, d$se^2, Xb, "ML", "beta", "greater"),
-  run_case("stepfun_greater_025_ML", d$smd, d$se^2, NULL, "ML", "stepfun", "greater",
-           steps = c(.025)),
-  run_case("power_greater_REML", d$smd, d$se^2, NULL, "REML", "power", "greater"),
-  run_case("stepfun_twosided_3steps_mods_blind_REML", d$smd, d$se^2, Xb, "REML", "stepfun",
-           "two.sided", steps = c(.025, .05, .5))
-)
-write_set("baskerville2012", cases)
+if (want("baskerville2012")) {
+  d <- dat.baskerville2012
+  Xb <- cbind(blind = d$blind)
+  cases <- list(
+    run_case("beta_greater_ML", d$smd, d$se^2, NULL, "ML", "beta", "greater"),
+    run_case("beta_greater_mods_blind_ML", d$smd, d$se^2, Xb, "ML", "beta", "greater"),
+    run_case("stepfun_greater_025_ML", d$smd, d$se^2, NULL, "ML", "stepfun", "greater",
+             steps = c(.025)),
+    run_case("power_greater_REML", d$smd, d$se^2, NULL, "REML", "power", "greater"),
+    run_case("stepfun_twosided_3steps_mods_blind_REML", d$smd, d$se^2, Xb, "REML", "stepfun",
+             "two.sided", steps = c(.025, .05, .5))
+  )
+  write_set("baskerville2012", cases)
+}
 
 ## ---------------------------------------------------------------------------
 ## dat.bcg: log risk ratios, k = 13 (vaccine effects are negative: alternative "less")
-d <- escalc(measure = "RR", ai = tpos, bi = tneg, ci = cpos, di = cneg, data = dat.bcg)
-Xa <- cbind(ablat = d$ablat)
-cases <- list(
-  run_case("stepfun_less_025_REML", d$yi, d$vi, NULL, "REML", "stepfun", "less",
-           steps = c(.025)),
-  run_case("halfnorm_less_mods_ablat_ML", d$yi, d$vi, Xa, "ML", "halfnorm", "less"),
-  run_case("logistic_less_REML", d$yi, d$vi, NULL, "REML", "logistic", "less"),
-  run_case("negexp_twosided_mods_ablat_REML", d$yi, d$vi, Xa, "REML", "negexp", "two.sided")
-)
-write_set("bcg", cases)
+if (want("bcg")) {
+  d <- escalc(measure = "RR", ai = tpos, bi = tneg, ci = cpos, di = cneg, data = dat.bcg)
+  Xa <- cbind(ablat = d$ablat)
+  cases <- list(
+    run_case("stepfun_less_025_REML", d$yi, d$vi, NULL, "REML", "stepfun", "less",
+             steps = c(.025)),
+    run_case("halfnorm_less_mods_ablat_ML", d$yi, d$vi, Xa, "ML", "halfnorm", "less"),
+    run_case("logistic_less_REML", d$yi, d$vi, NULL, "REML", "logistic", "less"),
+    run_case("negexp_twosided_mods_ablat_REML", d$yi, d$vi, Xa, "REML", "negexp", "two.sided")
+  )
+  write_set("bcg", cases)
+}
 
 ## ---------------------------------------------------------------------------
 ## dat.hahn2001: log odds ratios, equal-effects model, alternative "less"
 ## (metafor's example for the Preston et al. weight functions; 0/0 studies dropped)
-d <- escalc(measure = "OR", ai = ai, n1i = n1i, ci = ci, n2i = n2i, data = dat.hahn2001,
-            drop00 = TRUE)
-d <- d[!is.na(d$yi), ]
-cases <- list(
-  run_case("halfnorm_less_EE", d$yi, d$vi, NULL, "EE", "halfnorm", "less"),
-  run_case("negexp_less_EE", d$yi, d$vi, NULL, "EE", "negexp", "less"),
-  run_case("logistic_less_EE", d$yi, d$vi, NULL, "EE", "logistic", "less"),
-  run_case("power_less_EE", d$yi, d$vi, NULL, "EE", "power", "less"),
-  run_case("beta_less_EE", d$yi, d$vi, NULL, "EE", "beta", "less")
-)
-write_set("hahn2001", cases)
+if (want("hahn2001")) {
+  d <- escalc(measure = "OR", ai = ai, n1i = n1i, ci = ci, n2i = n2i, data = dat.hahn2001,
+              drop00 = TRUE)
+  d <- d[!is.na(d$yi), ]
+  cases <- list(
+    run_case("halfnorm_less_EE", d$yi, d$vi, NULL, "EE", "halfnorm", "less"),
+    run_case("negexp_less_EE", d$yi, d$vi, NULL, "EE", "negexp", "less"),
+    run_case("logistic_less_EE", d$yi, d$vi, NULL, "EE", "logistic", "less"),
+    run_case("power_less_EE", d$yi, d$vi, NULL, "EE", "power", "less"),
+    run_case("beta_less_EE", d$yi, d$vi, NULL, "EE", "beta", "less")
+  )
+  write_set("hahn2001", cases)
+}
 
 ## ---------------------------------------------------------------------------
 ## dat.cohen1981: Fisher-z correlations, k = 20; fixed selection weights
 ## (Vevea & Woods, 2005, moderate one-tailed selection, as in metafor's example)
-d <- escalc(measure = "ZCOR", ri = ri, ni = ni, data = dat.cohen1981)
-vw_steps <- c(0.005, 0.01, 0.05, 0.10, 0.25, 0.35, 0.50, 0.65, 0.75, 0.90, 0.95, 0.99, 0.995, 1)
-vw_mod1 <- c(1, 0.99, 0.95, 0.80, 0.75, 0.65, 0.60, 0.55, 0.50, 0.50, 0.50, 0.50, 0.50, 0.50)
-cases <- list(
-  run_case("stepfun_greater_fixed_vevea_woods_mod1_ML", d$yi, d$vi, NULL, "ML", "stepfun",
-           "greater", steps = vw_steps, delta = vw_mod1),
-  run_case("halfnorm_greater_fixed_delta2_ML", d$yi, d$vi, NULL, "ML", "halfnorm", "greater",
-           delta = 2),
-  run_case("stepfun_greater_partly_fixed_REML", d$yi, d$vi, NULL, "REML", "stepfun",
-           "greater", steps = c(.025, .5), delta = c(1, NA, 0.5))
-)
-write_set("cohen1981", cases)
+if (want("cohen1981")) {
+  d <- escalc(measure = "ZCOR", ri = ri, ni = ni, data = dat.cohen1981)
+  vw_steps <- c(0.005, 0.01, 0.05, 0.10, 0.25, 0.35, 0.50, 0.65, 0.75, 0.90, 0.95, 0.99, 0.995, 1)
+  vw_mod1 <- c(1, 0.99, 0.95, 0.80, 0.75, 0.65, 0.60, 0.55, 0.50, 0.50, 0.50, 0.50, 0.50, 0.50)
+  cases <- list(
+    run_case("stepfun_greater_fixed_vevea_woods_mod1_ML", d$yi, d$vi, NULL, "ML", "stepfun",
+             "greater", steps = vw_steps, delta = vw_mod1),
+    run_case("halfnorm_greater_fixed_delta2_ML", d$yi, d$vi, NULL, "ML", "halfnorm", "greater",
+             delta = 2),
+    run_case("stepfun_greater_partly_fixed_REML", d$yi, d$vi, NULL, "REML", "stepfun",
+             "greater", steps = c(.025, .5), delta = c(1, NA, 0.5))
+  )
+  write_set("cohen1981", cases)
+}
