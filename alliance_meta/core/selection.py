@@ -34,11 +34,14 @@ against adaptive and dense quadrature in the tests).
 metafor integrates each ``A_i`` with ``integrate`` at ``rel.tol = 1.2e-4``.
 
 Gradient and Hessian are analytic (the integrals of ``w φ`` times the derivatives
-of the normal density, and of ``∂w/∂δ φ``), so the maximum is found by damped,
-projected Newton steps with the exact Hessian from several starts, to a Newton
-decrement at rounding level; standard errors come from the same
-exact observed information in the natural parametrisation ``(β, τ², δ)``, as
-metafor inverts ``numDeriv::hessian`` there.
+of the normal density, and of ``∂w/∂δ φ``).  The maximisation (:func:`selection_fit`)
+first profiles the likelihood over a grid of δ (maximising over ``β, τ²`` at each
+δ), because selection-model likelihoods can have several maxima, some far from
+the fit without selection; it then runs damped, projected Newton steps with the
+exact Hessian from the best profile points and metafor's start, to a Newton
+decrement at rounding level.  Standard errors come from the same exact observed
+information in the natural parametrisation ``(β, τ², δ)``, where metafor inverts
+``numDeriv::hessian``.
 
 References
 ----------
