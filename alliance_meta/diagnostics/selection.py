@@ -166,6 +166,9 @@ class _SelectionMixin:
     def _coef_rows(self) -> pd.DataFrame:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def _extra_info(self) -> list[tuple[str, str]]:
+        return []
+
     def _delta_frame(self) -> pd.DataFrame:
         fr: pd.DataFrame = pd.DataFrame(
             {
@@ -227,6 +230,7 @@ class _SelectionMixin:
             ("LRT p-value:", lrt_p),
             ("Converged:", "yes" if self.converged else "no"),
         ]
+        left.extend(self._extra_info())
         tables = [
             info_table(left, right, "Selection model (metafor's selmodel)"),
             frame_table(self._coef_rows(), "Model results"),
@@ -395,6 +399,12 @@ class SelectionMetaRegressionResult(_SelectionMixin):
             index=list(self.coef_names),
         )
         return fr
+
+    def _extra_info(self) -> list[tuple[str, str]]:
+        if self.QM_df == 0:
+            return []
+        p = "NA" if math.isnan(self.QM_pvalue) else f"{self.QM_pvalue:.4g}"
+        return [(f"QM (df = {self.QM_df}):", f"{self.QM:.4f}"), ("QM p-value:", p)]
 
 
 # ---------------------------------------------------------------------------
