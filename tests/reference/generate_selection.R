@@ -17,7 +17,7 @@ suppressPackageStartupMessages(library(minqa))
 INT <- list(rel.tol = 1e-10, subdivisions = 1000L)
 
 OPTIMISERS <- list(
-  optim_BFGS = list(optimizer = "optim", optmethod = "BFGS", reltol = 1e-14, maxit = 10000),
+  optim_BFGS = list(optimizer = "optim", optmethod = "BFGS", reltol = 1e-14, maxit = 1000),
   nlminb = list(optimizer = "nlminb", rel.tol = 1e-10, eval.max = 10000, iter.max = 10000),
   bobyqa = list(optimizer = "bobyqa", rhoend = 1e-10, maxfun = 100000),
   ## Nelder-Mead is slow with the integrals of the continuous weight functions:
@@ -47,7 +47,28 @@ summarise_sel <- function(sel) {
   )
 }
 
+RUN_LIMIT <- as.numeric(Sys.getenv("SELMODEL_RUN_LIMIT", "1800"))
+
+## finished cases are cached (one RDS per case) so that an interrupted run resumes
+CACHE <- Sys.getenv("SELMODEL_CACHE", file.path(tempdir(), "selmodel_cache"))
+dir.create(CACHE, showWarnings = FALSE, recursive = TRUE)
+
 run_case <- function(name, yi, vi, X, method, type, alternative, steps = NULL, delta = NULL) {
+  key <- file.path(CACHE, paste0(digest_key(name, yi, vi, X, method, type, alternative, steps,
+                                            delta), ".rds"))
+  if (file.exists(key)) return(readRDS(key))
+  out <- run_case_uncached(name, yi, vi, X, method, type, alternative, steps, delta)
+  saveRDS(out, key)
+  out
+}
+
+digest_key <- function(...) {
+  txt <- paste(capture.output(dput(list(...))), collapse = "")
+  paste0(list(...)[[1]], "_", sum(utf8ToInt(txt) * seq_along(utf8ToInt(txt))) %% 1e9)
+}
+
+run_case_uncached <- function(name, yi, vi, X, method, type, alternative, steps = NULL,
+                              delta = NULL) {
   fit <- if (is.null(X)) {
     rma(yi, vi, method = method, control = CTL)
   } else {
@@ -65,7 +86,10 @@ run_case <- function(name, yi, vi, X, method, type, alternative, steps = NULL, d
     a <- args
     a$control <- c(OPTIMISERS[[oname]], list(intCtrl = INT))
     t0 <- proc.time()[[3]]
+    ## at most RUN_LIMIT seconds per optimiser run (recorded as an error beyond)
+    setTimeLimit(elapsed = RUN_LIMIT, transient = TRUE)
     sel <- tryCatch(suppressWarnings(do.call(selmodel, a)), error = function(e) e)
+    setTimeLimit(elapsed = Inf)
     el <- proc.time()[[3]] - t0
     if (inherits(sel, "error")) {
       runs[[oname]] <- list(ll = NULL, error = conditionMessage(sel), seconds = el)
