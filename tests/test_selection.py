@@ -200,6 +200,16 @@ def test_estimates_match_metafor(name: str, case: dict[str, Any], fits: dict[str
         assert res.k == tuple(int(v) for v in exp["k_intervals"])
 
 
+#: Cases where metafor's numerical Hessian is measurably off, with the evidence.
+#: bangertdrowns2004/power_twosided_REML: δ̂ ≈ 1.7e-10, so numDeriv steps δ by the
+#: absolute 1e-4 and divides integrate()'s noise by 1e-8.  Re-running metafor's own
+#: likelihood through numDeriv::hessian at its optimum gives SEs (β, τ², δ) =
+#: (0.05229, 0.02344, 0.19833) with eps = 1e-4 (its default) but (0.05191, 0.02335,
+#: 0.19165) with eps = 1e-3; ours are (0.05191, 0.02335, 0.19160), and a Richardson
+#: finite-difference Hessian of our likelihood agrees with ours to 1e-9.
+METAFOR_HESSIAN_NOISE = {"bangertdrowns2004/power_twosided_REML": 4e-2}
+
+
 @pytest.mark.parametrize(("name", "case"), _compared(), ids=[n for n, _ in _compared()])
 def test_standard_errors_match_metafor(
     name: str, case: dict[str, Any], fits: dict[str, Any]
@@ -218,6 +228,7 @@ def test_standard_errors_match_metafor(
     # own optimum, through integrate() at rel.tol 1e-10; our Hessian is analytic at
     # ours.  1e-2 covers the difference of the two points on flat likelihoods.
     rtol = 1e-2 if _tol(case, res) > 2e-4 else 2e-3
+    rtol = METAFOR_HESSIAN_NOISE.get(name, rtol)
     se_r = _arr(exp["se"])
     assert np.allclose(_se(res), se_r, rtol=rtol, atol=0)
     if exp["se_tau2"] is not None and res.tau2_se is not None:
