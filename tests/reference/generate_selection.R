@@ -53,7 +53,12 @@ RUN_LIMIT <- as.numeric(Sys.getenv("SELMODEL_RUN_LIMIT", "1800"))
 CACHE <- Sys.getenv("SELMODEL_CACHE", file.path(tempdir(), "selmodel_cache"))
 dir.create(CACHE, showWarnings = FALSE, recursive = TRUE)
 
+## SELMODEL_SKIP="case1,case2" leaves those cases out (a helper process that only fills
+## the cache for a parallel run); a data set with skipped cases is not written
+SKIP <- strsplit(Sys.getenv("SELMODEL_SKIP", ""), ",")[[1]]
+
 run_case <- function(name, yi, vi, X, method, type, alternative, steps = NULL, delta = NULL) {
+  if (name %in% SKIP) return(NULL)
   key <- file.path(CACHE, paste0(digest_key(name, yi, vi, X, method, type, alternative, steps,
                                             delta), ".rds"))
   if (file.exists(key)) return(readRDS(key))
@@ -131,6 +136,7 @@ SETS <- strsplit(Sys.getenv("SELMODEL_SETS", ""), ",")[[1]]
 want <- function(dataset) length(SETS) == 0 || dataset %in% SETS
 
 write_set <- function(dataset, cases) {
+  if (any(vapply(cases, is.null, logical(1)))) return(invisible(NULL))
   write_reference(list(source = SOURCE, dataset = dataset,
                        integrate = INT, optimisers = OPTIMISERS, cases = cases),
                   paste0("selmodel_", dataset, ".json"))
