@@ -239,7 +239,15 @@ def test_standard_errors_match_metafor(
         # its clamp at 0 (steps of 1e-4), so its SEs are not the observed information.
         # Ours come from the Hessian at the bound (the likelihood extends smoothly
         # to τ² < 0 as long as v_i + τ² > 0): they must exist.
-        assert np.all(np.isfinite(se)) and np.all(np.isfinite(res.delta_se[~res.delta_fixed]))
+        # Where the information is not positive definite even there (the likelihood
+        # still rises towards τ² < 0: baskerville2012 beta), τ²'s SE is NaN with a
+        # ConvergenceWarning and the others are conditional on τ² = 0; metafor's
+        # conditional-on-its-clamp SEs then agree with ours (to 2e-3, as below).
+        assert np.all(np.isfinite(se[:-1])) and np.all(np.isfinite(res.delta_se[~res.delta_fixed]))
+        if res.tau2_se is None or not np.isfinite(res.tau2_se):
+            assert np.allclose(_se(res), _arr(exp["se"]), rtol=2e-3, atol=0)
+            sd_r = _arr(exp["se_delta"])
+            assert np.allclose(res.delta_se, sd_r, rtol=2e-3, atol=0)
         return
     # metafor differentiates its likelihood numerically (numDeriv, Richardson) at its
     # own optimum, through integrate() at rel.tol 1e-10; our Hessian is analytic at
