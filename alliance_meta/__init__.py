@@ -33,6 +33,11 @@ from alliance_meta.diagnostics.multilevel import (
     MultilevelInfluenceResult,
     MultilevelLeaveOneOutResult,
 )
+from alliance_meta.diagnostics.selection import (
+    SelectionMetaRegressionResult,
+    SelectionModelResult,
+    selection_model,
+)
 from alliance_meta.models.che import CHEResult, CHESensitivity, che, che_sensitivity
 from alliance_meta.models.control import Control
 from alliance_meta.models.many import ManyHeterogeneityCI, ManyPoolResult, pool_many
@@ -96,6 +101,8 @@ __all__ = [
     "RankCorrelationTest",
     "RobustResult",
     "RobustWaldTest",
+    "SelectionMetaRegressionResult",
+    "SelectionModelResult",
     "Study",
     "StudySet",
     "SubgroupResult",
@@ -125,6 +132,7 @@ __all__ = [
     "random_effects",
     "rank_correlation_test",
     "robust",
+    "selection_model",
     "subgroup_analysis",
     "trim_and_fill",
 ]

@@ -25,6 +25,9 @@ plot                   what it shows
                        al., 2021), for subgroup, meta-regression and multilevel fits
 =====================  ===========================================================
 
+:func:`selection_function` draws the estimated selection function of a selection
+model (metafor's ``plot.rma.uni.selmodel``); it is also the results' ``plot()``.
+
 Every drawn element carries a gid (:meth:`matplotlib.artist.Artist.get_gid`) so that
 it can be found again; the forest and funnel plots use:
 
@@ -80,6 +83,7 @@ from alliance_meta.plot.funnel import funnel
 from alliance_meta.plot.orchard import OrchardGroup, OrchardLayout, orchard, orchard_layout
 from alliance_meta.plot.profile import ProfileLayout, profile, profile_layout
 from alliance_meta.plot.radial import RadialLayout, radial, radial_layout
+from alliance_meta.plot.selection import selection_function, selection_function_curve
 
 __all__ = [
     "BaujatLayout",
@@ -104,4 +108,6 @@ __all__ = [
     "profile_layout",
     "radial",
     "radial_layout",
+    "selection_function",
+    "selection_function_curve",
 ]
