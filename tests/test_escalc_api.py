@@ -182,3 +182,26 @@ def test_summary_and_repr() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert len(res) == 40
+
+
+@pytest.mark.parametrize(
+    ("measure", "means", "field", "message"),
+    [
+        # a log ratio of means needs a positive ratio m1/m2
+        ("ROM", {"m1i": [2.0, -1.0], "m2i": [1.0, 3.0]}, "m2i", "same sign"),
+        ("ROM", {"m1i": [2.0, 0.0], "m2i": [1.0, 3.0]}, "m1i", "non-zero mean"),
+        ("ROMC", {"m1i": [2.0, 1.0], "m2i": [1.0, -3.0]}, "m2i", "same sign"),
+        # a coefficient of variation needs positive means
+        ("CVR", {"m1i": [2.0, 1.0], "m2i": [1.0, -3.0]}, "m2i", "CVR needs a mean"),
+        ("CVRC", {"m1i": [-2.0, 1.0], "m2i": [1.0, 3.0]}, "m1i", "CVRC needs a mean"),
+    ],
+)
+def test_ratio_of_means_needs_usable_means(
+    measure: str, means: dict[str, list[float]], field: str, message: str
+) -> None:
+    sds = {"sd1i": [1.0, 1.0], "sd2i": [1.0, 1.0]}
+    ns = {"ni": [20, 20], "ri": [0.5, 0.5]} if measure.endswith("C") else {
+        "n1i": [20, 20], "n2i": [20, 20]}
+    with pytest.raises(InvalidStudyError, match=message) as exc:
+        am.escalc(measure, **means, **sds, **ns)  # type: ignore[arg-type]
+    assert exc.value.field == field

@@ -33,7 +33,7 @@ from alliance_meta.models.metareg import MetaRegressionResult
 from alliance_meta.models.pooling import PoolResult
 from alliance_meta.results.base import ConfidenceInterval, IntervalArray, freeze_arrays
 from alliance_meta.results.display import ResultDisplay
-from alliance_meta.results.summary import frame_table, info_table, make_summary
+from alliance_meta.results.summary import coefficient_frame, frame_table, info_table, make_summary
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -326,18 +326,10 @@ class SelectionModelResult(_SelectionMixin):
     _spec: core.SelectionSpec = attrs.field(eq=False, repr=False, alias="spec")
 
     def _coef_rows(self) -> pd.DataFrame:
-        fr: pd.DataFrame = pd.DataFrame(
-            {
-                "estimate": [self.estimate],
-                "se": [self.se],
-                "statistic": [self.statistic],
-                "pvalue": [self.pvalue],
-                "ci_low": [self.ci.low],
-                "ci_high": [self.ci.high],
-            },
-            index=["intrcpt"],
+        return coefficient_frame(
+            ["intrcpt"], [self.estimate], [self.se], [self.statistic], [self.pvalue], self.ci,
+            estimate_name="estimate", index_name=None,
         )
-        return fr
 
 
 @attrs.frozen(field_transformer=freeze_arrays, repr=False)
@@ -394,18 +386,10 @@ class SelectionMetaRegressionResult(_SelectionMixin):
     _spec: core.SelectionSpec = attrs.field(eq=False, repr=False, alias="spec")
 
     def _coef_rows(self) -> pd.DataFrame:
-        fr: pd.DataFrame = pd.DataFrame(
-            {
-                "estimate": self.coef,
-                "se": self.se,
-                "statistic": self.statistic,
-                "pvalue": self.pvalue,
-                "ci_low": self.ci.low,
-                "ci_high": self.ci.high,
-            },
-            index=list(self.coef_names),
+        return coefficient_frame(
+            self.coef_names, self.coef, self.se, self.statistic, self.pvalue, self.ci,
+            estimate_name="estimate", index_name=None,
         )
-        return fr
 
     def _extra_info(self) -> list[tuple[str, str]]:
         if self.QM_df == 0:

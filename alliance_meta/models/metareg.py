@@ -59,7 +59,13 @@ from alliance_meta.results.base import IntervalArray, freeze_arrays
 from alliance_meta.results.display import ResultDisplay, Transf, fmt_p, fmt_p_eq
 from alliance_meta.results.prediction import Prediction, make_prediction
 from alliance_meta.results.report import coefficient_clause, i2_text, tau2_text, test_clause
-from alliance_meta.results.summary import frame_summary, info_table, make_summary, value_table
+from alliance_meta.results.summary import (
+    coefficient_frame,
+    frame_summary,
+    info_table,
+    make_summary,
+    value_table,
+)
 
 if TYPE_CHECKING:
     from alliance_meta.data.study import Study, StudySet
@@ -369,18 +375,9 @@ class MetaRegressionResult(UnivariateFit, ResultDisplay):
     # -- display -------------------------------------------------------------
     def to_frame(self) -> pd.DataFrame:
         """Coefficient table: one row per coefficient."""
-        frame: pd.DataFrame = pd.DataFrame(
-            {
-                "coef": self.coef,
-                "se": self.se,
-                "statistic": self.statistic,
-                "pvalue": self.pvalue,
-                "ci_low": self.ci.low,
-                "ci_high": self.ci.high,
-            },
-            index=pd.Index(list(self.coef_names), name="coefficient"),
+        return coefficient_frame(
+            self.coef_names, self.coef, self.se, self.statistic, self.pvalue, self.ci
         )
-        return frame
 
     def summary(self) -> Summary:
         """A statsmodels ``Summary`` laid out like metafor's ``print.rma.uni``: residual

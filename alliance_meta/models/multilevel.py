@@ -69,7 +69,7 @@ from alliance_meta.exceptions import (
 from alliance_meta.results.base import ConfidenceInterval, IntervalArray, freeze_arrays
 from alliance_meta.results.display import ResultDisplay, fmt_p, fmt_p_eq
 from alliance_meta.results.prediction import Prediction
-from alliance_meta.results.summary import info_table, make_summary, value_table
+from alliance_meta.results.summary import coefficient_frame, info_table, make_summary, value_table
 
 if TYPE_CHECKING:
     from alliance_meta.data.study import StudySet
@@ -830,18 +830,9 @@ class MultilevelResult(ResultDisplay):
     # -- display -----------------------------------------------------------------
     def to_frame(self) -> pd.DataFrame:
         """Coefficient table: one row per coefficient."""
-        frame: pd.DataFrame = pd.DataFrame(
-            {
-                "coef": self.coef,
-                "se": self.se,
-                "statistic": self.statistic,
-                "pvalue": self.pvalue,
-                "ci_low": self.ci.low,
-                "ci_high": self.ci.high,
-            },
-            index=pd.Index(list(self.coef_names), name="coefficient"),
+        return coefficient_frame(
+            self.coef_names, self.coef, self.se, self.statistic, self.pvalue, self.ci
         )
-        return frame
 
     def variance_components(self) -> pd.DataFrame:
         """Variance components: estimate, square root (variances), whether fixed,

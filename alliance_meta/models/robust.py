@@ -38,7 +38,7 @@ from alliance_meta.exceptions import (
 from alliance_meta.models.protocol import FittedModel
 from alliance_meta.results.base import IntervalArray, freeze_arrays
 from alliance_meta.results.display import ResultDisplay
-from alliance_meta.results.summary import frame_summary
+from alliance_meta.results.summary import coefficient_frame, frame_summary
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -322,19 +322,9 @@ class RobustResult(ResultDisplay):
 
     def to_frame(self) -> pd.DataFrame:
         """Coefficient table: one row per coefficient."""
-        frame: pd.DataFrame = pd.DataFrame(
-            {
-                "coef": self.coef,
-                "se": self.se,
-                "statistic": self.statistic,
-                "df": self.df,
-                "pvalue": self.pvalue,
-                "ci_low": self.ci.low,
-                "ci_high": self.ci.high,
-            },
-            index=pd.Index(list(self.coef_names), name="coefficient"),
+        return coefficient_frame(
+            self.coef_names, self.coef, self.se, self.statistic, self.pvalue, self.ci, df=self.df
         )
-        return frame
 
     def summary(self) -> Summary:
         """A statsmodels ``Summary``: the estimator, the clusters and the coefficient table."""

@@ -44,6 +44,30 @@ def make_summary(tables: Sequence[SimpleTable], notes: Sequence[str] = ()) -> Su
     return smry
 
 
+def coefficient_frame(
+    names: Sequence[str],
+    coef: Any,
+    se: Any,
+    statistic: Any,
+    pvalue: Any,
+    ci: Any,
+    *,
+    df: Any = None,
+    estimate_name: str = "coef",
+    index_name: str | None = "coefficient",
+) -> pd.DataFrame:
+    """The coefficient table every model's ``to_frame()`` returns: one row per
+    coefficient with ``coef`` (or ``estimate_name``), ``se``, ``statistic``, ``df``
+    (only where the tests have degrees of freedom per coefficient), ``pvalue``,
+    ``ci_low`` and ``ci_high``; ``ci`` is anything with ``.low`` and ``.high``."""
+    columns: dict[str, Any] = {estimate_name: coef, "se": se, "statistic": statistic}
+    if df is not None:
+        columns["df"] = df
+    columns.update({"pvalue": pvalue, "ci_low": ci.low, "ci_high": ci.high})
+    frame: pd.DataFrame = pd.DataFrame(columns, index=pd.Index(list(names), name=index_name))
+    return frame
+
+
 def _cell(x: Any) -> str:
     """One table cell: floats to 4 decimals (NA for NaN, as metafor prints), None blank."""
     if x is None:

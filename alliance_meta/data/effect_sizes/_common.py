@@ -16,6 +16,7 @@ from alliance_meta.data.measures import (
     BoolArray,
     EscalcOptions,
     FloatArray,
+    Inputs,
     Problem,
 )
 from alliance_meta.exceptions import AllianceMetaError
@@ -182,6 +183,24 @@ def positive(name: str, x: FloatArray, what: str) -> Problem:
 def nonnegative(name: str, x: FloatArray, what: str) -> Problem:
     """``x`` must be >= 0."""
     return Problem(name, f"{what} must not be negative", finite_or(x, 0.0) < 0)
+
+
+def mean_ratio_problems(inputs: Inputs, measure: str, kind: str) -> list[Problem]:
+    """The means a ratio-of-means measure needs: for a log ratio (``kind="ratio"``:
+    ROM, ROMC) two non-zero means of one sign, a positive ratio ``m1/m2`` (metafor
+    computes ``log(m1/m2)`` for two negative means too); for a coefficient of
+    variation (``kind="cv"``: CVR, CVRC) positive means."""
+    if kind == "cv":
+        return [positive(name, inputs[name], f"{measure} needs a mean that")
+                for name in ("m1i", "m2i")]
+    f1, f2 = finite_or(inputs["m1i"], 1.0), finite_or(inputs["m2i"], 1.0)
+    problems = [Problem(name, f"{measure} needs a non-zero mean", m == 0)
+                for name, m in (("m1i", f1), ("m2i", f2))]
+    problems.append(
+        Problem("m2i", f"{measure} needs means of the same sign (a positive ratio m1/m2)",
+                f1 * f2 < 0)
+    )
+    return problems
 
 
 def correlation_range(name: str, r: FloatArray, what: str = "a correlation") -> Problem:

@@ -15,6 +15,7 @@ from alliance_meta.data.effect_sizes._common import (
     cmi,
     correlation_range,
     finite_or,
+    mean_ratio_problems,
     positive,
 )
 from alliance_meta.data.measures import (
@@ -51,17 +52,8 @@ def _check(measure: str) -> CheckFn:
             )
         if measure in ("CVRC", "VRC"):
             problems.append(Problem("ni", f"{measure} needs ni > 1", (nf > 0) & (nf <= 1)))
-        if measure == "ROMC":
-            f1, f2 = finite_or(inputs["m1i"], 1.0), finite_or(inputs["m2i"], 1.0)
-            for name, m in (("m1i", f1), ("m2i", f2)):
-                problems.append(Problem(name, "ROMC needs a non-zero mean", m == 0))
-            problems.append(
-                Problem("m2i", "ROMC needs means of the same sign (a positive ratio m1/m2)",
-                        f1 * f2 < 0)
-            )
-        if measure == "CVRC":
-            for name in ("m1i", "m2i"):
-                problems.append(positive(name, inputs[name], "CVRC needs a mean that"))
+        if measure in ("ROMC", "CVRC"):
+            problems += mean_ratio_problems(inputs, measure, "ratio" if measure == "ROMC" else "cv")
         return problems
 
     return check

@@ -21,6 +21,7 @@ from alliance_meta.data.effect_sizes._common import (
     by_vtype,
     cmi,
     finite_or,
+    mean_ratio_problems,
     positive,
     replmiss,
     statistic_t,
@@ -105,19 +106,8 @@ def _check(measure: str) -> CheckFn:
                 Problem("n2i", f"{measure} needs n2i > 2 (Hedges' correction with n2i - 1 df)",
                         (n2f > 0) & (n2f <= 2))
             )
-        if measure == "ROM":
-            # the log ratio needs a positive ratio: means of one sign, neither zero
-            # (metafor computes log(m1/m2) for two negative means too)
-            f1, f2 = finite_or(inputs["m1i"], 1.0), finite_or(inputs["m2i"], 1.0)
-            for name, m in (("m1i", f1), ("m2i", f2)):
-                problems.append(Problem(name, "ROM needs a non-zero mean", m == 0))
-            problems.append(
-                Problem("m2i", "ROM needs means of the same sign (a positive ratio m1/m2)",
-                        f1 * f2 < 0)
-            )
-        if measure == "CVR":
-            for name in ("m1i", "m2i"):
-                problems.append(positive(name, inputs[name], "CVR needs a mean that"))
+        if measure in ("ROM", "CVR"):
+            problems += mean_ratio_problems(inputs, measure, "ratio" if measure == "ROM" else "cv")
         return problems
 
     return check
