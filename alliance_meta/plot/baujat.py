@@ -16,7 +16,7 @@ from alliance_meta._types import FloatArray
 from alliance_meta.diagnostics.influence import _loo_fit_model
 from alliance_meta.exceptions import ModelSpecificationError
 from alliance_meta.models.protocol import UnivariateModel
-from alliance_meta.plot.style import FONT_SIZE, require_matplotlib, root_figure
+from alliance_meta.plot.style import FONT_SIZE, label_axes, require_matplotlib, root_figure
 from alliance_meta.results.base import freeze_arrays
 
 if TYPE_CHECKING:
@@ -162,11 +162,7 @@ def baujat(
     if grid:
         ax.grid(True, color="0.88", linewidth=0.6, zorder=0)
         ax.set_axisbelow(True)
-    ax.tick_params(labelsize=FONT_SIZE)
-    ax.set_xlabel(lay.xlabel, fontsize=FONT_SIZE)
-    ax.set_ylabel(lay.ylabel, fontsize=FONT_SIZE)
-    if title:
-        ax.set_title(title, fontsize=FONT_SIZE + 1.5, fontweight="bold", loc="left")
+    label_axes(ax, xlabel=lay.xlabel, ylabel=lay.ylabel, title=title)
     if own:
         fig.tight_layout()
     return fig

@@ -18,7 +18,7 @@ from alliance_meta._types import FloatArray
 from alliance_meta.exceptions import InvalidStudyError, ModelSpecificationError
 from alliance_meta.plot._fits import has_intercept, predict_rows, study_weights
 from alliance_meta.plot.scale import Scale
-from alliance_meta.plot.style import FONT_SIZE, require_matplotlib, root_figure
+from alliance_meta.plot.style import FONT_SIZE, label_axes, require_matplotlib, root_figure
 from alliance_meta.results.base import freeze_arrays
 
 if TYPE_CHECKING:
@@ -325,11 +325,12 @@ def bubble(
                         fontsize=FONT_SIZE - 1.5, gid="point-label")  # fmt: skip
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
-    ax.tick_params(labelsize=FONT_SIZE)
-    ax.set_xlabel(xlabel if xlabel is not None else lay.moderator, fontsize=FONT_SIZE)
-    ax.set_ylabel(ylabel if ylabel is not None else scale.axis_label, fontsize=FONT_SIZE)
-    if title:
-        ax.set_title(title, fontsize=FONT_SIZE + 1.5, fontweight="bold", loc="left")
+    label_axes(
+        ax,
+        xlabel=xlabel if xlabel is not None else lay.moderator,
+        ylabel=ylabel if ylabel is not None else scale.axis_label,
+        title=title,
+    )
     if legend:
         ax.legend(fontsize=FONT_SIZE - 1, frameon=False, loc="best")
     if own:

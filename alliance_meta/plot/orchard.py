@@ -25,7 +25,7 @@ from alliance_meta.models.pooling import PoolResult
 from alliance_meta.models.subgroup import SubgroupResult
 from alliance_meta.plot._fits import has_intercept, predict_rows
 from alliance_meta.plot.scale import Scale
-from alliance_meta.plot.style import FONT_SIZE, require_matplotlib, root_figure
+from alliance_meta.plot.style import FONT_SIZE, label_axes, require_matplotlib, root_figure
 from alliance_meta.results.base import freeze_arrays
 
 if TYPE_CHECKING:
@@ -403,10 +403,7 @@ def orchard(
     ax.set_yticklabels([g.name for g in lay.groups])
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
-    ax.tick_params(labelsize=FONT_SIZE)
-    ax.set_xlabel(xlabel if xlabel is not None else scale.axis_label, fontsize=FONT_SIZE)
-    if title:
-        ax.set_title(title, fontsize=FONT_SIZE + 1.5, fontweight="bold", loc="left")
+    label_axes(ax, xlabel=xlabel if xlabel is not None else scale.axis_label, title=title)
     if legend:
         pct = f"{100 * lay.level:g}%"
         handles: list[Any] = [

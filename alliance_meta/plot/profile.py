@@ -21,7 +21,7 @@ from alliance_meta.core.inference import z_critical
 from alliance_meta.core.kernel import kernel_from_padded
 from alliance_meta.exceptions import ConvergenceWarning, ModelSpecificationError
 from alliance_meta.models.protocol import UnivariateModel
-from alliance_meta.plot.style import FONT_SIZE, require_matplotlib, root_figure
+from alliance_meta.plot.style import FONT_SIZE, label_axes, require_matplotlib, root_figure
 from alliance_meta.results.base import freeze_arrays
 
 if TYPE_CHECKING:
@@ -249,11 +249,8 @@ def profile(
     ax.set_ylim(lo - 0.1, hi + 0.1)  # metafor's ylim
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
-    ax.tick_params(labelsize=FONT_SIZE)
-    ax.set_xlabel("$\\tau^2$", fontsize=FONT_SIZE + 1)
-    ax.set_ylabel(lay.ylabel, fontsize=FONT_SIZE)
-    if title:
-        ax.set_title(title, fontsize=FONT_SIZE + 1.5, fontweight="bold", loc="left")
+    label_axes(ax, xlabel="$\\tau^2$", ylabel=lay.ylabel, title=title,
+               xlabel_size=FONT_SIZE + 1)
     if own:
         fig.tight_layout()
     return fig

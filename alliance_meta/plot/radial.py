@@ -17,7 +17,13 @@ from alliance_meta.core.inference import z_critical
 from alliance_meta.exceptions import ModelSpecificationError
 from alliance_meta.models.pooling import PoolResult
 from alliance_meta.plot.scale import Scale
-from alliance_meta.plot.style import FONT_SIZE, fmt_fixed, require_matplotlib, root_figure
+from alliance_meta.plot.style import (
+    FONT_SIZE,
+    fmt_fixed,
+    label_axes,
+    require_matplotlib,
+    root_figure,
+)
 from alliance_meta.results.base import freeze_arrays
 
 if TYPE_CHECKING:
@@ -238,13 +244,14 @@ def radial(
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     ax.set_yticks([-2.0, 0.0, 2.0])
-    ax.tick_params(labelsize=FONT_SIZE)
     vlabel = "v_i" if fit.method == "EE" else "v_i + \\tau^2"
-    ax.set_xlabel(f"$x_i = 1/\\sqrt{{{vlabel}}}$", fontsize=FONT_SIZE)
     num = "(y_i - \\hat{\\mu})" if center else "y_i"
-    ax.set_ylabel(f"$z_i = {num}/\\sqrt{{{vlabel}}}$", fontsize=FONT_SIZE)
-    if title:
-        ax.set_title(title, fontsize=FONT_SIZE + 1.5, fontweight="bold", loc="left")
+    label_axes(
+        ax,
+        xlabel=f"$x_i = 1/\\sqrt{{{vlabel}}}$",
+        ylabel=f"$z_i = {num}/\\sqrt{{{vlabel}}}$",
+        title=title,
+    )
     if own:
         fig.subplots_adjust(left=0.13, right=0.8, bottom=0.12, top=0.93)
     return fig

@@ -20,6 +20,7 @@ __all__ = [
     "fmt_cell",
     "fmt_fixed",
     "fmt_tick",
+    "label_axes",
     "minus",
     "nice_ticks",
     "pvalue_text",
@@ -58,6 +59,25 @@ def root_figure(ax: Axes) -> Figure:
     while not isinstance(fig, Figure):
         fig = fig.figure
     return fig
+
+
+def label_axes(
+    ax: Axes,
+    *,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+    title: str | None = None,
+    xlabel_size: float = FONT_SIZE,
+) -> None:
+    """The text every plot sets the same way: tick labels, axis labels and a bold,
+    left-aligned title (nothing is set for a label or title that is None or empty)."""
+    ax.tick_params(labelsize=FONT_SIZE)
+    if xlabel is not None:
+        ax.set_xlabel(xlabel, fontsize=xlabel_size)
+    if ylabel is not None:
+        ax.set_ylabel(ylabel, fontsize=FONT_SIZE)
+    if title:
+        ax.set_title(title, fontsize=FONT_SIZE + 1.5, fontweight="bold", loc="left")
 
 
 def minus(s: str) -> str:
