@@ -5,7 +5,7 @@ Reference: ``che_alliance_dependent.json`` (generate_depdocs.R): for œÅ in 0.2 ‚
 ``V = vcalc(vi, cluster = study, obs = effect, rho)``, ``rma.mv(yi, V,
 random = ~ 1 | study/effect[, mods = ~ rater + dimension])`` and clubSandwich's CR2
 ``coef_test``/``conf_int``/``Wald_test(HTZ)`` and metafor's ``robust()`` clustered by
-study.  Fields in PROVENANCE_depdocs.md.
+study.  Fields in PROVENANCE.md (section "depdocs").
 """
 
 from __future__ import annotations

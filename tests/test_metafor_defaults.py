@@ -1,7 +1,7 @@
 """metafor's defaults and accepted inputs: control=, vi = 0, egger_test's default.
 
 References: tests/reference/rstyle.json, written by generate_rstyle.R (R 4.2.2,
-metafor 3.8.1; see PROVENANCE_rstyle.md).
+metafor 3.8.1; see PROVENANCE.md (section "rstyle")).
 """
 
 from __future__ import annotations

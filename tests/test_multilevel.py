@@ -3,7 +3,7 @@
 The shared references (konstantopoulos2011, berkey1998, bornmann2007) and this
 branch's (generate_multilevel.R: assink2016, assink2016_che, crede2010, boundary,
 kalaian1996, ishak2007, vcalc, local_maxima) use one schema, documented in
-PROVENANCE.md and PROVENANCE_multilevel.md.
+PROVENANCE.md (section "multilevel").
 """
 
 from __future__ import annotations

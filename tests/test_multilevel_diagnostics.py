@@ -1,7 +1,7 @@
 """Diagnostics and plots of multilevel and multivariate fits against metafor 3.8.1.
 
 References (tests/reference/mlviz_*.json, written by generate_mlviz.R; fields in
-PROVENANCE_mlviz.md): konstantopoulos2011 (two nested levels; intercept-only REML z
+PROVENANCE.md (section "mlviz")): konstantopoulos2011 (two nested levels; intercept-only REML z
 and ``~ year`` ML t), assink2016 (``~ deltype``, a deletion that empties a factor
 level), assink2016 with a CHE working V, and berkey1998 (multivariate, UN).  For each:
 ``cooks.distance``, ``rstudent`` and ``dfbetas`` by effect and by cluster,

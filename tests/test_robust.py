@@ -2,7 +2,7 @@
 
 References: ``robust_*.json`` (rma.uni fits) and the ``robust`` blocks of
 ``mv_*.json`` / ``robustmv_*.json`` (rma.mv fits); fields in PROVENANCE.md and
-PROVENANCE_robust.md.  The rma.mv cases are checked through a small stand-in fit
+PROVENANCE.md (section "robust").  The rma.mv cases are checked through a small stand-in fit
 that builds the marginal covariance from the reference's own variance components,
 so that only the sandwich is under test (not a multilevel fitter).
 """

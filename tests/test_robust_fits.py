@@ -9,7 +9,7 @@ univariate ``robust_*.json`` -- and ``robust(fit, cluster)`` is compared with th
 ``robust`` blocks of the same files (CR2 ``coef_test``/``conf_int``/``Wald_test``
 HTZ, CR0, and metafor's ``robust()``).  (tests/test_robust.py fits the univariate
 ``robust_*.json`` cases with ``random_effects``/``meta_regression``.)  Fields: PROVENANCE.md,
-PROVENANCE_robust.md, PROVENANCE_depdocs.md.
+PROVENANCE.md (section "robust"), PROVENANCE.md (section "depdocs").
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ REF = Path(__file__).parent / "reference"
 # tests bound that by 1e-5), and every robust quantity is a smooth function of the
 # components with a sensitivity of order one, so the references agree with our
 # fits' robust values to the same order; observed: 3e-6 at worst (see
-# PROVENANCE_depdocs.md).  The sandwich itself is exact to 1e-10 given the
+# PROVENANCE.md (section "depdocs")).  The sandwich itself is exact to 1e-10 given the
 # components (tests/test_robust.py).
 RTOL = 1e-5
 # Location quantities (coefficients, CI bounds) can be near 0 where a relative

@@ -1,5 +1,5 @@
 #!/usr/bin/env Rscript
-## References of the depdocs branch (fields in PROVENANCE_depdocs.md):
+## References of the depdocs branch (fields in PROVENANCE.md (section "depdocs")):
 ##   clubsandwich_subgroups.json  clubSandwich / metafor robust() on common-tau^2 subgroup
 ##                                models, rma(yi, vi, mods = ~ g), clustered by study
 ##   che_alliance_dependent.json  the CHE + CR2 workflow on the bundled simulated

@@ -3,7 +3,7 @@
 # boundaries) and the non-default vtype/add/to/drop00 options.
 #
 # Run from the repository root:  Rscript tests/reference/generate_escalc_measures.R
-# Writes tests/reference/escalc_measures.json.  See PROVENANCE_escalc.md.
+# Writes tests/reference/escalc_measures.json.  See PROVENANCE.md (section "escalc").
 #
 # Each case records the measure, the inputs exactly as alliance_meta.escalc() is
 # called with them (metafor's argument names), the options, and metafor's yi and vi.

@@ -2,7 +2,7 @@
 ## predictor and both models, on intercept-only and meta-regression fits.
 ##
 ## Run from the repository root:  Rscript tests/reference/generate_regtest.R
-## Writes tests/reference/regtest_predictors.json (see PROVENANCE_selection.md).
+## Writes tests/reference/regtest_predictors.json (see PROVENANCE.md (section "selection")).
 
 source("tests/reference/reference_common.R")
 

@@ -5,7 +5,7 @@
 ##                         and a multivariate model), clustered by study
 ## each with clubSandwich 0.5.8's CR2 coef_test / conf_int / Wald_test(HTZ), its CR0
 ## (coef_test, Wald_test HTZ) and metafor 3.8.1's own robust().  Fields are described
-## in PROVENANCE_robust.md.
+## in PROVENANCE.md (section "robust").
 ##
 ## Run from the repository root:
 ##     Rscript tests/reference/generate_robust.R

@@ -1,7 +1,7 @@
 ## Reference values for alliance_meta.selection_model: metafor's selmodel().
 ##
 ## Run from the repository root:  Rscript tests/reference/generate_selection.R
-## Writes tests/reference/selmodel_<dataset>.json (see PROVENANCE_selection.md).
+## Writes tests/reference/selmodel_<dataset>.json (see PROVENANCE.md (section "selection")).
 ##
 ## Each case fits rma(yi, vi, [mods], method = M) with the tight rma controls, then
 ## selmodel(fit, type, alternative, [steps], [delta]) with every optimiser below
