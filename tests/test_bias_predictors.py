@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from scipy import stats as sps
 
 import alliance_meta as am
 from alliance_meta.exceptions import (
@@ -258,3 +259,78 @@ def test_multilevel_refuses_lm() -> None:
         am.egger_test(fit, model="lm")
     with pytest.raises(ModelSpecificationError, match="not a level"):
         am.egger_test(fit, cluster="region")
+
+
+# ---------------------------------------------------------------------------
+# PET-PEESE
+# ---------------------------------------------------------------------------
+
+
+def _regtest_fit(ds: str) -> tuple[Any, dict[str, Any]]:
+    entry = _load("regtest_predictors.json")[ds]
+    fit = next(f for f in entry["fits"] if f["label"] == "REML_z")
+    return am.random_effects(yi=entry["yi"], vi=entry["vi"]), fit["regtest"]
+
+
+@pytest.mark.parametrize("ds", ["bcg", "molloy2014", "bangertdrowns2004", "normand1999"])
+def test_pet_peese_is_regtest_lm_with_sei_and_vi(ds: str) -> None:
+    fit, ref = _regtest_fit(ds)
+    pp = am.pet_peese(fit)
+    assert pp.model == "lm"
+    assert pp.pet == am.egger_test(fit, model="lm", predictor="sei")
+    assert pp.peese == am.egger_test(fit, model="lm", predictor="vi")
+    for eg, key in ((pp.pet, "lm_sei"), (pp.peese, "lm_vi")):
+        assert eg.limit_estimate == pytest.approx(ref[key]["est"], rel=RTOL)
+        assert eg.limit_ci is not None
+        assert eg.limit_ci.low == pytest.approx(ref[key]["ci_lb"], rel=RTOL)
+        # the intercept's t test on k - 2 df, from metafor's coefficient and SE
+        t0 = ref[key]["coef"][0] / ref[key]["se"][0]
+        p0 = 2 * sps.t.sf(abs(t0), ref[key]["df"])
+        assert eg.limit_pvalue == pytest.approx(p0, rel=RTOL)
+    # the decision: PET's two-sided test of the intercept at alpha
+    p_pet = pp.pet.limit_pvalue
+    assert p_pet is not None and pp.decision_pvalue == p_pet
+    assert pp.chosen == ("PEESE" if p_pet < 0.05 else "PET")
+    chosen = pp.peese if pp.chosen == "PEESE" else pp.pet
+    assert pp.estimate == chosen.limit_estimate and pp.ci == chosen.limit_ci
+    assert pp.chosen in pp.reason
+    frame = pp.to_frame()
+    assert list(frame.index) == ["PET", "PEESE"]
+    assert frame.loc[pp.chosen, "chosen"]
+
+
+def test_pet_peese_switches_at_alpha_and_one_sided() -> None:
+    fit, _ = _regtest_fit("molloy2014")
+    p = am.pet_peese(fit).decision_pvalue  # 0.32: PET's limit estimate is positive
+    assert am.pet_peese(fit, alpha=p * 1.01).chosen == "PEESE"
+    assert am.pet_peese(fit, alpha=p * 0.99).chosen == "PET"
+    greater = am.pet_peese(fit, alternative="greater")
+    assert greater.decision_pvalue == pytest.approx(p / 2, rel=1e-15)  # exact halving
+    less = am.pet_peese(fit, alternative="less")
+    assert less.decision_pvalue == pytest.approx(1 - p / 2, rel=1e-15)
+    rma = am.pet_peese(fit, model="rma")
+    assert rma.pet == am.egger_test(fit, predictor="sei")
+
+
+def test_pet_peese_refuses_moderators_and_bad_alpha() -> None:
+    studies = am.datasets.load_molloy2014().studies()
+    reg = am.meta_regression(studies, moderators=["meanage"])
+    with pytest.raises(ModelSpecificationError, match="intercept-only"):
+        am.pet_peese(reg)
+    fit = am.random_effects(studies)
+    for alpha in (0.0, 1.0, -0.1):
+        with pytest.raises(ModelSpecificationError, match="alpha"):
+            am.pet_peese(fit, alpha=alpha)
+    with pytest.raises(ModelSpecificationError, match="alternative"):
+        am.pet_peese(fit, alternative="one-sided")  # type: ignore[arg-type]
+
+
+def test_pet_peese_on_dependent_effects_with_cluster() -> None:
+    d = ROB["konstantopoulos2011"]
+    fit = am.multilevel(yi=d["yi"], vi=d["vi"],
+                        levels={"district": d["district"], "school": d["school"]})
+    with pytest.warns(FewStudiesWarning, match="Satterthwaite"):  # PEESE's slope: 2.3 df
+        pp = am.pet_peese(fit, model="rma", cluster="district")
+    case = next(c for c in d["cases"] if c["label"] == "ml_sei")
+    assert pp.pet.limit_pvalue == pytest.approx(case["CR2"]["pvalue"][0], rel=RTOL_MV)
+    assert pp.pet.robust == "CR2"
