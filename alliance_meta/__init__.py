@@ -33,6 +33,7 @@ from alliance_meta.diagnostics.multilevel import (
     MultilevelInfluenceResult,
     MultilevelLeaveOneOutResult,
 )
+from alliance_meta.diagnostics.pet_peese import PetPeeseResult, pet_peese
 from alliance_meta.diagnostics.selection import (
     SelectionMetaRegressionResult,
     SelectionModelResult,
@@ -96,6 +97,7 @@ __all__ = [
     "MultilevelLeaveOneOutResult",
     "MultilevelResult",
     "PermutationTestResult",
+    "PetPeeseResult",
     "PoolResult",
     "Prediction",
     "RankCorrelationTest",
@@ -128,6 +130,7 @@ __all__ = [
     "meta_regression",
     "multilevel",
     "multivariate",
+    "pet_peese",
     "pool_many",
     "random_effects",
     "rank_correlation_test",

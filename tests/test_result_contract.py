@@ -89,6 +89,7 @@ BUILDERS: dict[str, Callable[[], Any]] = {
     "Prediction": lambda: _reg().predict({"rater": "therapist", "experience": 10.0}),
     "PermutationTestResult": lambda: _reg().permutation_test(n=50, seed=1),
     "EggerTest": lambda: am.egger_test(_fit()),
+    "PetPeeseResult": lambda: am.pet_peese(_fit()),
     "RankCorrelationTest": lambda: am.rank_correlation_test(_fit()),
     "TrimAndFillResult": lambda: am.trim_and_fill(_fit()),
     "FailSafeN": lambda: am.fail_safe_n(_fit()),
@@ -208,6 +209,7 @@ def test_result_arrays_are_read_only(result: Any) -> None:
         "RankCorrelationTest",
         "FailSafeN",
         "EggerTest",
+        "PetPeeseResult",
         "RobustWaldTest",
         "LikelihoodRatioTest",
     }:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Literal
 
 import attrs
 import numpy as np
@@ -28,13 +29,16 @@ from alliance_meta.exceptions import (
     InvalidStudyError,
     ModelSpecificationError,
 )
-from alliance_meta.models._inputs import check_method, check_test
+from alliance_meta.models._inputs import check_measure, check_method, check_test
+from alliance_meta.models.metareg import MetaRegressionResult
+from alliance_meta.models.multilevel import MultilevelResult
 from alliance_meta.models.pooling import PoolResult, _pool_single
-from alliance_meta.results.base import freeze_arrays, readonly
+from alliance_meta.results.base import ConfidenceInterval, freeze_arrays, readonly
 from alliance_meta.results.display import ResultDisplay, apa_number, apa_p, fmt_p
 from alliance_meta.results.summary import frame_summary
 
 __all__ = [
+    "PREDICTORS",
     "EggerTest",
     "FailSafeN",
     "RankCorrelationTest",
@@ -45,6 +49,10 @@ __all__ = [
     "trim_and_fill",
 ]
 
+if TYPE_CHECKING:
+    from alliance_meta.data.design import Design
+    from alliance_meta.data.study import Study, StudySet
+
 BoolArray = npt.NDArray[np.bool_]
 
 
@@ -53,38 +61,77 @@ BoolArray = npt.NDArray[np.bool_]
 # ---------------------------------------------------------------------------
 
 
+#: metafor's ``regtest`` predictors: the column added to the model's design.
+Predictor = Literal["sei", "vi", "ni", "ninv", "sqrtni", "sqrtninv"]
+PREDICTORS: tuple[str, ...] = ("sei", "vi", "ni", "ninv", "sqrtni", "sqrtninv")
+#: Predictors that vanish as the study grows infinitely precise (or large): their
+#: intercept is a "limit estimate" (regtest's ``est``; not for ``ni``/``sqrtni``).
+LIMIT_PREDICTORS = frozenset({"sei", "vi", "ninv", "sqrtninv"})
+_PREDICTOR_TEXT = {
+    "sei": "standard error (sei)",
+    "vi": "sampling variance (vi)",
+    "ni": "sample size (ni)",
+    "ninv": "inverse sample size (1/ni)",
+    "sqrtni": "square root of the sample size (sqrt(ni))",
+    "sqrtninv": "inverse root sample size (1/sqrt(ni))",
+}
+
+
 @attrs.frozen(field_transformer=freeze_arrays, repr=False)
 class EggerTest(ResultDisplay):
-    """Result of :func:`egger_test` (metafor's ``regtest`` with ``predictor="sei"``).
+    """Result of :func:`egger_test` (metafor's ``regtest``).
 
     Attributes
     ----------
     statistic : float
-        t (``model="lm"``, or ``"rma"`` under a t-based test) or z statistic of the
-        slope on the standard error.
+        t (``model="lm"``, a t-based test, or cluster-robust) or z statistic of the
+        predictor's coefficient.
     pvalue : float
-        Two-sided p-value of the slope.
+        Two-sided p-value of the predictor's coefficient.
     df : float or None
-        Degrees of freedom of the t statistic (``None`` for a z statistic).
+        Degrees of freedom of the t statistic (``None`` for a z statistic; the
+        Satterthwaite df of the predictor's coefficient under ``cluster=``).
     intercept : float
-        ``b0``, the limit estimate: the predicted effect of a study with standard
-        error 0.
+        ``b0``, the first coefficient of the test's model (the limit estimate of an
+        intercept-only fit: the predicted effect of a study with standard error 0).
     intercept_se : float
         Standard error of ``intercept``.
     slope : float
-        ``b1``, the coefficient of the standard error.
+        The coefficient of the predictor.
     slope_se : float
         Standard error of ``slope``.
     model : {"lm", "rma"}
         Which regression was fitted.
     method : str
-        τ² estimator of the mixed-effects model (``"lm"`` uses none; the field then
-        repeats the input result's method for reference).
+        τ² (or variance-component) estimator of the mixed-effects model (``"lm"``
+        uses none; the field then repeats the input result's method for reference).
     k : int
-        Number of studies.
+        Number of studies (effects).
+    predictor : str
+        The predictor: ``"sei"``, ``"vi"``, ``"ni"``, ``"ninv"``, ``"sqrtni"`` or
+        ``"sqrtninv"``.
+    limit_estimate : float or None
+        The estimate where the predictor is 0 (regtest's ``est``): the intercept of
+        an intercept-only fit with a predictor that vanishes for an infinitely
+        precise study (``sei``, ``vi``, ``ninv``, ``sqrtninv``); None otherwise (as
+        metafor: for ``ni``/``sqrtni`` and for meta-regressions).
+    limit_ci : ConfidenceInterval or None
+        Its confidence interval (regtest's ``ci.lb``, ``ci.ub``).
+    limit_pvalue : float or None
+        Two-sided p-value of ``H0: limit = 0`` (the test PET-PEESE conditions on).
+    coef_names : tuple of str
+        Names of the test model's coefficients (the fit's, then the predictor).
+    coef, se : ndarray
+        The test model's coefficients and standard errors.
+    robust : str or None
+        ``"CR2"`` when the test is cluster-robust (``cluster=``), else None.
+    n_clusters : int or None
+        Number of clusters of a cluster-robust test.
+    level : float
+        Confidence level of ``limit_ci``.
     """
 
-    _repr_fields = ('statistic', 'pvalue', 'df', 'intercept', 'model', 'k')
+    _repr_fields = ("statistic", "pvalue", "df", "predictor", "limit_estimate", "model", "k")
 
     statistic: float
     pvalue: float
@@ -96,10 +143,29 @@ class EggerTest(ResultDisplay):
     model: str
     method: str
     k: int
+    predictor: str = "sei"
+    limit_estimate: float | None = None
+    limit_ci: ConfidenceInterval | None = None
+    limit_pvalue: float | None = None
+    coef_names: tuple[str, ...] = attrs.field(default=(), repr=False)
+    coef: FloatArray = attrs.field(factory=lambda: np.empty(0), eq=False, repr=False)
+    se: FloatArray = attrs.field(factory=lambda: np.empty(0), eq=False, repr=False)
+    robust: str | None = None
+    n_clusters: int | None = None
+    level: float = 0.95
 
     def to_frame(self) -> pd.DataFrame:
-        """One-row DataFrame of every field."""
-        frame: pd.DataFrame = pd.DataFrame([attrs.asdict(self)])
+        """One-row DataFrame of the test (the coefficient arrays left out; the limit
+        CI as ``limit_ci_low``/``limit_ci_high``)."""
+        row = {
+            f.name: getattr(self, f.name)
+            for f in attrs.fields(type(self))
+            if f.name not in ("coef", "se", "coef_names", "limit_ci")
+        }
+        ci = self.limit_ci
+        row["limit_ci_low"] = None if ci is None else ci.low
+        row["limit_ci_high"] = None if ci is None else ci.high
+        frame: pd.DataFrame = pd.DataFrame([row])
         return frame
 
     def summary(self) -> Summary:
@@ -109,22 +175,31 @@ class EggerTest(ResultDisplay):
             if self.model == "lm"
             else f"mixed-effects meta-regression (rma, {self.method})"
         )
-        stat = "z" if self.df is None else f"t({self.df:g})"
-        coefs = pd.DataFrame(
-            {"estimate": [self.intercept, self.slope], "se": [self.intercept_se, self.slope_se]},
-            index=["intercept (limit estimate)", "sei"],
-        )
-        return frame_summary(
-            "Regression test for funnel plot asymmetry",
-            [
-                ("Model:", model),
-                ("Predictor:", "standard error"),
-                ("Studies (k):", str(self.k)),
-                (f"{stat}:", f"{self.statistic:.4f}"),
-                ("p-value:", fmt_p(self.pvalue)),
-            ],
-            coefs,
-        )
+        stat = "z" if self.df is None else f"t({self.df:.4g})"
+        if self.coef_names:
+            names = list(self.coef_names)
+            if names[0] == "intrcpt" and self.limit_estimate is not None:
+                names[0] = "intercept (limit estimate)"
+            coefs = pd.DataFrame({"estimate": self.coef, "se": self.se}, index=names)
+        else:
+            coefs = pd.DataFrame(
+                {"estimate": [self.intercept, self.slope],
+                 "se": [self.intercept_se, self.slope_se]},
+                index=["intercept (limit estimate)", self.predictor],
+            )
+        info = [
+            ("Model:", model),
+            ("Predictor:", _PREDICTOR_TEXT.get(self.predictor, self.predictor)),
+            ("Studies (k):", str(self.k)),
+            (f"{stat}:", f"{self.statistic:.4f}"),
+            ("p-value:", fmt_p(self.pvalue)),
+        ]
+        if self.robust is not None:
+            info.append(("Variance:", f"{self.robust}, {self.n_clusters} clusters"))
+        if self.limit_estimate is not None and self.limit_ci is not None:
+            info.append(("Limit estimate:", f"{self.limit_estimate:.4f} "
+                         f"[{self.limit_ci.low:.4f}, {self.limit_ci.high:.4f}]"))
+        return frame_summary("Regression test for funnel plot asymmetry", info, coefs)
 
     def __str__(self) -> str:
         return str(self.summary())
@@ -132,110 +207,353 @@ class EggerTest(ResultDisplay):
     def report(self) -> str:
         """The test as a sentence for a paper (APA style): ``"Egger's regression test
         for funnel plot asymmetry: z = 0.49, p = .622."``."""
-        stat = "z" if self.df is None else f"t({self.df:g})"
+        stat = "z" if self.df is None else f"t({self.df:.4g})"
         return (f"Egger's regression test for funnel plot asymmetry: {stat} = "
                 f"{apa_number(self.statistic, 2)}, {apa_p(self.pvalue)}.")
 
 
-def egger_test(result: PoolResult, model: Literal["lm", "rma"] = "rma") -> EggerTest:
-    """Egger's regression test for funnel-plot asymmetry.
+def _sample_sizes(fit: object, ni: object, k: int, labels: Sequence[str],
+                  predictor: str) -> FloatArray:
+    """The sample sizes of the effects: ``ni=``, else what the fit carries."""
+    from alliance_meta.data.study import Study, StudySet
+
+    if ni is None:
+        ni = getattr(fit, "ni", None)
+    if ni is None:
+        raise ModelSpecificationError(
+            f"predictor={predictor!r} needs the studies' sample sizes, and this fit does "
+            "not carry them: give ni= (one total sample size per effect, e.g. n1i + n2i, "
+            "or the StudySet whose n are used)"
+        )
+    if isinstance(ni, StudySet):
+        arr = ni.n
+    elif isinstance(ni, Sequence) and ni and all(isinstance(s, Study) for s in ni):
+        arr = np.array([np.nan if s.n is None else float(s.n) for s in ni])
+    else:
+        try:
+            arr = np.asarray(ni, dtype=np.float64).ravel()
+        except (TypeError, ValueError):
+            raise InvalidStudyError("ni must be numbers, one per effect", field="ni") from None
+    if arr.size != k:
+        raise InvalidStudyError(f"ni has {arr.size} values for {k} effects", field="ni")
+    bad = ~np.isfinite(arr) | (arr <= 0)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise InvalidStudyError(
+            f"sample size must be a positive number, got {arr[i]!r}", study=labels[i],
+            field="ni",
+        )
+    return np.array(arr, dtype=np.float64)
+
+
+def _predictor_column(fit: object, predictor: str, ni: object, yi: FloatArray,
+                      vi: FloatArray, labels: Sequence[str]) -> FloatArray:
+    if predictor == "sei":
+        return np.sqrt(vi)
+    if predictor == "vi":
+        return np.array(vi, dtype=np.float64)
+    n = _sample_sizes(fit, ni, yi.size, labels, predictor)
+    col: FloatArray = {"ni": n, "ninv": 1.0 / n, "sqrtni": np.sqrt(n),
+                       "sqrtninv": 1.0 / np.sqrt(n)}[predictor]
+    return col
+
+
+def _augmented_design(X: FloatArray, col: FloatArray, predictor: str) -> FloatArray:
+    """``[X, predictor]``, refused where the predictor is collinear with ``X``."""
+    Xa = np.column_stack([X, col])
+    if Xa.shape[0] < Xa.shape[1] or np.linalg.matrix_rank(Xa) < Xa.shape[1]:
+        if predictor == "sei" and X.shape[1] == 1 and np.ptp(col) == 0.0:
+            raise ModelSpecificationError(
+                "all standard errors are equal: the regression on sqrt(vi) is not "
+                "identifiable"
+            )
+        raise ModelSpecificationError(
+            f"the design is not of full rank after adding the predictor {predictor!r} "
+            f"({Xa.shape[0]} effects, {Xa.shape[1]} coefficients): the test cannot be "
+            "fitted (metafor stops too)"
+        )
+    return Xa
+
+
+def _has_intercept(X: FloatArray, names: Sequence[str]) -> bool:
+    return bool(len(names) > 0 and names[0] == "intrcpt" and np.all(X[:, 0] == 1.0))
+
+
+def _resolve_cluster(fit: object, cluster: str | npt.ArrayLike) -> str | npt.ArrayLike:
+    """A level name of a multilevel fit becomes its labels (robust() reads them)."""
+    levels = getattr(fit, "levels", None)
+    if isinstance(cluster, str) and isinstance(levels, Mapping) and cluster in levels:
+        labels: npt.ArrayLike = np.asarray(levels[cluster])
+        return labels
+    return cluster
+
+
+def _refit_multilevel(fit: MultilevelResult, Xa: FloatArray,
+                      names: tuple[str, ...]) -> MultilevelResult:
+    """The multilevel/multivariate model of ``fit`` refitted with the design ``Xa``
+    (same data, V, random effects, fixed components, method and test)."""
+    from alliance_meta.data.design import Design
+    from alliance_meta.models import multilevel as mlm
+
+    p = Xa.shape[1]
+    design = Design(full_names=names, kept=np.ones(p, dtype=np.bool_),
+                    order=np.arange(p, dtype=np.intp), X=Xa, coef_names=names,
+                    intercept=_has_intercept(Xa, names))
+    labels0 = fit._level_labels[0]
+    if fit.struct is None:
+        level_codes = [np.asarray(pd.factorize(np.asarray(path))[0], dtype=np.int64)
+                       for path in fit.levels.values()]
+        cluster_codes = None
+    else:
+        level_codes = []
+        cluster_codes = np.asarray(pd.factorize(np.asarray(labels0))[0], dtype=np.int64)
+    return mlm._fit(
+        y=np.asarray(fit.yi), V=fit._V, design=design, level_names=fit.level_names,
+        level_codes=level_codes, n_clusters=fit.n_clusters,
+        structure=fit._problem.structure, fixed=np.asarray(fit._fixed),
+        component_names=fit._component_names, cluster_codes=cluster_codes,
+        outcome_codes=fit._outcome_codes, outcome_levels=fit.outcome_levels,
+        cluster_labels_of=(fit.level_names[0], labels0), level_labels=fit._level_labels,
+        labels=fit.labels, measure=fit.measure, method=fit.method, test=fit.test,
+        level=fit.level,
+    )
+
+
+def egger_test(
+    result: PoolResult | MetaRegressionResult | MultilevelResult,
+    model: Literal["lm", "rma"] = "rma",
+    predictor: Predictor = "sei",
+    ni: npt.ArrayLike | StudySet | Sequence[Study] | None = None,
+    *,
+    cluster: str | npt.ArrayLike | None = None,
+) -> EggerTest:
+    """Egger's regression test for funnel-plot asymmetry, with any of metafor's
+    ``regtest`` predictors.
 
     Parameters
     ----------
-    result : PoolResult
-        A fitted pooled result; its ``yi``, ``vi``, ``method``, ``test`` (and
-        ``control``) are used.
+    result : PoolResult, MetaRegressionResult or MultilevelResult
+        A fitted model; its ``yi``, ``vi``, design ``X``, ``method``, ``test``,
+        ``level`` (and ``control``) are used.  For a meta-regression the predictor
+        is added to its moderators (as ``regtest``); for a multilevel or
+        multivariate fit (``rma.mv``, which metafor's ``regtest`` refuses) it is
+        added to the fixed effects of the same model.
     model : {"rma", "lm"}
-        ``"rma"`` (the default, as metafor's ``regtest``): the meta-regression
-        ``rma(yi, vi, mods = ~ sqrt(vi), method = result.method, test = result.test)``;
-        the statistic is a z (a t with k-2 df under ``t``/``knha``/``adhoc``).
-        ``"lm"``: the classical test, a weighted least-squares regression of ``yi``
-        on ``sqrt(vi)`` with weights ``1/vi`` and a t test of the slope on k-2 df
-        (metafor's ``regtest(model="lm")``): the equal-effects fit with the
-        Knapp-Hartung scale, which is exactly that regression.
+        ``"rma"`` (the default, as metafor's ``regtest``): the mixed-effects model
+        ``rma(yi, vi, mods = cbind(X, predictor), method = result.method,
+        test = result.test)``; the statistic is a z (a t with k - p - 1 df under
+        ``t``/``knha``/``adhoc``).  ``"lm"``: the classical test, a weighted
+        least-squares regression of ``yi`` on ``[X, predictor]`` with weights
+        ``1/vi`` and a free multiplicative dispersion, t tests on k - p - 1 df
+        (metafor's ``regtest(model="lm")``, R's ``lm(yi ~ X - 1, weights = 1/vi)``).
+        A multilevel fit takes ``"rma"`` only.
+    predictor : {"sei", "vi", "ni", "ninv", "sqrtni", "sqrtninv"}
+        The column added: the standard error ``√v_i`` (Egger's test, "PET"), the
+        sampling variance ``v_i`` ("PEESE"), the sample size ``n_i``, ``1/n_i``
+        (Peters et al., 2006), ``√n_i`` or ``1/√n_i``.
+    ni : array_like, StudySet or sequence of Study, optional
+        Sample sizes (one per effect; of a StudySet, its studies' ``n``) for the
+        ``n``-based predictors.  Fits do not carry sample sizes: without ``ni`` an
+        ``n``-based predictor raises :class:`ModelSpecificationError`.
+    cluster : str or array_like, optional
+        Test the predictor with cluster-robust CR2 standard errors and
+        Satterthwaite df (clubSandwich's ``coef_test(fit, vcov = "CR2")``, see
+        :func:`alliance_meta.robust`): one cluster label per effect, or the name of
+        a level of a multilevel fit.  Needs ``model="rma"``.
 
     Returns
     -------
     EggerTest
 
+    Raises
+    ------
+    ModelSpecificationError
+        An unknown model or predictor; an ``n``-based predictor without sample
+        sizes; a design that is not of full rank with the predictor; fewer studies
+        than parameters.
+    InvalidStudyError
+        A sample size that is missing, not positive, or of the wrong length (naming
+        the study); ``vi = 0`` under ``model="lm"``.
+
     Notes
     -----
-    With ``sei = sqrt(vi)`` the model is ``y_i = b0 + b1 sei_i + e_i``.  Under
+    With ``x_i`` the predictor the model is ``y_i = X_i β + b x_i + e_i``.  Under
     ``"lm"``, ``e_i ~ N(0, φ v_i)`` with a free dispersion ``φ`` estimated by the
-    residual mean square, which is the original weighted form of Egger et al.
-    (1997): regressing the standard normal deviate ``y_i/sei_i`` on the precision
-    ``1/sei_i`` gives the same test, with the roles of intercept and slope swapped.
-    Under ``"rma"``, ``e_i ~ N(0, v_i + τ²)`` (Sterne & Egger, 2005; Viechtbauer,
-    2010).  The test is of ``H0: b1 = 0``; ``b0`` is the "limit estimate".
+    residual mean square ``Σ (y_i - ŷ_i)²/v_i / (k - p - 1)``, which is the original
+    weighted form of Egger et al. (1997): regressing the standard normal deviate
+    ``y_i/sei_i`` on the precision ``1/sei_i`` gives the same test, with the roles of
+    intercept and slope swapped; its coefficients are the equal-effects estimates
+    and their covariance is scaled by ``φ̂`` (here: the equal-effects fit with the
+    Knapp-Hartung factor, which is exactly that regression).  Under ``"rma"``,
+    ``e_i ~ N(0, v_i + τ²)`` with τ² re-estimated by the fit's method (Sterne &
+    Egger, 2005; Viechtbauer, 2010), the equal-effects fit for an ``EE`` result.
+    The test is of ``H0: b = 0``.
 
-    With k = 2 the line passes through both studies: as in metafor, ``"lm"`` gives
-    NaN standard errors, statistic and p-value (0 residual df), and ``"rma"`` is
-    defined for an equal-effects result only (a τ² and two coefficients are more
-    parameters than studies); both warn with :class:`FewStudiesWarning`.
+    For an intercept-only fit and a predictor that is 0 for an infinitely precise
+    (or large) study, ``β₀`` is the "limit estimate" (regtest's ``est``, with its
+    CI): PET (``sei``) and PEESE (``vi``) of Stanley & Doucouliagos (2014), see
+    :func:`alliance_meta.pet_peese`.
+
+    Under ``cluster=`` the model is refitted with the predictor and its
+    coefficients are tested with the CR2 sandwich and Satterthwaite df (Pustejovsky
+    & Tipton, 2018), the approach of Rodgers & Pustejovsky (2021) for dependent
+    effects; ``df`` is then the predictor's Satterthwaite df.
+
+    With k = p + 1 the line passes through every study: as in metafor, ``"lm"``
+    gives NaN standard errors, statistic and p-value (0 residual df), and ``"rma"``
+    is defined for an equal-effects result only; both warn with
+    :class:`FewStudiesWarning`.
 
     References
     ----------
     Egger, M., Davey Smith, G., Schneider, M., & Minder, C. (1997). Bias in
     meta-analysis detected by a simple, graphical test. *BMJ*, 315, 629-634.
 
+    Peters, J. L., Sutton, A. J., Jones, D. R., Abrams, K. R., & Rushton, L. (2006).
+    Comparison of two methods to detect publication bias in meta-analysis. *JAMA*,
+    295(6), 676-680.
+
+    Rodgers, M. A., & Pustejovsky, J. E. (2021). Evaluating meta-analytic methods to
+    detect selective reporting in the presence of dependent effect sizes.
+    *Psychological Methods*, 26(2), 141-160.
+
+    Stanley, T. D., & Doucouliagos, H. (2014). Meta-regression approximations to
+    reduce publication selection bias. *Research Synthesis Methods*, 5(1), 60-78.
+
     Sterne, J. A. C., & Egger, M. (2005). Regression methods to detect publication
     and other bias in meta-analysis. In *Publication bias in meta-analysis*
     (pp. 99-110). Wiley.
     """
-    yi, vi = result.yi, result.vi
+    from alliance_meta.models.metareg import regression_result
+    from alliance_meta.models.robust import robust
+
+    if model not in ("lm", "rma"):
+        raise ModelSpecificationError(f"model must be 'lm' or 'rma', got {model!r}")
+    if predictor not in PREDICTORS:
+        raise ModelSpecificationError(
+            f"predictor must be one of {', '.join(map(repr, PREDICTORS))}, got {predictor!r}"
+        )
+    multilevel = isinstance(result, MultilevelResult)
+    if multilevel and model == "lm":
+        raise ModelSpecificationError(
+            "model='lm' is a weighted regression of independent effects: a multilevel "
+            "fit takes model='rma' (the predictor added to its fixed effects; give "
+            "cluster= for a cluster-robust test)"
+        )
+    if cluster is not None and model == "lm":
+        raise ModelSpecificationError("cluster= needs model='rma' (the mixed-effects model)")
+    yi = np.asarray(result.yi, dtype=np.float64)
+    vi = np.asarray(result.vi, dtype=np.float64)
+    X = np.asarray(result.X, dtype=np.float64)
     k = int(yi.size)
     if k < 2:
         raise ModelSpecificationError(f"Egger's test needs at least 2 studies, got k = {k}")
-    sei = np.sqrt(vi)
-    X = np.column_stack([np.ones(k), sei])
-    if np.ptp(sei) == 0.0:
-        raise ModelSpecificationError(
-            "all standard errors are equal: the regression on sqrt(vi) is not identifiable"
-        )
+    names0 = tuple(str(n) for n in result.coef_names)
+    col = _predictor_column(result, predictor, ni, yi, vi, result.labels)
+    Xa = _augmented_design(X, col, predictor)
+    names = (*names0, predictor)
+    p = X.shape[1]  # the predictor's position in the augmented design
+    limit = (predictor in LIMIT_PREDICTORS and p == 1 and _has_intercept(X, names0))
+    level = float(result.level)
+    method = str(result.method)
+    robust_name: str | None = None
+    n_clusters: int | None = None
+
     if model == "lm":
+        assert not isinstance(result, MultilevelResult)
         _refuse_zero_variance(result, "Egger's test with model='lm' (weights 1/vi)")
         # weighted least squares with a free dispersion φ: the EE fit whose
-        # covariance is scaled by the Knapp-Hartung factor y'Py / (k - 2) = φ̂
-        kern = core.kernel_from_padded(yi[None, :], vi[None, :], X)
+        # covariance is scaled by the Knapp-Hartung factor y'Py / (k - p) = φ̂
+        kern = core.kernel_from_padded(yi[None, :], vi[None, :], Xa)
         with np.errstate(divide="ignore", invalid="ignore"):
-            wls = core.fit(kern, "EE", "knha", result.level)
-        params = wls.beta[0]
-        bse, tvals, pvals = wls.se[0], wls.statistic[0], wls.pvalue[0]
-        if k == 2:  # no residual df: the line is exact, its errors unknown (metafor: NaN)
-            bse = tvals = pvals = np.full(2, np.nan)
-        _warn_two_studies(k, "Egger's test")
-        return EggerTest(
-            statistic=float(tvals[1]),
-            pvalue=float(pvals[1]),
-            df=float(k - 2),
-            intercept=float(params[0]),
-            intercept_se=float(bse[0]),
-            slope=float(params[1]),
-            slope_se=float(bse[1]),
-            model="lm",
-            method=result.method,
-            k=k,
+            wls = core.fit(kern, "EE", "knha", level)
+        coef, se = wls.beta[0], wls.se[0]
+        stat, pval = wls.statistic[0], wls.pvalue[0]
+        lo, hi = wls.ci_low[0], wls.ci_high[0]
+        if k == Xa.shape[1]:  # no residual df: the fit is exact, its errors unknown
+            se = stat = pval = lo = hi = np.full(Xa.shape[1], np.nan)
+        dfs = np.full(Xa.shape[1], float(k - Xa.shape[1]))
+    elif multilevel:
+        assert isinstance(result, MultilevelResult)
+        refit = _refit_multilevel(result, Xa, names)
+        coef = np.asarray(refit.coef)
+        if cluster is None:
+            se, stat, pval = refit.se, refit.statistic, refit.pvalue
+            lo, hi = refit.ci.low, refit.ci.high
+            dfs = np.full(Xa.shape[1], np.nan if refit.df is None else refit.df)
+        else:
+            rob = robust(refit, _resolve_cluster(result, cluster), adjust="CR2")
+            se, stat, pval, dfs = rob.se, rob.statistic, rob.pvalue, rob.df
+            lo, hi = rob.ci.low, rob.ci.high
+            robust_name, n_clusters = "CR2", rob.n_clusters
+    else:
+        core_method = check_method(result.method)
+        if k <= Xa.shape[1] and core_method != "EE":
+            raise ModelSpecificationError(
+                f"Egger's test (model='rma') regresses yi on {Xa.shape[1]} columns: "
+                f"{Xa.shape[1]} coefficients and a {result.method} τ² are more parameters "
+                f"than the k = {k} studies (metafor stops too); fit with method='EE'"
+            )
+        kern = core.kernel_from_padded(yi[None, :], vi[None, :], Xa)
+        core_test = check_test(result.test)
+        control = getattr(result, "control", None)  # regtest keeps the fit's control
+        cf = core.fit(kern, core_method, core_test, level,
+                      rule=None if control is None else control.to_rule())
+        coef = cf.beta[0]
+        if cluster is None:
+            se, stat, pval = cf.se[0], cf.statistic[0], cf.pvalue[0]
+            lo, hi = cf.ci_low[0], cf.ci_high[0]
+            dfs = np.full(Xa.shape[1], float(cf.df[0]))
+        else:
+            design = _simple_design(Xa, names)
+            mr = regression_result(cf, design, yi, vi, tuple(result.labels), core_method,
+                                   core_test, level, check_measure(result.measure), control)
+            rob = robust(mr, _resolve_cluster(result, cluster), adjust="CR2")
+            se, stat, pval, dfs = rob.se, rob.statistic, rob.pvalue, rob.df
+            lo, hi = rob.ci.low, rob.ci.high
+            robust_name, n_clusters = "CR2", rob.n_clusters
+    if k == Xa.shape[1]:
+        warnings.warn(
+            f"Egger's test with k = {k} studies and {k} coefficients is computed as "
+            "metafor does, but carries next to no information",
+            FewStudiesWarning,
+            stacklevel=2,
         )
-    if model != "rma":
-        raise ModelSpecificationError(f"model must be 'lm' or 'rma', got {model!r}")
-    fit = _sei_regression(result)
-    df = float(fit.df[0])
-    _warn_two_studies(k, "Egger's test")
+    df = float(dfs[p])
     return EggerTest(
-        statistic=float(fit.statistic[0, 1]),
-        pvalue=float(fit.pvalue[0, 1]),
+        statistic=float(stat[p]),
+        pvalue=float(pval[p]),
         df=None if math.isnan(df) else df,
-        intercept=float(fit.beta[0, 0]),
-        intercept_se=float(fit.se[0, 0]),
-        slope=float(fit.beta[0, 1]),
-        slope_se=float(fit.se[0, 1]),
-        model="rma",
-        method=result.method,
+        intercept=float(coef[0]),
+        intercept_se=float(se[0]),
+        slope=float(coef[p]),
+        slope_se=float(se[p]),
+        model=model,
+        method=method,
         k=k,
+        predictor=predictor,
+        limit_estimate=float(coef[0]) if limit else None,
+        limit_ci=ConfidenceInterval(float(lo[0]), float(hi[0])) if limit else None,
+        limit_pvalue=float(pval[0]) if limit else None,
+        coef_names=names,
+        coef=np.asarray(coef, dtype=np.float64),
+        se=np.asarray(se, dtype=np.float64),
+        robust=robust_name,
+        n_clusters=n_clusters,
+        level=level,
     )
 
 
-def _refuse_zero_variance(result: PoolResult, what: str) -> None:
+def _simple_design(X: FloatArray, names: tuple[str, ...]) -> Design:
+    from alliance_meta.data.design import Design
+
+    p = X.shape[1]
+    return Design(full_names=names, kept=np.ones(p, dtype=np.bool_),
+                  order=np.arange(p, dtype=np.intp), X=X, coef_names=names,
+                  intercept=_has_intercept(X, names))
+
+
+def _refuse_zero_variance(result: PoolResult | MetaRegressionResult, what: str) -> None:
     """An error naming the study when ``vi = 0`` makes ``what`` undefined."""
     zero = np.asarray(result.vi) == 0
     if zero.any():

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from alliance_meta._types import FloatArray
 from alliance_meta.core.inference import z_critical
 from alliance_meta.diagnostics.bias import TrimAndFillResult
+from alliance_meta.diagnostics.pet_peese import PetPeeseResult
+from alliance_meta.diagnostics.pet_peese import pet_peese as _fit_pet_peese
+from alliance_meta.diagnostics.selection import (
+    SelectionModelResult,
+    SelectionType,
+    selection_model,
+)
 from alliance_meta.exceptions import ModelSpecificationError
 from alliance_meta.models.multilevel import MultilevelResult
 from alliance_meta.models.pooling import PoolResult
@@ -57,6 +64,8 @@ def funnel(
     title: str | None = None,
     xlabel: str | None = None,
     legend: bool = True,
+    pet_peese: bool | PetPeeseResult = False,
+    selection: SelectionModelResult | str | None = None,
 ) -> Figure:
     """Draw a funnel plot: effect sizes against their standard errors.
 
@@ -91,7 +100,22 @@ def funnel(
     title, xlabel : str, optional
         Axes title and x-axis label.
     legend : bool
-        Add a legend (contours and filled studies only).
+        Add a legend (contours, filled studies, PET-PEESE lines and the selection
+        model's estimate only).
+    pet_peese : bool or PetPeeseResult
+        Draw the PET and PEESE regressions (Stanley & Doucouliagos, 2014) on the
+        funnel's axes: the limit-estimate curves ``x = b0 + b1 SE`` (gid
+        ``"pet-line"``) and ``x = b0 + b1 SE²`` (gid ``"peese-line"``), which meet
+        the top of the plot (SE = 0) at their limit estimates; the regression
+        PET-PEESE chooses is solid, the other dashed.  True fits
+        :func:`alliance_meta.pet_peese` with its defaults; or pass a result.
+        Pooled results only.
+    selection : SelectionModelResult or str, optional
+        A vertical line (gid ``"selection-estimate"``) at the estimate adjusted by
+        a selection model: a :func:`alliance_meta.selection_model` result without
+        moderators, or its weight function's name (``"halfnorm"``, ``"beta"``,
+        ...; not ``"stepfun"``, which needs ``steps``), fitted to ``result``.
+        Pooled results only.
 
     Returns
     -------
@@ -114,6 +138,8 @@ def funnel(
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
+
+    pp, sel = _adjustments(result, pet_peese, selection)
 
     # one series (label, yi, vi, centre, colour) per subgroup, or one for the result
     series: list[tuple[str | None, FloatArray, FloatArray, float, Any]]
@@ -157,7 +183,8 @@ def funnel(
 
     own_figure = ax is None
     if ax is None:
-        wide = legend and (bool(levels) or trim_and_fill is not None or len(series) > 1)
+        wide = legend and (bool(levels) or trim_and_fill is not None or len(series) > 1
+                           or pp is not None or sel is not None)
         fig_new = plt.figure(figsize=(7.2 if wide else 5.5, 4.5))
         ax = fig_new.add_subplot(1, 1, 1)
     fig = root_figure(ax)
@@ -167,6 +194,11 @@ def funnel(
     xs = [float(np.min(yo)), float(np.max(yo)), min(centers) - half, max(centers) + half, 0.0]
     if yf.size:
         xs += [float(np.min(yf)), float(np.max(yf))]
+    if pp is not None:
+        for curve in _pet_peese_curves(pp, np.array([0.0, se_max])).values():
+            xs += [float(curve[0]), float(curve[-1])]
+    if sel is not None:
+        xs.append(float(sel.estimate))
     if levels:
         zmax = z_critical(1.0 - min(levels))
         xs += [-zmax * se_max * 1.15, zmax * se_max * 1.15]
@@ -232,6 +264,25 @@ def funnel(
                               label=f"Imputed by trim-and-fill (k0 = {trim_and_fill.k0})"
                               if trim_and_fill is not None else "Imputed"))  # fmt: skip
 
+    if pp is not None:
+        for name, curve in _pet_peese_curves(pp, se_grid).items():
+            chosen = name == pp.chosen
+            ls: Any = "-" if chosen else (0, (2, 2))
+            color = "#b2182b" if name == "PET" else "#2166ac"
+            ax.plot(scale.to_plot(curve), se_grid, color=color, linestyle=ls,
+                    linewidth=1.4 if chosen else 1.0, zorder=3,
+                    gid=f"{name.lower()}-line")  # fmt: skip
+            limit = float(curve[0])
+            handles.append(Line2D([], [], color=color, linestyle=ls,
+                                  label=f"{name}{' (chosen)' if chosen else ''}: "
+                                  f"{scale.to_plot_scalar(limit):.3g}"))  # fmt: skip
+    if sel is not None:
+        s_plot = scale.to_plot_scalar(float(sel.estimate))
+        ax.plot([s_plot, s_plot], [se_max, 0.0], color="#1b7837", linewidth=1.2,
+                linestyle=(0, (6, 2)), zorder=3, gid="selection-estimate")  # fmt: skip
+        handles.append(Line2D([], [], color="#1b7837", linestyle=(0, (6, 2)),
+                              label=f"Selection model ({sel.type}): {s_plot:.3g}"))
+
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     ax.tick_params(labelsize=FONT_SIZE)
@@ -247,6 +298,50 @@ def funnel(
     if own_figure:
         fig.tight_layout()
     return fig
+
+
+def _adjustments(
+    result: object, pp_arg: bool | PetPeeseResult, sel_arg: SelectionModelResult | str | None
+) -> tuple[PetPeeseResult | None, SelectionModelResult | None]:
+    """The PET-PEESE result and the selection model to draw (fitted if asked for)."""
+    if (pp_arg is not False or sel_arg is not None) and not isinstance(result, PoolResult):
+        raise ModelSpecificationError(
+            "PET-PEESE lines and the selection-model estimate are drawn on the funnel "
+            f"of a PoolResult, not a {type(result).__name__}"
+        )
+    pp: PetPeeseResult | None
+    if isinstance(pp_arg, PetPeeseResult):
+        pp = pp_arg
+    elif pp_arg is True:
+        assert isinstance(result, PoolResult)
+        pp = _fit_pet_peese(result)
+    elif pp_arg is False:
+        pp = None
+    else:
+        raise ModelSpecificationError(
+            f"pet_peese must be True, False or a PetPeeseResult, got {pp_arg!r}"
+        )
+    sel: SelectionModelResult | None
+    if sel_arg is None or isinstance(sel_arg, SelectionModelResult):
+        sel = sel_arg
+    elif isinstance(sel_arg, str):
+        assert isinstance(result, PoolResult)
+        sel = selection_model(result, cast(SelectionType, sel_arg))  # the name is checked there
+    else:
+        raise ModelSpecificationError(
+            "selection must be a SelectionModelResult (without moderators) or a weight "
+            f"function's name, got {type(sel_arg).__name__}"
+        )
+    return pp, sel
+
+
+def _pet_peese_curves(pp: PetPeeseResult, se: FloatArray) -> dict[str, FloatArray]:
+    """The PET (``b0 + b1 SE``) and PEESE (``b0 + b1 SE²``) lines at ``se``."""
+    pet, peese = pp.pet, pp.peese
+    return {
+        "PET": pet.intercept + pet.slope * se,
+        "PEESE": peese.intercept + peese.slope * se**2,
+    }
 
 
 def _fmt_p(p: float | None) -> str:
