@@ -22,7 +22,7 @@ from alliance_meta.models.multilevel import MultilevelResult
 from alliance_meta.models.pooling import PoolResult
 from alliance_meta.models.subgroup import SubgroupResult
 from alliance_meta.plot.scale import Scale
-from alliance_meta.plot.style import FONT_SIZE, require_matplotlib, root_figure
+from alliance_meta.plot.style import FONT_SIZE, label_axes, require_matplotlib, root_figure
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -285,12 +285,13 @@ def funnel(
 
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
-    ax.tick_params(labelsize=FONT_SIZE)
     default_xlabel = "Residual value" if residual else scale.axis_label
-    ax.set_xlabel(xlabel if xlabel is not None else default_xlabel, fontsize=FONT_SIZE)
-    ax.set_ylabel("Standard error", fontsize=FONT_SIZE)
-    if title:
-        ax.set_title(title, fontsize=FONT_SIZE + 1.5, fontweight="bold", loc="left")
+    label_axes(
+        ax,
+        xlabel=xlabel if xlabel is not None else default_xlabel,
+        ylabel="Standard error",
+        title=title,
+    )
     if legend and handles:
         # outside the axes, so that it never hides a study
         ax.legend(handles=handles, fontsize=FONT_SIZE - 1, frameon=False, loc="upper left",
