@@ -190,8 +190,147 @@ def escalc() -> None:
         cmp("escalc:pool-raw", f"{ds['name']} vi", r.vi[ok], ds["vi"])
 
 
+# ------------------------------------------------------------------ meta-regression
+def metareg() -> None:
+    ref = load("sweep_metareg.json")
+    frames = {k: pd.DataFrame(v) for k, v in ref["data"].items()}
+    for c in ref["cases"]:
+        tag = f"{c['label']} {c['formula']} {c['method']}/{c['test']}"
+        df = frames[c["label"]]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                r = am.meta_regression(moderators=c["formula"], yi="yi", vi="vi", data=df,
+                                       method=c["method"], test=c["test"], nan_policy="omit")
+        except Exception as e:
+            if "error" not in c:
+                ERRORS.append(f"metareg {tag}: raises {type(e).__name__}: {e}")
+            continue
+        if "error" in c:
+            ERRORS.append(f"metareg {tag}: metafor errors ({c['error']}), we fit")
+            continue
+        ex = c["expected"]
+        if list(r.coef_names) != list(ex["coef_names"]):
+            BAD.append(f"[metareg:names] {tag}: {list(r.coef_names)} vs {ex['coef_names']}")
+        for k, v in {"coef": r.coef, "se": r.se, "statistic": r.statistic, "p_value": r.pvalue,
+                     "ci_lb": r.ci.low, "ci_ub": r.ci.high, "tau2": r.tau2, "QE": r.QE,
+                     "QE_p": r.QE_pvalue, "QM": r.QM, "QM_p": r.QM_pvalue, "QM_df": np.atleast_1d(r.QM_df)[0],
+                     "I2": r.I2, "H2": r.H2, "vcov": r.vcov}.items():
+            cmp("metareg", f"{tag} {k}", v, ex[k])
+        if ex["R2"] is not None or r.R2 is not None:
+            cmp("metareg:R2", f"{tag} R2", r.R2 if r.R2 is not None else math.nan, ex["R2"])
+        if ex.get("df") is not None:
+            cmp("metareg", f"{tag} df", r.df, ex["df"])
+        if ex.get("tau2_se") is not None:
+            cmp("metareg:se_tau2", f"{tag} tau2_se", r.tau2_se, ex["tau2_se"])
+        if "predict" in ex:
+            pr = ex["predict"]
+            p = r.predict(np.asarray(pr["newmods"], dtype=float))
+            cmp("metareg:predict", f"{tag} predict",
+                [*p.pred, *p.se, *p.ci.low, *p.ci.high, *p.pi.low, *p.pi.high],
+                [*pr["pred"], *pr["se"], *pr["ci_lb"], *pr["ci_ub"], *pr["pi_lb"], *pr["pi_ub"]])
+
+
+# ------------------------------------------------------------------ diagnostics
+def _try(tag: str, f: Callable[[], Any]) -> Any:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return f()
+    except Exception as e:
+        ERRORS.append(f"{tag}: raises {type(e).__name__}: {e}")
+        return None
+
+
+def diagnostics() -> None:
+    from alliance_meta.plot.baujat import baujat_layout
+
+    for c in load("sweep_diagnostics.json")["cases"]:
+        tag = f"{c['name']} {c['method']}"
+        fit = am.random_effects(yi=c["yi"], vi=c["vi"], method=c["method"])
+        ex = c["leave1out"]
+        r = _try(f"leave1out {tag}", lambda: am.leave_one_out(fit))
+        if r is not None:
+            for k, v in {"estimate": r.estimate, "se": r.se, "statistic": r.statistic,
+                         "p_value": r.pvalue, "ci_lb": r.ci.low, "ci_ub": r.ci.high, "Q": r.Q,
+                         "Q_p": r.Q_pvalue, "tau2": r.tau2, "I2": r.I2, "H2": r.H2}.items():
+                if ex.get(k) is not None:
+                    cmp("leave1out", f"{tag} {k}", v, ex[k])
+        ex = c["influence"]
+        r = _try(f"influence {tag}", lambda: am.influence(fit))
+        if r is not None:
+            for k, v in {"rstudent": r.rstudent, "dffits": r.dffits, "cook_d": r.cook_d,
+                         "cov_r": r.cov_r, "tau2_del": r.tau2_del, "QE_del": r.QE_del,
+                         "hat": r.hat, "weight": r.weight,
+                         "dfbetas": np.asarray(r.dfbetas).ravel()}.items():
+                if ex.get(k) is not None:
+                    cmp("influence", f"{tag} {k}", v, ex[k])
+            got_inf = np.asarray(r.influential, dtype=bool).tolist()
+            if got_inf != ex["is_infl"]:
+                BAD.append(f"[influence] {tag} is_infl: {got_inf} vs {ex['is_infl']}")
+        ex = c["cumul"]
+        r = _try(f"cumul {tag}", lambda: am.cumulative(fit))
+        if r is not None:
+            for k, v in {"estimate": r.estimate, "se": r.se, "ci_lb": r.ci.low,
+                         "ci_ub": r.ci.high, "Q": r.Q, "tau2": r.tau2, "I2": r.I2, "H2": r.H2,
+                         "p_value": r.pvalue}.items():
+                if ex.get(k) is not None:
+                    cmp("cumul", f"{tag} {k}", v, ex[k])
+        for key, est in (("trimfill", "L0"), ("trimfill_R0", "R0")):
+            ex = c[key]
+            r = _try(f"{key} {tag}", lambda est=est: am.trim_and_fill(fit, estimator=est))
+            if r is None:
+                continue
+            if r.k0 != ex["k0"] or r.side != ex["side"]:
+                BAD.append(f"[trimfill] {tag} {est}: k0 {r.k0} side {r.side} vs {ex['k0']} "
+                           f"{ex['side']}")
+                continue
+            got = {"se_k0": r.k0_se, "estimate": r.result.estimate, "se": r.result.se,
+                   "tau2": r.result.tau2}
+            if "ci_lb" in ex:
+                got.update(ci_lb=r.result.ci.low, ci_ub=r.result.ci.high)
+            for k, v in got.items():
+                if ex.get(k) is not None:
+                    cmp("trimfill", f"{tag} {est} {k}", v, ex[k])
+        r = _try(f"ranktest {tag}", lambda: am.rank_correlation_test(fit))
+        if r is not None and not r.exact and len(c["yi"]) >= 50:
+            # documented deviation (docs/validation.rst, issue 18): exact p-values for
+            # k >= 50 only on request; metafor's default is exact=TRUE
+            cmp("ranktest:default-approx", f"{tag}", [r.tau, r.pvalue],
+                [c["ranktest"]["tau"], c["ranktest"]["p_value"]], tol=math.inf)
+            r = am.rank_correlation_test(fit, exact=True)
+        if r is not None:
+            cmp("ranktest", f"{tag}", [r.tau, r.pvalue],
+                [c["ranktest"]["tau"], c["ranktest"]["p_value"]])
+        for key, model in (("regtest", "rma"), ("regtest_lm", "lm")):
+            ex = c[key]
+            r = _try(f"{key} {tag}", lambda model=model: am.egger_test(fit, model=model))
+            if r is not None:
+                cmp("regtest", f"{tag} {model}", [r.statistic, r.pvalue],
+                    [ex["statistic"], ex["p_value"]])
+                if ex.get("df") is not None:
+                    cmp("regtest", f"{tag} {model} df", r.df, ex["df"])
+                if "est" in ex:
+                    cmp("regtest:limit", f"{tag} {model} est", r.intercept, ex["est"])
+        ex = c["fsn"]
+        for meth, key, target in (("rosenthal", "rosenthal", None), ("orwin", "orwin", None),
+                                  ("orwin", "orwin_05", 0.05), ("rosenberg", "rosenberg", None)):
+            r = _try(f"fsn {tag} {key}",
+                     lambda meth=meth, target=target: am.fail_safe_n(fit, meth, target))
+            if r is not None:
+                cmp("fsn", f"{tag} {key}", r.n, ex[key])
+                if key == "orwin":
+                    cmp("fsn", f"{tag} orwin target", r.target, ex["orwin_target"])
+                if key in ("rosenthal", "rosenberg"):
+                    cmp("fsn", f"{tag} {key} p", r.pvalue, ex[f"{key}_p"])
+        r = _try(f"baujat {tag}", lambda: baujat_layout(fit))
+        if r is not None:
+            cmp("baujat", f"{tag} x", r.x, c["baujat"]["x"])
+            cmp("baujat", f"{tag} y", r.y, c["baujat"]["y"])
+
+
 def main(argv: list[str]) -> None:
-    areas = {"pool": pool, "escalc": escalc}
+    areas = {"pool": pool, "escalc": escalc, "metareg": metareg, "diagnostics": diagnostics}
     for name in argv or list(areas):
         try:
             areas[name]()

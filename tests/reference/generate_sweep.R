@@ -293,8 +293,9 @@ diag <- function(e, method) {
   l1 <- leave1out(fit)
   inf <- influence(fit)
   cu <- cumul(fit)
-  tf <- trimfill(fit)
-  tfR0 <- trimfill(fit, estimator = "R0")
+  ## trimfill() does not pass the fit's control on to its internal rma() calls: pass it
+  tf <- trimfill(fit, control = CTL)
+  tfR0 <- trimfill(fit, estimator = "R0", control = CTL)
   rk <- ranktest(fit)
   rg <- regtest(fit)
   rglm <- regtest(fit, model = "lm")
