@@ -431,6 +431,19 @@ for (s in c("CS", "HCS", "UN", "DIAG")) for (m in c("REML", "ML")) {
     yi = arr(long$yi), vi = arr(long$vi), V = unname(as.matrix(V)), study = arr(long$study),
     outcome = arr(long$outcome), expected = mvfields(fit), robust = robust_fields(fit, long$study))
 }
+## multivariate: riley2003 (OS and DFS log HRs, diagonal V), ~ outcome - 1
+long <- dat.riley2003[order(dat.riley2003$study, dat.riley2003$outcome), ]
+for (s in c("CS", "HCS", "UN", "DIAG")) for (m in c("REML", "ML")) {
+  fit <- tryCatch(rma_mv(function(ctl) rma.mv(yi, vi, mods = ~ outcome - 1,
+                random = ~ outcome | study, struct = s, data = long, method = m,
+                control = ctl)), error = function(e) e)
+  if (inherits(fit, "error")) { message(s, m, conditionMessage(fit)); next }
+  mvc[[length(mvc) + 1]] <- list(label = "riley2003 multivariate", kind = "multivariate",
+    struct = s, formula = "~ outcome - 1", method = m, test = "z",
+    yi = arr(long$yi), vi = arr(long$vi), V = diag(long$vi), study = arr(long$study),
+    outcome = arr(as.character(long$outcome)), expected = mvfields(fit),
+    robust = robust_fields(fit, long$study))
+}
 ## univariate meta-regression + clubSandwich, clustered (lopez2019 by study)
 x <- es$lopez2019_MD$data
 for (m in c("REML", "DL")) {
