@@ -60,7 +60,7 @@ def cmp(area: str, where: str, got: Any, want: Any, tol: float = TOL) -> None:
         BAD.append(f"[{area}] {where}: length {len(g)} vs {len(w)}")
         STATS[area].append(math.inf)
         return
-    for i, (a, b) in enumerate(zip(g, w)):
+    for i, (a, b) in enumerate(zip(g, w, strict=True)):
         e = err(float(a), b)
         STATS[area].append(e)
         if e > tol:
@@ -216,7 +216,8 @@ def metareg() -> None:
             BAD.append(f"[metareg:names] {tag}: {list(r.coef_names)} vs {ex['coef_names']}")
         for k, v in {"coef": r.coef, "se": r.se, "statistic": r.statistic, "p_value": r.pvalue,
                      "ci_lb": r.ci.low, "ci_ub": r.ci.high, "tau2": r.tau2, "QE": r.QE,
-                     "QE_p": r.QE_pvalue, "QM": r.QM, "QM_p": r.QM_pvalue, "QM_df": np.atleast_1d(r.QM_df)[0],
+                     "QE_p": r.QE_pvalue, "QM": r.QM, "QM_p": r.QM_pvalue,
+                     "QM_df": np.atleast_1d(r.QM_df)[0],
                      "I2": r.I2, "H2": r.H2, "vcov": r.vcov}.items():
             cmp("metareg", f"{tag} {k}", v, ex[k])
         if ex["R2"] is not None or r.R2 is not None:
@@ -234,11 +235,11 @@ def metareg() -> None:
 
 
 # ------------------------------------------------------------------ diagnostics
-def _try(tag: str, f: Callable[[], Any]) -> Any:
+def _try(tag: str, f: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return f()
+            return f(*args, **kwargs)
     except Exception as e:
         ERRORS.append(f"{tag}: raises {type(e).__name__}: {e}")
         return None
@@ -251,7 +252,7 @@ def diagnostics() -> None:
         tag = f"{c['name']} {c['method']}"
         fit = am.random_effects(yi=c["yi"], vi=c["vi"], method=c["method"])
         ex = c["leave1out"]
-        r = _try(f"leave1out {tag}", lambda: am.leave_one_out(fit))
+        r = _try(f"leave1out {tag}", am.leave_one_out, fit)
         if r is not None:
             for k, v in {"estimate": r.estimate, "se": r.se, "statistic": r.statistic,
                          "p_value": r.pvalue, "ci_lb": r.ci.low, "ci_ub": r.ci.high, "Q": r.Q,
@@ -259,7 +260,7 @@ def diagnostics() -> None:
                 if ex.get(k) is not None:
                     cmp("leave1out", f"{tag} {k}", v, ex[k])
         ex = c["influence"]
-        r = _try(f"influence {tag}", lambda: am.influence(fit))
+        r = _try(f"influence {tag}", am.influence, fit)
         if r is not None:
             for k, v in {"rstudent": r.rstudent, "dffits": r.dffits, "cook_d": r.cook_d,
                          "cov_r": r.cov_r, "tau2_del": r.tau2_del, "QE_del": r.QE_del,
@@ -271,7 +272,7 @@ def diagnostics() -> None:
             if got_inf != ex["is_infl"]:
                 BAD.append(f"[influence] {tag} is_infl: {got_inf} vs {ex['is_infl']}")
         ex = c["cumul"]
-        r = _try(f"cumul {tag}", lambda: am.cumulative(fit))
+        r = _try(f"cumul {tag}", am.cumulative, fit)
         if r is not None:
             for k, v in {"estimate": r.estimate, "se": r.se, "ci_lb": r.ci.low,
                          "ci_ub": r.ci.high, "Q": r.Q, "tau2": r.tau2, "I2": r.I2, "H2": r.H2,
@@ -280,7 +281,7 @@ def diagnostics() -> None:
                     cmp("cumul", f"{tag} {k}", v, ex[k])
         for key, est in (("trimfill", "L0"), ("trimfill_R0", "R0")):
             ex = c[key]
-            r = _try(f"{key} {tag}", lambda est=est: am.trim_and_fill(fit, estimator=est))
+            r = _try(f"{key} {tag}", am.trim_and_fill, fit, estimator=est)
             if r is None:
                 continue
             if r.k0 != ex["k0"] or r.side != ex["side"]:
@@ -294,7 +295,7 @@ def diagnostics() -> None:
             for k, v in got.items():
                 if ex.get(k) is not None:
                     cmp("trimfill", f"{tag} {est} {k}", v, ex[k])
-        r = _try(f"ranktest {tag}", lambda: am.rank_correlation_test(fit))
+        r = _try(f"ranktest {tag}", am.rank_correlation_test, fit)
         if r is not None and not r.exact and len(c["yi"]) >= 50:
             # documented deviation (docs/validation.rst, issue 18): exact p-values for
             # k >= 50 only on request; metafor's default is exact=TRUE
@@ -306,7 +307,7 @@ def diagnostics() -> None:
                 [c["ranktest"]["tau"], c["ranktest"]["p_value"]])
         for key, model in (("regtest", "rma"), ("regtest_lm", "lm")):
             ex = c[key]
-            r = _try(f"{key} {tag}", lambda model=model: am.egger_test(fit, model=model))
+            r = _try(f"{key} {tag}", am.egger_test, fit, model=model)
             if r is not None:
                 cmp("regtest", f"{tag} {model}", [r.statistic, r.pvalue],
                     [ex["statistic"], ex["p_value"]])
@@ -318,14 +319,14 @@ def diagnostics() -> None:
         for meth, key, target in (("rosenthal", "rosenthal", None), ("orwin", "orwin", None),
                                   ("orwin", "orwin_05", 0.05), ("rosenberg", "rosenberg", None)):
             r = _try(f"fsn {tag} {key}",
-                     lambda meth=meth, target=target: am.fail_safe_n(fit, meth, target))
+                     am.fail_safe_n, fit, meth, target)
             if r is not None:
                 cmp("fsn", f"{tag} {key}", r.n, ex[key])
                 if key == "orwin":
                     cmp("fsn", f"{tag} orwin target", r.target, ex["orwin_target"])
                 if key in ("rosenthal", "rosenberg"):
                     cmp("fsn", f"{tag} {key} p", r.pvalue, ex[f"{key}_p"])
-        r = _try(f"baujat {tag}", lambda: baujat_layout(fit))
+        r = _try(f"baujat {tag}", baujat_layout, fit)
         if r is not None:
             cmp("baujat", f"{tag} x", r.x, c["baujat"]["x"])
             cmp("baujat", f"{tag} y", r.y, c["baujat"]["y"])
@@ -356,7 +357,7 @@ def subgroup() -> None:
 
 # ------------------------------------------------------------------ rma.mv + robust
 def _robust(tag: str, fit: Any, cluster: Any, rob: dict[str, Any], p: int) -> None:
-    r = _try(f"robust {tag}", lambda: am.robust(fit, cluster))
+    r = _try(f"robust {tag}", am.robust, fit, cluster)
     if r is None:
         return
     cmp("robust:CR2", f"{tag} se", r.se, rob["se"])
@@ -393,16 +394,16 @@ def mv() -> None:
                 levels = {"study": np.asarray(c["study"]), "es": np.asarray(c["es"])}
                 cluster = c["study"]
             mods = None if c["formula"] == "~ 1" else {"bmi": np.asarray(c["bmi"], float)}
-            fit = _try(f"mv {tag}", lambda: am.multilevel(
-                yi=c["yi"], vi=c["vi"], levels=levels, moderators=mods, method=c["method"],
-                test=c["test"]))
+            fit = _try(f"mv {tag}", am.multilevel,
+                       yi=c["yi"], vi=c["vi"], levels=levels, moderators=mods,
+                       method=c["method"], test=c["test"])
         else:
             cluster = c["study"]
-            fit = _try(f"mv {tag}", lambda: am.multivariate(
-                yi=c["yi"], V=np.asarray(c["V"]), cluster=c["study"],
-                outcome=np.asarray(c["outcome"]).astype(str), struct=c["struct"],
-                moderators={"outcome": np.asarray(c["outcome"]).astype(str)}, intercept=False,
-                method=c["method"]))
+            fit = _try(f"mv {tag}", am.multivariate,
+                       yi=c["yi"], V=np.asarray(c["V"]), cluster=c["study"],
+                       outcome=np.asarray(c["outcome"]).astype(str), struct=c["struct"],
+                       moderators={"outcome": np.asarray(c["outcome"]).astype(str)},
+                       intercept=False, method=c["method"])
         if fit is None:
             continue
         cmp("mv:loglik", f"{tag} logLik", fit.loglik, ex["logLik"])
