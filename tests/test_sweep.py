@@ -53,8 +53,9 @@ def test_escalc_error_names_the_input_row_after_omitting_missing_rows() -> None:
 # ---------------------------------------------------------------------------
 #: The project's contract with metafor for every reported number.  Both sides were
 #: solved to ~1e-10..1e-12 relative; the sweep's largest error over 26,700 pooled
-#: numbers was 3e-7 (a p-value near 1e-8 whose absolute error is tiny), so 1e-6 has
-#: room for BLAS/libm differences without hiding a real discrepancy.
+#: numbers was 3e-7 (hart1999 IRD, ML τ² = 1.6e-5: 5e-12 absolute, at metafor's
+#: absolute 1e-12 step threshold), so 1e-6 has room for BLAS/libm differences
+#: without hiding a real discrepancy.
 RTOL = 1e-6
 #: Absolute floor for quantities whose true value is 0 (τ² on its bound, I² = 0,
 #: residuals of 0): metafor stops at round-off such as 1e-13 instead of an exact 0.
