@@ -287,7 +287,7 @@ write_reference(list(source = SOURCE, control = CTL, data = mr_data, cases = mr_
 ## ---------------------------------------------------------------- diagnostics
 if ("diag" %in% PARTS) {
 diag_sets <- list()
-diag <- function(e, method) {
+run_diag <- function(e, method) {
   e$yi <- as.numeric(e$yi); e$vi <- as.numeric(e$vi)
   fit <- rma(e$yi, e$vi, method = method, control = CTL)
   l1 <- leave1out(fit)
@@ -301,7 +301,7 @@ diag <- function(e, method) {
   rglm <- regtest(fit, model = "lm")
   fr <- fsn(e$yi, e$vi); fo <- fsn(e$yi, e$vi, type = "Orwin"); fb <- fsn(e$yi, e$vi, type = "Rosenberg")
   fo2 <- fsn(e$yi, e$vi, type = "Orwin", target = 0.05)
-  bj <- baujat(fit); dev.off()
+  pdf(NULL); bj <- baujat(fit); dev.off()
   list(name = e$name, method = method, yi = e$yi, vi = e$vi,
     leave1out = list(estimate = arr(l1$estimate), se = arr(l1$se), statistic = arr(l1$zval),
       p_value = arr(l1$pval), ci_lb = arr(l1$ci.lb), ci_ub = arr(l1$ci.ub), Q = arr(l1$Q),
@@ -329,7 +329,7 @@ diag <- function(e, method) {
 }
 for (n in c("linde2005_RR", "dorn2007_RR", "laopaiboon2015_RR", "craft2003_ZCOR", "lehmann2018_SMD",
             "anand1999_OR", "sim_dominant", "sim_very_hetero"))
-  for (m in c("REML", "DL", "EE")) diag_sets[[length(diag_sets) + 1]] <- diag(es[[n]], m)
+  for (m in c("REML", "DL", "EE")) diag_sets[[length(diag_sets) + 1]] <- run_diag(es[[n]], m)
 write_reference(list(source = SOURCE, control = CTL, cases = diag_sets), "sweep_diagnostics.json")
 
 }
