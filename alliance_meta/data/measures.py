@@ -558,7 +558,8 @@ def evaluate(
     if nan_policy == "omit" and keep.size < k:
         inputs = {name: arr[keep] for name, arr in inputs.items()}
         problems = [Problem(p.field, p.message, p.mask[keep]) for p in problems]
-        labels = None if labels is None else [labels[int(i)] for i in keep]
+        # keep naming the rows by their input position once some are left out
+        labels = [f"row {int(i)}" if labels is None else labels[int(i)] for i in keep]
         if not isinstance(opts.vtype, str):
             opts = EscalcOptions(opts.add, opts.to, opts.drop00,
                                  tuple(opts.vtype[int(i)] for i in keep))
