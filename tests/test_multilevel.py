@@ -587,8 +587,8 @@ def test_bad_options() -> None:
         _small(method="DL")
     with pytest.raises(ModelSpecificationError, match="test"):
         _small(test="knha")
-    with pytest.raises(ModelSpecificationError, match="level"):
-        _small(level=95)
+    with pytest.raises(ModelSpecificationError, match=r"for 95%, pass level=0\.95"):
+        _small(level=95)  # a percentage: the message says to pass 0.95
     with pytest.raises(ModelSpecificationError, match="sigma2 has 3 values"):
         _small(sigma2=[0.1, None, None])
     with pytest.raises(ModelSpecificationError, match="non-negative"):

@@ -216,9 +216,9 @@ class EffectSize:
         -------
         ConfidenceInterval
         """
-        if not 0.0 < level < 1.0:
-            raise AllianceMetaError(f"level must lie strictly between 0 and 1, got {level}")
-        z = z_critical(level)
+        from alliance_meta.models._inputs import check_level  # models import data
+
+        z = z_critical(check_level(level))
         return ConfidenceInterval(self.value - z * self.se, self.value + z * self.se)
 
     @classmethod

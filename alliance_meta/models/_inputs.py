@@ -76,7 +76,10 @@ def check_level(level: float) -> float:
         )
     lv = float(level)
     if not 0.0 < lv < 1.0:
-        raise ModelSpecificationError(f"level must lie strictly between 0 and 1, got {level!r}")
+        hint = f" (for {lv:g}%, pass level={lv / 100:g})" if 1.0 < lv < 100.0 else ""
+        raise ModelSpecificationError(
+            f"level must lie strictly between 0 and 1, got {level!r}{hint}"
+        )
     return lv
 
 

@@ -66,6 +66,7 @@ from alliance_meta.exceptions import (
     ModelSpecificationError,
     ModelSpecificationWarning,
 )
+from alliance_meta.models._inputs import check_level
 from alliance_meta.results.base import ConfidenceInterval, IntervalArray, freeze_arrays
 from alliance_meta.results.display import ResultDisplay, fmt_p, fmt_p_eq
 from alliance_meta.results.prediction import Prediction
@@ -136,15 +137,6 @@ def _check_choice(value: object, allowed: Sequence[str], what: str) -> str:
         raise ModelSpecificationError(f"{what} must be one of {list(allowed)}, got {value!r}")
     return value
 
-
-def _check_level(level: object) -> float:
-    try:
-        lv = float(level)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ModelSpecificationError(f"level must be a number in (0, 1), got {level!r}") from None
-    if not 0.0 < lv < 1.0:
-        raise ModelSpecificationError(f"level must be in (0, 1), got {level!r}")
-    return lv
 
 
 def _resolve_yi(
@@ -664,7 +656,7 @@ class MultilevelResult(ResultDisplay):
         Hardy, R. J., & Thompson, S. G. (1996). A likelihood approach to
         meta-analysis with random effects. *Statistics in Medicine*, 15(6), 619-629.
         """
-        lv = self.level if level is None else _check_level(level)
+        lv = self.level if level is None else check_level(level)
         free = np.flatnonzero(np.isnan(self._fixed))
         if free.size == 0:
             raise ModelSpecificationError(
@@ -1180,7 +1172,7 @@ def multilevel(
     """
     meth = _check_choice(method, _METHODS, "method")
     tst = _check_choice(test, _TESTS, "test")
-    lv = _check_level(level)
+    lv = check_level(level)
     y, labels, measure = _resolve_yi(studies, yi)
     k = y.size
     if V is not None and vi is not None:
@@ -1306,7 +1298,7 @@ def multivariate(
     meth = _check_choice(method, _METHODS, "method")
     tst = _check_choice(test, _TESTS, "test")
     st_name = _check_choice(struct, _STRUCTS, "struct")
-    lv = _check_level(level)
+    lv = check_level(level)
     y, labels, measure = _resolve_yi(studies, yi)
     k = y.size
     cl = _labels_of(_column("cluster", cluster, studies, k, "variable"), "cluster", labels)

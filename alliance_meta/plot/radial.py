@@ -15,6 +15,7 @@ import numpy as np
 from alliance_meta._types import FloatArray
 from alliance_meta.core.inference import z_critical
 from alliance_meta.exceptions import ModelSpecificationError
+from alliance_meta.models._inputs import check_level
 from alliance_meta.models.pooling import PoolResult
 from alliance_meta.plot.scale import Scale
 from alliance_meta.plot.style import (
@@ -100,9 +101,7 @@ def radial_layout(
         raise ModelSpecificationError(
             "radial plots are for models without moderators (a PoolResult), as in metafor"
         )
-    lv = fit.level if level is None else float(level)
-    if not 0.0 < lv < 1.0:
-        raise ModelSpecificationError(f"level must lie in (0, 1), got {level!r}")
+    lv = fit.level if level is None else check_level(level)
     if steps < 2:
         raise ModelSpecificationError(f"steps must be at least 2, got {steps}")
     yi = np.asarray(fit.yi, dtype=np.float64)
