@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, cast, get_args
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
+from alliance_meta._optional import pandas_instance
 from alliance_meta._types import FloatArray, Measure
 from alliance_meta.core.estimators import METHOD_ALIASES, CoreMethod
 from alliance_meta.core.vcov import TESTS, CoreTest
@@ -24,6 +24,8 @@ from alliance_meta.exceptions import (
 )
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from alliance_meta.data.study import Study, StudySet
 
 __all__ = [
@@ -213,7 +215,7 @@ def check_zero_variances(vi: FloatArray, labels: Sequence[str], method: str) -> 
 
 def is_frame(x: object) -> bool:
     """A pandas DataFrame, or an object with the DataFrame interchange protocol."""
-    return isinstance(x, pd.DataFrame) or (
+    return pandas_instance(x, "DataFrame") or (
         hasattr(x, "__dataframe__") and not isinstance(x, (np.ndarray, Sequence))
     )
 
@@ -221,6 +223,7 @@ def is_frame(x: object) -> bool:
 def as_frame(data: object) -> pd.DataFrame:
     """``data=`` as a pandas DataFrame: a DataFrame as it is, or any object with the
     DataFrame interchange protocol (polars, pyarrow, ...) converted by pandas."""
+    import pandas as pd
     if isinstance(data, pd.DataFrame):
         return data
     if hasattr(data, "__dataframe__"):

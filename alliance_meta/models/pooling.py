@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
-from statsmodels.iolib.summary import Summary
 
 from alliance_meta._types import FloatArray, Measure, Method, NanPolicy, Test
 from alliance_meta.core.estimators import CoreMethod
@@ -49,6 +47,9 @@ from alliance_meta.results.report import pooled_sentence
 from alliance_meta.results.summary import frame_summary, info_table, make_summary, value_table
 
 if TYPE_CHECKING:
+    import pandas as pd
+    from statsmodels.iolib.summary import Summary
+
     from alliance_meta.data.study import Study, StudySet
     from alliance_meta.models.many import ManyPoolResult
 
@@ -82,6 +83,7 @@ class BackTransformed(ResultDisplay):
 
     def to_frame(self) -> pd.DataFrame:
         """One-row DataFrame: estimate, CI and PI bounds, and the scale."""
+        import pandas as pd
         frame: pd.DataFrame = pd.DataFrame(
             {
                 "estimate": [self.estimate],
@@ -116,6 +118,7 @@ class HeterogeneityCI(ResultDisplay):
     level: float
 
     def to_frame(self) -> pd.DataFrame:
+        import pandas as pd
         frame: pd.DataFrame = pd.DataFrame(
             {
                 "low": [self.tau2.low, self.I2.low, self.H2.low],
@@ -324,6 +327,7 @@ class PoolResult(UnivariateFit, ResultDisplay):
 
     def to_frame(self) -> pd.DataFrame:
         """One-row DataFrame of every scalar field."""
+        import pandas as pd
         row = {name: [value] for name, value in frame_columns(self).items()}
         row.update(
             method=[self.method], test=[self.test], level=[self.level], measure=[self.measure]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-from statsmodels.iolib.summary import Summary
-from statsmodels.iolib.table import SimpleTable
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from statsmodels.iolib.summary import Summary
+    from statsmodels.iolib.table import SimpleTable
 
 __all__ = ["frame_summary", "frame_table", "info_table", "make_summary", "value_table"]
 
@@ -18,6 +20,7 @@ def info_table(
     left: Sequence[tuple[str, str]], right: Sequence[tuple[str, str]], title: str
 ) -> SimpleTable:
     """A two-column block of ``label: value`` pairs, like statsmodels' model header."""
+    from statsmodels.iolib.table import SimpleTable
     n = max(len(left), len(right))
     lpad = list(left) + [("", "")] * (n - len(left))
     rpad = list(right) + [("", "")] * (n - len(right))
@@ -30,6 +33,7 @@ def value_table(
     rows: Sequence[Sequence[str]], headers: Sequence[str], stubs: Sequence[str], title: str = ""
 ) -> SimpleTable:
     """A table of formatted values with column headers and row labels."""
+    from statsmodels.iolib.table import SimpleTable
     return SimpleTable(
         [list(r) for r in rows], headers=list(headers), stubs=list(stubs), title=title
     )
@@ -37,6 +41,7 @@ def value_table(
 
 def make_summary(tables: Sequence[SimpleTable], notes: Sequence[str] = ()) -> Summary:
     """Assemble tables (and optional notes) into a statsmodels ``Summary``."""
+    from statsmodels.iolib.summary import Summary
     smry = Summary()
     smry.tables.extend(tables)
     if notes:
