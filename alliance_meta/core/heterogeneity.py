@@ -52,15 +52,15 @@ def q_statistic_k(kern: Kernel) -> tuple[FloatArray, FloatArray, FloatArray]:
         assert st.trP is not None
         QE = np.maximum(st.Q, 0.0)
         vt = dfr / st.trP
-        # a zero sampling variance makes the weights 1/v infinite: no QE, I², H²
-        # (metafor: "Cannot compute QE-test, I^2, or H^2 when there are
-        # non-positive sampling variances in the data")
-        inf = ~np.isfinite(st.S1)
     if kern.kmin <= kern.p:
         sat = dfr <= 0
         QE = np.where(sat, 0.0, QE)
         vt = np.where(sat, 0.0, vt)
-    if inf.any():
+    # a zero sampling variance makes the weights 1/v infinite: no QE, I², H²
+    # (metafor: "Cannot compute QE-test, I^2, or H^2 when there are non-positive
+    # sampling variances in the data"); S1 > 0, so its sum is finite only if all are
+    if not np.isfinite(np.add.reduce(st.S1)):
+        inf = ~np.isfinite(st.S1)
         QE = np.where(inf, np.nan, QE)
         vt = np.where(inf, np.nan, vt)
     return QE, dfr, vt
@@ -70,6 +70,8 @@ def q_pvalue(QE: FloatArray, dfr: FloatArray) -> FloatArray:
     """``P(χ²_{k-p} > QE)``; 1 for saturated rows (metafor's QEp)."""
     with np.errstate(invalid="ignore"):
         p = chi2_sf(QE, dfr)
+    if dfr.size and dfr.min() > 0:
+        return p
     return np.where((dfr <= 0) & ~np.isnan(QE), 1.0, p)
 
 
@@ -88,6 +90,8 @@ def i2_h2(
         else:
             I2 = 100.0 * tau2 / (vt + tau2)
             H2 = tau2 / vt + 1.0
+    if dfr.size and dfr.min() > 0 and not np.isnan(I2).any():  # nothing saturated or undefined
+        return I2, H2
     sat = dfr <= 0
     I2 = np.where((sat | (np.isnan(I2) & (QE == 0))) & ~np.isnan(QE), 0.0, I2)
     H2 = np.where(sat & ~np.isnan(QE), 1.0, H2)

@@ -61,11 +61,13 @@ __all__ = [
 ]
 
 
-class Need(enum.Flag):
+class Need(enum.IntFlag):
     """The quantities of ``P`` a caller needs from :meth:`Kernel.weighted`.
 
     A result computed for ``have`` serves a request ``want`` when
     ``have & want == want``.  The named combinations are what the estimators ask for.
+    (An ``IntFlag``: the kernel works on the plain integers, whose bit operations
+    cost a fraction of an enum's.)
     """
 
     #: the coefficients, their covariance and Σw
@@ -103,12 +105,26 @@ class Need(enum.Flag):
 #: explicit residuals, and long-format data grouped).
 RESIDUAL_NEEDS = Need.YPPY | Need.YPPPY | Need.VTRACES
 
+# The flags as plain integers, for the kernel's own bookkeeping.
+_BETA, _Q, _TRP, _TRPP = int(Need.BETA), int(Need.Q), int(Need.TRP), int(Need.TRPP)
+_YPPY, _YPPPY, _VTRACES = int(Need.YPPY), int(Need.YPPPY), int(Need.VTRACES)
+_RESIDUAL = int(RESIDUAL_NEEDS)
+_FIT, _LIKELIHOOD = int(Need.FIT), int(Need.LIKELIHOOD)
 # What the intercept-only kernel computes for a request, smallest first, and how
 # many per-analysis sums each takes (see Kernel._io_sums).
-_MOMENT_SETS = (Need.BETA, Need.FIT, Need.DL, Need.MOMENTS)
-_MOMENT_SUMS = {Need.BETA: 2, Need.FIT: 3, Need.DL: 4, Need.MOMENTS: 5}
-_RESIDUAL_SETS = (Need.QROOT, Need.SCORE, Need.LIKELIHOOD, Need.ALL)
-_RESIDUAL_SUMS = {Need.QROOT: 4, Need.SCORE: 5, Need.LIKELIHOOD: 8}
+_MOMENT_SETS = tuple(int(n) for n in (Need.BETA, Need.FIT, Need.DL, Need.MOMENTS))
+_MOMENT_SUMS = dict(zip(_MOMENT_SETS, (2, 3, 4, 5), strict=True))
+_RESIDUAL_SETS = tuple(int(n) for n in (Need.QROOT, Need.SCORE, Need.LIKELIHOOD, Need.ALL))
+_RESIDUAL_SUMS = dict(zip(_RESIDUAL_SETS[:3], (4, 5, 8), strict=True))
+#: request -> (what the intercept-only kernel computes, its number of sums, moments?)
+_IO_PLAN: dict[int, tuple[int, int, bool]] = {}
+for _want in range(int(Need.ALL) + 1):
+    if _want & _RESIDUAL == 0:
+        _have = next(h for h in _MOMENT_SETS if h & _want == _want)
+        _IO_PLAN[_want] = (_have, _MOMENT_SUMS[_have], True)
+    else:
+        _have = next(h for h in _RESIDUAL_SETS if h & _want == _want)
+        _IO_PLAN[_want] = (_have, _RESIDUAL_SUMS[_have & ~_VTRACES], False)
 
 #: Scratch arrays the intercept-only kernel needs at most.
 _IO_SLOTS = 9
@@ -166,7 +182,7 @@ class Kernel:
     kmin: int = field(init=False)
     # Cache of weighted() results: the last τ² (with what it holds) and τ² = 0, which
     # the estimators, heterogeneity() and the final fit all ask for again.
-    _cache: dict[str, tuple[FloatArray, Need, Stats]] = field(
+    _cache: dict[str, tuple[FloatArray, int, Stats]] = field(
         init=False, repr=False, compare=False, default_factory=dict
     )
 
@@ -239,38 +255,32 @@ class Kernel:
         The result for the last τ² and for τ² = 0 is cached, and serves any later
         request it covers.
         """
-        tau2 = np.asarray(tau2, dtype=np.float64)
+        want = int(need)
+        if type(tau2) is not np.ndarray or tau2.dtype != np.float64:
+            tau2 = np.asarray(tau2, dtype=np.float64)
         slot = "zero" if tau2 is self.zeros or not tau2.any() else "last"
         hit = self._cache.get(slot)
-        if hit is not None and hit[1] & need == need and (
+        if hit is not None and hit[1] & want == want and (
             slot == "zero" or hit[0] is tau2 or np.array_equal(hit[0], tau2)
         ):
             return hit[2]
         if self.X is None:
-            have, st = self._weighted_io(tau2, need, slot == "last")
+            have, st = self._weighted_io(tau2, want, slot == "last")
         else:
             # the general kernel's QR gives everything but the traces with V at once
-            have = Need.FIT if need & ~Need.FIT == Need(0) else Need.LIKELIHOOD
-            have |= need & Need.VTRACES
+            have = _FIT if want & ~_FIT == 0 else _LIKELIHOOD
+            have |= want & _VTRACES
             w = np.add(self.V, tau2[:, None])
             np.divide(1.0, w, out=w)
             st = self._weighted_general(w, have)
         self._cache[slot] = (tau2 if slot == "zero" else tau2.copy(), have, st)
         return st
 
-    def _weighted_io(self, tau2: FloatArray, need: Need, shifted: bool) -> tuple[Need, Stats]:
+    def _weighted_io(self, tau2: FloatArray, need: int, shifted: bool) -> tuple[int, Stats]:
         # Needs up to MOMENTS take Q at weights fixed by the estimator, so it comes
         # from moments, Q = Σwy² - (Σwy)²/S1, checked for cancellation below; the
         # Q-root and likelihood needs take every quadratic form of explicit residuals.
-        moments = need & RESIDUAL_NEEDS == Need(0)
-        if moments:
-            have = _MOMENT_SETS[min(i for i, h in enumerate(_MOMENT_SETS) if h & need == need)]
-            nsum = _MOMENT_SUMS[have]
-        else:
-            have = _RESIDUAL_SETS[
-                min(i for i, h in enumerate(_RESIDUAL_SETS) if h & need == need)
-            ]
-            nsum = _RESIDUAL_SUMS[have & ~Need.VTRACES]
+        have, nsum, moments = _IO_PLAN[need]
         sums = self._io_sums(tau2, nsum, moments, shifted)
         return have, self._io_stats(sums, tau2, have, moments)
 
@@ -339,14 +349,14 @@ class Kernel:
         return self.Y[idx], self.V[idx]
 
     def _io_stats(
-        self, sums: list[FloatArray], tau2: FloatArray, have: Need, moments: bool
+        self, sums: list[FloatArray], tau2: FloatArray, have: int, moments: bool
     ) -> Stats:
         """The per-analysis algebra of the intercept-only kernel, from its sums."""
         m = self.m
         S1, Swy = sums[0], sums[1]
         mu = Swy / S1
         vb = None  # 1 / S1, formed by Stats.cov where it is needed
-        if not have & Need.Q:
+        if not have & _Q:
             return Stats(S1=S1, Q=np.full(m, np.nan), beta=mu[:, None], vb=vb)
         if moments:
             Q = sums[2] - Swy * mu
@@ -364,16 +374,16 @@ class Kernel:
                 eb = Yr - mu[bad, None]
                 Q[bad] = rowsum(wb * eb * eb)
             st = Stats(S1=S1, Q=Q, beta=mu[:, None], vb=vb)
-            if not have & Need.TRP:
+            if not have & _TRP:
                 return st
             S2 = sums[3]
-            S3: FloatArray | None = sums[4] if have & Need.TRPP else None
+            S3: FloatArray | None = sums[4] if have & _TRPP else None
         else:
             st = Stats(S1=S1, Q=sums[2], beta=mu[:, None], vb=vb, yPPy=sums[3])
-            if not have & Need.TRP:
+            if not have & _TRP:
                 return st
             S2, S3 = sums[4], None
-            if have & Need.YPPPY:
+            if have & _YPPPY:
                 S3, Sw3e2, Sw2e = sums[5], sums[6], sums[7]
                 # y'PPPy = sum w^3 e^2 - (sum w^2 e)^2 / S1
                 st.yPPPy = Sw3e2 - Sw2e**2 / S1
@@ -393,14 +403,14 @@ class Kernel:
             st.trP[dom] = trP
             if st.trPP is not None:
                 st.trPP[dom] = trPP
-        if have & Need.VTRACES:
+        if have & _VTRACES:
             V = self.V
             Vz = np.where(np.isfinite(V), V, 0.0)
             wf = 1.0 / (V + tau2[:, None])
             st.trPVPV, st.trPVP = _stable_v_traces(wf, Vz, S1)
         return st
 
-    def _weighted_general(self, w: FloatArray, have: Need) -> Stats:
+    def _weighted_general(self, w: FloatArray, have: int) -> Stats:
         """Every quantity of ``P`` from the QR decomposition of ``W^½X``, in
         ``O(n p²)`` time and ``O(n p)`` memory per row: ``P`` is never formed.
 
@@ -413,7 +423,7 @@ class Kernel:
         """
         qr = _wls(self._Xfull(), w, self.Y)
         st = Stats(S1=w.sum(axis=1), Q=qr.rss, beta=qr.beta, vb=qr.vb)
-        if have & Need.YPPY:
+        if have & _YPPY:
             Qf, h, r = qr.Q, qr.h, qr.resid
             st.S2 = rowdot(w, w)
             u = w * r * r
@@ -425,7 +435,7 @@ class Kernel:
             M = np.swapaxes(Qf, 1, 2) @ (w[:, :, None] * Qf)
             w2 = w * w
             st.trPP = rowsum(w2) - 2.0 * rowdot(w2, h) + np.einsum("mij,mij->m", M, M)
-            if have & Need.VTRACES:
+            if have & _VTRACES:
                 Vz = np.where(np.isfinite(self.V), self.V, 0.0)
                 d = w * Vz
                 D = np.swapaxes(Qf, 1, 2) @ (d[:, :, None] * Qf)

@@ -442,14 +442,17 @@ def fit_one(
     what: str = "",
     labels: Sequence[str] | None = None,
     control: Control | None = None,
+    omnibus: bool = True,
 ) -> CoreFit:
     """One model (m = 1) through the vectorised core, warning if it did not converge.
 
     With a zero sampling variance, a τ² estimated as 0 leaves that study an infinite
-    weight: an error naming it.
+    weight: an error naming it.  ``omnibus=False`` skips the omnibus test (the
+    pooled result reports the coefficient's own test only).
     """
-    fit = core_fit(kernel_from_padded(yi[None, :], vi[None, :], X), method, test, level,
-                   rule=as_rule(control))
+    # validated input: finite, no study absent (complete)
+    fit = core_fit(kernel_from_padded(yi[None, :], vi[None, :], X, complete=True), method,
+                   test, level, rule=as_rule(control), omnibus=omnibus)
     check_positive_tau2(fit.tau2, vi, labels, method, what)
     if not fit.converged[0]:
         warnings.warn(
@@ -525,7 +528,8 @@ def _pool_single(
             stacklevel=3,
         )
     check_zero_variances(vi, labels, core_method)
-    fit = fit_one(yi, vi, None, core_method, core_test, lv, labels=labels, control=control)
+    fit = fit_one(yi, vi, None, core_method, core_test, lv, labels=labels, control=control,
+                  omnibus=False)
     shown_test = "z" if yi.size == 1 else core_test
     return result_from_core(fit, 0, yi, vi, labels, core_method, shown_test, lv, measure,
                             control)
