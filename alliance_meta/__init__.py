@@ -39,6 +39,16 @@ if TYPE_CHECKING:
         influence,
         leave_one_out,
     )
+    from alliance_meta.diagnostics.multilevel import (
+        MultilevelInfluenceResult,
+        MultilevelLeaveOneOutResult,
+    )
+    from alliance_meta.diagnostics.selection import (
+        SelectionMetaRegressionResult,
+        SelectionModelResult,
+        selection_model,
+    )
+    from alliance_meta.models.che import CHEResult, CHESensitivity, che, che_sensitivity
     from alliance_meta.models.control import Control
     from alliance_meta.models.many import ManyHeterogeneityCI, ManyPoolResult, pool_many
     from alliance_meta.models.metareg import (
@@ -74,6 +84,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AggregateResult",
     "BackTransformed",
+    "CHEResult",
+    "CHESensitivity",
     "ConfidenceInterval",
     "Control",
     "CumulativeResult",
@@ -90,6 +102,8 @@ __all__ = [
     "ManyPoolResult",
     "MetaRegressionResult",
     "Moderator",
+    "MultilevelInfluenceResult",
+    "MultilevelLeaveOneOutResult",
     "MultilevelResult",
     "PermutationTestResult",
     "PoolResult",
@@ -97,6 +111,8 @@ __all__ = [
     "RankCorrelationTest",
     "RobustResult",
     "RobustWaldTest",
+    "SelectionMetaRegressionResult",
+    "SelectionModelResult",
     "Study",
     "StudySet",
     "SubgroupResult",
@@ -104,6 +120,8 @@ __all__ = [
     "VarianceComponentCI",
     "__version__",
     "aggregate",
+    "che",
+    "che_sensitivity",
     "conversions",
     "correct_r",
     "covariance_matrix",
@@ -124,6 +142,7 @@ __all__ = [
     "random_effects",
     "rank_correlation_test",
     "robust",
+    "selection_model",
     "subgroup_analysis",
     "trim_and_fill",
 ]
@@ -151,6 +170,15 @@ _LAZY: dict[str, str] = {
     "cumulative": "alliance_meta.diagnostics.influence",
     "influence": "alliance_meta.diagnostics.influence",
     "leave_one_out": "alliance_meta.diagnostics.influence",
+    "MultilevelInfluenceResult": "alliance_meta.diagnostics.multilevel",
+    "MultilevelLeaveOneOutResult": "alliance_meta.diagnostics.multilevel",
+    "SelectionMetaRegressionResult": "alliance_meta.diagnostics.selection",
+    "SelectionModelResult": "alliance_meta.diagnostics.selection",
+    "selection_model": "alliance_meta.diagnostics.selection",
+    "CHEResult": "alliance_meta.models.che",
+    "CHESensitivity": "alliance_meta.models.che",
+    "che": "alliance_meta.models.che",
+    "che_sensitivity": "alliance_meta.models.che",
     "Control": "alliance_meta.models.control",
     "ManyHeterogeneityCI": "alliance_meta.models.many",
     "ManyPoolResult": "alliance_meta.models.many",

@@ -3,7 +3,9 @@
 ``demo`` runs the whole pipeline on the bundled example, which is SIMULATED for
 illustration (not published data): effect sizes (r → Fisher's z), random-effects
 pooling, heterogeneity with Q-profile intervals, the subgroup test by rater, Egger's
-regression test and a forest plot.  ``analyze`` does the same for a CSV file of any
+regression test and a forest plot; then, on the companion example with four effects
+per study, the naive pooling beside the three-level model and the CHE + CR2 robust
+analysis.  ``analyze`` does the same for a CSV file of any
 measure of the measure registry: it finds conventionally named columns (``r``,
 ``n``, ``yi``, ``vi``, ``m1``/``sd1``/``n1``, ``ai``/``bi``/``ci``/``di``, ...) by
 itself, and adds a subgroup analysis (``--by``) and a meta-regression
@@ -25,7 +27,7 @@ import math
 import re
 import sys
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO, cast, get_args
 
@@ -37,10 +39,17 @@ from alliance_meta._types import Measure
 from alliance_meta.core.estimators import ESTIMATORS
 from alliance_meta.data import measures
 from alliance_meta.data.study import StudySet
-from alliance_meta.datasets import ALLIANCE_EXAMPLE_SEED, load_alliance_example
+from alliance_meta.datasets import (
+    ALLIANCE_DEPENDENT_RHO,
+    ALLIANCE_EXAMPLE_SEED,
+    load_alliance_dependent,
+    load_alliance_example,
+)
 from alliance_meta.diagnostics.bias import EggerTest, egger_test
-from alliance_meta.exceptions import AllianceMetaError
+from alliance_meta.exceptions import AllianceMetaError, DependentEffectsWarning
+from alliance_meta.models.che import che
 from alliance_meta.models.metareg import MetaRegressionResult, meta_regression
+from alliance_meta.models.multilevel import multilevel
 from alliance_meta.models.pooling import PoolResult, random_effects
 from alliance_meta.models.subgroup import SubgroupResult, subgroup_analysis
 
@@ -182,7 +191,10 @@ def _build_parser() -> argparse.ArgumentParser:
         help="run the whole pipeline on the bundled SIMULATED alliance example",
         description=(
             "Run the whole pipeline on the bundled alliance example: 12 studies "
-            f"SIMULATED for illustration (seed {ALLIANCE_EXAMPLE_SEED}), not published data."
+            f"SIMULATED for illustration (seed {ALLIANCE_EXAMPLE_SEED}), not published data; "
+            "then its companion with four effects per study, pooled naively beside the "
+            "three-level model and CHE + CR2 (the sampling correlation and the method of "
+            "that section are fixed: rho = 0.5, REML)."
         ),
         allow_abbrev=False,
     )
@@ -429,8 +441,10 @@ def _report(
     info: Mapping[str, Any] | None = None,
     plot_title: str | None = None,
     favours: tuple[str, str] | None = None,
+    extra: Callable[[TextIO], None] | None = None,
 ) -> int:
-    """Run the pipeline on ``studies`` and print the report to ``out``."""
+    """Run the pipeline on ``studies`` and print the report to ``out`` (``extra``
+    prints sections of its own before the plots and the result)."""
     _section(out, f"Effect sizes ({studies.measure}), k = {studies.k}")
     print(_effect_table(studies, by), file=out)
 
@@ -481,6 +495,9 @@ def _report(
         )
     else:
         print("not computed: Egger's test needs at least 3 studies", file=out)
+
+    if extra is not None:
+        extra(out)
 
     if out_png is not None:
         _section(out, "Plots")
@@ -777,6 +794,51 @@ def _demo(args: argparse.Namespace, out: TextIO, files: Mapping[str, Path | None
             f"(SIMULATED data, seed {ALLIANCE_EXAMPLE_SEED})"
         ),
         favours=("Weaker alliance", "Stronger alliance"),
+        extra=lambda o: _dependent_section(o, args.level),
+    )
+
+
+def _dependent_section(out: TextIO, level: float) -> None:
+    """The demo's dependent-effects section: the naive pooling of 48 effects beside
+    the three-level model and CHE + CR2, on the companion SIMULATED example."""
+    studies = load_alliance_dependent().studies("ZCOR")
+    rho = ALLIANCE_DEPENDENT_RHO
+    _section(out, "Dependent effects: four per study")
+    print(
+        f"A companion example, also SIMULATED (seed {ALLIANCE_EXAMPLE_SEED + 1}), gives each "
+        "study four correlations\n(anxiety and avoidance, each with the therapist- and the "
+        f"patient-rated alliance):\n{studies.k} effects in {studies.n_studies} studies, their "
+        f"sampling errors correlated at rho = {rho:g} within a study.",
+        file=out,
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DependentEffectsWarning)
+        naive = random_effects(studies, level=level)
+    for w in caught:
+        if issubclass(w.category, DependentEffectsWarning):
+            first = str(w.message).split(":", 1)[0]
+            print(f"random_effects warns ({w.category.__name__}): {first}", file=out)
+    ml = multilevel(studies, levels=("study", "label"), level=level)
+    rob = che(studies, rho=rho, level=level)
+    pct = f"{100 * level:g}% CI"
+    rows = [
+        ("naive: 48 effects as if independent", naive.estimate, naive.ci.low,
+         naive.ci.high, naive.se),
+        ("three-level: effects within studies", float(ml.coef[0]), float(ml.ci.low[0]),
+         float(ml.ci.high[0]), float(ml.se[0])),
+        (f"CHE (rho = {rho:g}) + CR2, t on {rob.df[0]:.1f} df", float(rob.coef[0]),
+         float(rob.ci.low[0]), float(rob.ci.high[0]), float(rob.se[0])),
+    ]  # fmt: skip
+    print(f"{'model (REML)':<38} {'r':>6}  {pct:<15} {'SE (z)':>7}", file=out)
+    for name, est, lo, hi, se in rows:
+        ci = f"[{_fmt(float(np.tanh(lo)))}, {_fmt(float(np.tanh(hi)))}]"
+        print(f"{name:<38} {_fmt(float(np.tanh(est))):>6}  {ci:<15} {se:7.4f}", file=out)
+    print(
+        f"The naive SE is {100 * (1 - naive.se / float(ml.se[0])):.0f}% too small; "
+        f"three-level sigma^2: study {ml.sigma2[0]:.4f}, effect {ml.sigma2[1]:.4f}\n"
+        f"(I^2 {ml.I2_levels[0]:.0f}% + {ml.I2_levels[1]:.0f}%).  In full: "
+        "docs/dependent_effects.rst.\nThe Result below is the first (12-study) example's.",
+        file=out,
     )
 
 

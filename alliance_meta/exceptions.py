@@ -13,6 +13,7 @@ from __future__ import annotations
 __all__ = [
     "AllianceMetaError",
     "AllianceMetaWarning",
+    "BoundaryWarning",
     "ConvergenceWarning",
     "DataOmittedWarning",
     "DependentEffectsWarning",
@@ -62,6 +63,11 @@ class AllianceMetaWarning(UserWarning):
 
 class ConvergenceWarning(AllianceMetaWarning):
     """An iterative τ² estimator did not converge to the requested tolerance."""
+
+
+class BoundaryWarning(AllianceMetaWarning):
+    """An estimate lies on the boundary of its parameter space (e.g. a selection-model
+    δ at its lower or upper bound, as metafor's ``selmodel`` warns)."""
 
 
 class FewStudiesWarning(AllianceMetaWarning):

@@ -6,10 +6,11 @@ Usage::
 
 Issue 14 asks that CR2 (with Satterthwaite df and the HTZ test) on the 70,000-effect
 three-level benchmark of the dependent-effects issue cost at most 2x the model fit.
-Until the multilevel fitter is merged, this script times CR2 against the cost of
-*one* weighted least-squares (GLS) fit of the same marginal blocks -- one step of
-what a REML fit repeats at every likelihood evaluation -- so the ratio printed here
-is an upper bound on the ratio to a whole fit.
+That ratio, on the real ``multilevel`` fit, is part (b) of
+``benchmarks/bench_multilevel.py``.  This script isolates the sandwich: it times CR2
+against the cost of *one* weighted least-squares (GLS) fit of the same marginal
+blocks -- one step of what a REML fit repeats at every likelihood evaluation -- so
+the ratio printed here is an upper bound on the ratio to a whole fit.
 
 The problem: ``effects`` effects in ``clusters`` clusters of 1-7 effects (unequal
 sizes, mean 3.5 for the defaults), 2 coefficients (an intercept and a continuous

@@ -42,6 +42,20 @@ def test_demo_report_and_png(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     for part in ("Random-effects model", "Heterogeneity", "Q-profile", "I^2",
                  "Subgroup analysis by rater", "Test for subgroup differences", "Egger"):
         assert part in out, part
+    # the dependent-effects section: the naive pooling (with its warning) beside the
+    # three-level model and CHE + CR2, with the library's standard errors
+    assert "Dependent effects: four per study" in out
+    assert "random_effects warns (DependentEffectsWarning): 12 studies give several" in out
+    dep = am.datasets.load_alliance_dependent().studies()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", am.exceptions.DependentEffectsWarning)
+        naive_se = am.random_effects(dep).se
+    ml = am.multilevel(dep, levels=("study", "label"))
+    robust_se = am.che(dep, rho=am.datasets.ALLIANCE_DEPENDENT_RHO).se[0]
+    for name, se in (("naive: 48 effects", naive_se), ("three-level:", ml.se[0]),
+                     ("CHE (rho = 0.5) + CR2", robust_se)):
+        line = next(ln for ln in out.splitlines() if ln.startswith(name))
+        assert line.endswith(f"{se:.4f}"), line
     # ends with the pooled r, equal to the library's back-transformed estimate
     m = POOLED_LINE.match(last_line(out))
     assert m is not None, last_line(out)
@@ -69,6 +83,19 @@ def test_demo_default_png_and_no_plot(
     if has_matplotlib():
         assert main(["demo"]) == 0
         assert (tmp_path / "alliance_forest.png").is_file()
+
+
+def test_demo_shows_its_dependent_effects_warning_without_raising_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the naive analysis's DependentEffectsWarning is part of the report, not a
+    # stray warning: the demo passes under an error filter (python -W error)
+    monkeypatch.chdir(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["demo", "--no-plot"]) == 0
+    captured = capsys.readouterr()
+    assert "DependentEffectsWarning" in captured.out and captured.err == ""
 
 
 def test_demo_runs_as_module(tmp_path: Path) -> None:

@@ -15,7 +15,9 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 @pytest.mark.parametrize(
-    "page", ["getting_started.rst", "worked_example.rst", "coming_from_metafor.rst"]
+    "page",
+    ["getting_started.rst", "worked_example.rst", "coming_from_metafor.rst",
+     "dependent_effects.rst"],
 )
 def test_page_examples(page: str) -> None:
     # NORMALIZE_WHITESPACE: statsmodels' tables pad cells with trailing spaces, which

@@ -80,3 +80,25 @@ def test_every_public_name_resolves() -> None:
     assert am.exceptions.InvalidStudyError.__name__ == "InvalidStudyError"
     with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
         am.no_such_name  # noqa: B018
+
+
+def test_all_is_the_lazy_table_and_the_type_checking_imports() -> None:
+    # __all__, the table __getattr__ reads and the names static type checkers see
+    # (the imports under TYPE_CHECKING) are one list: a name added to one of them
+    # and not the others fails here
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(am.__file__).read_text())
+    typed: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            for imp in node.body:
+                assert isinstance(imp, ast.ImportFrom)
+                typed |= {a.asname or a.name for a in imp.names}
+    lazy = set(am._LAZY) | set(am._MODULES)
+    assert set(am.__all__) - {"__version__"} == lazy == typed
+    assert len(am.__all__) == len(set(am.__all__))
+    # each lazy name is defined by the module the table names, not re-exported
+    for name, module in am._LAZY.items():
+        assert getattr(am, name).__module__ == module, name

@@ -19,8 +19,15 @@ import alliance_meta as am
 from alliance_meta.results.display import ResultDisplay
 
 #: Public attrs classes that are inputs or value types, not results.
-NOT_RESULTS = {"EffectSize", "Study", "StudySet", "Moderator", "ConfidenceInterval", "Control",
-               "IntervalArray"}
+NOT_RESULTS = {
+    "EffectSize",
+    "Study",
+    "StudySet",
+    "Moderator",
+    "ConfidenceInterval",
+    "Control",
+    "IntervalArray",
+}
 
 
 def _studies() -> am.StudySet:
@@ -72,9 +79,12 @@ BUILDERS: dict[str, Callable[[], Any]] = {
     "MultilevelResult": lambda: _ml(),
     "VarianceComponentCI": lambda: _ml().profile_ci(),
     "LikelihoodRatioTest": lambda: am.likelihood_ratio_test(
-        _ml(), am.multilevel(_dep(), levels=("study", "label"), moderators="~ rater",
-                             sigma2=[0.0, None])),
+        _ml(),
+        am.multilevel(_dep(), levels=("study", "label"), moderators="~ rater", sigma2=[0.0, None]),
+    ),
     "AggregateResult": lambda: am.aggregate(_dep(), cluster="study", rho=0.5),
+    "CHEResult": lambda: am.che(_dep(), rho=0.5, moderators="~ rater"),
+    "CHESensitivity": lambda: am.che_sensitivity(_dep(), rho=(0.3, 0.7)),
     "RobustWaldTest": lambda: am.robust(_dep_reg(), _dep().study_labels).wald_test(),
     "Prediction": lambda: _reg().predict({"rater": "therapist", "experience": 10.0}),
     "PermutationTestResult": lambda: _reg().permutation_test(n=50, seed=1),
@@ -85,14 +95,27 @@ BUILDERS: dict[str, Callable[[], Any]] = {
     "LeaveOneOutResult": lambda: am.leave_one_out(_fit()),
     "CumulativeResult": lambda: am.cumulative(_fit()),
     "InfluenceResult": lambda: am.influence(_fit()),
-    "EscalcResult": lambda: am.escalc("SMD", m1i=[1.0, 2.0, 3.0], m2i=0.0, sd1i=1.0, sd2i=1.0,
-                                      n1i=[10, 20, 30], n2i=12, flip=[False, True, False]),
+    "MultilevelLeaveOneOutResult": lambda: am.leave_one_out(_ml()),
+    "MultilevelInfluenceResult": lambda: am.influence(_ml(), cluster="study"),
+    "EscalcResult": lambda: am.escalc(
+        "SMD",
+        m1i=[1.0, 2.0, 3.0],
+        m2i=0.0,
+        sd1i=1.0,
+        sd2i=1.0,
+        n1i=[10, 20, 30],
+        n2i=12,
+        flip=[False, True, False],
+    ),
+    "SelectionModelResult": lambda: am.selection_model(_fit(), "halfnorm"),
+    "SelectionMetaRegressionResult": lambda: am.selection_model(_reg(), "negexp"),
 }
 
 
 def test_every_public_result_class_is_covered() -> None:
     public = {
-        name for name in am.__all__
+        name
+        for name in am.__all__
         if isinstance(getattr(am, name), type) and attrs.has(getattr(am, name))
     }
     # a new result class must be added to BUILDERS (and so get these checks)
@@ -170,14 +193,24 @@ def _public_arrays(obj: Any, path: str = "") -> list[tuple[str, np.ndarray]]:
             for key, item in value.items():
                 if attrs.has(type(item)):
                     found += _public_arrays(item, f"{path}{name}[{key!r}].")
+        elif isinstance(value, tuple):
+            for key, item in enumerate(value):
+                if attrs.has(type(item)):
+                    found += _public_arrays(item, f"{path}{name}[{key}].")
     return found
 
 
 def test_result_arrays_are_read_only(result: Any) -> None:
     arrays = _public_arrays(result)
-    if type(result).__name__ not in {"BackTransformed", "HeterogeneityCI", "RankCorrelationTest",
-                                     "FailSafeN", "EggerTest", "RobustWaldTest",
-                                     "LikelihoodRatioTest"}:
+    if type(result).__name__ not in {
+        "BackTransformed",
+        "HeterogeneityCI",
+        "RankCorrelationTest",
+        "FailSafeN",
+        "EggerTest",
+        "RobustWaldTest",
+        "LikelihoodRatioTest",
+    }:
         assert arrays  # these results do hold arrays: the check below is not vacuous
     writable = [name for name, arr in arrays if arr.flags.writeable]
     assert writable == []
@@ -227,9 +260,11 @@ def test_results_have_a_notebook_view(result: Any) -> None:
 #: mappingproxy); a result with NaN fields was not equal to itself; read-only arrays
 #: could be made writable again with setflags(write=True).
 
-ALL_CLASSES = {**BUILDERS, "IntervalArray": lambda: am.IntervalArray(
-    np.array([0.1, np.nan]), np.array([0.3, 0.4])), "ConfidenceInterval": lambda: (
-    am.ConfidenceInterval(0.1, math.nan))}
+ALL_CLASSES = {
+    **BUILDERS,
+    "IntervalArray": lambda: am.IntervalArray(np.array([0.1, np.nan]), np.array([0.3, 0.4])),
+    "ConfidenceInterval": lambda: am.ConfidenceInterval(0.1, math.nan),
+}
 
 
 @pytest.fixture(params=sorted(ALL_CLASSES))
@@ -258,7 +293,8 @@ def test_pickle_and_deepcopy_round_trip(built: tuple[Any, Any]) -> None:
 
 def _arrays_of(obj: Any) -> list[np.ndarray]:
     return [arr for _, arr in _public_arrays(obj)] + [
-        getattr(obj, f.name) for f in attrs.fields(type(obj))
+        getattr(obj, f.name)
+        for f in attrs.fields(type(obj))
         if isinstance(getattr(obj, f.name), np.ndarray)
     ]
 
@@ -286,8 +322,10 @@ def test_arrays_take_part_in_equality(built: tuple[Any, Any]) -> None:
     a, _ = built
     changed = _with_changed_array(a)
     if changed is None:  # results without float array fields
-        assert not any(isinstance(getattr(a, f.name), np.ndarray) and
-                       getattr(a, f.name).dtype.kind == "f" for f in attrs.fields(type(a)))
+        assert not any(
+            isinstance(getattr(a, f.name), np.ndarray) and getattr(a, f.name).dtype.kind == "f"
+            for f in attrs.fields(type(a))
+        )
         return
     assert changed != a
 

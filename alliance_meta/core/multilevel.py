@@ -47,6 +47,9 @@ Berkey, C. S., Hoaglin, D. C., Antczak-Bouckoms, A., Mosteller, F., & Colditz, G
 Harville, D. A. (1977). Maximum likelihood approaches to variance component
 estimation and to related problems. *JASA*, 72(358), 320-338.
 
+Searle, S. R., Casella, G., & McCulloch, C. E. (1992). *Variance Components*.
+Wiley.
+
 Nakagawa, S., & Santos, E. S. A. (2012). Methodological issues and advances in
 biological meta-analysis. *Evolutionary Ecology*, 26(5), 1253-1274.
 """
@@ -404,8 +407,32 @@ class Problem:
     #: ``[K_1; K_2; ...]`` (n, nb·b, b): constant across evaluations
     Xy: list[FloatArray] = field(default_factory=list)
     Kstack: list[FloatArray] = field(default_factory=list)
+    #: whether :attr:`spectral` may be used (False forces the general path)
+    use_spectral: bool = True
+    #: internal: the computed :attr:`spectral` (emptied on every construction)
+    spectral_cache: list[Spectral | None] = field(
+        default_factory=list, repr=False, compare=False
+    )
+
+    @property
+    def spectral(self) -> Spectral | None:
+        """The eigen-decomposition of ``V`` when every basis is "same effect" or "same
+        block" (see :class:`Spectral`), else None.  Computed from this problem's own
+        fields on first use, so a problem derived by ``dataclasses.replace`` never
+        carries another's."""
+        if not self.spectral_cache:
+            sp = (
+                _spectral(self.layout, self.V, self.K, self.Xy)
+                if self.use_spectral and self.structure.struct is None
+                else None
+            )
+            self.spectral_cache.append(sp)
+        return self.spectral_cache[0]
 
     def __post_init__(self) -> None:
+        # a problem made by dataclasses.replace (or from another's fields) computes
+        # its own spectral form
+        object.__setattr__(self, "spectral_cache", [])
         if not self.Xy:
             for yb, Xb, Kb in zip(self.y, self.X, self.K, strict=True):
                 n, b = yb.shape
@@ -414,6 +441,127 @@ class Problem:
                 # K symmetric: row c·b + j of the stack is row j of K_c
                 self.Kstack.append(np.ascontiguousarray(Kb.transpose(1, 0, 2, 3).reshape(
                     n, nb * b, b)))
+
+
+#: Smallest eigenvalue of a block of ``V``, relative to its largest, for the
+#: spectral path (a condition number up to 1e12, where Cholesky certainly succeeds).
+_SPECTRAL_COND = 1e-12
+#: The spectral path pads every block to the largest and works on whole ``(G, N, b)``
+#: arrays: it is used while the padding costs at most this factor over the effects
+#: (or the arrays are small anyway), so that a few very large blocks among many small
+#: ones are left to the general path, whose buckets are planned for their padding.
+#: Measured on the benchmark's CHE problems (blocks of 1-6): the spectral path's
+#: evaluations are 1.3-2x faster from 700 to 70,000 effects.
+_SPECTRAL_PADDING = 4
+_SPECTRAL_SMALL = 1 << 14
+#: Entries of the ``(G, N, b)`` arrays of one spectral evaluation in a scan (16 MB).
+_SPECTRAL_SCAN_ENTRIES = 1 << 21
+
+
+@dataclass(frozen=True)
+class Spectral:
+    """``V`` per block in its eigenbasis, for models whose random effects are only
+    "same effect" (``K = I``) and "same block" (``K = 11'``) bases.
+
+    Then ``M = V + a I + b 11'`` within each block, with ``a`` (``b``) the sum of the
+    coefficients of the ``I`` (``11'``) bases: the nested model ``~ 1 | study/es``
+    with blocks the studies (the CHE working model), and its two-level cases.  With
+    ``V = U Λ U'`` computed once, ``M⁻¹ = U (D - c h h') U'`` with ``D = (Λ + a)⁻¹``,
+    ``h = D w``, ``w = U'1`` and ``c = b / (1 + b w'Dw)`` (Sherman & Morrison, 1950), and
+    ``log|M| = Σ log(λ + a) + log(1 + b w'Dw)``: every quantity of :func:`evaluate`
+    is a sum of elementwise products of the rotated data, with no ``b × b`` matrix
+    per evaluation (Searle, Casella & McCulloch, 1992, ch. 6, for the same device
+    with ``V`` diagonal).  The blocks are padded to the largest, ``(N, b)``; padded
+    entries have ``real = 0`` (and ``λ = 1``, ``w = 0``, ``R = 0``).
+
+    Sherman, J., & Morrison, W. J. (1950). Adjustment of an inverse matrix
+    corresponding to a change in one element of a given matrix. *The Annals of
+    Mathematical Statistics*, 21(1), 124-127.
+
+    Attributes
+    ----------
+    kinds : tuple of str
+        ``"I"`` or ``"J"`` for each basis.
+    lam, real, w : (N, b) arrays
+        Eigenvalues of ``V``, 1 for real entries, and ``U'1``.
+    R : (N, b, p + 1) array
+        ``U'[Q y]``, the rotated design (orthonormal ``Q``) and effects.
+    ZR : (N, b, p + 2 + (p + 1)²) array
+        ``w·[w, R]`` and the outer products ``R_e R_e'`` of the rotated rows.
+    """
+
+    kinds: tuple[str, ...]
+    lam: FloatArray
+    real: FloatArray
+    w: FloatArray
+    R: FloatArray
+    ZR: FloatArray
+
+    @property
+    def is_I(self) -> FloatArray:
+        """1.0 for the ``I`` bases (``a = g @ is_I``)."""
+        return np.asarray([k == "I" for k in self.kinds], dtype=np.float64)
+
+    @property
+    def is_J(self) -> FloatArray:
+        """1.0 for the ``J`` bases (``b = g @ is_J``)."""
+        return np.asarray([k == "J" for k in self.kinds], dtype=np.float64)
+
+
+def _spectral(
+    layout: bl.BlockLayout, V: list[FloatArray], K: list[FloatArray], Xy: list[FloatArray]
+) -> Spectral | None:
+    """The :class:`Spectral` form of a problem, or None when a basis is neither "same
+    effect" nor "same block", the padding would cost too much, or ``V`` is not well
+    conditioned (the general path then decides, and names a block that is not
+    positive definite)."""
+    nb = K[0].shape[0] if K else 0
+    if nb == 0:
+        return None
+    N = layout.n_blocks
+    bmax = max(bk.index.shape[1] for bk in layout.buckets)
+    if N * bmax > max(_SPECTRAL_PADDING * layout.k, _SPECTRAL_SMALL):
+        return None
+    kinds: list[str] = []
+    for c in range(nb):
+        is_I = is_J = True
+        for Kb, bk in zip(K, layout.buckets, strict=True):
+            m = bk.mask
+            eye = (np.eye(m.shape[1], dtype=bool)[None] & m[:, :, None]).astype(np.float64)
+            same = (m[:, :, None] & m[:, None, :]).astype(np.float64)
+            is_I = is_I and np.array_equal(Kb[c], eye)
+            is_J = is_J and np.array_equal(Kb[c], same)
+        if not (is_I or is_J):
+            return None
+        kinds.append("I" if is_I else "J")
+    p1 = Xy[0].shape[2]
+    lam_all = np.ones((N, bmax))
+    real_all = np.zeros((N, bmax))
+    w_all = np.zeros((N, bmax))
+    R_all = np.zeros((N, bmax, p1))
+    for Vb, Xyb, bk in zip(V, Xy, layout.buckets, strict=True):
+        b = bk.index.shape[1]
+        Vm = Vb.copy()
+        pn, pi = np.nonzero(~bk.mask)
+        Vm[pn, pi, pi] = -1.0  # padding: eigenvalue -1, apart from V's positive ones
+        lam, U = np.linalg.eigh(Vm)
+        real = lam > 0
+        top = lam.max(axis=1, keepdims=True)
+        if not np.array_equal(real.sum(axis=1), bk.mask.sum(axis=1)) or np.any(
+            real & (lam <= _SPECTRAL_COND * top)
+        ):
+            return None
+        Ut = np.swapaxes(U, 1, 2)
+        rows = bk.blocks
+        lam_all[rows, :b] = np.where(real, lam, 1.0)
+        real_all[rows, :b] = real
+        w_all[rows, :b] = np.where(real, np.einsum("nij,nj->ni", Ut, bk.mask.astype(np.float64)),
+                                   0.0)
+        R_all[rows, :b] = np.where(real[:, :, None], np.matmul(Ut, Xyb), 0.0)
+    wz = w_all[:, :, None] * np.concatenate([w_all[:, :, None], R_all], axis=2)
+    RR = np.einsum("nba,nbc->nbac", R_all, R_all).reshape(N, bmax, p1 * p1)
+    return Spectral(kinds=tuple(kinds), lam=lam_all, real=real_all, w=w_all, R=R_all,
+                    ZR=np.concatenate([wz, RR], axis=2))
 
 
 def build_problem(
@@ -577,6 +725,137 @@ def _pieces(
             yield yb[sl], Xy[sl], Vb[sl], Kb[:, sl], Ks[sl]
 
 
+@dataclass(frozen=True)
+class _SpectralPoint:
+    """What :func:`_spectral_gls` leaves for :func:`_spectral_sums` (``G`` points,
+    ``N`` blocks padded to ``b`` entries)."""
+
+    S: FloatArray  # (G, p+1, p+1)  [X y]' M⁻¹ [X y]
+    logdet: FloatArray  # (G,)
+    ok: BoolArray  # (G,)
+    D: FloatArray  # (G, N, b)  (λ + a)⁻¹ (0 on padding)
+    h: FloatArray  # (G, N, b)  D w
+    c: FloatArray  # (G, N)  b / (1 + b w'Dw)
+    hw: FloatArray  # (G, N)  w'Dw
+    hR: FloatArray  # (G, N, p+1)  h'R per block
+
+
+def _spectral_gls(sp: Spectral, g: FloatArray) -> _SpectralPoint:
+    """``[X y]'M⁻¹[X y]`` and ``log|M|`` at ``G`` points from the eigen-decomposition
+    of ``V`` (see :class:`Spectral`)."""
+    a = g @ sp.is_I
+    bj = g @ sp.is_J
+    G = g.shape[0]
+    d = sp.lam[None] + a[:, None, None] * sp.real[None]  # 1 on padding
+    ok = d.reshape(G, -1).min(axis=1) > 0
+    if not ok.all():
+        d = np.where(d > 0, d, 1.0)
+    D = sp.real[None] / d
+    p1 = sp.R.shape[2]
+    # per block, D times [w·w, w·R, R R']: w'Dw, w'DR and R'DR in one product batched
+    # over the blocks (small matrices: no multithreaded BLAS call on a long axis)
+    out = np.matmul(D.transpose(1, 0, 2), sp.ZR)  # (N, G, p+2 + (p+1)²)
+    hz = out[:, :, : p1 + 1].transpose(1, 0, 2)
+    hw, hR = hz[:, :, 0], hz[:, :, 1:]
+    den = 1.0 + bj[:, None] * hw
+    okd = den.min(axis=1) > 0
+    if not okd.all():
+        ok &= okd
+        den = np.where(ok[:, None], den, 1.0)
+    c = bj[:, None] / den
+    logdet = np.log(d).reshape(G, -1).sum(axis=1) + np.log(den).sum(axis=1)
+    chR = c[:, :, None] * hR
+    S = out[:, :, p1 + 1 :].sum(axis=0).reshape(G, p1, p1) - np.einsum(
+        "gna,gnb->gab", chR, hR)
+    h = D * sp.w[None]
+    return _SpectralPoint(S=S, logdet=logdet, ok=ok, D=D, h=h, c=c, hw=hw, hR=hR)
+
+
+def _spectral_sums(
+    sp: Spectral, pt: _SpectralPoint, beta: FloatArray, order: int
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray,
+           FloatArray]:
+    """The sums ``t, s, B, T, C, Q, R`` of :func:`evaluate` for a spectral problem.
+
+    In the eigenbasis ``W = M⁻¹`` is ``D - c hh'`` per block, the ``I`` basis is the
+    identity and the ``J`` basis ``ww'``; with ``Y = WX``, ``ũ = Wr``, ``e = 1 - c
+    w'Dw`` (so ``Ww = e h``) and ``t_J = e w'Dw``:
+    ``tr(WI) = ΣD - c h'h``, ``tr(WJ) = t_J``; ``s_I = ũ'ũ``, ``s_J = (w'ũ)²``;
+    ``B_I = Y'Y``, ``B_J = Y'ww'Y``; ``T_II = tr(W²)``, ``T_IJ = e² h'h``,
+    ``T_JJ = t_J²``; ``C_II = Y'WY``, ``C_IJ = e Y'hw'Y``, ``C_JJ = t_J Y'ww'Y``;
+    ``R_I = Y'ũ``, ``R_J = Y'w w'ũ``; ``Q_II = ũ'Wũ``, ``Q_IJ = e (h'ũ)(w'ũ)``,
+    ``Q_JJ = t_J (w'ũ)²`` (each summed over blocks).
+    """
+    D, h, c, hw, hR = pt.D, pt.h, pt.c, pt.hw, pt.hR
+    G, p = beta.shape
+    Rx = sp.R[:, :, :p]
+    w = sp.w[None]
+    # r = y - Xβ in the eigenbasis; W applied to r and to X
+    r = sp.R[None, :, :, p] - np.einsum("nba,ga->gnb", Rx, beta)
+    hr = hR[:, :, p] - np.einsum("gna,ga->gn", hR[:, :, :p], beta)
+    u = D * r - (c * hr)[:, :, None] * h  # (G, N, b)
+    Y = D[..., None] * Rx[None] - (c[:, :, None] * hR[:, :, :p])[:, :, None, :] * h[..., None]
+    e = 1.0 - c * hw  # (G, N)
+    tJ = e * hw
+    wu = (w * u).sum(axis=2)  # (G, N)
+    hh = (h * h).sum(axis=2)
+    Yw = np.einsum("nb,gnba->gna", sp.w, Y)
+    Yf = Y.reshape(G, -1, p)
+    uf = u.reshape(G, -1)
+    Df = D.reshape(G, -1)
+    t_I = Df.sum(axis=1) - (c * hh).sum(axis=1)
+    t_J = tJ.sum(axis=1)
+    s_I = np.einsum("ge,ge->g", uf, uf)
+    s_J = np.einsum("gn,gn->g", wu, wu)
+    # (einsum, not matmul: no multithreaded BLAS call on the long axis)
+    B_I = np.einsum("gea,geb->gab", Yf, Yf)
+    B_J = np.einsum("gna,gnb->gab", Yw, Yw)
+    R_I = np.einsum("gea,ge->ga", Yf, uf)
+    R_J = np.einsum("gna,gn->ga", Yw, wu)
+    kinds = sp.kinds
+    nb = len(kinds)
+    I_ = [i for i, k in enumerate(kinds) if k == "I"]
+    J_ = [i for i, k in enumerate(kinds) if k == "J"]
+    t = np.empty((G, nb))
+    s = np.empty((G, nb))
+    B = np.empty((G, nb, p, p))
+    R = np.empty((G, nb, p))
+    t[:, I_], t[:, J_] = t_I[:, None], t_J[:, None]
+    s[:, I_], s[:, J_] = s_I[:, None], s_J[:, None]
+    B[:, I_], B[:, J_] = B_I[:, None], B_J[:, None]
+    R[:, I_], R[:, J_] = R_I[:, None], R_J[:, None]
+    T = np.zeros((G, nb, nb))
+    C = np.zeros((G, nb, p, nb, p))
+    Qm = np.zeros((G, nb, nb))
+    if order < 2:
+        return t, s, B, T, C, Qm, R
+    hu = (h * u).sum(axis=2)
+    dh2 = (D * h * h).sum(axis=2)
+    Yh = np.einsum("gnb,gnba->gna", h, Y)
+    T_II = np.einsum("ge,ge->g", Df, Df) - 2.0 * (c * dh2).sum(axis=1) + (
+        c * c * hh * hh).sum(axis=1)
+    T_IJ = (e * e * hh).sum(axis=1)
+    T_JJ = (tJ * tJ).sum(axis=1)
+    cYh = c[:, :, None] * Yh
+    C_II = np.einsum("gea,geb->gab", Df[:, :, None] * Yf, Yf) - np.einsum(
+        "gna,gnb->gab", cYh, Yh)
+    C_IJ = np.einsum("gna,gnb->gab", e[:, :, None] * Yh, Yw)
+    C_JJ = np.einsum("gna,gnb->gab", tJ[:, :, None] * Yw, Yw)
+    Q_II = np.einsum("ge,ge->g", Df * uf, uf) - (c * hu * hu).sum(axis=1)
+    Q_IJ = (e * hu * wu).sum(axis=1)
+    Q_JJ = (tJ * wu * wu).sum(axis=1)
+    pair_T = {("I", "I"): T_II, ("I", "J"): T_IJ, ("J", "I"): T_IJ, ("J", "J"): T_JJ}
+    pair_Q = {("I", "I"): Q_II, ("I", "J"): Q_IJ, ("J", "I"): Q_IJ, ("J", "J"): Q_JJ}
+    pair_C = {("I", "I"): C_II, ("I", "J"): C_IJ, ("J", "I"): np.swapaxes(C_IJ, 1, 2),
+              ("J", "J"): C_JJ}
+    for ci, kc in enumerate(kinds):
+        for di, kd in enumerate(kinds):
+            T[:, ci, di] = pair_T[kc, kd]
+            Qm[:, ci, di] = pair_Q[kc, kd]
+            C[:, ci, :, di, :] = pair_C[kc, kd]
+    return t, s, B, T, C, Qm, R
+
+
 def evaluate(problem: Problem, theta: FloatArray, reml: bool, order: int = 0) -> Evaluation:
     """Log-likelihood, GLS coefficients and (``order`` 1, 2) score and Hessian.
 
@@ -598,7 +877,12 @@ def evaluate(problem: Problem, theta: FloatArray, reml: bool, order: int = 0) ->
     ``T_cd = Σ tr(WK_cWK_d)``, ``C_cd = Σ X'WK_cWK_dWX``, and
     ``tr(PK_c) = t_c - tr(A⁻¹B_c)``,
     ``tr(PK_cPK_d) = T_cd - 2 tr(A⁻¹C_cd) + tr(A⁻¹B_cA⁻¹B_d)``,
-    ``u'K_cPK_du = Σ u'K_cWK_du - R_c'A⁻¹R_d`` with ``R_c = Σ X'WK_cu``.
+    ``u'K_cPK_du = Σ u'K_cWK_du - R_c'A⁻¹R_d`` with ``R_c = Σ X'WK_cu``.  The
+    likelihoods are metafor's ``.ll.rma.mv`` (constants included); score and
+    Hessian as in Searle, Casella & McCulloch (1992, ch. 6) and Harville (1977).
+
+    Problems with a :class:`Spectral` form compute the same sums from ``V``'s
+    eigen-decomposition instead (:func:`_spectral_gls`, :func:`_spectral_sums`).
     """
     th = np.atleast_2d(np.asarray(theta, dtype=np.float64))
     G = th.shape[0]
@@ -610,7 +894,12 @@ def evaluate(problem: Problem, theta: FloatArray, reml: bool, order: int = 0) ->
     ok = np.ones(G, dtype=bool)
     S = np.zeros((G, p + 1, p + 1))
     saved: list[tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]] = []
-    for yb, Xy, Vb, Kb, Ks in _pieces(problem, G):
+    sp = problem.spectral
+    spec: _SpectralPoint | None = None
+    if sp is not None:
+        spec = _spectral_gls(sp, g)
+        S, logdet_m, ok = spec.S, spec.logdet, spec.ok
+    for yb, Xy, Vb, Kb, Ks in (() if sp is not None else _pieces(problem, G)):
         n, b = yb.shape
         if nb:
             M = (g @ Kb.reshape(nb, -1) + Vb.reshape(1, -1)).reshape(G, n, b, b)
@@ -631,14 +920,12 @@ def evaluate(problem: Problem, theta: FloatArray, reml: bool, order: int = 0) ->
     A = S[:, :p, :p]
     cvec = S[:, :p, p]
     ywy = S[:, p, p]
-    LA, badA = bl.cholesky(np.ascontiguousarray(A))
+    logdet_a, vb, badA = _small_spd(A)
     if badA is not None:
         ok &= ~badA
     if st.psd:
         ok &= _psd_points(st, th)
-    logdet_a = bl.chol_logdet(LA)
-    vb = bl.spd_inverse(LA)
-    beta = np.einsum("gij,gj->gi", vb, cvec)
+    beta = np.matmul(vb, cvec[:, :, None])[:, :, 0]
     rss = ywy - np.einsum("gi,gi->g", cvec, beta)
     k = problem.k
     if reml:
@@ -656,6 +943,8 @@ def evaluate(problem: Problem, theta: FloatArray, reml: bool, order: int = 0) ->
     C = np.zeros((G, nb, p, nb, p))
     Qm = np.zeros((G, nb, nb))
     R = np.zeros((G, nb, p))
+    if sp is not None and spec is not None:
+        t, s, B, T, C, Qm, R = _spectral_sums(sp, spec, beta, order)
     for W, WX, Wy, Kb, Ks in saved:
         _, n, b, _ = W.shape
         nbb = n * b
@@ -716,6 +1005,21 @@ def evaluate(problem: Problem, theta: FloatArray, reml: bool, order: int = 0) ->
     )
 
 
+def _small_spd(A: FloatArray) -> tuple[FloatArray, FloatArray, BoolArray | None]:
+    """``log|A|``, ``A⁻¹`` (as ``L⁻ᵀL⁻¹``) and the non-positive-definite points of a
+    stack of small ``(G, p, p)`` matrices (LAPACK directly: the batch-last loops of
+    :mod:`~alliance_meta.core.blocks` pay off only for many blocks)."""
+    try:
+        LA = np.linalg.cholesky(A)
+        bad = None
+    except np.linalg.LinAlgError:
+        LA, bad = bl.cholesky(np.ascontiguousarray(A))
+    Li = np.linalg.inv(LA)
+    logdet: FloatArray = 2.0 * np.log(np.diagonal(LA, axis1=1, axis2=2)).sum(axis=1)
+    inv: FloatArray = np.matmul(np.swapaxes(Li, 1, 2), Li)
+    return logdet, inv, bad
+
+
 def _to_x(problem: Problem, beta_q: FloatArray) -> FloatArray:
     """Coefficients of ``X`` from those of ``Q``: ``β = R⁻¹β_Q``."""
     out: FloatArray = beta_q @ problem.Rinv.T
@@ -733,6 +1037,9 @@ def evaluate_many(problem: Problem, theta: FloatArray, reml: bool) -> FloatArray
     """Log-likelihoods at many points ``theta (G, q)``, in memory-bounded chunks."""
     th = np.atleast_2d(theta)
     chunk = _SCAN_POINTS
+    sp = problem.spectral
+    if sp is not None:
+        chunk = max(1, min(chunk, _SPECTRAL_SCAN_ENTRIES // sp.lam.size))
     out = np.empty(th.shape[0])
     for start in range(0, th.shape[0], chunk):
         out[start : start + chunk] = evaluate(problem, th[start : start + chunk], reml, 0).ll
@@ -1153,8 +1460,27 @@ class SamplingStats:
 
 
 def sampling_stats(problem: Problem) -> SamplingStats:
-    """QE, the saturated log-likelihood and ``tr(P_V)`` (blockwise)."""
+    """QE, the saturated log-likelihood and ``tr(P_V)`` (blockwise): metafor's ``QE``
+    and ``fitstats`` constants for ``rma.mv`` (Viechtbauer's documentation) and the
+    ``tr(P)`` of the typical sampling variance of multilevel I² (Nakagawa & Santos,
+    2012)."""
     p = problem.p
+    sp = problem.spectral
+    if sp is not None:
+        # V⁻¹ = U Λ⁻¹ U' per block: every sum is over the rotated rows
+        Dv = (sp.real / sp.lam).reshape(-1)
+        Rf = sp.R.reshape(-1, p + 1)
+        S = np.einsum("ea,eb->ab", Dv[:, None] * Rf, Rf)
+        Rx = Rf[:, :p]
+        A, c, ywy = S[:p, :p], S[:p, p], float(S[p, p])
+        WXWX = np.einsum("ea,eb->ab", (Dv * Dv)[:, None] * Rx, Rx)
+        beta_q = np.asarray(np.linalg.solve(A, c), dtype=np.float64)
+        return SamplingStats(
+            QE=ywy - float(c @ beta_q),
+            ll_QE=-0.5 * (problem.k * LOG_2PI + float(np.log(sp.lam).sum())),  # 1 on padding
+            trace_P=float(Dv.sum()) - float(np.trace(np.linalg.solve(A, WXWX))),
+            beta=np.asarray(np.linalg.solve(problem.R, beta_q), dtype=np.float64),
+        )
     A = np.zeros((p, p))
     c = np.zeros(p)
     ywy = 0.0
@@ -1358,7 +1684,8 @@ def profile_interval(
 
 def marginal_covariance(problem: Problem, theta: FloatArray) -> list[FloatArray]:
     """The fitted ``M = V + Σ g_c K_c`` per bucket ``(n, b, b)`` (identity padding);
-    ``theta`` in reported units."""
+    ``theta`` in reported units (the marginal covariance of the module docstring's
+    model: Konstantopoulos, 2011; Berkey et al., 1998)."""
     st = problem.structure
     g, _, _ = st.coefficients(st.to_internal(np.asarray(theta))[None, :])
     out = []

@@ -17,6 +17,33 @@ For the small-sample tests every cluster is summarised by two ``p × p`` matrice
 (clubSandwich's ``G`` and ``H`` arrays, reduced): ``gram_j = B Z_j' Ã_j Ã_j' Z_j B``
 and ``H_j = B Z_j' Ã_j Z_j C_B`` with ``C_B C_B' = B``.  With them the Satterthwaite
 degrees of freedom and the HTZ test need no ``G × G`` matrix either.
+
+References
+----------
+Bell, R. M., & McCaffrey, D. F. (2002). Bias reduction in standard errors for linear
+regression with multi-stage samples. *Survey Methodology*, 28(2), 169-181.
+
+Hedges, L. V., Tipton, E., & Johnson, M. C. (2010). Robust variance estimation in
+meta-regression with dependent effect size estimates. *Research Synthesis Methods*,
+1(1), 39-65.
+
+Liang, K.-Y., & Zeger, S. L. (1986). Longitudinal data analysis using generalized
+linear models. *Biometrika*, 73(1), 13-22.
+
+McCaffrey, D. F., Bell, R. M., & Botts, C. H. (2001). Generalizations of biased
+reduced linearization. *Proceedings of the Annual Meeting of the American
+Statistical Association*.
+
+Pustejovsky, J. E., & Tipton, E. (2018). Small-sample methods for cluster-robust
+variance estimation and hypothesis testing in fixed effects models. *Journal of
+Business & Economic Statistics*, 36(4), 672-683.
+
+Tipton, E. (2015). Small sample adjustments for robust variance estimation with
+meta-regression. *Psychological Methods*, 20(3), 375-393.
+
+Tipton, E., & Pustejovsky, J. E. (2015). Small-sample adjustments for tests of
+moderators and model fit using robust variance estimation in meta-regression.
+*Journal of Educational and Behavioral Statistics*, 40(6), 604-634.
 """
 
 from __future__ import annotations

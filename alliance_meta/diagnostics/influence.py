@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, overload
 
 import attrs
 import numpy as np
@@ -25,8 +25,15 @@ from alliance_meta import core
 from alliance_meta._types import FloatArray
 from alliance_meta.core.inference import chi2_sf
 from alliance_meta.core.univariate import concat_fits
+from alliance_meta.diagnostics.multilevel import (
+    MultilevelInfluenceResult,
+    MultilevelLeaveOneOutResult,
+    leave_one_cluster_out,
+    multilevel_influence,
+)
 from alliance_meta.exceptions import ConvergenceWarning, ModelSpecificationError
 from alliance_meta.models._inputs import check_method, check_test
+from alliance_meta.models.multilevel import MultilevelResult
 from alliance_meta.models.pooling import PoolResult
 from alliance_meta.models.protocol import UnivariateModel
 from alliance_meta.results.base import IntervalArray, freeze_arrays
@@ -261,17 +268,34 @@ def _loo_fit(result: PoolResult) -> core.CoreFit:
     return _refit_batches(result, k, rows)
 
 
-def leave_one_out(result: PoolResult) -> LeaveOneOutResult:
+@overload
+def leave_one_out(result: PoolResult, cluster: None = None) -> LeaveOneOutResult: ...
+
+
+@overload
+def leave_one_out(
+    result: MultilevelResult, cluster: str | npt.ArrayLike | None = None
+) -> MultilevelLeaveOneOutResult: ...
+
+
+def leave_one_out(
+    result: PoolResult | MultilevelResult, cluster: str | npt.ArrayLike | None = None
+) -> LeaveOneOutResult | MultilevelLeaveOneOutResult:
     """Leave-one-out sensitivity analysis.
 
     Parameters
     ----------
-    result : PoolResult
-        A fitted pooled result; every refit uses its method, test and level.
+    result : PoolResult or MultilevelResult
+        A fitted pooled result; every refit uses its method, test and level.  A
+        multilevel or multivariate fit is refitted without each *cluster*
+        (:func:`~alliance_meta.diagnostics.multilevel.leave_one_cluster_out`).
+    cluster : str or array_like, optional
+        Multilevel fits only: what to omit, a level name of the fit or one cluster
+        label per effect; default its outer level (the studies).
 
     Returns
     -------
-    LeaveOneOutResult
+    LeaveOneOutResult or MultilevelLeaveOneOutResult
 
     Notes
     -----
@@ -288,6 +312,12 @@ def leave_one_out(result: PoolResult) -> LeaveOneOutResult:
     Viechtbauer, W., & Cheung, M. W.-L. (2010). Outlier and influence diagnostics
     for meta-analysis. *Research Synthesis Methods*, 1(2), 112-125.
     """
+    if isinstance(result, MultilevelResult):
+        return leave_one_cluster_out(result, cluster)
+    if cluster is not None:
+        raise ModelSpecificationError(
+            "cluster= applies to multilevel fits; a univariate leave-one-out omits each study"
+        )
     fit = _loo_fit(result)
     return LeaveOneOutResult(
         **_series_fields(fit),
@@ -460,20 +490,39 @@ def _loo_fit_model(result: UnivariateModel) -> tuple[core.CoreFit, BoolArray]:
     return _refit_batches(result, vidx.size, rows), valid
 
 
-def influence(result: UnivariateModel) -> InfluenceResult:
+@overload
+def influence(result: UnivariateModel, cluster: None = None) -> InfluenceResult: ...
+
+
+@overload
+def influence(
+    result: MultilevelResult, cluster: str | npt.ArrayLike | None = None
+) -> MultilevelInfluenceResult: ...
+
+
+def influence(
+    result: UnivariateModel | MultilevelResult, cluster: str | npt.ArrayLike | None = None
+) -> InfluenceResult | MultilevelInfluenceResult:
     """Outlier and influence diagnostics of a pooled result or a meta-regression.
 
     Parameters
     ----------
-    result : PoolResult or MetaRegressionResult
+    result : PoolResult, MetaRegressionResult or MultilevelResult
         A fitted univariate model (any
         :class:`~alliance_meta.models.protocol.UnivariateModel`).  The deleted fits
         are the k leave-one-out refits (one call
-        of the vectorised core), with the model's method, test and level.
+        of the vectorised core), with the model's method, test and level.  A
+        multilevel or multivariate fit gets Cook's distances, DFBETAS and
+        studentized deleted residuals by effect or by cluster
+        (:func:`~alliance_meta.diagnostics.multilevel.multilevel_influence`).
+    cluster : str or array_like, optional
+        Multilevel fits only: delete whole clusters (a level name of the fit, or one
+        label per effect), as metafor's ``cooks.distance(fit, cluster =)``; by
+        default each effect.
 
     Returns
     -------
-    InfluenceResult
+    InfluenceResult or MultilevelInfluenceResult
 
     Notes
     -----
@@ -501,6 +550,12 @@ def influence(result: UnivariateModel) -> InfluenceResult:
     Viechtbauer, W., & Cheung, M. W.-L. (2010). Outlier and influence diagnostics
     for meta-analysis. *Research Synthesis Methods*, 1(2), 112-125.
     """
+    if isinstance(result, MultilevelResult):
+        return multilevel_influence(result, cluster)
+    if cluster is not None:
+        raise ModelSpecificationError(
+            "cluster= applies to multilevel fits; a univariate model deletes each study"
+        )
     k = result.k
     yi, vi = result.yi, result.vi
     X = np.asarray(result.X, dtype=np.float64)

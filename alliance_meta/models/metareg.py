@@ -32,6 +32,7 @@ from statsmodels.iolib.summary import Summary
 from alliance_meta import core
 from alliance_meta._types import FloatArray, Measure, Method, NanPolicy, Test
 from alliance_meta.core.estimators import CoreMethod
+from alliance_meta.core.univariate import CoreFit
 from alliance_meta.core.vcov import CoreTest
 from alliance_meta.data.design import (
     Design,
@@ -671,6 +672,24 @@ def meta_regression(
     check_design(X, names, core_method)
     ctl = as_control(control)
     fit = fit_one(y, v, X, core_method, core_test, lv, labels=labels, control=ctl)
+    return regression_result(fit, design, y, v, labels, core_method, core_test, lv, meas, ctl)
+
+
+def regression_result(
+    fit: CoreFit,
+    design: Design,
+    y: FloatArray,
+    v: FloatArray,
+    labels: tuple[str, ...],
+    core_method: CoreMethod,
+    core_test: CoreTest,
+    lv: float,
+    meas: Measure,
+    ctl: Control | None,
+) -> MetaRegressionResult:
+    """Wrap a one-model core fit of ``design`` as a :class:`MetaRegressionResult`
+    (``meta_regression``'s result, and the common-τ² model of a subgroup analysis)."""
+    X, names = design.X, design.coef_names
     tau2 = float(fit.tau2[0])
     df = float(fit.df[0])
     tau2_se = float(fit.tau2_se[0])

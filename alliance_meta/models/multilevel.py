@@ -58,6 +58,7 @@ from alliance_meta.core.inference import (
     prediction_interval,
     wald_test,
 )
+from alliance_meta.core.multilevel_influence import estimate_components
 from alliance_meta.data.design import Design, make_design, warn_dropped
 from alliance_meta.exceptions import (
     ConvergenceWarning,
@@ -530,7 +531,8 @@ class MultilevelResult(ResultDisplay):
         lower triangle in column-major order for UN); empty for nested models.
     QE, QE_df, QE_pvalue : float, int, float
         Test of residual heterogeneity, ``(y - Xβ̂_V)'V⁻¹(y - Xβ̂_V)`` on ``k - p``
-        df (the full ``V``).
+        df (the full ``V``; metafor's ``QE`` of ``rma.mv``, Viechtbauer's ``rma.mv``
+        documentation).
     QM, QM_df, QM_pvalue : float, tuple, float
         Omnibus test of the non-intercept coefficients (all coefficients without an
         intercept): χ² on ``QM_df = (m, None)``, or F on ``(m, k - p)`` under t.
@@ -647,7 +649,9 @@ class MultilevelResult(ResultDisplay):
 
         Notes
         -----
-        As metafor's ``confint.rma.mv``: the bounds of component ``θ_j`` solve
+        As metafor's ``confint.rma.mv`` (Viechtbauer's documentation; Hardy &
+        Thompson, 1996, for profile-likelihood intervals of a heterogeneity
+        variance): the bounds of component ``θ_j`` solve
         ``2 (ℓ̂ - ℓ_p(θ_j)) = χ²_{1, level}``, where the profile ``ℓ_p`` maximises
         the (restricted) likelihood over the other components (each point a global
         maximisation); a variance's lower bound is 0 (a correlation's ±1) when the
@@ -656,6 +660,9 @@ class MultilevelResult(ResultDisplay):
         its bounds agree to about 1e-4.  metafor searches the upper bound of a
         variance up to ``max(10, 100 θ̂)``; here the search range grows until the
         bound is bracketed, so the interval does not depend on the units of ``y``.
+
+        Hardy, R. J., & Thompson, S. G. (1996). A likelihood approach to
+        meta-analysis with random effects. *Statistics in Medicine*, 15(6), 619-629.
         """
         lv = self.level if level is None else _check_level(level)
         free = np.flatnonzero(np.isnan(self._fixed))
@@ -780,7 +787,9 @@ class MultilevelResult(ResultDisplay):
 
     # -- cluster-robust helper protocol ----------------------------------------
     def marginal_blocks(self, codes: npt.ArrayLike) -> tuple[IntArray, FloatArray]:
-        """The fitted marginal covariance ``M = V + ZGZ'`` cluster by cluster.
+        """The fitted marginal covariance ``M = V + ZGZ'`` cluster by cluster (the
+        model's ``Var(y)``: Konstantopoulos, 2011; Viechtbauer's ``rma.mv``
+        documentation).
 
         Parameters
         ----------
@@ -993,20 +1002,10 @@ def _fit(
         _pd_check(problem, labels, cluster_labels_of)  # names the cluster
         raise
     reml = method == "REML"
-    if structure.struct == "UN":
-        # fit over every positive semi-definite G through its Cholesky factor (metafor's
-        # default for UN); correlations fixed at 0 because their outcome pairs never
-        # share a cluster do not enter M, so the factor is left free for them
-        chol = dataclasses.replace(structure, chol=True, psd=False, sd=False)
-        cfixed = np.concatenate([fixed[:L], np.full(chol.n_params - L, np.nan)])
-        sol = core.maximise(dataclasses.replace(problem, structure=chol), reml, cfixed)
-        theta = core.to_covariance_parameters(chol, sol.theta)
-        theta = np.where(np.isnan(fixed), theta, fixed)
-        unsettled = [] if sol.converged else [int(i) for i in np.flatnonzero(np.isnan(fixed))]
-    else:
-        sol = core.maximise(problem, reml, structure.to_internal(fixed))
-        theta = structure.to_report(sol.theta)
-        unsettled = [int(i) for i in sol.unsettled]
+    # UN over every positive semi-definite G through its Cholesky factor (metafor's
+    # default for UN); the other structures in their own parameters
+    est = estimate_components(problem, reml, fixed)
+    sol, theta, unsettled = est.solution, est.theta, list(est.unsettled)
     if not sol.converged:
         comps = [component_names[i] for i in unsettled] or [
             component_names[i] for i in np.flatnonzero(np.isnan(fixed))
@@ -1702,7 +1701,12 @@ def aggregate(
     Notes
     -----
     ``V_c`` has ``v_i`` on the diagonal and ``ρ √(v_i v_j)`` off it; the aggregate is
-    the GLS mean ``ȳ_c = 1'V_c⁻¹y_c / 1'V_c⁻¹1`` with variance ``1 / 1'V_c⁻¹1``.
+    the GLS mean ``ȳ_c = 1'V_c⁻¹y_c / 1'V_c⁻¹1`` with variance ``1 / 1'V_c⁻¹1``
+    (Viechtbauer's ``aggregate.escalc`` documentation; Borenstein et al., 2009,
+    ch. 24, for the composite of correlated outcomes).
+
+    Borenstein, M., Hedges, L. V., Higgins, J. P. T., & Rothstein, H. R. (2009).
+    *Introduction to Meta-Analysis*. Wiley.
     """
     y, labels, _ = _resolve_yi(studies, yi)
     k = y.size

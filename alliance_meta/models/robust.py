@@ -55,8 +55,14 @@ MIN_RELIABLE_DF = 4.0
 def _as_fit(fit: object) -> FittedModel:
     """The fitted model whose blocks ``robust`` uses: any fit of the fitted-model
     protocol, or the common-τ² model of a subgroup analysis."""
-    common = getattr(fit, "common_model", None)
-    if common is not None:
+    if hasattr(fit, "common_model"):
+        common = fit.common_model
+        if common is None:
+            raise ModelSpecificationError(
+                "this subgroup analysis pooled each subgroup with its own tau^2 "
+                "(tau2='separate'): there is no single model to take cluster-robust "
+                "inference of; use subgroup_analysis(..., tau2='common')"
+            )
         fit = common
     if not callable(getattr(fit, "marginal_blocks", None)):
         raise TypeError(
@@ -371,7 +377,8 @@ def robust(
     ----------
     fit : fitted model
         A ``random_effects``/``fixed_effect`` result, a ``meta_regression`` result,
-        or a multilevel/multivariate fit (anything with ``marginal_blocks``).
+        a common-τ² ``subgroup_analysis`` (its ``common_model``), or a
+        multilevel/multivariate fit (anything with ``marginal_blocks``).
     cluster : sequence or str
         One cluster label per effect, or the name of one of the fit's levels.
     adjust : {"CR2", "CR1", "CR0"}
@@ -407,8 +414,31 @@ def robust(
     which makes ``V^R`` unbiased when the working model is right (Bell &
     McCaffrey, 2002; Tipton, 2015; Pustejovsky & Tipton, 2018).  The
     Satterthwaite df ``ν_i = 2 E[V^R_ii]² / Var[V^R_ii]`` are computed under the
-    working model; below 4 the tests are unreliable.  See
+    working model; below 4 the tests are unreliable.  CR1 is metafor's
+    ``robust()`` (Hedges, Tipton & Johnson, 2010); the HTZ Wald test of
+    :meth:`RobustResult.wald_test` is Tipton & Pustejovsky's (2015).  See
     :mod:`alliance_meta.core.sandwich` for the computation.
+
+    References
+    ----------
+    Bell, R. M., & McCaffrey, D. F. (2002). Bias reduction in standard errors for
+    linear regression with multi-stage samples. *Survey Methodology*, 28(2),
+    169-181.
+
+    Hedges, L. V., Tipton, E., & Johnson, M. C. (2010). Robust variance estimation
+    in meta-regression with dependent effect size estimates. *Research Synthesis
+    Methods*, 1(1), 39-65.
+
+    Pustejovsky, J. E., & Tipton, E. (2018). Small-sample methods for cluster-robust
+    variance estimation and hypothesis testing in fixed effects models. *Journal of
+    Business & Economic Statistics*, 36(4), 672-683.
+
+    Tipton, E. (2015). Small sample adjustments for robust variance estimation with
+    meta-regression. *Psychological Methods*, 20(3), 375-393.
+
+    Tipton, E., & Pustejovsky, J. E. (2015). Small-sample adjustments for tests of
+    moderators and model fit using robust variance estimation in meta-regression.
+    *Journal of Educational and Behavioral Statistics*, 40(6), 604-634.
     """
     if adjust not in ADJUSTMENTS:
         raise ModelSpecificationError(

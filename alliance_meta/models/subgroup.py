@@ -58,6 +58,7 @@ from alliance_meta.models._inputs import (
     resolve_model_input,
 )
 from alliance_meta.models.control import ControlSpec, as_control, as_rule
+from alliance_meta.models.metareg import MetaRegressionResult, regression_result
 from alliance_meta.models.pooling import (
     PoolResult,
     _num,
@@ -130,6 +131,12 @@ class SubgroupResult(ResultDisplay):
         model under knha/adhoc); ``None`` under ``"separate"``.
     common_ci : IntervalArray or None
         Their confidence intervals (t on ``k - G`` df under t/knha/adhoc).
+    common_model : MetaRegressionResult or None
+        Under ``tau2="common"``: the fitted common-τ² model itself,
+        ``rma(yi, vi, mods = ~ g)`` (the intercept and one contrast per other
+        subgroup), whose τ², QE and QM the attributes above report;
+        :func:`~alliance_meta.robust` takes its cluster-robust inference.  ``None``
+        under ``"separate"``.
     overall : PoolResult
         Every study pooled together with the same method, test and level (the
         overall diamond of a forest plot).
@@ -161,6 +168,8 @@ class SubgroupResult(ResultDisplay):
     common_estimate: FloatArray | None = attrs.field(default=None, eq=False)
     common_se: FloatArray | None = attrs.field(default=None, eq=False)
     common_ci: IntervalArray | None = None
+    common_model: MetaRegressionResult | None = attrs.field(default=None, eq=False,
+                                                            repr=False)
 
     def to_frame(self) -> pd.DataFrame:
         """One row per subgroup (the fields of :meth:`PoolResult.to_frame`).
@@ -551,6 +560,7 @@ def subgroup_analysis(
     common_est: FloatArray | None = None
     common_se: FloatArray | None = None
     common_ci: IntervalArray | None = None
+    common_model: MetaRegressionResult | None = None
     df2: int | None = None
     if tau2 == "separate":
         # EE model of the subgroup estimates with their standard errors (m = 1)
@@ -562,15 +572,22 @@ def subgroup_analysis(
     else:
         ref = levels.index(spec.reference) if spec is not None and spec.reference else 0
         others = [g for g in range(G) if g != ref]
-        X = np.ones((y.size, G))
-        for j, g in enumerate(others):
-            X[:, j + 1] = codes == g
+        # rma(yi, vi, mods = ~ g): the subgroup factor, treatment-coded against the
+        # reference level (intercept, then one indicator per other level in order)
+        design = make_design(
+            {Moderator(name, "categorical", tuple(levels), levels[ref]):
+             np.asarray(levels, dtype=object)[codes]},
+            k=y.size, labels=labels,
+        )
+        X = design.X
         check_design(
             X, [f"subgroup {levels[g]}" for g in [ref, *others]], core_method,
             "use tau2='separate'",
         )
         common = fit_one(y, v, X, core_method, core_test, lv, "common-tau^2 model",
                          labels=labels, control=ctl)
+        common_model = regression_result(common, design, y, v, labels, core_method,
+                                         core_test, lv, meas, ctl)
         Qb = float(common.QM[0])
         Qb_df = int(common.QM_df1[0])
         Qb_p = float(common.QM_pvalue[0])
@@ -618,6 +635,7 @@ def subgroup_analysis(
         common_estimate=common_est,
         common_se=common_se,
         common_ci=common_ci,
+        common_model=common_model,
     )
 
 

@@ -13,7 +13,9 @@ compose into larger figures.
 plot                   what it shows
 =====================  ===========================================================
 :func:`forest`         studies, subgroups and pooled estimates with their intervals
-:func:`funnel`         effects against standard errors (trim-and-fill, contours)
+                       (multilevel fits: effects grouped by study)
+:func:`funnel`         effects against standard errors (trim-and-fill, contours;
+                       multilevel fits as metafor's ``funnel`` of ``rma.mv``)
 :func:`bubble`         a meta-regression on one moderator, with CI and PI bands
                        (metafor's ``regplot``)
 :func:`baujat`         contribution to heterogeneity against influence (``baujat``)
@@ -22,6 +24,9 @@ plot                   what it shows
 :func:`orchard`        effects and group estimates with CI and PI (Nakagawa et
                        al., 2021), for subgroup, meta-regression and multilevel fits
 =====================  ===========================================================
+
+:func:`selection_function` draws the estimated selection function of a selection
+model (metafor's ``plot.rma.uni.selmodel``); it is also the results' ``plot()``.
 
 Every drawn element carries a gid (:meth:`matplotlib.artist.Artist.get_gid`) so that
 it can be found again; the forest and funnel plots use:
@@ -36,6 +41,7 @@ gid                            element
 ``"estimate-text"``            a row's "estimate [CI]" text in the right column (forest)
 ``"weight-text"``              a study's weight (%) in a weight column (forest)
 ``"weight-total"``             a pooled row's weight (forest)
+``"weight-cluster"``           a study's weight on its header row (forest, multilevel)
 ``"header-text"``              a column header (forest)
 ``"diamond-overall"``          the pooled estimate's diamond (forest)
 ``"diamond-overall-common"``   the common-effect diamond (forest, ``common=True``)
@@ -77,6 +83,7 @@ from alliance_meta.plot.funnel import funnel
 from alliance_meta.plot.orchard import OrchardGroup, OrchardLayout, orchard, orchard_layout
 from alliance_meta.plot.profile import ProfileLayout, profile, profile_layout
 from alliance_meta.plot.radial import RadialLayout, radial, radial_layout
+from alliance_meta.plot.selection import selection_function, selection_function_curve
 
 __all__ = [
     "BaujatLayout",
@@ -101,4 +108,6 @@ __all__ = [
     "profile_layout",
     "radial",
     "radial_layout",
+    "selection_function",
+    "selection_function_curve",
 ]

@@ -19,6 +19,7 @@ import pandas as pd
 from alliance_meta._types import FloatArray
 from alliance_meta.core.inference import z_critical
 from alliance_meta.exceptions import InvalidStudyError, ModelSpecificationError
+from alliance_meta.models.multilevel import MultilevelResult
 from alliance_meta.models.pooling import PoolResult
 from alliance_meta.models.subgroup import SubgroupResult
 from alliance_meta.plot.scale import Scale
@@ -116,7 +117,7 @@ class ForestLayout:
     ----------
     rows : tuple of ForestRow
         The rows, top to bottom (see :class:`ForestRow`).
-    overall : PoolResult
+    overall : PoolResult or MultilevelResult
         The result of the overall (random-effects, or the result's own) diamond.
     scale : Scale
         The x axis (natural or analysis scale of the measure).
@@ -140,10 +141,14 @@ class ForestLayout:
         Decimals of the estimate texts.
     common : PoolResult or None
         The overall equal-effects refit, when ``common`` was asked for.
+    group_level : str or None
+        For a multilevel fit: the level whose clusters (studies) head the blocks of
+        effects ("header" rows, each with the cluster's total weight); None when
+        every cluster holds one effect (no headers then).
     """
 
     rows: tuple[ForestRow, ...]
-    overall: PoolResult
+    overall: PoolResult | MultilevelResult
     scale: Scale
     level: float
     is_subgroup: bool
@@ -154,6 +159,7 @@ class ForestLayout:
     favours: tuple[str, str] | None = None
     digits: int = 2
     common: PoolResult | None = None
+    group_level: str | None = None
 
     def rows_of(self, kind: str) -> tuple[ForestRow, ...]:
         """The rows of one kind, top to bottom."""
@@ -394,7 +400,7 @@ def _overall_positions(sub: SubgroupResult) -> dict[str, list[int]]:
 
 
 def forest_layout(
-    result: PoolResult | SubgroupResult,
+    result: PoolResult | SubgroupResult | MultilevelResult,
     *,
     labels: Sequence[str] | None = None,
     transform: bool = True,
@@ -438,6 +444,12 @@ def forest_layout(
     >>> lay.weight_columns
     ('Weight\\nin subgroup', 'Weight\\noverall')
     """
+    if isinstance(result, MultilevelResult):
+        return _multilevel_layout(
+            result, labels=labels, transform=transform, show_weights=show_weights,
+            show_pi=show_pi, show_heterogeneity=show_heterogeneity, columns=columns,
+            data=data, sort_by=sort_by, common=common, favours=favours, digits=digits,
+        )  # fmt: skip
     if isinstance(result, SubgroupResult):
         if not result.groups:
             raise ModelSpecificationError("the subgroup result has no groups")
@@ -606,6 +618,208 @@ def forest_layout(
 
 
 # ---------------------------------------------------------------------------
+# multilevel and multivariate fits
+# ---------------------------------------------------------------------------
+
+
+def _overall_center(lay: ForestLayout) -> float:
+    """The pooled estimate of the layout's overall model (the dashed line)."""
+    if isinstance(lay.overall, MultilevelResult):
+        return float(lay.overall.coef[0])
+    return float(lay.overall.estimate)
+
+
+def _short_label(label: str, cluster: str) -> str:
+    """An effect's label without its study's name in front ("Study 1: anxiety" ->
+    "anxiety" under the header "Study 1"); the whole label when nothing is left."""
+    if label.startswith(cluster) and len(label) > len(cluster):
+        rest = label[len(cluster):].lstrip(" :,;/.-–|")
+        if rest and not label[len(cluster)].isalnum():
+            return rest
+    return label
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _variance_text(name: str, value: float) -> str:
+    return f"{name} = {_tau2_text(value)}"
+
+
+def _ml_heterogeneity_text(fit: MultilevelResult) -> str:
+    """``Heterogeneity: σ²(study) = ..., σ²(es) = ..., I² = ..% (..), Q(df) = .., p``
+    (multivariate fits: τ² and ρ)."""
+    parts: list[str] = []
+    names = fit.level_names if fit.struct is None else ()
+    for nm, v in zip(names, fit.sigma2, strict=True):
+        parts.append(_variance_text(f"\u03c3\u00b2({nm})", v))
+    if fit.struct is not None:
+        outs = fit.outcome_levels if len(fit.tau2) > 1 else ("",)
+        for o, v in zip(outs, fit.tau2, strict=True):
+            parts.append(_variance_text(f"\u03c4\u00b2({o})" if o else "\u03c4\u00b2", v))
+        if fit.rho:
+            rho = ", ".join(minus(fmt_fixed(r, 2)) for r in fit.rho)
+            parts.append(f"\u03c1 = {rho}")
+    if fit.I2 is not None:
+        by_level = ", ".join(
+            f"{nm} {fmt_fixed(v, 0)}%" for nm, v in zip(names, fit.I2_levels, strict=True)
+        )
+        parts.append(f"I\u00b2 = {fmt_fixed(fit.I2, 0)}% ({by_level})")
+    parts.append(f"Q({fit.QE_df}) = {fmt_fixed(fit.QE, 2)}, {minus(pvalue_text(fit.QE_pvalue))}")
+    return "Heterogeneity: " + ", ".join(parts)
+
+
+def _multilevel_model_name(fit: MultilevelResult) -> str:
+    if fit.struct is not None:
+        return f"Multivariate model ({fit.struct}, {fit.method})"
+    n_lev = len(fit.level_names) + 1
+    what = {2: "Two-level", 3: "Three-level", 4: "Four-level"}.get(n_lev, f"{n_lev}-level")
+    return f"{what} model ({fit.method})"
+
+
+def _multilevel_layout(
+    fit: MultilevelResult,
+    *,
+    labels: Sequence[str] | None,
+    transform: bool,
+    show_weights: bool,
+    show_pi: bool,
+    show_heterogeneity: bool,
+    columns: ColumnSpec | None,
+    data: object,
+    sort_by: str | Sequence[object] | None,
+    common: bool,
+    favours: tuple[str, str] | None,
+    digits: int | None,
+) -> ForestLayout:
+    """The rows of a multilevel or multivariate fit: its effects grouped by the
+    outer level's clusters, each block under a header with the cluster's weight,
+    then the pooled diamond, the prediction interval and the heterogeneity line.
+
+    Weights are each effect's share of the pooled estimate, ``w_i = [(X'WX)⁻¹X'W]_i``
+    with ``W = M⁻¹`` (summing to 100%), not metafor's ``weights()`` (the diagonal of
+    ``W``; metafor issue #52); a cluster's weight is the sum of its effects'.
+    """
+    from alliance_meta.diagnostics.multilevel import estimate_weights
+
+    if fit.p != 1 or not (fit.coef_names[0] == "intrcpt" and np.all(fit.X[:, 0] == 1.0)):
+        raise ModelSpecificationError(
+            "a forest plot of a multilevel fit shows one pooled estimate: fit it without "
+            f"moderators (this fit has coefficients {', '.join(fit.coef_names)}); for a "
+            "model with moderators use orchard() or bubble()"
+        )
+    if common:
+        raise ModelSpecificationError(
+            "common=True adds an equal-effects refit of a pooled result; it does not apply "
+            "to a multilevel fit"
+        )
+    k = fit.k
+    scale = Scale(fit.measure, transform)
+    level = fit.level
+    if labels is not None:
+        labels = [str(x) for x in labels]
+        if len(labels) != k:
+            raise InvalidStudyError(
+                f"labels has {len(labels)} entries but there are {k} effects", field="labels"
+            )
+    effect_labels = list(labels) if labels is not None else list(fit.labels)
+    group_level = fit.level_names[0]
+    groups = [str(g) for g in np.asarray(fit.levels[group_level])]
+    shares = 100.0 * estimate_weights(fit)[0]
+    frame = _data_frame(data, k)
+    headers, col_values = _extra_columns(columns, frame, k)
+    yi, vi = np.asarray(fit.yi, dtype=np.float64), np.asarray(fit.vi, dtype=np.float64)
+    keys: list[object] | None = None
+    descending = False
+    if sort_by is not None:
+        keys, descending = _sort_keys(
+            sort_by, yi=yi, vi=vi, weights=shares, labels=effect_labels, headers=headers,
+            values=col_values, frame=frame,
+        )  # fmt: skip
+    est = float(fit.coef[0])
+    ci_lo, ci_hi = float(fit.ci.low[0]), float(fit.ci.high[0])
+    lo, hi = _study_ci(yi, vi, level)
+    if digits is None:
+        vals = [*yi, *lo, *hi, est, ci_lo, ci_hi]
+        digits = auto_digits([float(v) for v in scale.to_plot(np.array(vals))])
+    pred = fit.predict()
+    has_pi = show_pi and np.asarray(pred.pred).size == 1
+    order_of: dict[str, list[int]] = {}
+    for j, g in enumerate(groups):
+        order_of.setdefault(g, []).append(j)
+    # one effect per cluster: no headers (a plain list of the effects)
+    grouped = any(len(m) > 1 for m in order_of.values())
+    rows: list[ForestRow] = []
+    for g, members in order_of.items():
+        total = float(np.sum(shares[members]))
+        wts = (total,) if show_weights else ()
+        if grouped:
+            # bare numbers (district 11, trial 3) get the level's name in front
+            head = f"{group_level[:1].upper()}{group_level[1:]} {g}" if _is_number(g) else g
+            rows.append(ForestRow("header", label=head, weights=wts,
+                                  weight_texts=tuple(_pct(w) for w in wts)))  # fmt: skip
+        idx = members if keys is None else _order(keys, members, descending)
+        for j in idx:
+            w = float(shares[j])
+            wj = (w,) if show_weights else ()
+            short = labels is None and grouped
+            lab = _short_label(effect_labels[j], g) if short else effect_labels[j]
+            rows.append(
+                ForestRow(
+                    "study", label=lab, yi=float(yi[j]), lo=float(lo[j]), hi=float(hi[j]),
+                    weight=w,
+                    estimate_text=_interval_text(scale, float(yi[j]), float(lo[j]),
+                                                 float(hi[j]), digits, pi=False),
+                    cells=tuple(fmt_cell(v[j], digits) for v in col_values),
+                    weights=wj, weight_texts=tuple(_pct(x) for x in wj), index=j,
+                )
+            )  # fmt: skip
+    rows.append(ForestRow("blank"))
+    n_cl = len(order_of)
+    wts_all = (100.0,) if show_weights else ()
+    rows.append(
+        ForestRow(
+            "overall",
+            label=f"{_multilevel_model_name(fit)}: k = {k} in {n_cl} clusters ({group_level})",
+            yi=est, lo=ci_lo, hi=ci_hi, model="random",
+            estimate_text=_interval_text(scale, est, ci_lo, ci_hi, digits, pi=False),
+            weights=wts_all, weight_texts=tuple(_pct(w) for w in wts_all),
+        )
+    )  # fmt: skip
+    if has_pi:
+        pi_lo, pi_hi = float(pred.pi.low[0]), float(pred.pi.high[0])
+        rows.append(
+            ForestRow("pi", label="Prediction interval", yi=est, lo=pi_lo, hi=pi_hi,
+                      model="random",
+                      estimate_text=_interval_text(scale, est, pi_lo, pi_hi, digits, pi=True))
+        )  # fmt: skip
+    if show_heterogeneity:
+        rows.append(ForestRow("note", text=_ml_heterogeneity_text(fit)))
+    n_rows = len(rows)
+    rows = [attrs.evolve(r, y=float(n_rows - i)) for i, r in enumerate(rows)]
+    align = tuple("right" if _is_numeric_column(v) else "left" for v in col_values)
+    return ForestLayout(
+        rows=tuple(rows),
+        overall=fit,
+        scale=scale,
+        level=level,
+        is_subgroup=False,
+        columns=headers,
+        column_align=align,
+        weight_columns=("Weight",) if show_weights else (),
+        estimate_header=f"{scale.short_name} [{100 * level:g}% CI]",
+        favours=None if favours is None else (str(favours[0]), str(favours[1])),
+        digits=digits,
+        group_level=group_level if grouped else None,
+    )
+
+
+# ---------------------------------------------------------------------------
 # the renderer
 # ---------------------------------------------------------------------------
 
@@ -620,7 +834,7 @@ _HEADER_LINE = 0.62
 
 
 def forest(
-    result: PoolResult | SubgroupResult,
+    result: PoolResult | SubgroupResult | MultilevelResult,
     *,
     ax: Axes | None = None,
     labels: Sequence[str] | None = None,
@@ -651,7 +865,14 @@ def forest(
         header, studies and diamond, then the overall diamond and the test for
         subgroup differences (``Q_between``, ``Q_between_df``, ``Q_between_pvalue``).
         The overall diamond is ``result.overall`` (every study pooled with the
-        subgroups' method).
+        subgroups' method).  A multilevel or multivariate fit without moderators
+        (:func:`~alliance_meta.multilevel`, :func:`~alliance_meta.multivariate`)
+        shows its effects grouped by the clusters of its outer level (the
+        studies): a header row per study with the study's weight, its effects
+        (labels without the study's name in front), then the multilevel pooled
+        diamond (``coef`` and its CI), the prediction interval of ``predict()``
+        (every variance component; none for a multivariate fit with several
+        ``τ²``) and the variance components, I² and QE.
     ax : matplotlib.axes.Axes, optional
         Axes to draw into.  The label and text columns are drawn *outside* the axes
         (to its left and right), so leave room for them, e.g. with
@@ -669,7 +890,15 @@ def forest(
         the weight within the study's subgroup ("in subgroup", 100% per subgroup)
         and within the overall model ("overall", 100% over all studies; a
         subgroup's diamond row shows its studies' share).  With ``common`` each
-        comes for both models.
+        comes for both models.  For a multilevel fit "Weight" is each effect's
+        *share of the pooled estimate*: ``β̂ = Σ_i w_i y_i`` with
+        ``w = (X'WX)⁻¹X'W`` and ``W = M⁻¹`` the inverse of the fitted marginal
+        covariance (``w_i = (1'W)_i / 1'W1``, the row sums of ``W``; they sum to
+        100% and may be negative), and a study's weight is the sum over its
+        effects.  This is metafor's ``weights(fit, type = "rowsum")``, not its
+        default ``weights()`` of an ``rma.mv`` fit, the diagonal of ``W``, which
+        ignores the covariance between a study's effects and so is not an
+        effect's contribution to the estimate (metafor issue #52).
     show_pi : bool
         Add the prediction-interval bar under the overall diamond (random-effects
         models only).
@@ -791,8 +1020,9 @@ def draw_forest(
     from matplotlib import transforms
     from matplotlib.patches import Polygon
 
-    rows, scale, overall = lay.rows, lay.scale, lay.overall
-    is_subgroup = lay.is_subgroup
+    rows, scale = lay.rows, lay.scale
+    center = _overall_center(lay)
+    indented = lay.is_subgroup or lay.group_level is not None
     n_rows = len(rows)
     bottom_y = min((r.y for r in rows), default=1.0)
     top_y = max((r.y for r in rows), default=1.0)
@@ -834,14 +1064,14 @@ def draw_forest(
 
     # ---- plot elements ------------------------------------------------------
     study_w = [r.weight for r in rows if r.kind == "study"]
-    w_max = max(study_w) if study_w else 1.0
+    w_max = max(max(study_w) if study_w else 1.0, 1e-300)
     top_study_y = max((r.y for r in rows if r.kind == "study"), default=1.0)
     ax.plot(
         [scale.null, scale.null], [bottom_y - 0.5, top_study_y + 0.6], color="0.35",
         linewidth=0.8, zorder=1, gid="null-line",
     )  # fmt: skip
     ax.plot(
-        [scale.to_plot_scalar(overall.estimate)] * 2, [bottom_y - 0.5, top_study_y + 0.6],
+        [scale.to_plot_scalar(center)] * 2, [bottom_y - 0.5, top_study_y + 0.6],
         color=diamond_color, linewidth=0.7, linestyle=(0, (3, 3)), alpha=0.6, zorder=1,
         gid="estimate-line",
     )  # fmt: skip
@@ -856,7 +1086,8 @@ def draw_forest(
                     ax.plot([end], [y], marker=mark, markersize=4.5, color=color,
                             linestyle="none", zorder=3, clip_on=False,
                             gid="study-ci-arrow")  # fmt: skip
-            size = max(MIN_SQUARE_PT, MAX_SQUARE_PT * math.sqrt(r.weight / w_max))
+            # a weight may be negative (a multilevel fit's share of the estimate)
+            size = max(MIN_SQUARE_PT, MAX_SQUARE_PT * math.sqrt(max(r.weight, 0.0) / w_max))
             ax.plot([x], [y], marker="s", markersize=size, color=color, linestyle="none",
                     zorder=3, gid="study-row")  # fmt: skip
         elif r.kind in ("group-diamond", "overall"):
@@ -933,10 +1164,14 @@ def draw_forest(
         weight = "bold" if r.kind in ("header", "overall", "group-diamond") else "normal"
         style = "italic" if r.kind == "pi" else "normal"
         gid = "study-label" if r.kind == "study" else f"{r.kind}-label"
-        indent = "   " if is_subgroup and r.kind in ("study", "group-diamond") else ""
+        indent = "   " if indented and r.kind in ("study", "group-diamond") else ""
         label_texts.append(ax.text(0.0, y, indent + r.label, ha="left", fontweight=weight,
                                    fontstyle=style, gid=gid, **kw))  # fmt: skip
         if r.kind == "header":
+            for j, wtxt in enumerate(r.weight_texts):  # a study's total (multilevel fits)
+                if wtxt:
+                    wt_texts[j].append(ax.text(0.0, y, wtxt, ha="right", fontweight=weight,
+                                               gid="weight-cluster", **kw))  # fmt: skip
             continue
         for j, cell in enumerate(r.cells):
             cell_texts[j].append(ax.text(0.0, y, cell, ha=lay.column_align[j],

@@ -11,6 +11,7 @@ from alliance_meta._types import FloatArray
 from alliance_meta.core.inference import z_critical
 from alliance_meta.diagnostics.bias import TrimAndFillResult
 from alliance_meta.exceptions import ModelSpecificationError
+from alliance_meta.models.multilevel import MultilevelResult
 from alliance_meta.models.pooling import PoolResult
 from alliance_meta.models.subgroup import SubgroupResult
 from alliance_meta.plot.scale import Scale
@@ -30,8 +31,23 @@ def _filled_data(tf: TrimAndFillResult) -> tuple[FloatArray, FloatArray, FloatAr
     return yi[~mask], vi[~mask], yi[mask], vi[mask]
 
 
+def _multilevel_data(fit: MultilevelResult) -> tuple[FloatArray, FloatArray, float, bool]:
+    """``(x, se, centre, is_residual)`` of a multilevel fit, as metafor's ``funnel``
+    of an ``rma.mv`` fit: the effects against ``√v_i`` around the estimate for an
+    intercept-only model, else the residuals ``y_i - x_iβ̂`` against their standard
+    errors (``rstandard``) around 0."""
+    from alliance_meta.diagnostics.multilevel import standardized_residuals
+
+    X = np.asarray(fit.X, dtype=np.float64)
+    if fit.p == 1 and fit.coef_names[0] == "intrcpt" and bool(np.all(X[:, 0] == 1.0)):
+        return (np.asarray(fit.yi, dtype=np.float64), np.sqrt(np.asarray(fit.vi)),
+                float(fit.coef[0]), False)  # fmt: skip
+    e, se = standardized_residuals(fit)
+    return e, se, 0.0, True
+
+
 def funnel(
-    result: PoolResult | SubgroupResult,
+    result: PoolResult | SubgroupResult | MultilevelResult,
     *,
     ax: Axes | None = None,
     contours: bool | Sequence[float] = False,
@@ -46,11 +62,16 @@ def funnel(
 
     Parameters
     ----------
-    result : PoolResult or SubgroupResult
+    result : PoolResult, SubgroupResult or MultilevelResult
         The pooled result; for a subgroup analysis each subgroup's studies get
         their own colour (gid ``"study-point"``, legend entry with the subgroup's
         name) and their own pseudo-confidence triangle around the subgroup's
-        estimate (gid ``"funnel-triangle"``, in subgroup order).
+        estimate (gid ``"funnel-triangle"``, in subgroup order).  A multilevel or
+        multivariate fit is drawn as metafor's ``funnel`` draws an ``rma.mv`` fit:
+        without moderators, every effect against ``√v_i`` around the pooled
+        estimate; with moderators, the residuals ``y_i - x_iβ̂`` against their
+        standard errors ``√(M_ii - x_i Var(β̂) x_i')`` (metafor's ``rstandard``)
+        around 0, on the analysis scale.
     ax : matplotlib.axes.Axes, optional
         Axes to draw into; a new 5.5 x 4.5 inch figure when omitted.
     contours : bool or sequence of float
@@ -94,10 +115,17 @@ def funnel(
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    scale = Scale(result.measure, transform)
     # one series (label, yi, vi, centre, colour) per subgroup, or one for the result
     series: list[tuple[str | None, FloatArray, FloatArray, float, Any]]
-    if isinstance(result, SubgroupResult):
+    residual = False
+    if isinstance(result, MultilevelResult):
+        if trim_and_fill is not None:
+            raise ModelSpecificationError(
+                "trim_and_fill needs a PoolResult, not a MultilevelResult"
+            )
+        x_ml, se_ml, center_ml, residual = _multilevel_data(result)
+        series = [(None, x_ml, se_ml**2, center_ml, "black")]
+    elif isinstance(result, SubgroupResult):
         if trim_and_fill is not None:
             raise ModelSpecificationError("trim_and_fill needs a PoolResult, not a SubgroupResult")
         palette = plt.get_cmap("tab10")
@@ -106,6 +134,8 @@ def funnel(
     else:
         center = result.estimate if trim_and_fill is None else trim_and_fill.result.estimate
         series = [(None, result.yi, result.vi, center, "black")]
+    # residuals are plotted on the analysis scale (their natural-scale values mean nothing)
+    scale = Scale(result.measure, transform and not residual)
     if trim_and_fill is not None:
         _, _, yf, vf = _filled_data(trim_and_fill)
     else:
@@ -205,7 +235,8 @@ def funnel(
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     ax.tick_params(labelsize=FONT_SIZE)
-    ax.set_xlabel(xlabel if xlabel is not None else scale.axis_label, fontsize=FONT_SIZE)
+    default_xlabel = "Residual value" if residual else scale.axis_label
+    ax.set_xlabel(xlabel if xlabel is not None else default_xlabel, fontsize=FONT_SIZE)
     ax.set_ylabel("Standard error", fontsize=FONT_SIZE)
     if title:
         ax.set_title(title, fontsize=FONT_SIZE + 1.5, fontweight="bold", loc="left")
