@@ -138,6 +138,9 @@ _IO_SLOTS = 9
 #: Cells per block of the intercept-only kernel's elementwise passes (its scratch
 #: slots then stay in a 2 MiB L2 cache; see docs/benchmarks.rst).
 BLOCK_CELLS = 98304
+#: Blocks the long-format scatter splits its studies into (see
+#: :meth:`ScatterKernel._io_sums`).
+SCATTER_SPLIT = 2
 #: Moment-form Q is kept where Q exceeds Σwy² / _MOMENT_COND (error below ~k 1e-13).
 _MOMENT_COND = 1e3
 #: Per-thread scratch buffer of the intercept-only kernel (see Kernel._scratch).
@@ -623,8 +626,8 @@ class ScatterKernel(Kernel):
 
     The per-analysis sums of the moment needs (everything the closed-form EE, DL,
     HS and HSk estimators, their standard errors and the fit need) are scatter-adds
-    (``np.add.at``) over blocks of studies, which costs less than the sort that
-    grouping the studies would take.  The few analyses whose moment form needs an
+    (``np.bincount`` with weights) over large blocks of studies, which costs less
+    than the sort that grouping the studies would take.  The few analyses whose moment form needs an
     exact fallback are gathered into padded rows (:meth:`_rows`).  Levels that need
     explicit residuals (likelihood, Q-root searches) need the padded layout of
     :func:`kernel_from_padded`.
@@ -638,38 +641,55 @@ class ScatterKernel(Kernel):
         if not moments or logdet:
             raise NotImplementedError("these quantities need the padded layout")
         y, v, codes = self.Y, self.V, self.codes
-        # Sums are scattered in pairs, as the real and imaginary parts of one complex
-        # accumulator: a scatter-add costs about the same per row for one float as
-        # for a complex pair, so this halves the scattering.
-        npair = nsum // 2
-        pairs = [np.zeros(self.m, dtype=np.complex128) for _ in range(npair)]
-        last = np.zeros(self.m) if nsum % 2 else None
-        block = BLOCK_CELLS // 4
-        buf = self._scratch((nsum + 2 * npair) * block)
-        for lo in range(0, y.size, block):
-            hi = min(y.size, lo + block)
+        m, N = self.m, y.size
+        # Each sum is one np.bincount with weights (a tight C loop, about three times
+        # as fast per sum as np.add.at, real or complex), over large blocks of
+        # studies: bincount returns a fresh m-vector per call, whose zero-filling and
+        # adding must stay small beside the scatter itself.  The terms are made one
+        # at a time in one buffer beside the weights (w, wy, wy² and w, w², w³ are
+        # chains of products), so the scratch is two blocks: SCATTER_SPLIT blocks
+        # make it 16/SCATTER_SPLIT bytes per study, against the input's 24.
+        block = min(N, max(BLOCK_CELLS, -(-N // SCATTER_SPLIT)))
+        buf = np.empty(2 * block)  # fresh: the per-thread scratch would keep its size
+        sums: list[FloatArray | None] = [None] * nsum
+
+        def add(j: int, term: FloatArray, cb: IntArray) -> None:
+            part: FloatArray = np.bincount(cb, weights=term, minlength=m).astype(
+                np.float64, copy=False
+            )  # float64 with weights; the stubs say int
+            acc = sums[j]
+            if acc is None:
+                sums[j] = part
+            else:
+                np.add(acc, part, out=acc)
+
+        for lo in range(0, N, block):
+            hi = min(N, lo + block)
             b = hi - lo
             cb = codes[lo:hi]
-            B = buf[: nsum * b].reshape(nsum, b)
-            C = buf[nsum * b : (nsum + 2 * npair) * b].view(np.complex128).reshape(npair, b)
-            w = B[0]
+            w, t = buf[:b], buf[block : block + b]
             if shifted:
                 np.take(tau2, cb, out=w, mode="clip")  # codes are valid: skip the check
                 np.add(w, v[lo:hi], out=w)
                 np.divide(1.0, w, out=w)
             else:
                 np.divide(1.0, v[lo:hi], out=w)
-            _moment_terms(B, y[lo:hi], nsum)
-            for j in range(npair):
-                C[j].real = B[2 * j]
-                C[j].imag = B[2 * j + 1]
-                np.add.at(pairs[j], cb, C[j])
-            if last is not None:
-                np.add.at(last, cb, B[nsum - 1])
-        sums = [part.copy() for acc in pairs for part in (acc.real, acc.imag)]
-        if last is not None:
-            sums.append(last)
-        return sums
+            add(0, w, cb)
+            yb = y[lo:hi]
+            if nsum >= 2:  # Σwy, Σwy²
+                np.multiply(w, yb, out=t)
+                add(1, t, cb)
+                if nsum >= 3:
+                    np.multiply(t, yb, out=t)
+                    add(2, t, cb)
+            if nsum >= 4:  # Σw², Σw³
+                np.multiply(w, w, out=t)
+                add(3, t, cb)
+                if nsum >= 5:
+                    np.multiply(t, w, out=t)
+                    add(4, t, cb)
+        out: list[FloatArray] = [s_ for s_ in sums if s_ is not None]
+        return out
 
     def _rows(self, idx: npt.NDArray[np.intp]) -> tuple[FloatArray, FloatArray]:
         flag = np.zeros(self.m, dtype=bool)
