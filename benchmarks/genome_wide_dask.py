@@ -4,7 +4,10 @@ Writes yi/vi as .npy files (memory-mapped), pools them blockwise with EE and DL 
 ``pool_many`` on dask arrays, writes Q and I² back to .npy files, and reports the
 wall time and the peak resident memory of the process (``ru_maxrss``).
 
-    python benchmarks/genome_wide_dask.py --m 10000000 --n 20 --dir /tmp/gw
+    python benchmarks/genome_wide_dask.py --m 10000000 --n 20 --dir /tmp/gw --workers 1,2
+
+``--workers`` lists the dask thread counts to run (each method once per count), and
+the speed-up of each over the first is printed.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=20)
     ap.add_argument("--dir", type=Path, default=Path("/tmp/gw"))
     ap.add_argument("--chunk", type=int, default=250_000)
+    ap.add_argument("--workers", default="2", help="comma-separated dask thread counts")
     args = ap.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
@@ -62,7 +66,9 @@ def main() -> None:
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     y = da.from_array(np.load(args.dir / "yi.npy", mmap_mode="r"), chunks=(args.chunk, args.n))
     v = da.from_array(np.load(args.dir / "vi.npy", mmap_mode="r"), chunks=(args.chunk, args.n))
-    for method in ("EE", "DL"):
+    workers = [int(w) for w in args.workers.split(",")]
+    first: dict[str, float] = {}
+    for nw, method in ((nw, m) for nw in workers for m in ("EE", "DL")):
         t = time.perf_counter()
         res = pool_many(y, v, method=method)  # lazy: nothing read yet
         outs = {}
@@ -72,15 +78,19 @@ def main() -> None:
                                                    shape=(args.m,))
         targets = [outs[nm] for nm in outs]
         sources = [getattr(res, nm) for nm in outs]
-        with dask.config.set(scheduler="threads", num_workers=2):
+        with dask.config.set(scheduler="threads", num_workers=nw):
             da.store(sources, targets, lock=False)  # type: ignore[no-untyped-call]
         for a in targets:
             a.flush()
         el = time.perf_counter() - t
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        print(f"{method}: {args.m:,} analyses x {args.n} cohorts pooled and written in {el:.1f} s "
+        first.setdefault(method, el)
+        print(f"{method}, {nw} dask worker(s): {args.m:,} analyses x {args.n} cohorts "
+              f"pooled and written in {el:.1f} s "
               f"({1e9 * el / (args.m * args.n):.1f} ns per cell); peak RSS so far "
               f"{rss / 2**10:.0f} MiB (before pooling {rss0 / 2**10:.0f} MiB)")
+        print(f"   speed-up over {workers[0]} worker(s): {first[method] / el:.2f}x; "
+              f"load {os.getloadavg()[0]:.2f}")
         print(f"   check: mean I2 {np.nanmean(outs['I2']):.2f}, mean Q {np.nanmean(outs['Q']):.2f}")
 
 

@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 import numpy as np
+import numpy.typing as npt
 
 from alliance_meta.core.arrays import BoolArray, FloatArray, IntArray, rowdot, rowsum
 from alliance_meta.core.inference import chi2_ppf
-from alliance_meta.core.kernel import Kernel, Need, wls_qr
+from alliance_meta.core.kernel import Kernel, Need, Stats, wls_qr
 from alliance_meta.core.roots import (
     Profile,
     fisher_scoring,
@@ -250,29 +251,51 @@ def _sj_se(kern: Kernel, tau2: FloatArray) -> FloatArray:
 # -- ML and REML ---------------------------------------------------------------
 
 
-def _loglik_gain(K: Kernel, t: FloatArray, reml: bool) -> FloatArray:
-    """(Restricted) log-likelihood at ``t`` minus that at τ² = 0, profiled over the
-    coefficients: ``-1/2 [Σ log(1 + t/v) + Q(t) - Q(0) + log|X'W(t)X| - log|X'W(0)X|]``
-    (the last two terms for REML only; ``log1p`` keeps small ``t`` exact)."""
-    st, st0 = K.weighted(t, Need.FIT), K.weighted(K.zeros, Need.FIT)
-    V = K.V
-    logs = np.log1p(t[:, None] / V, out=np.zeros_like(V), where=np.isfinite(V))
-    gain = -0.5 * (rowsum(logs) + st.Q - st0.Q)
-    if reml:
-        if K.X is None:  # |X'WX| = Σw
-            gain -= 0.5 * (np.log(st.S1) - np.log(st0.S1))
-        else:
-            gain += 0.5 * (np.linalg.slogdet(st.cov())[1] - np.linalg.slogdet(st0.cov())[1])
-    out: FloatArray = gain
+#: ``gain(kernel, t, rows) -> ℓ(t) - ℓ(0)`` of the rows ``rows`` of the kernel the
+#: search started from (``kernel`` holds those rows, in that order).
+GainFn = Callable[[Kernel, FloatArray, npt.NDArray[np.intp]], FloatArray]
+
+
+def _log_det(st: Stats, intercept_only: bool) -> FloatArray:
+    """``D = log|X'WX|`` of REML (``log Σw`` without a design)."""
+    if intercept_only:
+        return np.log(st.S1)
+    out: FloatArray = -np.linalg.slogdet(st.cov())[1]
     return out
 
 
-def _ml_gain(K: Kernel, t: FloatArray) -> FloatArray:
-    return _loglik_gain(K, t, reml=False)
+def _gain_fn(kern: Kernel, reml: bool) -> GainFn:
+    """The (restricted) log-likelihood at ``t`` minus that at τ² = 0, profiled over
+    the coefficients: ``-1/2 [Σ log(1 + t/v) + Q(t) - Q(0) + log|X'W(t)X| -
+    log|X'W(0)X|]`` (the last two terms for REML only).
 
+    The values at τ² = 0 are taken once from ``kern`` (its cached pass at 0), so
+    the gain of rows gathered into smaller kernels needs no second pass at 0.
+    ``Σ log(1 + t/v)`` comes from the same pass as ``Q(t)`` (``Need.LOGDET``, exact
+    to a few ulps absolute); where the gain is so small that those ulps could
+    decide its sign (metafor's ``ll0check``), it is recomputed with ``log1p``.
+    """
+    st0 = kern.weighted(kern.zeros, Need.FIT)
+    io = kern.X is None
+    Q0 = st0.Q
+    D0 = _log_det(st0, io) if reml else None
+    need = Need.FIT | Need.LOGDET
 
-def _reml_gain(K: Kernel, t: FloatArray) -> FloatArray:
-    return _loglik_gain(K, t, reml=True)
+    def gain(K: Kernel, t: FloatArray, rows: npt.NDArray[np.intp]) -> FloatArray:
+        st = K.weighted(t, need)
+        assert st.dL is not None
+        g = -0.5 * (st.dL + (st.Q - Q0[rows]))
+        if D0 is not None:
+            g -= 0.5 * (_log_det(st, io) - D0[rows])
+        small = np.flatnonzero(np.abs(g) < 1e-12 * (1.0 + np.abs(st.Q)))
+        if small.size:  # Σ log1p(t/v) exact for small t
+            V = K.V[small]
+            logs = np.log1p(t[small, None] / V, out=np.zeros_like(V), where=np.isfinite(V))
+            g[small] += 0.5 * (st.dL[small] - rowsum(logs))
+        out: FloatArray = g
+        return out
+
+    return gain
 
 
 def _reml_fun(K: Kernel, t: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -292,19 +315,15 @@ def _ml_fun(K: Kernel, t: FloatArray) -> tuple[FloatArray, FloatArray, FloatArra
 
 def _profile(K: Kernel, t: FloatArray, reml: bool) -> Profile:
     """The parts of the (restricted) log-likelihood at ``t`` (see :class:`Profile`)."""
-    st = K.weighted(t, Need.SCORE)
+    # dL from the same pass (exact to a few ulps absolute, all the bounds need)
+    st = K.weighted(t, Need.SCORE | Need.LOGDET)
     assert st.yPPy is not None and st.trP is not None and st.S2 is not None
-    # absent studies have v = +inf, so log(1 + t/v) = 0
-    # (log(1 + x) is exact to an absolute 1e-16, all the bounds need, and log1p
-    # costs twice as much)
-    dL = rowsum(np.log(1.0 + t[:, None] / K.V)) if t.any() else np.zeros(K.m)
+    assert st.dL is not None
+    dL = st.dL
     if not reml:
         zero = np.zeros(K.m)
         return Profile(dL, st.S1, st.S2, st.Q, -st.yPPy, zero, zero, st.yPPy - st.S1)
-    if K.X is None:  # |X'WX| = Σw
-        D = np.log(st.S1)
-    else:
-        D = -np.linalg.slogdet(st.cov())[1]
+    D = _log_det(st, K.X is None)
     # -d²(dL + D)/dτ⁴ = tr(PP) <= Σw²: the exact value where the kernel has it
     # (at τ² = 0 it is cached from the local search), else the bound
     curv = st.trPP if st.trPP is not None else st.S2
@@ -324,8 +343,10 @@ def _likelihood(kern: Kernel, reml: bool) -> Estimate:
     ``ll0check``) tells whether metafor stops at a lower local maximum: ``differs``.
     """
     fun = _reml_fun if reml else _ml_fun
-    gain = _reml_gain if reml else _ml_gain
     he = _he_value(kern)
+    # the pass at τ² = 0 every later step reads (score, gain, profile at 0)
+    fun(kern, kern.zeros)
+    gain = _gain_fn(kern, reml)
     tau2, it, conv, g_start = positive_root(kern, fun, he, gain)
     differs = np.zeros(kern.m, dtype=bool)
     # rows with k <= p have no likelihood to search (τ² = 0, as metafor); rows with a
@@ -334,10 +355,14 @@ def _likelihood(kern: Kernel, reml: bool) -> Estimate:
     idx = np.flatnonzero((kern.k > max(kern.p, 1)) & ~zero_variance_rows(kern))
     if idx.size == 0:
         return tau2, it, conv, differs
-    K = kern if idx.size == kern.m else kern.take(idx)
+    whole = idx.size == kern.m
+    K = kern if whole else kern.take(idx)
+    p0 = _profile(kern, kern.zeros, reml)
+    if not whole:
+        p0 = Profile(*(getattr(p0, f)[idx] for f in Profile.__dataclass_fields__))
     tau2_start = tau2
     tg, moved, cert, _ = global_max(
-        K, tau2[idx], fun, lambda Kt, t: _profile(Kt, t, reml), g_start[idx]
+        K, tau2[idx], fun, lambda Kt, t: _profile(Kt, t, reml), g_start[idx], p0
     )
     # metafor's answer where the maximum moved: its own Fisher scoring from the HE
     # start and its ll0check (the local search above stops where metafor does on
@@ -345,11 +370,12 @@ def _likelihood(kern: Kernel, reml: bool) -> Estimate:
     dj = np.flatnonzero(moved)
     if dj.size:
         Kd = K.take(dj)
-        tm, _ = fisher_scoring(Kd, fun, he[idx[dj]])
-        gm = gain(Kd, tm)
+        rows = idx[dj]
+        tm, _ = fisher_scoring(Kd, fun, he[rows])
+        gm = gain(Kd, tm, rows)
         tm = np.where(gm < 0.0, 0.0, tm)
         gm = np.maximum(gm, 0.0)
-        gg = gain(Kd, tg[dj])
+        gg = gain(Kd, tg[dj], rows)
         # the same peak (metafor stops within its threshold of it), or as high
         same = (np.abs(tm - tg[dj]) <= 1e-3 * tg[dj]) | (gg <= gm + 1e-9 * (1.0 + np.abs(gg)))
         moved[dj[same]] = False

@@ -52,34 +52,45 @@ def q_statistic_k(kern: Kernel) -> tuple[FloatArray, FloatArray, FloatArray]:
         assert st.trP is not None
         QE = np.maximum(st.Q, 0.0)
         vt = dfr / st.trP
-        # a zero sampling variance makes the weights 1/v infinite: no QE, I², H²
-        # (metafor: "Cannot compute QE-test, I^2, or H^2 when there are
-        # non-positive sampling variances in the data")
-        inf = ~np.isfinite(st.S1)
     if kern.kmin <= kern.p:
         sat = dfr <= 0
         QE = np.where(sat, 0.0, QE)
         vt = np.where(sat, 0.0, vt)
-    if inf.any():
+    # a zero sampling variance makes the weights 1/v infinite: no QE, I², H²
+    # (metafor: "Cannot compute QE-test, I^2, or H^2 when there are non-positive
+    # sampling variances in the data"); S1 > 0, so its sum is finite only if all are
+    if not np.isfinite(np.add.reduce(st.S1)):
+        inf = ~np.isfinite(st.S1)
         QE = np.where(inf, np.nan, QE)
         vt = np.where(inf, np.nan, vt)
     return QE, dfr, vt
 
 
-def q_pvalue(QE: FloatArray, dfr: FloatArray) -> FloatArray:
-    """``P(χ²_{k-p} > QE)``; 1 for saturated rows (metafor's QEp)."""
+def q_pvalue(QE: FloatArray, dfr: FloatArray, saturated: bool = True) -> FloatArray:
+    """``P(χ²_{k-p} > QE)``; 1 for saturated rows (metafor's QEp).
+
+    ``saturated=False`` asserts that no row is (``k > p`` everywhere).
+    """
     with np.errstate(invalid="ignore"):
         p = chi2_sf(QE, dfr)
+    if not saturated or (dfr.size and dfr.min() > 0):
+        return p
     return np.where((dfr <= 0) & ~np.isnan(QE), 1.0, p)
 
 
 def i2_h2(
-    QE: FloatArray, dfr: FloatArray, tau2: FloatArray, vt: FloatArray, fixed: bool
+    QE: FloatArray,
+    dfr: FloatArray,
+    tau2: FloatArray,
+    vt: FloatArray,
+    fixed: bool,
+    saturated: bool = True,
 ) -> tuple[FloatArray, FloatArray]:
     """I² (percent) and H² as metafor defines them.
 
     Random effects: ``I² = 100 τ²/(vt + τ²)``, ``H² = τ²/vt + 1``; equal effects:
-    ``I² = max(0, 100 (QE - (k-p))/QE)``, ``H² = QE/(k-p)``; 0 and 1 when saturated.
+    ``I² = max(0, 100 (QE - (k-p))/QE)``, ``H² = QE/(k-p)``; 0 and 1 when saturated
+    (``saturated=False`` asserts that no row is: ``k > p`` everywhere).
     """
     with np.errstate(divide="ignore", invalid="ignore"):
         if fixed:
@@ -88,6 +99,9 @@ def i2_h2(
         else:
             I2 = 100.0 * tau2 / (vt + tau2)
             H2 = tau2 / vt + 1.0
+    if (not saturated or (dfr.size and dfr.min() > 0)) and not np.isnan(I2).any():
+        # nothing saturated or undefined
+        return I2, H2
     sat = dfr <= 0
     I2 = np.where((sat | (np.isnan(I2) & (QE == 0))) & ~np.isnan(QE), 0.0, I2)
     H2 = np.where(sat & ~np.isnan(QE), 1.0, H2)
@@ -108,8 +122,9 @@ def heterogeneity_k(
 ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
     """:func:`heterogeneity` with τ² and ``vt`` in the kernel's own units."""
     QE, dfr, vt = q_statistic_k(kern)
-    I2, H2 = i2_h2(QE, dfr, tau2, vt, fixed)
-    return QE, dfr, q_pvalue(QE, dfr), I2, H2, vt
+    sat = kern.kmin <= kern.p
+    I2, H2 = i2_h2(QE, dfr, tau2, vt, fixed, sat)
+    return QE, dfr, q_pvalue(QE, dfr, sat), I2, H2, vt
 
 
 @dataclass(frozen=True)

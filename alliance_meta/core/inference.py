@@ -165,14 +165,19 @@ def coef_inference(
     (or the normal), as metafor's ``rma`` and clubSandwich's ``coef_test`` /
     ``conf_int`` report them.
     """
-    d = _per_coef_df(df, beta.shape)
     with np.errstate(divide="ignore", invalid="ignore"):
-        se = np.sqrt(np.einsum("mii->mi", vcov))
+        se = np.sqrt(np.diagonal(vcov, axis1=1, axis2=2))
         stat = beta / se
-        pval = two_sided_pvalue(stat, d)
-        crit = critical_value(d, level)
+        if df is None:  # the normal reference throughout
+            d = np.full(beta.shape, np.nan)
+            pval = 2.0 * norm_sf(np.abs(stat))
+            crit = np.full(beta.shape, z_critical(float(level)))
+        else:
+            d = np.array(_per_coef_df(df, beta.shape))
+            pval = two_sided_pvalue(stat, d)
+            crit = critical_value(d, level)
         half = crit * se
-    return CoefTests(se, stat, pval, beta - half, beta + half, crit, np.array(d))
+    return CoefTests(se, stat, pval, beta - half, beta + half, crit, d)
 
 
 @dataclass(frozen=True)
@@ -205,15 +210,18 @@ def _solve_or_nan(A: FloatArray, b: FloatArray) -> FloatArray:
 
 def quadratic_form(beta: FloatArray, vcov: FloatArray, btt: npt.NDArray[np.intp]) -> FloatArray:
     """``β_S' V_S⁻¹ β_S`` of the coefficients ``btt`` of each row (NaN if singular)."""
-    b = beta[:, btt]
-    vsub = vcov[:, btt[:, None], btt[None, :]]
     # a statistic beyond double range is inf (its p-value 0), not an error
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if btt.size == 1:
             # 1x1 system: b^2 / v, NaN where v == 0 (singular, metafor's NA)
-            v11 = vsub[:, 0, 0]
-            out: FloatArray = np.where(v11 != 0, b[:, 0] * (b[:, 0] / v11), np.nan)
+            j = int(btt[0])
+            b1, v11 = beta[:, j], vcov[:, j, j]
+            out: FloatArray = b1 * (b1 / v11)
+            if not v11.all():
+                out[v11 == 0] = np.nan
             return out
+        b = beta[:, btt]
+        vsub = vcov[:, btt[:, None], btt[None, :]]
         return np.asarray(np.einsum("mi,mi->m", b, _solve_or_nan(vsub, b)), dtype=np.float64)
 
 
@@ -260,5 +268,5 @@ def prediction_interval(
     ``tau2`` is the total heterogeneity variance of a new study (the sum of the
     variance components for a multilevel model).
     """
-    half = crit * np.sqrt(se**2 + tau2)
+    half = crit * np.sqrt(se * se + tau2)
     return pred - half, pred + half

@@ -36,7 +36,6 @@ the random-effects model. *Journal of Educational and Behavioral Statistics*, 30
 from __future__ import annotations
 
 import enum
-import functools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,7 +43,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from alliance_meta.core.arrays import BoolArray, FloatArray, IntArray, rowdot, rowsum
+from alliance_meta.core.arrays import BoolArray, FloatArray, IntArray, lazy, rowdot, rowsum
 from alliance_meta.exceptions import InvalidStudyError
 
 __all__ = [
@@ -61,11 +60,13 @@ __all__ = [
 ]
 
 
-class Need(enum.Flag):
+class Need(enum.IntFlag):
     """The quantities of ``P`` a caller needs from :meth:`Kernel.weighted`.
 
     A result computed for ``have`` serves a request ``want`` when
     ``have & want == want``.  The named combinations are what the estimators ask for.
+    (An ``IntFlag``: the kernel works on the plain integers, whose bit operations
+    cost a fraction of an enum's.)
     """
 
     #: the coefficients, their covariance and Σw
@@ -82,6 +83,8 @@ class Need(enum.Flag):
     YPPPY = 32
     #: tr(PVPV) and tr(PVP) (SJ's standard error)
     VTRACES = 64
+    #: ``dL = Σ log(1 + τ²/v)``, the log-determinant part of the likelihood gain
+    LOGDET = 128
 
     #: the fit: coefficients and Q
     FIT = BETA | Q
@@ -103,18 +106,41 @@ class Need(enum.Flag):
 #: explicit residuals, and long-format data grouped).
 RESIDUAL_NEEDS = Need.YPPY | Need.YPPPY | Need.VTRACES
 
+# The flags as plain integers, for the kernel's own bookkeeping.
+_BETA, _Q, _TRP, _TRPP = int(Need.BETA), int(Need.Q), int(Need.TRP), int(Need.TRPP)
+_YPPY, _YPPPY, _VTRACES = int(Need.YPPY), int(Need.YPPPY), int(Need.VTRACES)
+_RESIDUAL = int(RESIDUAL_NEEDS)
+_FIT, _LIKELIHOOD = int(Need.FIT), int(Need.LIKELIHOOD)
 # What the intercept-only kernel computes for a request, smallest first, and how
 # many per-analysis sums each takes (see Kernel._io_sums).
-_MOMENT_SETS = (Need.BETA, Need.FIT, Need.DL, Need.MOMENTS)
-_MOMENT_SUMS = {Need.BETA: 2, Need.FIT: 3, Need.DL: 4, Need.MOMENTS: 5}
-_RESIDUAL_SETS = (Need.QROOT, Need.SCORE, Need.LIKELIHOOD, Need.ALL)
-_RESIDUAL_SUMS = {Need.QROOT: 4, Need.SCORE: 5, Need.LIKELIHOOD: 8}
+_MOMENT_SETS = tuple(int(n) for n in (Need.BETA, Need.FIT, Need.DL, Need.MOMENTS))
+_MOMENT_SUMS = dict(zip(_MOMENT_SETS, (2, 3, 4, 5), strict=True))
+_RESIDUAL_SETS = tuple(int(n) for n in (Need.QROOT, Need.SCORE, Need.LIKELIHOOD, Need.ALL))
+_RESIDUAL_SUMS = dict(zip(_RESIDUAL_SETS[:3], (4, 5, 8), strict=True))
+#: request -> (what the intercept-only kernel computes, its number of sums, moments?)
+_LOGDET = int(Need.LOGDET)
+_IO_PLAN: dict[int, tuple[int, int, bool]] = {}
+for _want in range(int(Need.ALL) + 1):
+    if _want & _RESIDUAL == 0:
+        _have = next(h for h in _MOMENT_SETS if h & _want == _want)
+        _IO_PLAN[_want] = (_have, _MOMENT_SUMS[_have], True)
+    else:
+        _have = next(h for h in _RESIDUAL_SETS if h & _want == _want)
+        _IO_PLAN[_want] = (_have, _RESIDUAL_SUMS[_have & ~_VTRACES], False)
+    # dL comes with any level, in the same pass
+    _IO_PLAN[_want | _LOGDET] = (_IO_PLAN[_want][0] | _LOGDET, *_IO_PLAN[_want][1:])
+#: Row products of ``v/(v + τ²)`` below this are taken as sums of logs instead
+#: (the product would underflow, or lose precision as a subnormal).
+_TINY_PRODUCT = 1e-290
 
 #: Scratch arrays the intercept-only kernel needs at most.
 _IO_SLOTS = 9
 #: Cells per block of the intercept-only kernel's elementwise passes (its scratch
 #: slots then stay in a 2 MiB L2 cache; see docs/benchmarks.rst).
 BLOCK_CELLS = 98304
+#: Blocks the long-format scatter splits its studies into (see
+#: :meth:`ScatterKernel._io_sums`).
+SCATTER_SPLIT = 2
 #: Moment-form Q is kept where Q exceeds Σwy² / _MOMENT_COND (error below ~k 1e-13).
 _MOMENT_COND = 1e3
 #: Per-thread scratch buffer of the intercept-only kernel (see Kernel._scratch).
@@ -136,6 +162,8 @@ class Stats:
     trPP: FloatArray | None = None
     trPVPV: FloatArray | None = None
     trPVP: FloatArray | None = None
+    #: Σ log(1 + τ²/v) (Need.LOGDET)
+    dL: FloatArray | None = None
 
 
     def cov(self) -> FloatArray:
@@ -166,7 +194,7 @@ class Kernel:
     kmin: int = field(init=False)
     # Cache of weighted() results: the last τ² (with what it holds) and τ² = 0, which
     # the estimators, heterogeneity() and the final fit all ask for again.
-    _cache: dict[str, tuple[FloatArray, Need, Stats]] = field(
+    _cache: dict[str, tuple[FloatArray, int, Stats]] = field(
         init=False, repr=False, compare=False, default_factory=dict
     )
 
@@ -175,16 +203,16 @@ class Kernel:
         #: the fewest studies of any row (rows with k <= p need special cases)
         self.kmin = int(self.k.min()) if self.k.size else 0
 
-    @functools.cached_property
+    @lazy
     def _ones(self) -> FloatArray:
         return np.ones(self.Y.shape[1])
 
-    @functools.cached_property
+    @lazy
     def zeros(self) -> FloatArray:
         """τ² = 0 for every row; :meth:`weighted` recognises it without a scan."""
         return np.zeros(self.m)
 
-    @functools.cached_property
+    @lazy
     def dfr(self) -> FloatArray:
         """Residual degrees of freedom ``k - p`` per row."""
         out: FloatArray = (self.k - self.p).astype(np.float64)
@@ -199,12 +227,26 @@ class Kernel:
         return np.isfinite(self.V)
 
     def take(self, idx: npt.NDArray[np.intp] | BoolArray) -> Kernel:
+        """The kernel of the rows ``idx`` (indices, repeats allowed, or a mask).
+
+        ``np.take`` along the first axis copies rows about three times as fast as
+        fancy indexing, and a mask is turned into indices first (boolean indexing of
+        rows is slower still).
+        """
+        if idx.dtype == np.bool_:
+            idx = np.flatnonzero(idx)
         X = self.X
         if X is not None and X.ndim == 3:
-            X = X[idx]
+            X = np.take(X, idx, axis=0)
         sc = None if self.scale is None else self.scale[idx]
         return Kernel(
-            self.Y[idx], self.V[idx], self.k[idx], self.center[idx], X, self.intercept, sc
+            np.take(self.Y, idx, axis=0),
+            np.take(self.V, idx, axis=0),
+            self.k[idx],
+            self.center[idx],
+            X,
+            self.intercept,
+            sc,
         )
 
     @property
@@ -239,50 +281,74 @@ class Kernel:
         The result for the last τ² and for τ² = 0 is cached, and serves any later
         request it covers.
         """
-        tau2 = np.asarray(tau2, dtype=np.float64)
+        want = int(need)
+        if type(tau2) is not np.ndarray or tau2.dtype != np.float64:
+            tau2 = np.asarray(tau2, dtype=np.float64)
         slot = "zero" if tau2 is self.zeros or not tau2.any() else "last"
         hit = self._cache.get(slot)
-        if hit is not None and hit[1] & need == need and (
+        if hit is not None and hit[1] & want == want and (
             slot == "zero" or hit[0] is tau2 or np.array_equal(hit[0], tau2)
         ):
             return hit[2]
         if self.X is None:
-            have, st = self._weighted_io(tau2, need, slot == "last")
+            have, st = self._weighted_io(tau2, want, slot == "last")
         else:
             # the general kernel's QR gives everything but the traces with V at once
-            have = Need.FIT if need & ~Need.FIT == Need(0) else Need.LIKELIHOOD
-            have |= need & Need.VTRACES
+            have = _FIT if want & ~(_FIT | _LOGDET) == 0 else _LIKELIHOOD
+            have |= want & (_VTRACES | _LOGDET)
             w = np.add(self.V, tau2[:, None])
             np.divide(1.0, w, out=w)
             st = self._weighted_general(w, have)
+            if have & _LOGDET:
+                if slot == "zero":
+                    st.dL = np.zeros(self.m)
+                else:  # absent studies (v = +inf) add log1p(0) = 0
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        st.dL = rowsum(np.log1p(tau2[:, None] / self.V))
         self._cache[slot] = (tau2 if slot == "zero" else tau2.copy(), have, st)
         return st
 
-    def _weighted_io(self, tau2: FloatArray, need: Need, shifted: bool) -> tuple[Need, Stats]:
+    def _weighted_io(self, tau2: FloatArray, need: int, shifted: bool) -> tuple[int, Stats]:
         # Needs up to MOMENTS take Q at weights fixed by the estimator, so it comes
         # from moments, Q = Σwy² - (Σwy)²/S1, checked for cancellation below; the
         # Q-root and likelihood needs take every quadratic form of explicit residuals.
-        moments = need & RESIDUAL_NEEDS == Need(0)
-        if moments:
-            have = _MOMENT_SETS[min(i for i, h in enumerate(_MOMENT_SETS) if h & need == need)]
-            nsum = _MOMENT_SUMS[have]
-        else:
-            have = _RESIDUAL_SETS[
-                min(i for i, h in enumerate(_RESIDUAL_SETS) if h & need == need)
-            ]
-            nsum = _RESIDUAL_SUMS[have & ~Need.VTRACES]
-        sums = self._io_sums(tau2, nsum, moments, shifted)
-        return have, self._io_stats(sums, tau2, have, moments)
+        have, nsum, moments = _IO_PLAN[need]
+        logdet = bool(have & _LOGDET) and shifted
+        sums = self._io_sums(tau2, nsum, moments, shifted, logdet)
+        st = self._io_stats(sums, tau2, have, moments)
+        if have & _LOGDET:
+            st.dL = self._log_products(sums[nsum], tau2) if logdet else np.zeros(self.m)
+        return have, st
+
+    def _log_products(self, prod: FloatArray, tau2: FloatArray) -> FloatArray:
+        """``dL = Σ log(1 + τ²/v) = -log Π v/(v + τ²)`` from the row products.
+
+        The product of a row's factors (each in (0, 1], absent studies 1) has a
+        relative error of at most ``n`` ulps, so ``dL`` is exact to an absolute
+        ``n`` ulps, as a sum of logs would be, at a fraction of the cost (one log
+        per row instead of one per study).  Rows whose product would underflow are
+        summed as logs.
+        """
+        with np.errstate(divide="ignore"):
+            out: FloatArray = -np.log(prod)
+        bad = np.flatnonzero(~(prod >= _TINY_PRODUCT))
+        if bad.size:
+            Vr = self._rows(bad)[1]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                terms = np.log1p(tau2[bad, None] / Vr)
+            out[bad] = rowsum(np.where(np.isfinite(Vr), terms, 0.0))
+        return out
 
     def _io_sums(
-        self, tau2: FloatArray, nsum: int, moments: bool, shifted: bool
+        self, tau2: FloatArray, nsum: int, moments: bool, shifted: bool, logdet: bool = False
     ) -> list[FloatArray]:
         """Per-analysis sums of the intercept-only kernel at weights ``1/(v + tau2)``.
 
         Moment sums (``moments``): ``Σw, Σwy, Σwy², Σw², Σw³`` (the first ``nsum``).
         Otherwise, with residuals ``e = y - Σwy/Σw``: ``Σw, Σwy, Σwe², Σw²e²``, for
         ``nsum = 5`` also ``Σw²`` and for ``nsum = 8`` also ``Σw², Σw³, Σw³e², Σw²e``.
-        ``shifted=False`` means τ² = 0.
+        ``shifted=False`` means τ² = 0.  ``logdet`` appends the row products
+        ``Π v/(v + tau2)`` (see :meth:`_log_products`).
         """
         # The elementwise passes run block by block over the rows, into scratch
         # slots small enough to stay in cache; the per-analysis sums of several
@@ -295,9 +361,10 @@ class Kernel:
         # One vector per sum (a stacked array above malloc's mmap threshold, 128 KiB,
         # would be faulted in afresh on every call); BLAS writes the row sums of each
         # scratch slot straight into its slice.
-        sums = [np.empty(m) for _ in range(nsum)]
+        sums = [np.empty(m) for _ in range(nsum + logdet)]
         rows = max(1, min(m, BLOCK_CELLS // max(n, 1)))
-        buf = self._scratch(slots * rows * n)
+        buf = self._scratch((slots + logdet) * rows * n)
+        absent = self.kmin < n
 
         def rowsums(lo: int, hi: int, slot: int, first: int, count: int) -> None:
             # row sums of scratch slots slot.. into sums[first..] (rows lo:hi)
@@ -307,7 +374,7 @@ class Kernel:
         for lo in range(0, m, rows):
             hi = min(m, lo + rows)
             b = hi - lo
-            B = buf[: slots * b * n].reshape(slots, b, n)
+            B = buf[: (slots + logdet) * b * n].reshape(slots + logdet, b, n)
             Yb = Y[lo:hi]
             w = B[0]
             if shifted:
@@ -315,6 +382,22 @@ class Kernel:
                 np.divide(1.0, w, out=w)
             else:
                 np.divide(1.0, V[lo:hi], out=w)
+            if logdet:
+                # the factors v/(v + τ²) = v w (1 for an absent study, where v w is
+                # inf * 0), multiplied column by column into the row products
+                if absent:
+                    with np.errstate(invalid="ignore"):
+                        u = np.multiply(V[lo:hi], w, out=B[slots])
+                    np.fmin(u, 1.0, out=u)
+                else:
+                    u = np.multiply(V[lo:hi], w, out=B[slots])
+                pr = sums[nsum][lo:hi]
+                if n == 1:
+                    pr[:] = u[:, 0]
+                else:
+                    np.multiply(u[:, 0], u[:, 1], out=pr)
+                    for j in range(2, n):
+                        np.multiply(pr, u[:, j], out=pr)
             if moments:
                 _moment_terms(B, Yb, nsum)
                 rowsums(lo, hi, 0, 0, nsum)
@@ -339,14 +422,14 @@ class Kernel:
         return self.Y[idx], self.V[idx]
 
     def _io_stats(
-        self, sums: list[FloatArray], tau2: FloatArray, have: Need, moments: bool
+        self, sums: list[FloatArray], tau2: FloatArray, have: int, moments: bool
     ) -> Stats:
         """The per-analysis algebra of the intercept-only kernel, from its sums."""
         m = self.m
         S1, Swy = sums[0], sums[1]
         mu = Swy / S1
         vb = None  # 1 / S1, formed by Stats.cov where it is needed
-        if not have & Need.Q:
+        if not have & _Q:
             return Stats(S1=S1, Q=np.full(m, np.nan), beta=mu[:, None], vb=vb)
         if moments:
             Q = sums[2] - Swy * mu
@@ -364,16 +447,16 @@ class Kernel:
                 eb = Yr - mu[bad, None]
                 Q[bad] = rowsum(wb * eb * eb)
             st = Stats(S1=S1, Q=Q, beta=mu[:, None], vb=vb)
-            if not have & Need.TRP:
+            if not have & _TRP:
                 return st
             S2 = sums[3]
-            S3: FloatArray | None = sums[4] if have & Need.TRPP else None
+            S3: FloatArray | None = sums[4] if have & _TRPP else None
         else:
             st = Stats(S1=S1, Q=sums[2], beta=mu[:, None], vb=vb, yPPy=sums[3])
-            if not have & Need.TRP:
+            if not have & _TRP:
                 return st
             S2, S3 = sums[4], None
-            if have & Need.YPPPY:
+            if have & _YPPPY:
                 S3, Sw3e2, Sw2e = sums[5], sums[6], sums[7]
                 # y'PPPy = sum w^3 e^2 - (sum w^2 e)^2 / S1
                 st.yPPPy = Sw3e2 - Sw2e**2 / S1
@@ -393,14 +476,14 @@ class Kernel:
             st.trP[dom] = trP
             if st.trPP is not None:
                 st.trPP[dom] = trPP
-        if have & Need.VTRACES:
+        if have & _VTRACES:
             V = self.V
             Vz = np.where(np.isfinite(V), V, 0.0)
             wf = 1.0 / (V + tau2[:, None])
             st.trPVPV, st.trPVP = _stable_v_traces(wf, Vz, S1)
         return st
 
-    def _weighted_general(self, w: FloatArray, have: Need) -> Stats:
+    def _weighted_general(self, w: FloatArray, have: int) -> Stats:
         """Every quantity of ``P`` from the QR decomposition of ``W^½X``, in
         ``O(n p²)`` time and ``O(n p)`` memory per row: ``P`` is never formed.
 
@@ -413,7 +496,7 @@ class Kernel:
         """
         qr = _wls(self._Xfull(), w, self.Y)
         st = Stats(S1=w.sum(axis=1), Q=qr.rss, beta=qr.beta, vb=qr.vb)
-        if have & Need.YPPY:
+        if have & _YPPY:
             Qf, h, r = qr.Q, qr.h, qr.resid
             st.S2 = rowdot(w, w)
             u = w * r * r
@@ -425,7 +508,7 @@ class Kernel:
             M = np.swapaxes(Qf, 1, 2) @ (w[:, :, None] * Qf)
             w2 = w * w
             st.trPP = rowsum(w2) - 2.0 * rowdot(w2, h) + np.einsum("mij,mij->m", M, M)
-            if have & Need.VTRACES:
+            if have & _VTRACES:
                 Vz = np.where(np.isfinite(self.V), self.V, 0.0)
                 d = w * Vz
                 D = np.swapaxes(Qf, 1, 2) @ (d[:, :, None] * Qf)
@@ -436,7 +519,7 @@ class Kernel:
         return st
 
     # -- unweighted quantities (HE estimator, SJ start) ----------------------
-    @functools.cached_property
+    @lazy
     def unweighted(self) -> tuple[FloatArray, FloatArray, FloatArray]:
         """``(RSS, tr(PV), tr(PVPV))`` of the ordinary least-squares projection."""
         kf = self.k.astype(np.float64)
@@ -543,8 +626,8 @@ class ScatterKernel(Kernel):
 
     The per-analysis sums of the moment needs (everything the closed-form EE, DL,
     HS and HSk estimators, their standard errors and the fit need) are scatter-adds
-    (``np.add.at``) over blocks of studies, which costs less than the sort that
-    grouping the studies would take.  The few analyses whose moment form needs an
+    (``np.bincount`` with weights) over large blocks of studies, which costs less
+    than the sort that grouping the studies would take.  The few analyses whose moment form needs an
     exact fallback are gathered into padded rows (:meth:`_rows`).  Levels that need
     explicit residuals (likelihood, Q-root searches) need the padded layout of
     :func:`kernel_from_padded`.
@@ -553,43 +636,60 @@ class ScatterKernel(Kernel):
     codes: IntArray = field(kw_only=True)
 
     def _io_sums(
-        self, tau2: FloatArray, nsum: int, moments: bool, shifted: bool
+        self, tau2: FloatArray, nsum: int, moments: bool, shifted: bool, logdet: bool = False
     ) -> list[FloatArray]:
-        if not moments:
+        if not moments or logdet:
             raise NotImplementedError("these quantities need the padded layout")
         y, v, codes = self.Y, self.V, self.codes
-        # Sums are scattered in pairs, as the real and imaginary parts of one complex
-        # accumulator: a scatter-add costs about the same per row for one float as
-        # for a complex pair, so this halves the scattering.
-        npair = nsum // 2
-        pairs = [np.zeros(self.m, dtype=np.complex128) for _ in range(npair)]
-        last = np.zeros(self.m) if nsum % 2 else None
-        block = BLOCK_CELLS // 4
-        buf = self._scratch((nsum + 2 * npair) * block)
-        for lo in range(0, y.size, block):
-            hi = min(y.size, lo + block)
+        m, N = self.m, y.size
+        # Each sum is one np.bincount with weights (a tight C loop, about three times
+        # as fast per sum as np.add.at, real or complex), over large blocks of
+        # studies: bincount returns a fresh m-vector per call, whose zero-filling and
+        # adding must stay small beside the scatter itself.  The terms are made one
+        # at a time in one buffer beside the weights (w, wy, wy² and w, w², w³ are
+        # chains of products), so the scratch is two blocks: SCATTER_SPLIT blocks
+        # make it 16/SCATTER_SPLIT bytes per study, against the input's 24.
+        block = min(N, max(BLOCK_CELLS, -(-N // SCATTER_SPLIT)))
+        buf = np.empty(2 * block)  # fresh: the per-thread scratch would keep its size
+        sums: list[FloatArray | None] = [None] * nsum
+
+        def add(j: int, term: FloatArray, cb: IntArray) -> None:
+            part: FloatArray = np.bincount(cb, weights=term, minlength=m).astype(
+                np.float64, copy=False
+            )  # float64 with weights; the stubs say int
+            acc = sums[j]
+            if acc is None:
+                sums[j] = part
+            else:
+                np.add(acc, part, out=acc)
+
+        for lo in range(0, N, block):
+            hi = min(N, lo + block)
             b = hi - lo
             cb = codes[lo:hi]
-            B = buf[: nsum * b].reshape(nsum, b)
-            C = buf[nsum * b : (nsum + 2 * npair) * b].view(np.complex128).reshape(npair, b)
-            w = B[0]
+            w, t = buf[:b], buf[block : block + b]
             if shifted:
                 np.take(tau2, cb, out=w, mode="clip")  # codes are valid: skip the check
                 np.add(w, v[lo:hi], out=w)
                 np.divide(1.0, w, out=w)
             else:
                 np.divide(1.0, v[lo:hi], out=w)
-            _moment_terms(B, y[lo:hi], nsum)
-            for j in range(npair):
-                C[j].real = B[2 * j]
-                C[j].imag = B[2 * j + 1]
-                np.add.at(pairs[j], cb, C[j])
-            if last is not None:
-                np.add.at(last, cb, B[nsum - 1])
-        sums = [part.copy() for acc in pairs for part in (acc.real, acc.imag)]
-        if last is not None:
-            sums.append(last)
-        return sums
+            add(0, w, cb)
+            yb = y[lo:hi]
+            if nsum >= 2:  # Σwy, Σwy²
+                np.multiply(w, yb, out=t)
+                add(1, t, cb)
+                if nsum >= 3:
+                    np.multiply(t, yb, out=t)
+                    add(2, t, cb)
+            if nsum >= 4:  # Σw², Σw³
+                np.multiply(w, w, out=t)
+                add(3, t, cb)
+                if nsum >= 5:
+                    np.multiply(t, w, out=t)
+                    add(4, t, cb)
+        out: list[FloatArray] = [s_ for s_ in sums if s_ is not None]
+        return out
 
     def _rows(self, idx: npt.NDArray[np.intp]) -> tuple[FloatArray, FloatArray]:
         flag = np.zeros(self.m, dtype=bool)
@@ -613,7 +713,7 @@ class ScatterKernel(Kernel):
     def take(self, idx: npt.NDArray[np.intp] | BoolArray) -> Kernel:
         raise NotImplementedError("ScatterKernel has no padded layout")
 
-    @functools.cached_property
+    @lazy
     def unweighted(self) -> tuple[FloatArray, FloatArray, FloatArray]:
         raise NotImplementedError("ScatterKernel has no padded layout")
 

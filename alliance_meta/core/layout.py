@@ -92,7 +92,8 @@ _R = TypeVar("_R")
 
 
 def n_threads() -> int:
-    """Worker threads for chunked pooling (``ALLIANCE_META_NUM_THREADS``, default 1)."""
+    """Worker threads for chunked pooling (``ALLIANCE_META_NUM_THREADS``; default 2, or 1
+    on one core)."""
     env = os.environ.get("ALLIANCE_META_NUM_THREADS")
     if env:
         try:
@@ -101,10 +102,11 @@ def n_threads() -> int:
             raise ModelSpecificationError(
                 f"ALLIANCE_META_NUM_THREADS must be a whole number of threads, got {env!r}"
             ) from None
-    # One thread by default: on this 2-core reference machine a second thread made
-    # every pool_many benchmark slower (memory-bound passes, GIL hand-offs between
-    # short numpy calls); see docs/benchmarks.rst.
-    return 1
+    # Two threads by default where there are two cores: measured with
+    # benchmarks/goals.py on the 2-core reference machine (load 3.4-3.5 from other
+    # work), two threads took 0.55x (DL) and 0.77x (REML) the wall time of one on
+    # 100,000 x 12 (docs/benchmarks.rst); more threads were not measured.
+    return max(1, min(2, os.cpu_count() or 1))
 
 
 def map_chunks(fn: Callable[[_T], _R], items: Iterable[_T]) -> Iterator[tuple[_T, _R]]:

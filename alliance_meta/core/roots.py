@@ -119,14 +119,15 @@ def positive_root(
     kern: Kernel,
     fun: RootFun,
     t0: FloatArray,
-    gain: Callable[[Kernel, FloatArray], FloatArray] | None = None,
+    gain: Callable[[Kernel, FloatArray, npt.NDArray[np.intp]], FloatArray] | None = None,
 ) -> tuple[FloatArray, IntArray, BoolArray, FloatArray]:
     """Root of a decreasing ``f`` on ``[0, inf)``; 0 where ``f(0) <= 0``.
 
     Returns ``(tau2, iterations, converged, gains)``; ``gains`` is ``gain`` at the
     returned τ² (NaN without ``gain``).
 
-    With ``gain`` (the log-likelihood above that at τ² = 0), for ML and REML, this is
+    With ``gain`` (the log-likelihood above that at τ² = 0, of a kernel holding the
+    given rows of ``kern``), for ML and REML, this is
     the local search :func:`global_max` starts from: the root reached from the start
     ``t0`` where the score is positive at 0, and where the score is negative at 0
     but positive at ``t0``, the root above ``t0``; a root whose likelihood is below
@@ -151,7 +152,8 @@ def positive_root(
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             start = np.where(t0 > 0, t0, -f0 / _slope(d0, i0))
         start = np.where(vzero & ~(start > 0), 1.0, start)[need]
-        Kn = kern.take(need)
+        ineed = np.flatnonzero(need)
+        Kn = kern if ineed.size == m else kern.take(ineed)
         r, it, c = solve_decreasing(Kn, fun, start)
         # a zero-variance row whose score stays negative down to 0 has its maximum
         # on the boundary, τ² = 0 (where its weights are infinite: the caller refuses)
@@ -163,7 +165,7 @@ def positive_root(
             # the score is positive at 0, so the nearest root is a peak above the
             # likelihood at 0; one reached farther away need not be (ll0check)
             with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-                g = gain(Kn, r)
+                g = gain(Kn, r, ineed)
             low = (g < 0.0) & ~vzero[need]
             r = np.where(low, 0.0, r)
             gains[need] = np.where(low, 0.0, g)
@@ -184,7 +186,7 @@ def positive_root(
         lo = t0[idx]
         r, it, c = solve_decreasing(Ku, fun, lo, lo0=lo)
         iters[idx] += it + 1
-        g = gain(Ku, r)
+        g = gain(Ku, r, idx)
         better = g > 0.0
         tau2[idx[better]] = r[better]
         gains[idx[better]] = g[better]
@@ -219,11 +221,9 @@ def fisher_scoring(
             adj = f / -fisher
         adj = np.where(np.isfinite(adj), adj, 0.0)
         cur = t[active]
-        for _h in range(1100):  # halving reaches any float's scale
-            neg = cur + adj < 0.0
-            if not neg.any():
-                break
-            adj = np.where(neg, adj / 2.0, adj)
+        neg = cur + adj < 0.0
+        if neg.any():
+            adj = np.where(neg, _halved(adj, cur), adj)
         new = cur + adj
         t[active] = new
         done = np.abs(adj) <= threshold
@@ -234,6 +234,31 @@ def fisher_scoring(
         active = active[keep]
         K = K.take(keep)
     return t, conv
+
+
+def _halved(adj: FloatArray, cur: FloatArray) -> FloatArray:
+    """``adj`` halved until ``cur + adj >= 0``, at most 1100 times (metafor's step
+    halving, as a loop of halvings would give it), at once.
+
+    For ``adj < 0 <= cur``: the fewest halvings ``h`` with ``cur + adj/2^h >= 0`` are
+    ``ceil(log2(-adj) - log2(cur))``, give or take one for rounding (halving is
+    exact); beyond 1100 (``cur = 0`` among them) the loop stops at 1100.
+    """
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        h = np.ceil(np.log2(-adj) - np.log2(cur))
+    far = ~(h <= _HALVINGS)  # NaN (adj >= 0) is settled below
+    hc = np.where(far, _HALVINGS, np.maximum(h, 0.0)).astype(np.int64)
+    out = np.ldexp(adj, -hc)
+    # rounding of the logarithms: one halving more or less
+    more = ~far & (cur + out < 0.0)
+    out = np.where(more, out / 2.0, out)
+    less = ~far & (hc > 0) & ~more & (cur + 2.0 * out >= 0.0)
+    out = np.where(less, 2.0 * out, out)
+    return np.where(adj < 0.0, out, adj)
+
+
+#: Most halvings of a Fisher-scoring step (:func:`_halved`).
+_HALVINGS = 1100
 
 
 def q_root(
@@ -349,6 +374,7 @@ def global_max(
     fun: RootFun,
     profile: ProfileFun,
     g_start: FloatArray | None = None,
+    p_zero: Profile | None = None,
 ) -> tuple[FloatArray, BoolArray, BoolArray, IntArray]:
     """The global maximum on ``[0, ∞)`` of a profiled (restricted) log-likelihood.
 
@@ -360,7 +386,8 @@ def global_max(
     ``t_start`` is the local maximum (or 0) a local search reached, and ``g_start``
     (optional) the likelihood gain there over τ² = 0, which saves evaluating it;
     ``fun`` is the score function of :func:`solve_decreasing`; ``profile`` gives the
-    parts of the likelihood (:class:`Profile`).
+    parts of the likelihood (:class:`Profile`), and ``p_zero`` (optional) its value
+    at τ² = 0 for every row.
 
     Notes
     -----
@@ -407,7 +434,12 @@ def global_max(
     rows = np.arange(ma)
     tc = tc_all[act]
     t0 = tau_best[act]
-    p0 = profile(K, K.zeros)
+    if p_zero is None:
+        p0 = profile(K, K.zeros)
+    elif act.size == m:
+        p0 = p_zero
+    else:
+        p0 = Profile(*(getattr(p_zero, f)[act] for f in _PROFILE_FIELDS))
     Q0, D0 = p0.Q, p0.D
     # round-off of a likelihood difference: the gain is a sum of terms of the size
     # of Q(0), D(0) and log-weights

@@ -226,11 +226,11 @@ def estimate_with_rule(
     start = est._he_value(kern)
     tau2, it, conv = fisher_scoring(kern, fun, start, rule)
     if method in ("ML", "REML"):
-        gain = est._ml_gain if method == "ML" else est._reml_gain
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            gain = est._gain_fn(kern, method == "REML")(kern, tau2, np.arange(m))
             vzero = ~np.isfinite(kern.weighted(kern.zeros, Need.BETA).S1)
             # ll0 - ll > tol and τ² > threshold: metafor sets τ² to 0
-            low = conv & ~vzero & (-gain(kern, tau2) > rule.tol) & (tau2 > rule.threshold)
+            low = conv & ~vzero & (-gain > rule.tol) & (tau2 > rule.threshold)
         reset = low
         tau2 = np.where(low, 0.0, tau2)
     return tau2, it, conv, reset

@@ -18,6 +18,7 @@ from alliance_meta.core.arrays import BoolArray, FloatArray, IntArray
 from alliance_meta.core.estimators import CoreMethod, Tau2Result, estimate_tau2
 from alliance_meta.core.heterogeneity import heterogeneity_k, q_statistic_k
 from alliance_meta.core.inference import (
+    WaldTest,
     coef_inference,
     prediction_interval,
     residual_df,
@@ -135,6 +136,7 @@ def fit(
     level: float = 0.95,
     btt: npt.NDArray[np.intp] | None = None,
     rule: StopRule | None = None,
+    omnibus: bool = True,
 ) -> CoreFit:
     """Fit every row of ``kern`` with one τ² estimator and one test.
 
@@ -142,10 +144,12 @@ def fit(
     (:mod:`alliance_meta.core.stopping`); by default they are solved to 1e-10.
     ``btt`` selects the coefficients of the omnibus test (metafor's default: all but
     the intercept when p > 1 and column 0 is the intercept, the one coefficient when
-    p = 1, and every coefficient of a design without an intercept).
+    p = 1, and every coefficient of a design without an intercept);
+    ``omnibus=False`` leaves that test out (its fields NaN), for callers that do not
+    report it.
     """
     est = estimate_tau2(kern, method, rule=rule)
-    return fit_given_tau2(kern, est, method, test, level, btt)
+    return fit_given_tau2(kern, est, method, test, level, btt, omnibus)
 
 
 def fit_given_tau2(
@@ -155,16 +159,17 @@ def fit_given_tau2(
     test: CoreTest,
     level: float,
     btt: npt.NDArray[np.intp] | None = None,
+    omnibus: bool = True,
 ) -> CoreFit:
     """The fixed-effects part of the fit, tests and heterogeneity for given τ² values.
 
     Computed in the kernel's own units (``Kernel.scale``) and converted back, so
-    that data far from unit scale lose no precision.
+    that data far from unit scale lose no precision (``omnibus``: see :func:`fit`).
     """
     # a zero sampling variance at τ² = 0 gives infinite weights: NaN results, which
     # the callers refuse (naming the study)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return _fit_given_tau2(kern, est, method, test, level, btt)
+        return _fit_given_tau2(kern, est, method, test, level, btt, omnibus)
 
 
 def _fit_given_tau2(
@@ -174,16 +179,21 @@ def _fit_given_tau2(
     test: CoreTest,
     level: float,
     btt: npt.NDArray[np.intp] | None,
+    omnibus: bool,
 ) -> CoreFit:
     p = kern.p
     t = est.tau2_k
     beta, vb, s2w = location_k(kern, t, test)
     t_ref = TESTS[test].t_reference
     df = residual_df(kern.k, p, t_ref)
-    ct = coef_inference(beta, vb, df, level)
-    if btt is None:
-        btt = np.arange(1, p) if p > 1 and kern.intercept else np.arange(p)
-    wt = wald_test(beta, vb, btt, df if t_ref else None)
+    ct = coef_inference(beta, vb, df if t_ref else None, level)
+    if omnibus:
+        if btt is None:
+            btt = np.arange(1, p) if p > 1 and kern.intercept else np.arange(p)
+        wt = wald_test(beta, vb, btt, df if t_ref else None)
+    else:
+        nan = np.full(kern.m, np.nan)
+        wt = WaldTest(nan, nan, nan, nan)
     QE, QE_df, QEp, I2, H2, vt = heterogeneity_k(kern, t, method == "EE")
     crit = ct.crit[:, 0]
     with np.errstate(invalid="ignore"):

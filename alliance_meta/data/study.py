@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias, overload
 import attrs
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
+from alliance_meta._optional import pandas_instance
 from alliance_meta._types import FloatArray, Measure, NanPolicy
 from alliance_meta.core.inference import z_critical
 from alliance_meta.data import measures as _measures
@@ -38,6 +38,7 @@ from alliance_meta.results.base import ConfidenceInterval, brief_repr
 __all__ = ["EffectSize", "Moderator", "ModeratorValue", "Study", "StudySet"]
 
 if TYPE_CHECKING:
+    import pandas as pd
     from typing_extensions import TypedDict, Unpack
 
     class FrameColumns(TypedDict, total=False):
@@ -1128,14 +1129,20 @@ class StudySet:
         _check_unique(labels)
         mods: dict[str, list[Any]] = {}
         for name, col in (moderators or {}).items():
-            if isinstance(col, (str, bytes)) or (not isinstance(
-                col, (np.ndarray, pd.Series, Sequence, pd.Index)
-            ) and not hasattr(col, "__len__")):
+            if isinstance(col, (str, bytes)) or (
+                not isinstance(col, (np.ndarray, Sequence))
+                and not pandas_instance(col, "Series", "Index")
+                and not hasattr(col, "__len__")
+            ):
                 raise InvalidStudyError(
                     f"moderator needs one value per study (a list or array), got {col!r}",
                     field=name,
                 )
-            values = col.tolist() if isinstance(col, (np.ndarray, pd.Series)) else list(col)  # type: ignore[arg-type]
+            values = (
+                col.tolist()  # type: ignore[union-attr]
+                if isinstance(col, np.ndarray) or pandas_instance(col, "Series")
+                else list(col)  # type: ignore[arg-type]
+            )
             if len(values) != k:
                 raise InvalidStudyError(
                     f"moderator has {len(values)} values for {k} studies", field=name
@@ -1262,6 +1269,7 @@ class StudySet:
         the measure registry, as :func:`alliance_meta.escalc` (metafor's ``escalc``
         defaults); ``measure`` may be any measure computed from the given columns.
         """
+        import pandas as pd
         if nan_policy not in ("raise", "omit"):
             raise AllianceMetaError(f"nan_policy must be 'raise' or 'omit', got {nan_policy!r}")
         frame: pd.DataFrame = df if isinstance(df, pd.DataFrame) else pd.DataFrame(df)
@@ -1391,6 +1399,7 @@ class StudySet:
         The keyword arguments are those of :meth:`from_dataframe`.  The label and
         study columns, if given, are read as text.
         """
+        import pandas as pd
         text_cols = {c: str for c in (columns.get("label"), columns.get("study")) if c}
         df = pd.read_csv(path, dtype=text_cols or None)
         return cls.from_dataframe(df, **columns)
@@ -1399,6 +1408,7 @@ class StudySet:
         """One row per effect: ``label, yi, vi, se, measure, n, corrected`` and the
         moderators, with a ``study`` column after ``label`` when any effect names its
         study."""
+        import pandas as pd
         data: dict[str, Any] = {
             "label": list(self.labels),
             **({"study": list(self.study_labels)}
@@ -1577,6 +1587,7 @@ def _undeclared_moderators(
 ) -> dict[str, list[ModeratorValue | None]]:
     """The columns not declared as inputs, kept as moderators (missing values as
     ``None``): numbers, text and logicals; columns of other types are left out."""
+    import pandas as pd
     out: dict[str, list[ModeratorValue | None]] = {}
     for col in frame.columns:
         if not isinstance(col, str) or col in used:

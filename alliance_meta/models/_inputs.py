@@ -4,6 +4,8 @@ they come from (studies, arrays, or the columns of ``data=``), resolved in one p
 
 from __future__ import annotations
 
+import functools
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,8 +13,8 @@ from typing import TYPE_CHECKING, Any, cast, get_args
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
+from alliance_meta._optional import pandas_instance
 from alliance_meta._types import FloatArray, Measure
 from alliance_meta.core.estimators import METHOD_ALIASES, CoreMethod
 from alliance_meta.core.vcov import TESTS, CoreTest
@@ -24,6 +26,8 @@ from alliance_meta.exceptions import (
 )
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from alliance_meta.data.study import Study, StudySet
 
 __all__ = [
@@ -94,14 +98,19 @@ METAFOR_MEASURES = frozenset("""
 """.split())
 
 
+#: Every accepted measure name: the Measure literal, then metafor's other measures.
+_KNOWN_MEASURES = (*get_args(Measure), *sorted(METAFOR_MEASURES - set(get_args(Measure))))
+_KNOWN_SET = frozenset(_KNOWN_MEASURES)
+
+
 def check_measure(measure: object) -> Measure:
     """``measure`` if it names an outcome measure (the
     :data:`~alliance_meta._types.Measure` literal, or one of metafor's ``escalc``
     measures), or a clear error, with the spelling to use where only the case
     differs: ``"zcor"`` is not silently left without its back-transformation."""
-    known = (*get_args(Measure), *sorted(METAFOR_MEASURES - set(get_args(Measure))))
-    if isinstance(measure, str) and measure in known:
+    if isinstance(measure, str) and measure in _KNOWN_SET:
         return cast(Measure, measure)
+    known = _KNOWN_MEASURES
     if isinstance(measure, str):
         close = [n for n in known if n.lower() == measure.lower()]
         if close:
@@ -146,6 +155,15 @@ def validate_studies(
         )
     if yi.size == 0:
         raise InvalidStudyError("no studies given (empty input)", field="yi")
+
+    # min and max propagate NaN and expose ±inf: valid input is settled by four
+    # reductions, and only invalid input is scanned to name the offending study
+    vlo = float(vi.min())
+    if (
+        math.isfinite(float(yi.min()) + float(yi.max()) + vlo + float(vi.max()))
+        and (vlo >= 0.0 if allow_zero else vlo > 0.0)
+    ):
+        return
 
     def name(i: int) -> str:
         return labels[i] if labels is not None else f"#{i}"
@@ -216,7 +234,7 @@ def check_zero_variances(vi: FloatArray, labels: Sequence[str], method: str) -> 
 
 def is_frame(x: object) -> bool:
     """A pandas DataFrame, or an object with the DataFrame interchange protocol."""
-    return isinstance(x, pd.DataFrame) or (
+    return pandas_instance(x, "DataFrame") or (
         hasattr(x, "__dataframe__") and not isinstance(x, (np.ndarray, Sequence))
     )
 
@@ -224,6 +242,7 @@ def is_frame(x: object) -> bool:
 def as_frame(data: object) -> pd.DataFrame:
     """``data=`` as a pandas DataFrame: a DataFrame as it is, or any object with the
     DataFrame interchange protocol (polars, pyarrow, ...) converted by pandas."""
+    import pandas as pd
     if isinstance(data, pd.DataFrame):
         return data
     if hasattr(data, "__dataframe__"):
@@ -451,8 +470,13 @@ def resolve_model_input(
     y = as_float_array(yi, "yi").copy()
     v = as_float_array(vi, "vi").copy()
     validate_studies(y, v, allow_zero=True)
-    labels = tuple(f"Study {i + 1}" for i in range(y.size))
-    return ModelInput(y, v, labels, measure, None, None)
+    return ModelInput(y, v, default_labels(y.size), measure, None, None)
+
+
+@functools.lru_cache(maxsize=32)
+def default_labels(k: int) -> tuple[str, ...]:
+    """``("Study 1", ..., "Study k")``, metafor's labels of unnamed studies (cached)."""
+    return tuple(f"Study {i + 1}" for i in range(k))
 
 
 def resolve_input(

@@ -18,14 +18,16 @@ dask is imported only when such input is passed.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import numpy as np
-import pandas as pd
 
 from alliance_meta._types import FloatArray
 from alliance_meta.exceptions import InvalidStudyError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: Fields of :class:`~alliance_meta.ManyPoolResult` computed blockwise.
 DASK_FIELDS: tuple[str, ...] = (
@@ -211,6 +213,7 @@ DASK_FIELDS_FRAME = (
 
 
 def _empty_frame() -> pd.DataFrame:
+    import pandas as pd
     cols: dict[str, Any] = {c: pd.Series(dtype=np.float64) for c in DASK_FIELDS_FRAME}
     cols["k"] = pd.Series(dtype=np.int64)
     cols["iterations"] = pd.Series(dtype=np.int64)

@@ -10,14 +10,13 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
-from statsmodels.iolib.summary import Summary
 
+from alliance_meta._optional import pandas_instance
 from alliance_meta._types import FloatArray, Measure, Method, NanPolicy, Test
 from alliance_meta.core.estimators import MOMENT_METHODS, CoreMethod, tau2_se
 from alliance_meta.core.heterogeneity import concat_qprofiles, i2_h2, q_pvalue, qprofile
@@ -58,6 +57,10 @@ from alliance_meta.results.base import IntervalArray, freeze_arrays, readonly
 from alliance_meta.results.display import ResultDisplay
 from alliance_meta.results.summary import frame_summary
 
+if TYPE_CHECKING:
+    import pandas as pd
+    from statsmodels.iolib.summary import Summary
+
 __all__ = ["ManyHeterogeneityCI", "ManyPoolResult", "pool_many"]
 
 
@@ -74,6 +77,7 @@ class ManyHeterogeneityCI(ResultDisplay):
     groups: npt.NDArray[Any] = attrs.field(eq=False, repr=False)
 
     def to_frame(self) -> pd.DataFrame:
+        import pandas as pd
         frame: pd.DataFrame = pd.DataFrame(
             {
                 "tau2_low": self.tau2.low,
@@ -102,6 +106,7 @@ class ManyHeterogeneityCI(ResultDisplay):
 
 def _describe(frame: pd.DataFrame) -> pd.DataFrame:
     """Minimum, quartiles and maximum of each column over the rows."""
+    import pandas as pd
     q: pd.DataFrame = frame.quantile([0.0, 0.25, 0.5, 0.75, 1.0])
     q.index = pd.Index(["min", "25%", "median", "75%", "max"])
     return q
@@ -256,6 +261,7 @@ class ManyPoolResult(ResultDisplay):
 
     def to_frame(self) -> pd.DataFrame:
         """One row per analysis, indexed by group."""
+        import pandas as pd
         cols = frame_columns(self)
         cols.update(iterations=self.iterations, converged=self.converged)
         frame: pd.DataFrame = pd.DataFrame(cols, index=pd.Index(self.groups, name="group"))
@@ -263,6 +269,7 @@ class ManyPoolResult(ResultDisplay):
 
     def summary(self) -> Summary:
         """A statsmodels Summary of the results' distribution over the analyses."""
+        import pandas as pd
         cols = ["k", "estimate", "se", "pvalue", "tau2", "Q", "I2"]
         frame = pd.DataFrame({c: np.asarray(getattr(self, c), dtype=float) for c in cols})
         n_bad = int((~self.converged).sum())
@@ -388,6 +395,8 @@ def _factorize(
         labels, inv = np.unique(g, return_inverse=True)
         codes = inv.astype(np.int64).reshape(-1)
         return labels, codes, np.bincount(codes, minlength=labels.size).astype(np.int64)
+    import pandas as pd
+
     inverse, uniques = pd.factorize(g, sort=True, use_na_sentinel=False)
     labels = np.asarray(uniques)
     codes = np.asarray(inverse, dtype=np.int64)
@@ -409,13 +418,15 @@ def _as_labels(groups: object) -> npt.NDArray[Any]:
     """
     if isinstance(groups, np.ndarray) and groups.dtype != object:
         return groups
-    if isinstance(groups, (pd.Series, pd.Index, pd.Categorical)):
+    if pandas_instance(groups, "Series", "Index", "Categorical"):
         arr = np.asarray(groups)
     else:
         arr = np.asarray(groups, dtype=object) if not isinstance(groups, np.ndarray) else groups
         if arr.ndim != 1:
             arr = np.asarray(groups)
     if arr.dtype == object and arr.size:
+        import pandas as pd
+
         kind = pd.api.types.infer_dtype(arr, skipna=True)
         if kind in _LABEL_KINDS and np.asarray(pd.isna(arr)).any():
             return arr  # missing labels: refused or dropped by _validate_long
@@ -439,7 +450,12 @@ def _missing_labels(g: npt.NDArray[Any]) -> npt.NDArray[np.bool_] | None:
     """Where a group label is missing (None, NaN, NaT); None if none can be."""
     if g.dtype.kind in "iubUS":
         return None
-    out: npt.NDArray[np.bool_] = np.asarray(pd.isna(g), dtype=bool)
+    if g.dtype.kind == "f":
+        out: npt.NDArray[np.bool_] = np.isnan(g)
+    else:
+        import pandas as pd
+
+        out = np.asarray(pd.isna(g), dtype=bool)
     return out if out.any() else None
 
 

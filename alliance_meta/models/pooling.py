@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
-from statsmodels.iolib.summary import Summary
 
 from alliance_meta._types import FloatArray, Measure, Method, NanPolicy, Test
 from alliance_meta.core.estimators import CoreMethod
@@ -49,6 +47,9 @@ from alliance_meta.results.report import pooled_sentence
 from alliance_meta.results.summary import frame_summary, info_table, make_summary, value_table
 
 if TYPE_CHECKING:
+    import pandas as pd
+    from statsmodels.iolib.summary import Summary
+
     from alliance_meta.data.study import Study, StudySet
     from alliance_meta.models.many import ManyPoolResult
 
@@ -82,6 +83,7 @@ class BackTransformed(ResultDisplay):
 
     def to_frame(self) -> pd.DataFrame:
         """One-row DataFrame: estimate, CI and PI bounds, and the scale."""
+        import pandas as pd
         frame: pd.DataFrame = pd.DataFrame(
             {
                 "estimate": [self.estimate],
@@ -116,6 +118,7 @@ class HeterogeneityCI(ResultDisplay):
     level: float
 
     def to_frame(self) -> pd.DataFrame:
+        import pandas as pd
         frame: pd.DataFrame = pd.DataFrame(
             {
                 "low": [self.tau2.low, self.I2.low, self.H2.low],
@@ -324,6 +327,7 @@ class PoolResult(UnivariateFit, ResultDisplay):
 
     def to_frame(self) -> pd.DataFrame:
         """One-row DataFrame of every scalar field."""
+        import pandas as pd
         row = {name: [value] for name, value in frame_columns(self).items()}
         row.update(
             method=[self.method], test=[self.test], level=[self.level], measure=[self.measure]
@@ -438,14 +442,17 @@ def fit_one(
     what: str = "",
     labels: Sequence[str] | None = None,
     control: Control | None = None,
+    omnibus: bool = True,
 ) -> CoreFit:
     """One model (m = 1) through the vectorised core, warning if it did not converge.
 
     With a zero sampling variance, a τ² estimated as 0 leaves that study an infinite
-    weight: an error naming it.
+    weight: an error naming it.  ``omnibus=False`` skips the omnibus test (the
+    pooled result reports the coefficient's own test only).
     """
-    fit = core_fit(kernel_from_padded(yi[None, :], vi[None, :], X), method, test, level,
-                   rule=as_rule(control))
+    # validated input: finite, no study absent (complete)
+    fit = core_fit(kernel_from_padded(yi[None, :], vi[None, :], X, complete=True), method,
+                   test, level, rule=as_rule(control), omnibus=omnibus)
     check_positive_tau2(fit.tau2, vi, labels, method, what)
     if not fit.converged[0]:
         warnings.warn(
@@ -521,7 +528,8 @@ def _pool_single(
             stacklevel=3,
         )
     check_zero_variances(vi, labels, core_method)
-    fit = fit_one(yi, vi, None, core_method, core_test, lv, labels=labels, control=control)
+    fit = fit_one(yi, vi, None, core_method, core_test, lv, labels=labels, control=control,
+                  omnibus=False)
     shown_test = "z" if yi.size == 1 else core_test
     return result_from_core(fit, 0, yi, vi, labels, core_method, shown_test, lv, measure,
                             control)

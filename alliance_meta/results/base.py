@@ -22,6 +22,10 @@ _T = TypeVar("_T")
 FloatArray = npt.NDArray[np.float64]
 
 
+#: Immutable field types that :func:`readonly` returns as they are.
+_PLAIN: frozenset[type] = frozenset({float, int, bool, str, type(None), tuple})
+
+
 def readonly(x: _T) -> _T:
     """``x``, or for an ndarray a read-only view that cannot be made writable again.
 
@@ -31,6 +35,8 @@ def readonly(x: _T) -> _T:
     other (a view of someone else's memory, e.g. the caller's) is copied first, so
     the caller's own array stays writable.  Mappings become :class:`FrozenMap`.
     """
+    if x.__class__ in _PLAIN:  # the common case, without the ABC checks below
+        return x
     if isinstance(x, np.ndarray):
         if x.base is None:
             if x.flags.writeable:

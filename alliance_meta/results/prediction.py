@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import attrs
 import numpy as np
-import pandas as pd
-from statsmodels.iolib.summary import Summary
 
 from alliance_meta.core.inference import critical_value
 from alliance_meta.results.base import FloatArray, IntervalArray, freeze_arrays
 from alliance_meta.results.display import ResultDisplay, Transf, resolve_transf
 from alliance_meta.results.summary import frame_summary
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from statsmodels.iolib.summary import Summary
 
 __all__ = ["Prediction", "make_prediction"]
 
@@ -60,6 +63,7 @@ class Prediction(ResultDisplay):
 
     def to_frame(self) -> pd.DataFrame:
         """One row per prediction."""
+        import pandas as pd
         frame: pd.DataFrame = pd.DataFrame(
             {
                 "pred": self.pred,

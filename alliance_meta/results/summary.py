@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-from statsmodels.iolib.summary import Summary
-from statsmodels.iolib.table import SimpleTable
 
-__all__ = ["frame_summary", "frame_table", "info_table", "make_summary", "value_table"]
+if TYPE_CHECKING:
+    import pandas as pd
+    from statsmodels.iolib.summary import Summary
+    from statsmodels.iolib.table import SimpleTable
+
+__all__ = [
+    "coefficient_frame",
+    "frame_summary", "frame_table", "info_table", "make_summary", "value_table"]
 
 
 def info_table(
     left: Sequence[tuple[str, str]], right: Sequence[tuple[str, str]], title: str
 ) -> SimpleTable:
     """A two-column block of ``label: value`` pairs, like statsmodels' model header."""
+    from statsmodels.iolib.table import SimpleTable
     n = max(len(left), len(right))
     lpad = list(left) + [("", "")] * (n - len(left))
     rpad = list(right) + [("", "")] * (n - len(right))
@@ -30,6 +35,7 @@ def value_table(
     rows: Sequence[Sequence[str]], headers: Sequence[str], stubs: Sequence[str], title: str = ""
 ) -> SimpleTable:
     """A table of formatted values with column headers and row labels."""
+    from statsmodels.iolib.table import SimpleTable
     return SimpleTable(
         [list(r) for r in rows], headers=list(headers), stubs=list(stubs), title=title
     )
@@ -37,6 +43,7 @@ def value_table(
 
 def make_summary(tables: Sequence[SimpleTable], notes: Sequence[str] = ()) -> Summary:
     """Assemble tables (and optional notes) into a statsmodels ``Summary``."""
+    from statsmodels.iolib.summary import Summary
     smry = Summary()
     smry.tables.extend(tables)
     if notes:
@@ -60,6 +67,8 @@ def coefficient_frame(
     coefficient with ``coef`` (or ``estimate_name``), ``se``, ``statistic``, ``df``
     (only where the tests have degrees of freedom per coefficient), ``pvalue``,
     ``ci_low`` and ``ci_high``; ``ci`` is anything with ``.low`` and ``.high``."""
+    import pandas as pd
+
     columns: dict[str, Any] = {estimate_name: coef, "se": se, "statistic": statistic}
     if df is not None:
         columns["df"] = df
