@@ -93,13 +93,15 @@ def _rule(ar: FloatArray) -> IntArray:
 def _dw_total(h: FloatArray, k: FloatArray, asr: FloatArray, rule: int) -> FloatArray:
     """Drezner and Wesolowsky's quadrature sum :math:`\\sum w \\exp((s hk - (h^2 +
     k^2)/2) / (1 - s^2))`, :math:`s = \\sin(\\arcsin(r) (x + 1) / 2)`, summed node by
-    node in the scalar order (a reduction over the first axis adds row after row)."""
+    node in order (``np.add.reduce`` sums pairwise, in another order, for one row)."""
     u, w = _LOW[rule]
     hk = h * k
     hs = (h * h + k * k) / 2.0
     sn = np.sin(asr * u / 2.0)
     terms = w * np.exp((sn * hk - hs) / (1.0 - sn * sn))
-    total: FloatArray = np.add.reduce(terms, axis=0)
+    total: FloatArray = terms[0]
+    for term in terms[1:]:
+        total = total + term
     return total
 
 
