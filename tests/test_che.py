@@ -201,3 +201,20 @@ def test_few_clusters_warn() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", FewStudiesWarning)
         am.che(s, rho=0.5)
+
+
+def test_che_takes_a_data_frame_as_rma_mv_does() -> None:
+    """``che(data=df, ...)`` equals the StudySet call (same effects, same levels)."""
+    import numpy as np
+
+    ds = am.datasets.load_alliance_dependent()
+    studies = ds.studies()
+    frame = studies.to_dataframe().assign(
+        study=list(studies.study_labels), es=list(studies.labels)
+    )
+    res_df = am.che(data=frame, rho=0.5, levels=["study", "es"], moderators="~ rater")
+    res_ss = am.che(studies, rho=0.5, moderators=["rater"])
+    # the same fit through the same code; only the order of design columns' sums differs
+    np.testing.assert_allclose(res_df.coef, res_ss.coef, rtol=1e-10)
+    np.testing.assert_allclose(res_df.se, res_ss.se, rtol=1e-10)
+    assert res_df.n_clusters == res_ss.n_clusters

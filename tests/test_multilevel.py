@@ -877,3 +877,61 @@ def test_no_dense_k_by_k_matrix_is_formed() -> None:
     # memory grows with Σ b² over the padded blocks (a few MB here); 300 MB is a
     # generous bound that a single dense k × k array (8 k² bytes) exceeds tenfold
     assert peak < 300 * 2**20 < 8 * k * k / 10
+
+
+# ---------------------------------------------------------------------------
+# data= (issue 15: every model function takes a data frame and column names)
+# ---------------------------------------------------------------------------
+
+
+def test_multilevel_data_frame_matches_metafor_and_the_array_call() -> None:
+    """``multilevel(data=df, levels=[...], moderators="~ ...")`` is
+    ``rma.mv(yi, vi, mods = ~ deltype, random = ~ 1 | study/esid, data = dat)``."""
+    import pandas as pd
+
+    d = _load("mv_assink2016")
+    case = next(c for c in d["cases"] if c["method"] == "REML" and c["test"] == "z"
+                and c["with_moderators"])
+    frame = pd.DataFrame({"yi": d["yi"], "vi": d["vi"], **d["levels"], **d["moderators"]})
+    fit = multilevel(data=frame, levels=["study", "esid"], moderators=d["mods"])
+    exp = case["expected"]
+    # the estimated-fit tolerances of this file (RTOL_FIT, RTOL_VC and why, above)
+    _close(fit.coef, exp["coef"], RTOL_FIT)
+    _close(fit.sigma2, exp["sigma2"], RTOL_VC, ATOL_VC)
+    arrays = _nested_fit(d, case)
+    # the same numbers through the same code: equal to round-off of the design
+    np.testing.assert_allclose(fit.coef, arrays.coef, rtol=1e-12)
+    np.testing.assert_allclose(fit.sigma2, arrays.sigma2, rtol=1e-12)
+    # yi/vi named explicitly, and a frame passed where studies go
+    renamed = frame.rename(columns={"yi": "g", "vi": "var_g"})
+    again = multilevel(renamed, yi="g", vi="var_g", levels={"study": "study", "es": "esid"},
+                       moderators=d["mods"])
+    np.testing.assert_array_equal(again.coef, fit.coef)
+
+
+def test_multivariate_data_frame_matches_the_array_call() -> None:
+    import pandas as pd
+
+    d = _load("mv_berkey1998")
+    case = d["cases"][0]
+    arrays = _mv_fit(d, case)
+    frame = pd.DataFrame({"yi": d["yi"], "trial": d["cluster"], "outcome": d["outcome"]})
+    mods, icpt = _mv_moderators(d, case.get("mods", d.get("mods", "~outcome - 1")))
+    fit = multivariate(data=frame, V=np.asarray(d["V"]), cluster="trial", outcome="outcome",
+                       struct=case.get("struct", case["expected"].get("struct")),
+                       moderators=mods, intercept=icpt,
+                       method=case["method"], test=case["test"])
+    np.testing.assert_allclose(fit.coef, arrays.coef, rtol=1e-12)
+    np.testing.assert_allclose(fit.tau2, arrays.tau2, rtol=1e-12)
+
+
+def test_data_frame_errors_name_what_is_missing() -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame({"g": [0.1, 0.2, 0.3, 0.4], "v": [0.01] * 4, "s": [1, 1, 2, 2]})
+    with pytest.raises(ModelSpecificationError, match="no column 'yi'"):
+        multilevel(data=frame, levels=["s"])
+    with pytest.raises(ModelSpecificationError, match="once"):
+        multilevel(frame, data=frame, yi="g", vi="v", levels=["s"])
+    with pytest.raises(InvalidStudyError, match="'nope'"):
+        multilevel(data=frame, yi="g", vi="v", levels=["nope"])

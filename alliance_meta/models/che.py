@@ -294,9 +294,10 @@ def _cluster_name(fit: MultilevelResult, cluster: object) -> object:
 def che(
     studies: StudySet | None = None,
     *,
+    data: object = None,
     rho: float,
-    yi: npt.ArrayLike | None = None,
-    vi: npt.ArrayLike | None = None,
+    yi: npt.ArrayLike | str | None = None,
+    vi: npt.ArrayLike | str | None = None,
     moderators: object = None,
     levels: LevelSpec = ("study", "label"),
     cluster: str | Sequence[Hashable] | npt.ArrayLike | None = None,
@@ -317,6 +318,9 @@ def che(
     studies : StudySet, optional
         The effects, one row per effect, each naming its study (``yi``, ``vi``
         and the level and moderator columns by name).
+    data : DataFrame, optional
+        Or a data frame and column names, as :func:`~alliance_meta.multilevel`
+        (``levels`` then names its columns, e.g. ``levels=["study", "es"]``).
     rho : float
         The working correlation between the sampling errors of two effects of one
         study (outer level).
@@ -400,7 +404,7 @@ def che(
     if not (math.isfinite(r) and -1.0 <= r <= 1.0):
         raise ModelSpecificationError(f"rho must be a correlation in [-1, 1], got {rho!r}")
     fit = multilevel(
-        studies, yi=yi, vi=vi, levels=levels, moderators=moderators, intercept=intercept,
+        studies, data=data, yi=yi, vi=vi, levels=levels, moderators=moderators, intercept=intercept,
         rho=r, method=method, level=level,
     )
     rob = robust(fit, _cluster_name(fit, cluster), adjust=adjust)  # type: ignore[arg-type]
@@ -410,9 +414,10 @@ def che(
 def che_sensitivity(
     studies: StudySet | None = None,
     *,
+    data: object = None,
     rho: Sequence[float] = DEFAULT_RHO_GRID,
-    yi: npt.ArrayLike | None = None,
-    vi: npt.ArrayLike | None = None,
+    yi: npt.ArrayLike | str | None = None,
+    vi: npt.ArrayLike | str | None = None,
     moderators: object = None,
     levels: LevelSpec = ("study", "label"),
     cluster: str | Sequence[Hashable] | npt.ArrayLike | None = None,
@@ -426,6 +431,8 @@ def che_sensitivity(
     Parameters
     ----------
     studies : StudySet, optional
+    data : DataFrame, optional
+        As :func:`che`.
     rho : sequence of float
         The working correlations (default 0.2, 0.4, 0.6, 0.8).
     yi, vi, moderators, levels, cluster, adjust, intercept, method, level
@@ -463,7 +470,7 @@ def che_sensitivity(
     if len(set(grid)) != len(grid):
         raise ModelSpecificationError(f"rho repeats a value: {grid}")
     kw: dict[str, Any] = {
-        "yi": yi, "vi": vi, "moderators": moderators, "levels": levels, "cluster": cluster,
-        "adjust": adjust, "intercept": intercept, "method": method, "level": level,
+        "data": data, "yi": yi, "vi": vi, "moderators": moderators, "levels": levels,
+        "cluster": cluster, "adjust": adjust, "intercept": intercept, "method": method, "level": level,
     }
     return CHESensitivity(rho=grid, results=tuple(che(studies, rho=r, **kw) for r in grid))

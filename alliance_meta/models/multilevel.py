@@ -66,7 +66,13 @@ from alliance_meta.exceptions import (
     ModelSpecificationError,
     ModelSpecificationWarning,
 )
-from alliance_meta.models._inputs import check_level
+from alliance_meta.models._inputs import (
+    _data_values,
+    as_frame,
+    check_level,
+    frame_column,
+    is_frame,
+)
 from alliance_meta.results.base import ConfidenceInterval, IntervalArray, freeze_arrays
 from alliance_meta.results.display import ResultDisplay, fmt_p, fmt_p_eq
 from alliance_meta.results.prediction import Prediction
@@ -194,11 +200,39 @@ def _resolve_vi(
     return v
 
 
+def _split_source(studies: object, data: object) -> tuple[StudySet | None, pd.DataFrame | None]:
+    """The StudySet or the ``data=`` frame of a call (a data frame passed as studies
+    is taken as ``data=``, as the univariate models do)."""
+    if studies is not None and is_frame(studies):
+        if data is not None:
+            raise ModelSpecificationError(
+                "a data frame was given twice (as studies and as data=); pass it once, as "
+                "data=df"
+            )
+        data, studies = studies, None
+    if data is None:
+        return studies, None  # type: ignore[return-value]
+    if studies is not None:
+        raise ModelSpecificationError("give either studies or data=, not both")
+    frame = as_frame(data)
+    if len(frame) == 0:
+        raise InvalidStudyError("the data have no rows (no effects)", field="data")
+    return None, frame
+
+
 def _column(
-    name: str, values: object, studies: StudySet | None, k: int, field: str
+    name: str,
+    values: object,
+    studies: StudySet | None,
+    k: int,
+    field: str,
+    frame: pd.DataFrame | None = None,
 ) -> npt.NDArray[Any]:
-    """A grouping column given as values or as the name of a StudySet column."""
-    if isinstance(values, str):
+    """A grouping column given as values, or as the name of a StudySet column or of a
+    ``data=`` column."""
+    if isinstance(values, str) and frame is not None:
+        arr = np.asarray(frame_column(frame, values, name).to_numpy())
+    elif isinstance(values, str):
         if studies is None:
             raise InvalidStudyError(
                 f"{field} {name!r} is given as the column name {values!r} but no studies "
@@ -251,7 +285,11 @@ def _codes(keys: npt.ArrayLike) -> tuple[IntArray, npt.NDArray[Any]]:
 
 
 def _parse_levels(
-    levels: object, studies: StudySet | None, k: int, labels: Sequence[str]
+    levels: object,
+    studies: StudySet | None,
+    k: int,
+    labels: Sequence[str],
+    frame: pd.DataFrame | None = None,
 ) -> tuple[tuple[str, ...], list[npt.NDArray[Any]]]:
     """Level names (outer first) and the label of every effect at each level."""
     if isinstance(levels, Mapping):
@@ -270,7 +308,7 @@ def _parse_levels(
     names = tuple(n for n, _ in items)
     if len(set(names)) != len(names):
         raise ModelSpecificationError(f"level names must be distinct, got {list(names)}")
-    cols = [_labels_of(_column(n, v, studies, k, "level"), n, labels) for n, v in items]
+    cols = [_labels_of(_column(n, v, studies, k, "level", frame), n, labels) for n, v in items]
     return names, cols
 
 
@@ -407,6 +445,7 @@ def _design(
     k: int,
     labels: Sequence[str],
     intercept: bool,
+    frame: pd.DataFrame | None = None,
 ) -> Design:
     """The model's design, from the one design builder (formulas, names, values)."""
     mods: object = [] if moderators is None else moderators
@@ -418,7 +457,9 @@ def _design(
             stacklevel=3,
         )
         intercept = True
-    design = make_design(mods, k=k, labels=labels, studies=studies, intercept=intercept)
+    design = make_design(
+        mods, k=k, labels=labels, studies=studies, data=frame, intercept=intercept
+    )
     warn_dropped(design, stacklevel=3)
     return design
 
@@ -1081,8 +1122,9 @@ def _fit(
 def multilevel(
     studies: StudySet | None = None,
     *,
-    yi: npt.ArrayLike | None = None,
-    vi: npt.ArrayLike | None = None,
+    data: object = None,
+    yi: npt.ArrayLike | str | None = None,
+    vi: npt.ArrayLike | str | None = None,
     V: npt.ArrayLike | sparse.spmatrix | None = None,
     levels: LevelSpec,
     moderators: object = None,
@@ -1100,8 +1142,14 @@ def multilevel(
     ----------
     studies : StudySet, optional
         Effects (``yi``, ``vi``), labels, and level / moderator columns by name.
-    yi, vi : array_like, optional
-        Effects and sampling variances, when ``studies`` is not given.
+    data : DataFrame, optional
+        A data frame (or anything with the DataFrame interchange protocol) whose
+        columns ``yi``, ``vi``, the levels and the moderators (names or a formula)
+        name, as ``rma.mv(yi, vi, data = dat, ...)``; ``yi`` and ``vi`` default to
+        the columns ``"yi"`` and ``"vi"`` that ``escalc`` writes.
+    yi, vi : array_like or str, optional
+        Effects and sampling variances (or, with ``data=``, their column names),
+        when ``studies`` is not given.
     V : (k, k) array or scipy.sparse matrix, optional
         Known sampling covariance (otherwise ``diag(vi)``).
     levels : mapping or sequence of str
@@ -1173,11 +1221,16 @@ def multilevel(
     meth = _check_choice(method, _METHODS, "method")
     tst = _check_choice(test, _TESTS, "test")
     lv = check_level(level)
+    studies, frame = _split_source(studies, data)
+    if frame is not None:
+        yi = _data_values(frame, yi, "yi", "yi")
+        if V is None:
+            vi = _data_values(frame, vi, "vi", "vi")
     y, labels, measure = _resolve_yi(studies, yi)
     k = y.size
     if V is not None and vi is not None:
         raise ModelSpecificationError("give vi or V, not both")
-    level_names, cols = _parse_levels(levels, studies, k, labels)
+    level_names, cols = _parse_levels(levels, studies, k, labels, frame)
     fixed = _parse_sigma2(sigma2, len(level_names), level_names)
     level_codes: list[IntArray] = []
     n_clusters: list[int] = []
@@ -1218,7 +1271,7 @@ def multilevel(
             Vm = _constant_rho_matrix(v, level_codes[0], np.full(n_clusters[0], r), None)
         else:
             Vm = v
-    design = _design(moderators, studies, k, labels, intercept)
+    design = _design(moderators, studies, k, labels, intercept, frame)
     _check_k_p(k, design.p, design.coef_names)
     structure = core.Structure(len(level_names))
     comp_names = tuple(f"sigma2.{n}" for n in level_names)
@@ -1246,7 +1299,8 @@ def _sorted_levels(values: npt.NDArray[Any], raw: npt.NDArray[Any]) -> list[str]
 def multivariate(
     studies: StudySet | None = None,
     *,
-    yi: npt.ArrayLike | None = None,
+    data: object = None,
+    yi: npt.ArrayLike | str | None = None,
     V: npt.ArrayLike | sparse.spmatrix | None = None,
     cluster: npt.ArrayLike | str,
     outcome: npt.ArrayLike | str,
@@ -1264,8 +1318,13 @@ def multivariate(
     ----------
     studies : StudySet, optional
         Effects, labels, and cluster / outcome / moderator columns by name.
-    yi : array_like, optional
-        Effects, when ``studies`` is not given.
+    data : DataFrame, optional
+        A data frame whose columns ``yi``, ``cluster``, ``outcome`` and the
+        moderators name (``yi`` defaults to the column ``"yi"``); without ``V``,
+        its column ``"vi"`` gives the sampling variances.
+    yi : array_like or str, optional
+        Effects (or, with ``data=``, their column name), when ``studies`` is not
+        given.
     V : (k, k) array, scipy.sparse matrix or (k,) variances
         Known sampling covariance (``studies.vi`` on the diagonal when omitted).
     cluster, outcome : array_like or str
@@ -1299,13 +1358,19 @@ def multivariate(
     tst = _check_choice(test, _TESTS, "test")
     st_name = _check_choice(struct, _STRUCTS, "struct")
     lv = check_level(level)
+    studies, frame = _split_source(studies, data)
+    vi_data: FloatArray | None = None
+    if frame is not None:
+        yi = _data_values(frame, yi, "yi", "yi")
+        if V is None:
+            vi_data = _data_values(frame, None, "vi", "vi")
     y, labels, measure = _resolve_yi(studies, yi)
     k = y.size
-    cl = _labels_of(_column("cluster", cluster, studies, k, "variable"), "cluster", labels)
-    oc_raw = _column("outcome", outcome, studies, k, "variable")
+    cl = _labels_of(_column("cluster", cluster, studies, k, "variable", frame), "cluster", labels)
+    oc_raw = _column("outcome", outcome, studies, k, "variable", frame)
     oc = _labels_of(oc_raw, "outcome", labels)
     if V is None:
-        v = _resolve_vi(studies, None, k, labels)
+        v = _resolve_vi(studies, vi_data, k, labels)
         if v is None:
             raise ModelSpecificationError("give V (or studies with sampling variances)")
         Vm: sparse.csr_matrix | FloatArray = v
@@ -1353,7 +1418,7 @@ def multivariate(
                 ModelSpecificationWarning,
                 stacklevel=2,
             )
-    design = _design(moderators, studies, k, labels, intercept)
+    design = _design(moderators, studies, k, labels, intercept, frame)
     _check_k_p(k, design.p, design.coef_names)
     return _fit(
         y=y, V=Vm, design=design,
