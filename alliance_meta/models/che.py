@@ -471,6 +471,7 @@ def che_sensitivity(
         raise ModelSpecificationError(f"rho repeats a value: {grid}")
     kw: dict[str, Any] = {
         "data": data, "yi": yi, "vi": vi, "moderators": moderators, "levels": levels,
-        "cluster": cluster, "adjust": adjust, "intercept": intercept, "method": method, "level": level,
+        "cluster": cluster, "adjust": adjust, "intercept": intercept, "method": method,
+        "level": level,
     }
     return CHESensitivity(rho=grid, results=tuple(che(studies, rho=r, **kw) for r in grid))
