@@ -103,6 +103,9 @@ def main() -> None:
     ap.add_argument("--fresh", type=int, default=5)
     args = ap.parse_args()
     warnings.simplefilter("ignore")
+    # the in-process rows are single-threaded CPU time: with the default two threads
+    # the CPU time would add both threads' work (the thread rows below compare them)
+    os.environ["ALLIANCE_META_NUM_THREADS"] = "1"
     load0 = os.getloadavg()
     print(f"machine: {machine()}; python {sys.version.split()[0]}, numpy {np.__version__}")
     print(f"load before: {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}; busy: {busy()}")
