@@ -79,6 +79,7 @@ if TYPE_CHECKING:
     from alliance_meta.models.subgroup import SubgroupResult, subgroup_analysis
     from alliance_meta.results.base import ConfidenceInterval, IntervalArray
     from alliance_meta.results.prediction import Prediction
+    from alliance_meta.results.wald import ModelWaldTest
 
 __version__ = "0.1.0"
 
@@ -102,6 +103,7 @@ __all__ = [
     "ManyHeterogeneityCI",
     "ManyPoolResult",
     "MetaRegressionResult",
+    "ModelWaldTest",
     "Moderator",
     "MultilevelInfluenceResult",
     "MultilevelLeaveOneOutResult",
@@ -213,6 +215,7 @@ _LAZY: dict[str, str] = {
     "ConfidenceInterval": "alliance_meta.results.base",
     "IntervalArray": "alliance_meta.results.base",
     "Prediction": "alliance_meta.results.prediction",
+    "ModelWaldTest": "alliance_meta.results.wald",
 }
 #: Public submodules, imported on first access.
 _MODULES: dict[str, str] = {

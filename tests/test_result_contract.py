@@ -108,6 +108,7 @@ BUILDERS: dict[str, Callable[[], Any]] = {
         n2i=12,
         flip=[False, True, False],
     ),
+    "ModelWaldTest": lambda: _reg().wald_test(),
     "SelectionModelResult": lambda: am.selection_model(_fit(), "halfnorm"),
     "SelectionMetaRegressionResult": lambda: am.selection_model(_reg(), "negexp"),
 }
@@ -211,6 +212,7 @@ def test_result_arrays_are_read_only(result: Any) -> None:
         "EggerTest",
         "PetPeeseResult",
         "RobustWaldTest",
+        "ModelWaldTest",
         "LikelihoodRatioTest",
     }:
         assert arrays  # these results do hold arrays: the check below is not vacuous

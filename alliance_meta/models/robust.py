@@ -39,6 +39,7 @@ from alliance_meta.models.protocol import FittedModel
 from alliance_meta.results.base import IntervalArray, freeze_arrays
 from alliance_meta.results.display import ResultDisplay
 from alliance_meta.results.summary import coefficient_frame, frame_summary
+from alliance_meta.results.wald import CoefficientSpec, coefficient_positions
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -235,40 +236,8 @@ class RobustResult(ResultDisplay):
     _sandwich: Sandwich = attrs.field(eq=False, repr=False, alias="sandwich")
     _intercept: bool = attrs.field(repr=False, alias="intercept")
 
-    def _positions(self, coefs: object) -> npt.NDArray[np.intp]:
-        p = len(self.coef_names)
-        if coefs is None:
-            # metafor's default btt: the intercept only in an intercept-only model
-            pos = list(range(1 if self._intercept else 0, p)) or [0]
-        else:
-            items = [coefs] if isinstance(coefs, (int, np.integer, str)) else list(
-                coefs  # type: ignore[call-overload]
-            )
-            pos = []
-            for c in items:
-                if isinstance(c, str):
-                    if c not in self.coef_names:
-                        raise ModelSpecificationError(
-                            f"no coefficient named {c!r} (coefficients: "
-                            f"{', '.join(self.coef_names)})"
-                        )
-                    pos.append(self.coef_names.index(c))
-                elif isinstance(c, (int, np.integer)) and not isinstance(c, bool):
-                    if not 0 <= int(c) < p:
-                        raise ModelSpecificationError(
-                            f"coefficient position {int(c)} is out of range: positions "
-                            f"are 0-based, 0 … {p - 1}"
-                        )
-                    pos.append(int(c))
-                else:
-                    raise ModelSpecificationError(
-                        f"coefs must be 0-based coefficient positions (or names), not {c!r}"
-                    )
-            if not pos:
-                raise ModelSpecificationError("coefs is empty: nothing to test")
-            if len(set(pos)) != len(pos):
-                raise ModelSpecificationError(f"coefs repeats a coefficient: {items!r}")
-        return np.asarray(pos, dtype=np.intp)
+    def _positions(self, coefs: CoefficientSpec) -> npt.NDArray[np.intp]:
+        return coefficient_positions(self.coef_names, coefs, self._intercept)
 
     def wald_test(
         self, coefs: Sequence[int | str] | int | str | None = None, *, test: WaldTestKind = "HTZ"
