@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from alliance_meta import __version__
-from alliance_meta._types import Measure
+from alliance_meta._types import Measure, Test
 from alliance_meta.core.estimators import ESTIMATORS
 from alliance_meta.data import measures
 from alliance_meta.data.study import StudySet
@@ -172,6 +172,12 @@ def _build_parser() -> argparse.ArgumentParser:
             help="tau^2 estimator, as in metafor's rma (default: REML)",
         )  # fmt: skip
         p.add_argument(
+            "--test", default="z", choices=get_args(Test),
+            help="test and CIs of the estimates, as in metafor's rma: z (normal), t "
+                 "(t on k - p df), knha (Knapp-Hartung), adhoc (Knapp-Hartung, never "
+                 "narrower than z) (default: z)",
+        )  # fmt: skip
+        p.add_argument(
             "--level", type=float, default=0.95, help="confidence level (default: 0.95)"
         )
         p.add_argument(
@@ -219,6 +225,11 @@ def _build_parser() -> argparse.ArgumentParser:
         help="effect-size measure, as metafor's escalc names it (ZCOR, SMD, OR, GEN, ...)",
     )  # fmt: skip
     analyze.add_argument("--label", metavar="COL", help="column of study labels")
+    analyze.add_argument(
+        "--unique-labels", action="store_true",
+        help="number repeated study labels as metafor does ('Smith (1990).1', 'Smith "
+             "(1990).2') instead of stopping; for different studies that share a label",
+    )  # fmt: skip
     analyze.add_argument("--by", metavar="COL", help="categorical moderator for a subgroup test")
     analyze.add_argument(
         "--moderators", metavar="SPEC",
@@ -364,6 +375,7 @@ def _read_studies(args: argparse.Namespace) -> tuple[StudySet, dict[str, Any]]:
         raise _UsageError(f"no column {label!r} (--label) in {args.file}")
     if label is not None:
         frame[label] = frame[label].astype("string")
+        frame[label] = _unique_labels(frame, label, args, found)
     if name == "GEN" or "ni" not in found:
         n_col = given.get("ni") or _find_column(columns, "ni")
         if n_col is not None and n_col not in found.values() and name == "GEN":
@@ -392,6 +404,50 @@ def _read_studies(args: argparse.Namespace) -> tuple[StudySet, dict[str, Any]]:
     )
     info = {"file": str(path), "measure": name, "columns": found, "label": label}
     return studies, info
+
+
+def _unique_labels(
+    frame: pd.DataFrame, label: str, args: argparse.Namespace, found: Mapping[str, str]
+) -> pd.Series[Any]:
+    """The label column, checked for repeated labels: numbered as metafor numbers
+    them (``.make.unique``: ``"x.1"``, ``"x.2"``) with ``--unique-labels``, else an
+    error that says which rows repeat which label and what to pass."""
+    col: pd.Series[Any] = frame[label]
+    dup = col.duplicated(keep=False) & col.notna()
+    if not bool(dup.any()):
+        return col
+    if args.unique_labels:
+        counts = col.groupby(col, dropna=True).cumcount() + 1
+        out: pd.Series[Any] = col.copy()
+        out[dup] = col[dup] + "." + counts[dup].astype(str)
+        if out.duplicated().any():  # "x.1" was already a label of another row
+            raise _UsageError(
+                f"--unique-labels cannot make the labels of column {label!r} unique: "
+                "numbering them gives a label that another row already has; give --label "
+                "COL naming a column with a distinct value per row"
+            )
+        return out
+    first = str(col[dup].iloc[0])
+    rows = [int(i) + 1 for i in np.flatnonzero((col == first).to_numpy(dtype=bool))]
+    how = "given with --label" if args.label is not None else "found by its name"
+    others = [
+        str(c) for c in frame.columns
+        if c != label and c not in found.values() and frame[c].notna().all()
+        and frame[c].is_unique and not pd.api.types.is_float_dtype(frame[c])
+    ][:5]  # fmt: skip
+    alt = f" (columns with a distinct value per row: {', '.join(others)})" if others else ""
+    n_rep = int(col[dup].nunique())
+    shown = ", ".join(map(str, rows[:-1][:9])) + (", ..." if len(rows) > 10 else "")
+    more = f" ({n_rep - 1} more label(s) repeat too)" if n_rep > 1 else ""
+    raise _UsageError(
+        f"the study labels in column {label!r} ({how}) repeat: {first!r} is in data rows "
+        f"{shown} and {rows[-1]}{more}"
+        + ". If these are different studies, pass --unique-labels to number the repeats "
+        f"as metafor does ({first + '.1'!r}, {first + '.2'!r}), or --label COL naming a "
+        f"column with a distinct value per row{alt}. If they are several effect sizes of "
+        "one study, they are not independent: aggregate them per study first, or fit "
+        "alliance_meta.multilevel in Python"
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -435,6 +491,7 @@ def _report(
     method: str,
     level: float,
     out_png: Path | None,
+    test: str = "z",
     out: TextIO,
     json_path: Path | None = None,
     csv_path: Path | None = None,
@@ -448,7 +505,7 @@ def _report(
     _section(out, f"Effect sizes ({studies.measure}), k = {studies.k}")
     print(_effect_table(studies, by), file=out)
 
-    res: PoolResult = random_effects(studies, method=method, level=level)  # type: ignore[arg-type]
+    res: PoolResult = random_effects(studies, method=method, level=level, test=test)  # type: ignore[arg-type]
     _section(out, "Pooled estimate")
     print(res.summary(), file=out)
 
@@ -472,7 +529,7 @@ def _report(
     sg: SubgroupResult | None = None
     if by is not None:
         _section(out, f"Subgroup analysis by {by}")
-        sg = subgroup_analysis(studies, by=by, method=method, level=level)  # type: ignore[arg-type]
+        sg = subgroup_analysis(studies, by=by, method=method, level=level, test=test)  # type: ignore[arg-type]
         print(sg.summary(), file=out)
 
     mr: MetaRegressionResult | None = None
@@ -480,6 +537,7 @@ def _report(
         _section(out, f"Meta-regression ({moderators.strip()})")
         mr = meta_regression(
             studies, moderators=_moderators_arg(moderators), method=method, level=level,  # type: ignore[arg-type]
+            test=test,  # type: ignore[arg-type]
         )  # fmt: skip
         print(mr.summary(), file=out)
 
@@ -508,7 +566,7 @@ def _report(
     if json_path is not None or csv_path is not None:
         _section(out, "Results files")
         if json_path is not None:
-            doc = _results_json(studies, res, het, sg, mr, eg, info or {}, method, level)
+            doc = _results_json(studies, res, het, sg, mr, eg, info or {}, method, level, test)
             _write_text(json_path, json.dumps(doc, indent=2, allow_nan=False) + "\n", "JSON")
             print(f"JSON written to {json_path.resolve()}", file=out)
         if csv_path is not None:
@@ -579,11 +637,12 @@ def _results_json(
     info: Mapping[str, Any],
     method: str,
     level: float,
+    test: str = "z",
 ) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "alliance_meta": __version__,
         "input": {**info, "k": studies.k, "measure": studies.measure},
-        "settings": {"method": method, "level": level},
+        "settings": {"method": method, "level": level, "test": test},
         "studies": _study_records(studies, res),
         "pooled": _records(res.to_frame())[0],
         "pooled_natural_scale": _records(res.back_transformed().to_frame())[0],
@@ -784,6 +843,7 @@ def _demo(args: argparse.Namespace, out: TextIO, files: Mapping[str, Path | None
         moderators=None,
         method=args.method,
         level=args.level,
+        test=args.test,
         out_png=files["plot"],
         out=out,
         json_path=files["json"],
@@ -856,6 +916,7 @@ def _analyze(args: argparse.Namespace, out: TextIO, files: Mapping[str, Path | N
         moderators=args.moderators,
         method=args.method,
         level=args.level,
+        test=args.test,
         out_png=files["plot"],
         out=out,
         json_path=files["json"],

@@ -21,6 +21,7 @@ __all__ = [
     "InvalidStudyError",
     "ModelSpecificationError",
     "ModelSpecificationWarning",
+    "NumericTextWarning",
 ]
 
 
@@ -77,6 +78,15 @@ class FewStudiesWarning(AllianceMetaWarning):
 class ModelSpecificationWarning(AllianceMetaWarning):
     """The model was adjusted to be estimable, as metafor does with a warning
     (e.g. redundant moderator columns dropped from a meta-regression)."""
+
+
+class NumericTextWarning(ModelSpecificationWarning):
+    """A text moderator whose values are mostly numbers, but not all, was made
+    categorical (as R makes such a column a factor): likely a typo in a numeric
+    column (``"4O"`` for ``40``).  The warning names the values that are not
+    numbers and their studies; declare the moderator categorical
+    (``Moderator(name, "categorical")``, ``factor(x)`` in a formula) to say that
+    it is meant, or correct the data."""
 
 
 class DependentEffectsWarning(AllianceMetaWarning):

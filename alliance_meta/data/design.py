@@ -39,6 +39,7 @@ from alliance_meta.data.formula import (
     r_collation_key,
     r_number_string,
     redundant_columns,
+    warn_numeric_text,
 )
 from alliance_meta.exceptions import (
     InvalidStudyError,
@@ -185,6 +186,8 @@ def _spec_for(
     if values.dtype.kind == "b":
         values = values.astype(object)
     spec = Moderator.infer(name, list(values), labels=labels)
+    if spec.kind == "categorical":  # undeclared text: check for a numeric column's typo
+        warn_numeric_text(name, values, labels, formula=False, stacklevel=5)
     return spec, False, values
 
 

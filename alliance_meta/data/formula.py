@@ -39,7 +39,11 @@ import numpy.typing as npt
 import pandas as pd
 from scipy import special as spc
 
-from alliance_meta.exceptions import InvalidStudyError, ModelSpecificationError
+from alliance_meta.exceptions import (
+    InvalidStudyError,
+    ModelSpecificationError,
+    NumericTextWarning,
+)
 from alliance_meta.results.base import freeze_arrays
 
 __all__ = [
@@ -1049,6 +1053,62 @@ def _to_value(name: str, raw: object, rows: tuple[str, ...]) -> _Value:
     raise InvalidStudyError(f"a column of type {arr.dtype} cannot be a moderator", field=name)
 
 
+def _as_finite_number(x: object) -> float | None:
+    """``x`` as a finite float when it is a number or a string that spells one
+    (``"40"``, ``" 3.5 "``, ``"1e3"``), else None."""
+    if isinstance(x, bool | np.bool_):
+        return None
+    if isinstance(x, int | float | np.integer | np.floating):
+        f = float(x)
+    elif isinstance(x, str):
+        try:
+            f = float(x)
+        except ValueError:
+            return None
+    else:
+        return None
+    return f if math.isfinite(f) else None
+
+
+def warn_numeric_text(
+    name: str,
+    values: Sequence[object] | npt.NDArray[Any],
+    rows: Sequence[str],
+    *,
+    formula: bool,
+    stacklevel: int = 2,
+) -> None:
+    """Warn (:class:`~alliance_meta.exceptions.NumericTextWarning`) when a text
+    column about to become categorical has most of its values spelling finite
+    numbers but not all: a numeric moderator with a typo (``"4O"``) would silently
+    get one coefficient per value, as R's ``factor`` coding gives it.
+
+    ``rows`` names the studies (labels) for the message; ``formula`` says whether
+    the remedy is ``factor(x)`` in a formula or ``Moderator(name, "categorical")``.
+    """
+    vals = list(values)
+    if not vals or not any(isinstance(v, str) for v in vals):
+        return
+    bad = [i for i, v in enumerate(vals) if _as_finite_number(v) is None]
+    n_num = len(vals) - len(bad)
+    if not bad or 2 * n_num <= len(vals):
+        return
+    shown = ", ".join(f"{vals[i]!r} (study {rows[i]!r})" for i in bad[:5])
+    more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+    declare = (
+        f"write factor({name}) in the formula" if formula
+        else f"pass Moderator({name!r}, \"categorical\")"
+    )  # fmt: skip
+    warnings.warn(
+        f"moderator {name!r} is text with {n_num} of its {len(vals)} values numbers, but "
+        f"{shown}{more} {'is' if len(bad) == 1 else 'are'} not: it is coded as categorical, "
+        f"one coefficient per distinct value (as R codes a character column). If {name!r} "
+        f"is numeric, correct the data; if it is categorical, say so: {declare}",
+        NumericTextWarning,
+        stacklevel=stacklevel + 1,
+    )
+
+
 def _object_value(name: str, arr: ObjArray, rows: tuple[str, ...]) -> _Value:
     kinds = set()
     for i, x in enumerate(arr):
@@ -1659,6 +1719,9 @@ def model_matrix(formula: str, data: object) -> FormulaDesign:
             values.append(v)
             variables.append(VariableCoding(name, "numeric", transforms=transforms))
             continue
+        if isinstance(v, _ChrV) and isinstance(node, _Name) and idx in used:
+            # a bare text column (not factor(x)) becomes a factor: check for typos
+            warn_numeric_text(name, v.values, cols.rows, formula=True, stacklevel=4)
         fac = v if isinstance(v, _FacV) else _as_logical_factor(v) if isinstance(
             v, _LglV) else _as_factor(v)
         missing = fac.codes < 0

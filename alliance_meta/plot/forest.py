@@ -19,6 +19,7 @@ import pandas as pd
 from alliance_meta._types import FloatArray
 from alliance_meta.core.inference import z_critical
 from alliance_meta.exceptions import InvalidStudyError, ModelSpecificationError
+from alliance_meta.models.metareg import MetaRegressionResult
 from alliance_meta.models.multilevel import MultilevelResult
 from alliance_meta.models.pooling import PoolResult
 from alliance_meta.models.subgroup import SubgroupResult
@@ -91,6 +92,10 @@ class ForestRow:
     index : int
         A study's position in the result's study order (``result.labels``; for a
         subgroup analysis the order of ``result.overall``); -1 for other rows.
+    fitted, fitted_lo, fitted_hi : float
+        For a study of a meta-regression: its fitted value ``x_iβ̂`` and the
+        bounds of that value's confidence interval (analysis scale), drawn as a
+        grey diamond on the study's row (metafor's ``addfit``); NaN otherwise.
     """
 
     kind: str
@@ -107,6 +112,9 @@ class ForestRow:
     weights: tuple[float, ...] = ()
     weight_texts: tuple[str, ...] = ()
     index: int = -1
+    fitted: float = math.nan
+    fitted_lo: float = math.nan
+    fitted_hi: float = math.nan
 
 
 @attrs.frozen
@@ -117,8 +125,9 @@ class ForestLayout:
     ----------
     rows : tuple of ForestRow
         The rows, top to bottom (see :class:`ForestRow`).
-    overall : PoolResult or MultilevelResult
-        The result of the overall (random-effects, or the result's own) diamond.
+    overall : PoolResult, MultilevelResult or MetaRegressionResult
+        The result of the overall (random-effects, or the result's own) diamond;
+        for a meta-regression (no overall diamond) the fit itself.
     scale : Scale
         The x axis (natural or analysis scale of the measure).
     level : float
@@ -148,7 +157,7 @@ class ForestLayout:
     """
 
     rows: tuple[ForestRow, ...]
-    overall: PoolResult | MultilevelResult
+    overall: PoolResult | MultilevelResult | MetaRegressionResult
     scale: Scale
     level: float
     is_subgroup: bool
@@ -400,7 +409,7 @@ def _overall_positions(sub: SubgroupResult) -> dict[str, list[int]]:
 
 
 def forest_layout(
-    result: PoolResult | SubgroupResult | MultilevelResult,
+    result: PoolResult | SubgroupResult | MultilevelResult | MetaRegressionResult,
     *,
     labels: Sequence[str] | None = None,
     transform: bool = True,
@@ -430,7 +439,8 @@ def forest_layout(
         If ``labels``, a column or ``sort_by`` does not give one entry per study, or
         names a column that ``data`` does not have.
     ModelSpecificationError
-        For a subgroup result without groups, or a column name without ``data``.
+        For a subgroup result without groups, a column name without ``data``, or a
+        result that is none of the accepted types.
 
     Examples
     --------
@@ -444,6 +454,18 @@ def forest_layout(
     >>> lay.weight_columns
     ('Weight\\nin subgroup', 'Weight\\noverall')
     """
+    if isinstance(result, MetaRegressionResult):
+        return _metareg_layout(
+            result, labels=labels, transform=transform, show_weights=show_weights,
+            show_heterogeneity=show_heterogeneity, columns=columns, data=data,
+            sort_by=sort_by, common=common, favours=favours, digits=digits,
+        )  # fmt: skip
+    if not isinstance(result, PoolResult | SubgroupResult | MultilevelResult):
+        raise ModelSpecificationError(
+            "forest() draws a PoolResult, SubgroupResult, MultilevelResult or "
+            "MetaRegressionResult (from random_effects, subgroup_analysis, "
+            f"multilevel/multivariate or meta_regression), not a {type(result).__name__}"
+        )
     if isinstance(result, MultilevelResult):
         return _multilevel_layout(
             result, labels=labels, transform=transform, show_weights=show_weights,
@@ -622,8 +644,11 @@ def forest_layout(
 # ---------------------------------------------------------------------------
 
 
-def _overall_center(lay: ForestLayout) -> float:
-    """The pooled estimate of the layout's overall model (the dashed line)."""
+def _overall_center(lay: ForestLayout) -> float | None:
+    """The pooled estimate of the layout's overall model (the dashed line); None for
+    a meta-regression, which has none."""
+    if isinstance(lay.overall, MetaRegressionResult):
+        return None
     if isinstance(lay.overall, MultilevelResult):
         return float(lay.overall.coef[0])
     return float(lay.overall.estimate)
@@ -820,6 +845,117 @@ def _multilevel_layout(
 
 
 # ---------------------------------------------------------------------------
+# meta-regressions
+# ---------------------------------------------------------------------------
+
+
+def _metareg_notes(fit: MetaRegressionResult) -> list[str]:
+    """The residual-heterogeneity and moderator-test lines of a meta-regression."""
+    parts = [] if fit.method == "EE" else [
+        f"\u03c4\u00b2 = {_tau2_text(fit.tau2)}", f"I\u00b2 = {fmt_fixed(fit.I2, 0)}%"
+    ]  # fmt: skip
+    parts.append(
+        f"QE({fit.QE_df}) = {fmt_fixed(fit.QE, 2)}, {minus(pvalue_text(fit.QE_pvalue))}"
+    )
+    het = "Residual heterogeneity: " + ", ".join(parts)
+    df1, df2 = fit.QM_df
+    stat = f"F({df1}, {df2})" if df2 is not None else f"QM({df1})"
+    test = (
+        f"Test of moderators: {stat} = {fmt_fixed(fit.QM, 2)}, "
+        f"{minus(pvalue_text(fit.QM_pvalue))}"
+    )
+    return [het, test]
+
+
+def _metareg_layout(
+    fit: MetaRegressionResult,
+    *,
+    labels: Sequence[str] | None,
+    transform: bool,
+    show_weights: bool,
+    show_heterogeneity: bool,
+    columns: ColumnSpec | None,
+    data: object,
+    sort_by: str | Sequence[object] | None,
+    common: bool,
+    favours: tuple[str, str] | None,
+    digits: int | None,
+) -> ForestLayout:
+    """The rows of a meta-regression, as metafor's ``forest`` of an ``rma.uni`` fit
+    with moderators: each study with its observed effect and CI and, on the same
+    row, its fitted value ``x_iβ̂`` with that value's confidence interval (from
+    ``predict()``); no overall diamond (there is no single pooled estimate), then
+    the residual heterogeneity and the test of the moderators."""
+    if common:
+        raise ModelSpecificationError(
+            "common=True adds an equal-effects refit of a pooled result; it does not apply "
+            "to a meta-regression (fit it with method='EE' instead)"
+        )
+    k = fit.k
+    scale = Scale(fit.measure, transform)
+    level = fit.level
+    if labels is not None:
+        labels = [str(x) for x in labels]
+        if len(labels) != k:
+            raise InvalidStudyError(
+                f"labels has {len(labels)} entries but there are {k} studies", field="labels"
+            )
+    study_labels = list(labels) if labels is not None else list(fit.labels)
+    yi, vi = np.asarray(fit.yi, dtype=np.float64), np.asarray(fit.vi, dtype=np.float64)
+    weights = np.asarray(fit.weights, dtype=np.float64)
+    pred = fit.predict()
+    f_est = np.asarray(pred.pred, dtype=np.float64).reshape(-1)
+    f_lo = np.asarray(pred.ci.low, dtype=np.float64).reshape(-1)
+    f_hi = np.asarray(pred.ci.high, dtype=np.float64).reshape(-1)
+    frame = _data_frame(data, k)
+    headers, col_values = _extra_columns(columns, frame, k)
+    order = list(range(k))
+    if sort_by is not None:
+        keys, descending = _sort_keys(
+            sort_by, yi=yi, vi=vi, weights=weights, labels=study_labels, headers=headers,
+            values=col_values, frame=frame,
+        )  # fmt: skip
+        order = _order(keys, order, descending)
+    lo, hi = _study_ci(yi, vi, level)
+    if digits is None:
+        digits = auto_digits([float(v) for v in scale.to_plot(np.concatenate([yi, lo, hi]))])
+    wts_of = (lambda j: (float(weights[j]),)) if show_weights else (lambda j: ())
+    rows: list[ForestRow] = []
+    for j in order:
+        wj = wts_of(j)
+        rows.append(
+            ForestRow(
+                "study", label=study_labels[j], yi=float(yi[j]), lo=float(lo[j]),
+                hi=float(hi[j]), weight=float(weights[j]),
+                estimate_text=_interval_text(scale, float(yi[j]), float(lo[j]),
+                                             float(hi[j]), digits, pi=False),
+                cells=tuple(fmt_cell(v[j], digits) for v in col_values),
+                weights=wj, weight_texts=tuple(_pct(w) for w in wj), index=j,
+                fitted=float(f_est[j]), fitted_lo=float(f_lo[j]), fitted_hi=float(f_hi[j]),
+            )
+        )  # fmt: skip
+    if show_heterogeneity:
+        rows.append(ForestRow("blank"))
+        rows += [ForestRow("note", text=t) for t in _metareg_notes(fit)]
+    n_rows = len(rows)
+    rows = [attrs.evolve(r, y=float(n_rows - i)) for i, r in enumerate(rows)]
+    align = tuple("right" if _is_numeric_column(v) else "left" for v in col_values)
+    return ForestLayout(
+        rows=tuple(rows),
+        overall=fit,
+        scale=scale,
+        level=level,
+        is_subgroup=False,
+        columns=headers,
+        column_align=align,
+        weight_columns=("Weight",) if show_weights else (),
+        estimate_header=f"{scale.short_name} [{100 * level:g}% CI]",
+        favours=None if favours is None else (str(favours[0]), str(favours[1])),
+        digits=digits,
+    )
+
+
+# ---------------------------------------------------------------------------
 # the renderer
 # ---------------------------------------------------------------------------
 
@@ -834,7 +970,7 @@ _HEADER_LINE = 0.62
 
 
 def forest(
-    result: PoolResult | SubgroupResult | MultilevelResult,
+    result: PoolResult | SubgroupResult | MultilevelResult | MetaRegressionResult,
     *,
     ax: Axes | None = None,
     labels: Sequence[str] | None = None,
@@ -872,8 +1008,13 @@ def forest(
         (labels without the study's name in front), then the multilevel pooled
         diamond (``coef`` and its CI), the prediction interval of ``predict()``
         (every variance component; none for a multivariate fit with several
-        ``τ²``) and the variance components, I² and QE.
-    ax : matplotlib.axes.Axes, optional
+        ``τ²``) and the variance components, I² and QE.  A meta-regression
+        (:func:`~alliance_meta.meta_regression`) is drawn as metafor's ``forest``
+        draws an ``rma.uni`` fit with moderators: each study's effect and CI and,
+        on its row, a grey diamond (gid ``"fitted-value"``) spanning the
+        confidence interval of its fitted value ``x_iβ̂`` (``predict()``); no
+        overall diamond and no prediction interval (``show_pi`` does not apply),
+        and the residual heterogeneity and the test of the moderators as notes.
         Axes to draw into.  The label and text columns are drawn *outside* the axes
         (to its left and right), so leave room for them, e.g. with
         ``fig.subplots_adjust`` or ``bbox_inches="tight"`` when saving.  When omitted
@@ -1055,6 +1196,8 @@ def draw_forest(
         scale.configure(ax, x_lo, x_hi, exact=True)
     else:
         vals = [v for r in interval_rows for v in (r.lo, r.hi, r.yi)]
+        vals += [v for r in interval_rows if r.kind == "study" and math.isfinite(r.fitted)
+                 for v in (r.fitted_lo, r.fitted_hi)]  # fmt: skip
         pv = scale.to_plot(np.array(vals, dtype=np.float64))
         x_lo, x_hi = float(np.nanmin(pv)), float(np.nanmax(pv))
         x_lo, x_hi = min(x_lo, scale.null), max(x_hi, scale.null)
@@ -1070,11 +1213,12 @@ def draw_forest(
         [scale.null, scale.null], [bottom_y - 0.5, top_study_y + 0.6], color="0.35",
         linewidth=0.8, zorder=1, gid="null-line",
     )  # fmt: skip
-    ax.plot(
-        [scale.to_plot_scalar(center)] * 2, [bottom_y - 0.5, top_study_y + 0.6],
-        color=diamond_color, linewidth=0.7, linestyle=(0, (3, 3)), alpha=0.6, zorder=1,
-        gid="estimate-line",
-    )  # fmt: skip
+    if center is not None:
+        ax.plot(
+            [scale.to_plot_scalar(center)] * 2, [bottom_y - 0.5, top_study_y + 0.6],
+            color=diamond_color, linewidth=0.7, linestyle=(0, (3, 3)), alpha=0.6, zorder=1,
+            gid="estimate-line",
+        )  # fmt: skip
     for r in rows:
         y = r.y
         if r.kind == "study":
@@ -1090,6 +1234,19 @@ def draw_forest(
             size = max(MIN_SQUARE_PT, MAX_SQUARE_PT * math.sqrt(max(r.weight, 0.0) / w_max))
             ax.plot([x], [y], marker="s", markersize=size, color=color, linestyle="none",
                     zorder=3, gid="study-row")  # fmt: skip
+            if math.isfinite(r.fitted):  # a meta-regression's fitted value and its CI
+                fx, flo, fhi = (
+                    min(max(float(v), x_lo), x_hi)
+                    for v in scale.to_plot(np.array([r.fitted, r.fitted_lo, r.fitted_hi]))
+                )
+                fpoly = Polygon(
+                    [(flo, y), (fx, y + DIAMOND_HALF_HEIGHT), (fhi, y),
+                     (fx, y - DIAMOND_HALF_HEIGHT)],
+                    closed=True, facecolor="0.6", edgecolor="0.45", linewidth=0.6,
+                    zorder=2.5,
+                )  # fmt: skip
+                fpoly.set_gid("fitted-value")
+                ax.add_patch(fpoly)
         elif r.kind in ("group-diamond", "overall"):
             x, lo, hi = (min(max(v, x_lo), x_hi) for v in scale.row_values(r))
             is_common = r.model == "common"

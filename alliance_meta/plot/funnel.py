@@ -18,6 +18,7 @@ from alliance_meta.diagnostics.selection import (
     selection_model,
 )
 from alliance_meta.exceptions import ModelSpecificationError
+from alliance_meta.models.metareg import MetaRegressionResult
 from alliance_meta.models.multilevel import MultilevelResult
 from alliance_meta.models.pooling import PoolResult
 from alliance_meta.models.subgroup import SubgroupResult
@@ -53,8 +54,36 @@ def _multilevel_data(fit: MultilevelResult) -> tuple[FloatArray, FloatArray, flo
     return e, se, 0.0, True
 
 
+#: Residuals below this are 0, as in metafor's ``rstandard`` (``100 * .Machine$double.eps``).
+_RESID_ZERO = 100.0 * float(np.finfo(np.float64).eps)
+
+
+def _regression_data(fit: MetaRegressionResult) -> tuple[FloatArray, FloatArray, float, bool]:
+    """``(x, se, centre, is_residual)`` of a meta-regression, as metafor's ``funnel``
+    of an ``rma.uni`` fit: the effects against ``√v_i`` around the estimate for an
+    intercept-only model, else the residuals ``e_i = y_i - x_iβ̂`` against their
+    standard errors ``√((I - H)M(I - H)')_ii = √(M_ii - x_i(X'WX)⁻¹x_i')`` around 0
+    (metafor's ``rstandard``), with ``M = diag(v_i + τ̂²)``, ``W = M⁻¹`` and
+    ``H = X(X'WX)⁻¹X'W``; ``(X'WX)⁻¹`` is never Knapp-Hartung scaled there."""
+    X = np.asarray(fit.X, dtype=np.float64)
+    yi = np.asarray(fit.yi, dtype=np.float64)
+    vi = np.asarray(fit.vi, dtype=np.float64)
+    if fit.p == 1 and fit.coef_names[0] == "intrcpt" and bool(np.all(X[:, 0] == 1.0)):
+        return yi, np.sqrt(vi), float(fit.coef[0]), False
+    m = vi + fit.tau2
+    xtwx = X.T @ (X / m[:, None])
+    e = yi - X @ np.asarray(fit.coef, dtype=np.float64)
+    e = np.where(np.abs(e) < _RESID_ZERO, 0.0, e)
+    h = np.einsum("ij,ji->i", X, np.linalg.solve(xtwx, X.T))
+    return e, np.sqrt(np.maximum(m - h, 0.0)), 0.0, True
+
+
 def funnel(
-    result: PoolResult | SubgroupResult | MultilevelResult,
+    result: PoolResult
+    | SubgroupResult
+    | MultilevelResult
+    | MetaRegressionResult
+    | TrimAndFillResult,
     *,
     ax: Axes | None = None,
     contours: bool | Sequence[float] = False,
@@ -71,7 +100,7 @@ def funnel(
 
     Parameters
     ----------
-    result : PoolResult, SubgroupResult or MultilevelResult
+    result : PoolResult, SubgroupResult, MultilevelResult, MetaRegressionResult or TrimAndFillResult
         The pooled result; for a subgroup analysis each subgroup's studies get
         their own colour (gid ``"study-point"``, legend entry with the subgroup's
         name) and their own pseudo-confidence triangle around the subgroup's
@@ -80,7 +109,13 @@ def funnel(
         without moderators, every effect against ``√v_i`` around the pooled
         estimate; with moderators, the residuals ``y_i - x_iβ̂`` against their
         standard errors ``√(M_ii - x_i Var(β̂) x_i')`` (metafor's ``rstandard``)
-        around 0, on the analysis scale.
+        around 0, on the analysis scale.  A meta-regression is drawn the same way
+        (metafor's ``funnel`` of an ``rma.uni`` fit with moderators): the
+        residuals against ``√(v_i + τ̂² - x_i(X'WX)⁻¹x_i')`` (``rstandard``) around
+        0.  A :func:`~alliance_meta.trim_and_fill` result is drawn as
+        ``funnel(fit, trim_and_fill=result)`` (metafor's
+        ``funnel(trimfill(fit))``): the observed and the imputed studies around
+        the adjusted estimate.
     ax : matplotlib.axes.Axes, optional
         Axes to draw into; a new 5.5 x 4.5 inch figure when omitted.
     contours : bool or sequence of float
@@ -125,6 +160,9 @@ def funnel(
     ------
     ImportError
         If matplotlib (the ``plot`` extra) is not installed.
+    ModelSpecificationError
+        If ``result`` is none of the accepted types, or ``trim_and_fill`` is given
+        with anything but a PoolResult.
 
     Notes
     -----
@@ -139,6 +177,25 @@ def funnel(
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
+    if isinstance(result, TrimAndFillResult):
+        if trim_and_fill is not None:
+            raise ModelSpecificationError(
+                "funnel() got a TrimAndFillResult and trim_and_fill= as well: pass one "
+                "(funnel(tf), or funnel(fit, trim_and_fill=tf))"
+            )
+        # PET-PEESE and selection lines are for the funnel of the fit itself
+        _adjustments(result, pet_peese, selection)
+        trim_and_fill = result
+        result = result.result  # the fit to the filled data: measure, level, centre
+    if not isinstance(
+        result, PoolResult | SubgroupResult | MultilevelResult | MetaRegressionResult
+    ):
+        raise ModelSpecificationError(
+            "funnel() draws a PoolResult, SubgroupResult, MultilevelResult, "
+            "MetaRegressionResult or TrimAndFillResult (from random_effects, "
+            "subgroup_analysis, multilevel/multivariate, meta_regression or "
+            f"trim_and_fill), not a {type(result).__name__}"
+        )
     pp, sel = _adjustments(result, pet_peese, selection)
 
     # one series (label, yi, vi, centre, colour) per subgroup, or one for the result
@@ -151,6 +208,13 @@ def funnel(
             )
         x_ml, se_ml, center_ml, residual = _multilevel_data(result)
         series = [(None, x_ml, se_ml**2, center_ml, "black")]
+    elif isinstance(result, MetaRegressionResult):
+        if trim_and_fill is not None:
+            raise ModelSpecificationError(
+                "trim_and_fill needs a PoolResult, not a MetaRegressionResult"
+            )
+        x_mr, se_mr, center_mr, residual = _regression_data(result)
+        series = [(None, x_mr, se_mr**2, center_mr, "black")]
     elif isinstance(result, SubgroupResult):
         if trim_and_fill is not None:
             raise ModelSpecificationError("trim_and_fill needs a PoolResult, not a SubgroupResult")
@@ -159,7 +223,11 @@ def funnel(
                   for i, (name, part) in enumerate(result.groups.items())]  # fmt: skip
     else:
         center = result.estimate if trim_and_fill is None else trim_and_fill.result.estimate
-        series = [(None, result.yi, result.vi, center, "black")]
+        if trim_and_fill is not None and result is trim_and_fill.result:  # funnel(tf)
+            y_obs, v_obs, _, _ = _filled_data(trim_and_fill)
+        else:
+            y_obs, v_obs = result.yi, result.vi
+        series = [(None, y_obs, v_obs, center, "black")]
     # residuals are plotted on the analysis scale (their natural-scale values mean nothing)
     scale = Scale(result.measure, transform and not residual)
     if trim_and_fill is not None:

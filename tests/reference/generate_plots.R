@@ -13,6 +13,12 @@
 ##                              and the Q-profile CI of tau2 behind that xlim, from
 ##                              confint() as profile() calls it (uniroot tol
 ##                              eps^0.25) and with tol = 1e-12
+##   funnel(fit)             -> x, y (sei) and the reference line: yi against sqrt(vi)
+##                              around beta for an intercept-only model, else
+##                              rstandard(fit)'s resid against its se around 0
+##   predict(fit)            -> pred, ci.lb, ci.ub at each study (the fitted values
+##                              forest() adds per study to a meta-regression)
+##   funnel(trimfill(fit))   -> x, y, fill (intercept-only random-effects cases)
 ##
 ## Run from the repository root:
 ##     Rscript tests/reference/generate_plots.R
@@ -49,6 +55,22 @@ one_case <- function(name, data, formula, method, test = "z", mod = NULL) {
   b <- baujat(fit)
   graphics_off()
   out$baujat <- list(x = arr(b$x), y = arr(b$y))
+  pdf(NULL)
+  fu <- funnel(fit)
+  graphics_off()
+  out$funnel <- list(x = arr(fu$x), y = arr(fu$y),
+                     refline = if (fit$int.only) c(fit$beta) else 0)
+  if (!fit$int.only) {
+    pf <- predict(fit)
+    out$fitted <- list(pred = arr(pf$pred), ci_lb = arr(pf$ci.lb), ci_ub = arr(pf$ci.ub))
+  } else if (method != "EE") {
+    tf <- trimfill(fit)
+    pdf(NULL)
+    ft <- funnel(tf)
+    graphics_off()
+    out$trimfill_funnel <- list(x = arr(ft$x), y = arr(ft$y), fill = arr(ft$fill),
+                                refline = c(tf$beta), k0 = tf$k0)
+  }
   if (fit$int.only) {
     pdf(NULL)
     r <- radial(fit)
