@@ -28,7 +28,15 @@ def info_table(
     rpad = list(right) + [("", "")] * (n - len(right))
     data = [[lv, rk, rv] for (_, lv), (rk, rv) in zip(lpad, rpad, strict=True)]
     stubs = [lk for lk, _ in lpad]
-    return SimpleTable(data, stubs=stubs, title=title, txt_fmt={"table_dec_above": "="})
+    table = SimpleTable(data, stubs=stubs, title=title, txt_fmt={"table_dec_above": "="})
+    # statsmodels sizes the rules to the cells, not the title: widen the last column
+    # so that the title's rule is as long as the title
+    width = max((len(line) for line in table.as_text().splitlines()[1:]), default=0)
+    if data and width < len(title):
+        pad = len(title) - width
+        data = [row[:-1] + [row[-1] + " " * pad] for row in data]
+        table = SimpleTable(data, stubs=stubs, title=title, txt_fmt={"table_dec_above": "="})
+    return table
 
 
 def value_table(
