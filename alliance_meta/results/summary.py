@@ -34,7 +34,7 @@ def info_table(
     width = max((len(line) for line in table.as_text().splitlines()[1:]), default=0)
     if data and width < len(title):
         pad = len(title) - width
-        data = [row[:-1] + [row[-1] + " " * pad] for row in data]
+        data = [[*row[:-1], row[-1] + " " * pad] for row in data]
         table = SimpleTable(data, stubs=stubs, title=title, txt_fmt={"table_dec_above": "="})
     return table
 
