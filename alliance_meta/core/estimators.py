@@ -316,19 +316,18 @@ def _ml_fun(K: Kernel, t: FloatArray) -> tuple[FloatArray, FloatArray, FloatArra
 def _profile(K: Kernel, t: FloatArray, reml: bool) -> Profile:
     """The parts of the (restricted) log-likelihood at ``t`` (see :class:`Profile`)."""
     # dL from the same pass (exact to a few ulps absolute, all the bounds need)
-    st = K.weighted(t, Need.SCORE | Need.LOGDET)
+    st = K.weighted(t, Need.LIKELIHOOD | Need.LOGDET)
     assert st.yPPy is not None and st.trP is not None and st.S2 is not None
-    assert st.dL is not None
+    assert st.dL is not None and st.yPPPy is not None and st.trPP is not None
     dL = st.dL
+    Q2 = 2.0 * st.yPPPy
     if not reml:
         zero = np.zeros(K.m)
-        return Profile(dL, st.S1, st.S2, st.Q, -st.yPPy, zero, zero, st.yPPy - st.S1)
+        return Profile(dL, st.S1, st.S2, st.Q, -st.yPPy, zero, zero, st.yPPy - st.S1, Q2)
     D = _log_det(st, K.X is None)
-    # -d²(dL + D)/dτ⁴ = tr(PP) <= Σw²: the exact value where the kernel has it
-    # (at τ² = 0 it is cached from the local search), else the bound
-    curv = st.trPP if st.trPP is not None else st.S2
-    # d/dτ² log|X'WX| = -tr((X'WX)⁻¹X'W²X) = tr(P) - Σw
-    return Profile(dL, st.S1, curv, st.Q, -st.yPPy, D, st.trP - st.S1, st.yPPy - st.trP)
+    # -d²(dL + D)/dτ⁴ = tr(PP); d/dτ² log|X'WX| = -tr((X'WX)⁻¹X'W²X) = tr(P) - Σw
+    return Profile(dL, st.S1, st.trPP, st.Q, -st.yPPy, D, st.trP - st.S1,
+                   st.yPPy - st.trP, Q2)
 
 
 def _likelihood(kern: Kernel, reml: bool) -> Estimate:

@@ -296,7 +296,10 @@ class Profile:
     minus its second derivative from ``t`` on (``Σw²`` for ML, ``tr(PP) <= Σw²`` for
     REML; both decrease).
     ``dQ`` and ``dD`` are the derivatives of ``Q`` and ``D``; ``score`` has the sign
-    of ``dℓ/dτ²``.
+    of ``dℓ/dτ²`` (it is ``-d(dL + Q + D)/dτ²``).  ``Q2 = 2 y'PPPy`` is the second
+    derivative of ``Q``, which decreases: with ``P = Z(Z'VZ + τ²I)⁻¹Z'``,
+    ``y'PPPy = u'(M + τ²I)⁻³u`` (``u = Z'y``, ``M = Z'VZ``), decreasing in each
+    eigen-component of ``M``.
     """
 
     dL: FloatArray
@@ -307,22 +310,32 @@ class Profile:
     D: FloatArray
     dD: FloatArray
     score: FloatArray
+    Q2: FloatArray
 
 
-_PROFILE_FIELDS = ("dL", "S1", "S2", "Q", "dQ", "D", "dD", "score")
+_PROFILE_FIELDS = ("dL", "S1", "S2", "Q", "dQ", "D", "dD", "score", "Q2")
 
 #: ``profile(kernel, t) -> Profile``.
 ProfileFun = Callable[[Kernel, FloatArray], Profile]
 
 #: Most rounds of cell refinement before a row is reported as not certified.
 GLOBAL_ROUNDS = 100
-#: The cells on either side of the reported maximum are accepted, when the score at
-#: their other end has the ascending sign, if no wider than this factor.
-PEAK_CELL = 2.0
 #: Relative distance below which two τ² values are one point.
 _NEAR = 1e-9
 #: Most open cells of one row (beyond, the row is reported as not certified).
 _MAX_CELLS = 2048
+#: The first points beside a start ``t`` inside ``(0, τ_c)``: ``t(1 ± _NEIGHBOUR)``
+#: (the cells between them and ``t`` are mostly convex: settled by
+#: :func:`_second_order_bound`).
+_NEIGHBOUR = 0.3
+#: With at most this many rows, a geometric grid ``τ_c 2^-j`` (``j = 1.._GRID_N``)
+#: joins the first points: for few rows a round costs its calls, not its points.
+_DENSE_M = 64
+_GRID_N = 12
+#: Cells split into :data:`_SPLIT` at once when at most :data:`_SPLIT_CELLS` are
+#: split in a round (fewer rounds where calls, not points, cost), else halved.
+_SPLIT = 8
+_SPLIT_CELLS = 64
 
 
 class _Points:
@@ -403,19 +416,24 @@ def global_max(
     solved for where the score is positive at ``τ_c``.
 
     *Below τ_c*: branch and bound over cells of ``[0, τ_c]``, batched over rows and
-    cells, adapted to each row's own points (no grid is fixed in advance).  The
-    likelihood on a cell is bounded above by :func:`_cell_bound` (from the
-    concavity of ``dL + D`` and the convexity of ``Q``, in τ² and in
-    ``1/(v_min + τ²)``; see :class:`Profile`).  A cell whose
-    bound does not exceed the best likelihood found is discarded.  Any other is
-    split (at its geometric mean, or at ``b/8`` when ``a = 0``), or, where the score
-    is positive at ``a`` and negative at ``b`` (a local maximum lies inside),
-    searched by :func:`solve_decreasing`; a higher maximum replaces the best one.
-    The bound is exact to second order only, so it cannot discard the two cells
-    touching the best maximum: they are accepted when the score at their other end
-    has the ascending sign and they are no wider than a factor :data:`PEAK_CELL`.
-    The initial points are ``0``, ``τ_c``, and ``t/2, t, 2t`` around a start ``t``
-    below ``τ_c``.
+    cells, adapted to each row's own points (no grid is fixed in advance, but for
+    at most :data:`_DENSE_M` rows a geometric one joins the first points).  A cell
+    is discarded when the likelihood on it is proven not to exceed the best
+    likelihood found (plus round-off): it is monotone on the cell and its ends are
+    not higher (:func:`_monotone`), or an upper bound of it is not higher
+    (:func:`_cell_bound`: to second order, from ``f'' >= Q2(b) - S2(a)``, see
+    :func:`_second_order_bound`; to first order from the concavity of ``dL + D``
+    and the convexity of ``Q``, in τ² and in ``1/(v_min + τ²)``; see
+    :class:`Profile`).  Any other cell is split (at its geometric mean, or at
+    ``b/8`` when ``a = 0``; into :data:`_SPLIT` cells at once when few cells are
+    left), or, where the score is positive at ``a`` and negative at ``b`` (a local
+    maximum lies inside), searched by :func:`solve_decreasing`; a higher maximum
+    replaces the best one.  The cells touching the best maximum are discarded
+    like any other: the second-order bound settles them once they are narrow
+    enough for the likelihood to be concave on them (every discarded cell is
+    bounded; no cell is accepted on its width).  The initial points are ``0``,
+    ``τ_c``, and ``t(1 - δ), t, t(1 + δ)`` (``δ =`` :data:`_NEIGHBOUR`) around a
+    start ``t`` below ``τ_c``.
     """
     m = kern.m
     tau_best = np.maximum(np.asarray(t_start, dtype=float), 0.0).copy()
@@ -462,15 +480,9 @@ def global_max(
     # needs its profile).
     ir = np.flatnonzero(t0 > 0)
     inner = np.flatnonzero((t0 > 0) & (t0 < tc))
-    d2 = 2.0 * t0[inner]
-    has_d = d2 < tc[inner] * (1.0 - _NEAR)
-    bnd = np.flatnonzero(t0 <= 0)
-    ic = evaluate(rows, tc)
-    parts_r = [inner, inner[has_d]]
-    parts_t = [0.5 * t0[inner], d2[has_d]]
-    ix_all = evaluate(np.concatenate(parts_r), np.concatenate(parts_t))
-    cuts = np.cumsum([0] + [x.size for x in parts_r])
-    i_h, i_dd = (ix_all[cuts[j] : cuts[j + 1]] for j in range(2))
+    er, et = _initial_points(t0, tc, inner)
+    ix_all = evaluate(np.concatenate([rows, er]), np.concatenate([tc, et]))
+    ic, iextra = ix_all[:ma], ix_all[ma:]
     if g_start is None:
         it_ = evaluate(ir, t0[ir])
     else:
@@ -499,27 +511,18 @@ def global_max(
     best[at_c] = g_ic[at_c]
     ibest[at_c] = ic[at_c]
     tb[at_c] = tc[at_c]
-    # the initial cells of [0, τ_c]
-    i_t = it_[np.searchsorted(ir, inner)]
-    i_d = ic[inner].copy()
-    i_d[has_d] = i_dd
-    mid_rows = np.setdiff1d(rows, np.concatenate([inner, bnd]), assume_unique=True)
-    cells_a = np.concatenate([i0[mid_rows], i0[bnd], i0[inner], i_h, i_t, i_d[has_d]])
-    cells_b = np.concatenate([ic[mid_rows], ic[bnd], i_h, i_t, i_d, ic[inner[has_d]]])
+    # the initial cells of [0, τ_c]: between consecutive points of each row
+    cand = np.concatenate([i0, ic, it_[np.searchsorted(ir, inner)], iextra])
+    cand = cand[np.lexsort((pts.t[cand], pts.row[cand]))]
+    same = pts.row[cand[:-1]] == pts.row[cand[1:]]
+    cells_a, cells_b = cand[:-1][same], cand[1:][same]
     broken = np.isnan(Q0) | np.isnan(D0)
     for _ in range(GLOBAL_ROUNDS):
         if cells_a.size:
             r = pts.row[cells_a]
             ta, tb_ = pts.t[cells_a], pts.t[cells_b]
-            sa, sb = pts.prof["score"][cells_a], pts.prof["score"][cells_b]
-            tbest = tb[r]
-            near = _NEAR * tbest
-            narrow = tb_ <= PEAK_CELL * ta
-            beside = ((np.abs(tb_ - tbest) <= near) & (sa > 0) & narrow) | (
-                (np.abs(ta - tbest) <= near) & (sb < 0) & narrow & (ta > 0)
-            )
             # cells of no width hold no more than their ends' values
-            live = ~beside & (tb_ - ta > _NEAR * tb_)
+            live = tb_ - ta > _NEAR * tb_
             j = np.flatnonzero(live)
             ends = np.concatenate([cells_a[j], cells_b[j]])
             unreal = ~pts.real[ends]
@@ -529,7 +532,7 @@ def global_max(
                 ev[:] += np.bincount(rv, minlength=ma)
                 pts.fill(virtual, profile(K.take(rv), pts.t[virtual]))
             live[j] = _cell_bound(pts, cells_a[j], cells_b[j], Q0, D0, vmin[act],
-                                  best[r[j]] + tol[r[j]])
+                                  vmax[act], best[r[j]] + tol[r[j]])
             # a cell whose bound is not a number (non-finite data) cannot be
             # refined: its row is reported as not certified
             lost = live & np.isnan(pts.gain[cells_a] + pts.gain[cells_b])
@@ -583,12 +586,30 @@ def global_max(
         pi = np.flatnonzero(split)
         if pi.size:
             a_, b_ = ta[pi], tb_[pi]
-            mid = np.where(
-                a_ > 0, np.where(b_ > 4.0 * a_, np.sqrt(a_ * b_), 0.5 * (a_ + b_)), b_ / 8.0
-            )
-            ix = evaluate(r[pi], mid)
-            new_a += [cells_a[pi], ix]
-            new_b += [ix, cells_b[pi]]
+            S = _SPLIT if pi.size <= _SPLIT_CELLS else 2
+            if S == 2:
+                mid = np.where(
+                    a_ > 0, np.where(b_ > 4.0 * a_, np.sqrt(a_ * b_), 0.5 * (a_ + b_)),
+                    b_ / 8.0,
+                )
+                ix = evaluate(r[pi], mid)
+                new_a += [cells_a[pi], ix]
+                new_b += [ix, cells_b[pi]]
+            else:
+                # S - 1 points inside each cell at once (geometric, or arithmetic
+                # where the cell is narrow; towards 0 by factors of 8)
+                f = np.arange(1, S)[None, :] / S
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    geo = a_[:, None] * (b_ / a_)[:, None] ** f
+                ari = a_[:, None] + (b_ - a_)[:, None] * f
+                zero = b_[:, None] * 8.0 ** (f * S - S)
+                mids = np.where((a_ > 0)[:, None], np.where((b_ > 4.0 * a_)[:, None], geo, ari),
+                                zero)
+                ix = evaluate(np.repeat(r[pi], S - 1), mids.ravel()).reshape(-1, S - 1)
+                ends_a = np.concatenate([cells_a[pi][:, None], ix], axis=1)
+                ends_b = np.concatenate([ix, cells_b[pi][:, None]], axis=1)
+                new_a.append(ends_a.ravel())
+                new_b.append(ends_b.ravel())
         cells_a = np.concatenate(new_a)
         cells_b = np.concatenate(new_b)
     cert = ~broken
@@ -601,6 +622,22 @@ def global_max(
     return tau_best, moved, certified, evals
 
 
+def _initial_points(
+    t0: FloatArray, tc: FloatArray, inner: npt.NDArray[np.intp]
+) -> tuple[npt.NDArray[np.intp], FloatArray]:
+    """The first points inside ``(0, τ_c)`` besides the start: rows and τ²."""
+    ti = t0[inner]
+    up = ti * (1.0 + _NEIGHBOUR)
+    ok = up < tc[inner] * (1.0 - _NEAR)
+    rr = [inner[ok], inner]
+    tt = [up[ok], ti * (1.0 - _NEIGHBOUR)]
+    if t0.size <= _DENSE_M:
+        g = tc[:, None] * 2.0 ** -np.arange(1.0, _GRID_N + 1.0)[None, :]
+        rr.append(np.repeat(np.arange(t0.size), _GRID_N))
+        tt.append(g.ravel())
+    return np.concatenate(rr), np.concatenate(tt)
+
+
 def _cell_bound(
     pts: _Points,
     ia: npt.NDArray[np.intp],
@@ -608,13 +645,17 @@ def _cell_bound(
     Q0: FloatArray,
     D0: FloatArray,
     vmin: FloatArray,
+    vmax: FloatArray,
     level: FloatArray,
 ) -> BoolArray:
     """Whether the likelihood gain may exceed ``level`` on each cell
     ``[a, b] = [t[ia], t[ib]]``: whether an upper bound of it does.
 
-    Two bounds, the smaller is kept (see :func:`global_max`), with ``L = dL + D``:
+    Cells where the likelihood is monotone (:func:`_monotone`) are settled by their
+    ends; on the others, three bounds, in turn (a cell is discarded by the first
+    that is not above ``level``), with ``L = dL + D``:
 
+    * to second order (:func:`_second_order_bound`), which settles most cells;
     * in τ²: ``L`` is concave (at least its chord), ``Q`` convex (at least the
       larger of its tangents at ``a`` and ``b``);
     * in ``x = 1/(v_min + τ²)``: every weight is ``x/(1 + (v - v_min) x)``, concave
@@ -624,7 +665,7 @@ def _cell_bound(
       convex in ``x`` (at least the larger of its tangents, slope
       ``-(Σw + dD/dτ²) / x²``).
 
-    Either way the gain ``-½(dL + Q + D) + const`` is at most a concave
+    With either first-order bound the gain ``-½(dL + Q + D) + const`` is at most a concave
     piecewise-linear function on the cell, whose maximum lies at an end or where
     two tangents cross.  The first is tight where τ² is small against the
     variances, the second where it is large, or the variances alike.
@@ -639,17 +680,46 @@ def _cell_bound(
     pr = pts.prof
     r = pts.row[ia]
     a, b = pts.t[ia], pts.t[ib]
+    # monotone cells first (cheapest), then the bounds on the others
+    over0 = ~_monotone(pr, ia, ib, a, b, vmin[r], vmax[r], pts.gain, level)
+    j0 = np.flatnonzero(over0)
+    if j0.size < ia.size:
+        if j0.size:
+            over0[j0] = _cell_bound(pts, ia[j0], ib[j0], Q0, D0, vmin, vmax, level[j0])
+        return over0
     with np.errstate(divide="ignore", invalid="ignore"):
         sc0, s20 = pr["score"][ia], pr["S2"][ia]
         lev = np.maximum(level, 0.0)
         tq0 = np.where(a == 0, (np.sqrt(sc0 * sc0 + 4.0 * s20 * lev) - sc0) / s20, 0.0)
     a_eff = np.minimum(np.where(np.isfinite(tq0), tq0, 0.0), b)  # first τ² to bound
+    c0 = Q0[r] + D0[r]
+    # to second order first: it settles the most cells
+    u3 = _second_order_bound(pr, ia, ib, a, b, np.maximum(a_eff, a), c0)
+    j = np.flatnonzero(~(u3 <= level))
+    over: BoolArray = np.zeros(ia.size, dtype=bool)
+    if j.size:
+        over[j] = _first_order_bounds(pr, ia[j], ib[j], a[j], b[j], a_eff[j], c0[j],
+                                      vmin[r[j]], level[j])
+    return over
+
+
+def _first_order_bounds(
+    pr: dict[str, FloatArray],
+    ia: npt.NDArray[np.intp],
+    ib: npt.NDArray[np.intp],
+    a: FloatArray,
+    b: FloatArray,
+    a_eff: FloatArray,
+    c0: FloatArray,
+    vm: FloatArray,
+    level: FloatArray,
+) -> BoolArray:
+    """The two first-order bounds of :func:`_cell_bound` (in τ² and in ``x``)."""
     # dL + D is concave (see Profile): one chord for both, whose large curvatures
     # cancel where one study dominates the weights
     La = pr["dL"][ia] + pr["D"][ia]
     Lb = pr["dL"][ib] + pr["D"][ib]
     Qa, Qb, dQa, dQb = (pr[f][i] for f in ("Q", "dQ") for i in (ia, ib))
-    c0 = Q0[r] + D0[r]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         # -- in τ²
         slope = (Lb - La) / (b - a)
@@ -668,7 +738,7 @@ def _cell_bound(
         j = np.flatnonzero(over)
         a, b, La, Lb, Qa, Qb, c0, a_eff = (q[j] for q in (a, b, La, Lb, Qa, Qb, c0, a_eff))
         ia, ib = ia[j], ib[j]
-        vm = vmin[r[j]]
+        vm = vm[j]
         xa, xb = 1.0 / (vm + a), 1.0 / (vm + b)
         xa_eff = 1.0 / (vm + a_eff)  # the bound is taken on [xb, xa_eff] only
         # d(dL + D)/dx = -(Σw + dD/dτ²) / x² (tr(P) for REML), dL + D convex in x
@@ -684,3 +754,91 @@ def _cell_bound(
             u2 = np.maximum(u2, -0.5 * (lo - c0))
     over[j] = ~(u2 <= level[j])
     return over
+
+
+def _second_order_bound(
+    pr: dict[str, FloatArray],
+    ia: npt.NDArray[np.intp],
+    ib: npt.NDArray[np.intp],
+    a: FloatArray,
+    b: FloatArray,
+    lo: FloatArray,
+    c0: FloatArray,
+) -> FloatArray:
+    """An upper bound of the likelihood gain on each ``[lo, b] ⊆ [a, b]`` (``a, b``
+    the points ``ia, ib``) from the values, slopes and curvatures at both ends.
+
+    With ``f = dL + D + Q`` (the gain is ``-½(f - c0)``): ``-d²(dL + D)/dτ⁴`` is
+    ``tr(PP)`` (REML) or ``Σw²`` (ML), which decrease, and ``d²Q/dτ⁴ = Q2``
+    decreases (see :class:`Profile`), so on the cell ``f'' >= κ = Q2(b) - S2(a)``
+    and ``f`` lies above both ``φ_a(t) = f(a) + f'(a)(t - a) + ½κ(t - a)²`` and
+    ``φ_b(t) = f(b) + f'(b)(t - b) + ½κ(t - b)²`` (Taylor's theorem with the
+    integral remainder).  ``φ_a - φ_b`` is linear: it changes sign once, at
+    ``t*``, and on either side ``max(φ_a, φ_b)`` is one quadratic, whose least
+    value on its piece is at an end of the piece (``lo``, ``b`` or ``t*``) or at its
+    vertex (``κ > 0``).  The least of ``max(φ_a, φ_b)`` over those candidates (each
+    clipped to ``[lo, b]``, which only adds values above the least) is a lower
+    bound of ``f`` on ``[lo, b]``.  Its error is of third order in the width of the
+    cell (``κ`` is ``f''`` up to the change of ``f''`` across it), so unlike the
+    first-order bounds it settles the cells touching a local maximum (``f' = 0``,
+    ``f'' > 0``) once they are narrow enough for ``κ > 0``: ``f`` is then convex on
+    the cell.
+    """
+    dL, D, Q, score = pr["dL"], pr["D"], pr["Q"], pr["score"]
+    fa = dL[ia] + D[ia] + Q[ia]
+    fb = dL[ib] + D[ib] + Q[ib]
+    ga, gb = -score[ia], -score[ib]
+    kap = pr["Q2"][ib] - pr["S2"][ia]
+    h = 0.5 * kap
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        # φ_a - φ_b = fa - fb - ga a + gb b + h (a² - b²) + (ga - gb - 2h(a - b)) t
+        den = ga - gb - 2.0 * h * (a - b)
+        ts = (fb - fa + ga * a - gb * b - h * (a * a - b * b)) / den
+        va = a - ga / kap
+        vb = b - gb / kap
+        best = np.full(a.shape, np.inf)
+        for t in (lo, b, ts, va, vb):
+            t = np.minimum(np.maximum(t, lo), b)
+            t = np.where(np.isnan(t), lo, t)
+            da, db = t - a, t - b
+            phi = np.maximum(fa + da * (ga + h * da), fb + db * (gb + h * db))
+            best = np.minimum(best, phi)
+    out: FloatArray = -0.5 * (best - c0)
+    return out
+
+
+def _monotone(
+    pr: dict[str, FloatArray],
+    ia: npt.NDArray[np.intp],
+    ib: npt.NDArray[np.intp],
+    a: FloatArray,
+    b: FloatArray,
+    vmin: FloatArray,
+    vmax: FloatArray,
+    gain: FloatArray,
+    level: FloatArray,
+) -> BoolArray:
+    """Cells ``[a, b] ⊆ [0, τ_c]`` on which the likelihood is monotone, with both
+    ends' gains at most ``level``: the gain on them is at most ``level``.
+
+    The score has the sign of ``A - B`` (``A = y'PPy = -dQ``, ``B = S1 + dD``, that
+    is ``tr(P)`` or ``Σw``); both decrease, with ``d log A/dτ² ∈ [-2 w_max,
+    -2 w_min]`` and ``d log B/dτ² >= -w_max`` (see :func:`global_max`), so for
+    ``a <= t <= b``: ``A(t) <= A(a)``, ``B(t) >= B(b)``, ``B(t) >= B(a)(v_min +
+    a)/(v_min + t)``, ``A(t) <= A(a)((v_max + a)/(v_max + t))²`` and the reverse
+    from ``b``.  The score is negative on the cell if ``A(a) < B(b)``, or if
+    ``A(a)/B(a) < (v_min + a)(v_max + b)² / ((v_min + b)(v_max + a)²)`` (the least
+    over ``[a, b]`` of ``(v_min + a)(v_max + t)² / ((v_min + t)(v_max + a)²)``,
+    as ``(v_max + t)²/(v_min + t)`` decreases below ``τ_c``); positive if
+    ``A(b) > B(a)`` or ``A(b)/B(b) > (v_min + b)(v_max + a)² / ((v_min + a)(v_max +
+    b)²)``.
+    """
+    Aa, Ab = -pr["dQ"][ia], -pr["dQ"][ib]
+    Ba = pr["S1"][ia] + pr["dD"][ia]
+    Bb = pr["S1"][ib] + pr["dD"][ib]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        g = (vmin + a) * (vmax + b) ** 2 / ((vmin + b) * (vmax + a) ** 2)
+        neg = (Aa < Bb) | (Aa < Ba * g)
+        pos = (Ab > Ba) | (Ab * g > Bb)
+    out: BoolArray = (neg | pos) & (gain[ia] <= level) & (gain[ib] <= level)
+    return out
