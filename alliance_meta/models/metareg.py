@@ -66,7 +66,7 @@ from alliance_meta.results.summary import (
     make_summary,
     value_table,
 )
-from alliance_meta.results.wald import CoefficientSpec, ModelWaldTest, model_wald_test
+from alliance_meta.results.wald import CoefficientTests
 
 if TYPE_CHECKING:
     from alliance_meta.data.study import Study, StudySet
@@ -137,7 +137,7 @@ class PermutationTestResult(ResultDisplay):
 
 
 @attrs.frozen(field_transformer=freeze_arrays, repr=False)
-class MetaRegressionResult(UnivariateFit, ResultDisplay):
+class MetaRegressionResult(UnivariateFit, CoefficientTests, ResultDisplay):
     """A fitted mixed-effects meta-regression (metafor's ``rma(yi, vi, mods=...)``).
 
     Attributes
@@ -225,32 +225,8 @@ class MetaRegressionResult(UnivariateFit, ResultDisplay):
     def _new_design(self, new_moderators: object) -> FloatArray:
         return self._design.new_rows(new_moderators)
 
-    def wald_test(self, coefs: CoefficientSpec = None) -> ModelWaldTest:
-        """Test that the chosen coefficients are all zero (metafor's
-        ``anova(fit, btt = ...)``).
-
-        Parameters
-        ----------
-        coefs : sequence of int or str, optional
-            0-based positions or names of the coefficients (a factor's dummies
-            together test the factor); by default every coefficient but the
-            intercept, metafor's ``btt`` (the omnibus ``QM``).
-
-        Returns
-        -------
-        ModelWaldTest
-            ``QM`` on χ²(q) under z tests; ``QM / q`` on F(q, k − p) under t and
-            Knapp-Hartung tests, as metafor.
-
-        Notes
-        -----
-        ``QM = β_S' Var(β̂)_S⁻¹ β_S`` with the model's ``Var(β̂)`` (Viechtbauer,
-        2010).  For cluster-robust tests use :func:`~alliance_meta.robust` and its
-        ``wald_test``.
-        """
-        df2 = self.df if self.test != "z" and self.df is not None else None
-        return model_wald_test(self.coef_names, self.coef, self.vcov, coefs,
-                               intercept=self._design.intercept, df_denom=df2)
+    def _has_intercept(self) -> bool:
+        return self._design.intercept
 
     def predict(self, new_moderators: object = None, *, transf: Transf = None) -> Prediction:
         """Predicted effects with confidence and prediction intervals.

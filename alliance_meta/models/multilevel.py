@@ -77,7 +77,7 @@ from alliance_meta.results.base import ConfidenceInterval, IntervalArray, freeze
 from alliance_meta.results.display import ResultDisplay, fmt_p, fmt_p_eq
 from alliance_meta.results.prediction import Prediction
 from alliance_meta.results.summary import coefficient_frame, info_table, make_summary, value_table
-from alliance_meta.results.wald import CoefficientSpec, ModelWaldTest, model_wald_test
+from alliance_meta.results.wald import CoefficientTests
 
 if TYPE_CHECKING:
     from alliance_meta.data.study import StudySet
@@ -542,7 +542,7 @@ class VarianceComponentCI(ResultDisplay):
 
 
 @attrs.frozen(field_transformer=freeze_arrays, repr=False)
-class MultilevelResult(ResultDisplay):
+class MultilevelResult(CoefficientTests, ResultDisplay):
     """A fitted multilevel or multivariate meta-analysis (metafor's ``rma.mv``).
 
     Attributes
@@ -735,32 +735,8 @@ class MultilevelResult(ResultDisplay):
     def _new_design(self, new_moderators: object) -> FloatArray:
         return self._design.new_rows(new_moderators)
 
-    def wald_test(self, coefs: CoefficientSpec = None) -> ModelWaldTest:
-        """Test that the chosen coefficients are all zero (metafor's
-        ``anova(fit, btt = ...)``).
-
-        Parameters
-        ----------
-        coefs : sequence of int or str, optional
-            0-based positions or names of the coefficients (a factor's dummies
-            together test the factor); by default every coefficient but the
-            intercept, metafor's ``btt`` (the omnibus ``QM``).
-
-        Returns
-        -------
-        ModelWaldTest
-            ``QM`` on χ²(q) under z tests; ``QM / q`` on F(q, k − p) under t and
-            Knapp-Hartung tests, as metafor.
-
-        Notes
-        -----
-        ``QM = β_S' Var(β̂)_S⁻¹ β_S`` with the model's ``Var(β̂)`` (Viechtbauer,
-        2010).  For cluster-robust tests use :func:`~alliance_meta.robust` and its
-        ``wald_test``.
-        """
-        df2 = self.df if self.test != "z" and self.df is not None else None
-        return model_wald_test(self.coef_names, self.coef, self.vcov, coefs,
-                               intercept=self._design.intercept, df_denom=df2)
+    def _has_intercept(self) -> bool:
+        return self._design.intercept
 
     def predict(self, new_moderators: object = None, *, outcome: object = None) -> Prediction:
         """Predicted effects with confidence and prediction intervals (``predict.rma``).

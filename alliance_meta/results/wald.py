@@ -29,7 +29,13 @@ if TYPE_CHECKING:
 
     from alliance_meta._types import FloatArray
 
-__all__ = ["CoefficientSpec", "ModelWaldTest", "coefficient_positions", "model_wald_test"]
+__all__ = [
+    "CoefficientSpec",
+    "CoefficientTests",
+    "ModelWaldTest",
+    "coefficient_positions",
+    "model_wald_test",
+]
 
 #: Coefficients to test: 0-based positions or names, one or several.
 CoefficientSpec = Sequence[int | str] | int | str | None
@@ -167,3 +173,47 @@ def model_wald_test(
         df_denom=float(df_denom) if is_f else float("nan"),  # type: ignore[arg-type]
         pvalue=float(wt.pvalue[0]),
     )
+
+
+class CoefficientTests:
+    """``wald_test`` for the model results that take it (meta-regression and
+    multilevel fits): they provide ``coef_names``, ``coef``, ``vcov``, ``test``, ``df``
+    and whether the design has an intercept (``_has_intercept``)."""
+
+    __slots__ = ()
+
+    coef_names: tuple[str, ...]
+    coef: FloatArray
+    vcov: FloatArray
+    test: str
+    df: float | None
+
+    def _has_intercept(self) -> bool:  # pragma: no cover - provided by the result
+        raise NotImplementedError
+
+    def wald_test(self, coefs: CoefficientSpec = None) -> ModelWaldTest:
+        """Test that the chosen coefficients are all zero (metafor's
+        ``anova(fit, btt = ...)``).
+
+        Parameters
+        ----------
+        coefs : sequence of int or str, optional
+            0-based positions or names of the coefficients (a factor's dummies
+            together test the factor); by default every coefficient but the
+            intercept, metafor's ``btt`` (the omnibus ``QM``).
+
+        Returns
+        -------
+        ModelWaldTest
+            ``QM`` on χ²(q) under z tests; ``QM / q`` on F(q, k − p) under t and
+            Knapp-Hartung tests, as metafor.
+
+        Notes
+        -----
+        ``QM = β_S' Var(β̂)_S⁻¹ β_S`` with the model's ``Var(β̂)`` (Viechtbauer,
+        2010).  For cluster-robust tests use :func:`~alliance_meta.robust` and its
+        ``wald_test``.
+        """
+        df2 = self.df if self.test != "z" and self.df is not None else None
+        return model_wald_test(self.coef_names, self.coef, self.vcov, coefs,
+                               intercept=self._has_intercept(), df_denom=df2)
