@@ -406,3 +406,18 @@ def test_group_labels_of_any_kind(kind: str) -> None:
     idx = [back[str(lab)] for lab in res.groups]
     _close(res.estimate, base.estimate[idx])
     _close(res.tau2, base.tau2[idx])
+
+
+def test_default_threads_follow_the_kind_of_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One thread for the memory-bound moment estimators, two (where there are two
+    cores) for the iterative ones; the environment variable overrides both."""
+    from alliance_meta.core import layout
+
+    monkeypatch.delenv("ALLIANCE_META_NUM_THREADS", raising=False)
+    monkeypatch.setattr(layout.os, "cpu_count", lambda: 8)
+    assert layout.n_threads(compute_bound=False) == 1
+    assert layout.n_threads(compute_bound=True) == 2
+    monkeypatch.setattr(layout.os, "cpu_count", lambda: 1)
+    assert layout.n_threads(compute_bound=True) == 1
+    monkeypatch.setenv("ALLIANCE_META_NUM_THREADS", "3")
+    assert layout.n_threads(compute_bound=False) == 3

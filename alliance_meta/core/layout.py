@@ -91,9 +91,18 @@ _T = TypeVar("_T")
 _R = TypeVar("_R")
 
 
-def n_threads() -> int:
-    """Worker threads for chunked pooling (``ALLIANCE_META_NUM_THREADS``; default 2, or 1
-    on one core)."""
+def n_threads(compute_bound: bool = True) -> int:
+    """Worker threads for chunked pooling (``ALLIANCE_META_NUM_THREADS``; by default
+    two for compute-bound work where there are two cores, one for memory-bound work).
+
+    The default comes from measurements on the 2-core reference machine
+    (``benchmarks/goals.py``, docs/benchmarks.rst), always with other work running:
+    the moment estimators (DL and its kin: a few passes over the data, bound by memory
+    traffic) took 0.55x, 2.3x and 1.5x the wall time of one thread with two — no
+    reliable gain, sometimes a loss; the iterative ones (REML, ML, PM, ...: many
+    kernel evaluations per chunk) took 0.77x, 0.61x and 0.94x.  More threads were not
+    measured.
+    """
     env = os.environ.get("ALLIANCE_META_NUM_THREADS")
     if env:
         try:
@@ -102,20 +111,21 @@ def n_threads() -> int:
             raise ModelSpecificationError(
                 f"ALLIANCE_META_NUM_THREADS must be a whole number of threads, got {env!r}"
             ) from None
-    # Two threads by default where there are two cores: measured with
-    # benchmarks/goals.py on the 2-core reference machine (load 3.4-3.5 from other
-    # work), two threads took 0.55x (DL) and 0.77x (REML) the wall time of one on
-    # 100,000 x 12 (docs/benchmarks.rst); more threads were not measured.
+    if not compute_bound:
+        return 1
     return max(1, min(2, os.cpu_count() or 1))
 
 
-def map_chunks(fn: Callable[[_T], _R], items: Iterable[_T]) -> Iterator[tuple[_T, _R]]:
+def map_chunks(
+    fn: Callable[[_T], _R], items: Iterable[_T], compute_bound: bool = True
+) -> Iterator[tuple[_T, _R]]:
     """``(item, fn(item))`` in order, on a few threads with a bounded number in flight.
 
     numpy and BLAS release the GIL inside their loops, so chunks pool in parallel;
     at most one chunk per thread (plus one) is materialised at a time, keeping memory flat.
+    ``compute_bound``: see :func:`n_threads`.
     """
-    nt = n_threads()
+    nt = n_threads(compute_bound)
     if nt == 1:
         for it in items:
             yield it, fn(it)
@@ -341,7 +351,8 @@ def fit_chunks(
     names = (*_MANY_FIELDS, "tau2_differs", *(("tau2_se",) if with_se else ()))
     kernels = iter_kernels(data, moments=method in MOMENT_METHODS)
     for (_, rows), part in map_chunks(
-        lambda kr: fit_slim(kr[0], method, test, with_se), kernels
+        lambda kr: fit_slim(kr[0], method, test, with_se), kernels,
+        compute_bound=method not in MOMENT_METHODS,
     ):
         if isinstance(rows, slice) and rows == slice(0, m):  # one chunk holds all
             return {name: getattr(part, name) for name in names}
