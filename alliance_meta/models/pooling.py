@@ -455,7 +455,8 @@ def fit_one(
     # validated input: finite, no study absent (complete)
     kern = kernel_from_padded(yi[None, :], vi[None, :], X, complete=True, unit=unit)
     fit = core_fit(kern, method, test, level, rule=as_rule(control), omnibus=omnibus)
-    check_positive_tau2(fit.tau2, vi, labels, method, what)
+    if not unit:  # (in the unit range every v_i > 0)
+        check_positive_tau2(fit.tau2, vi, labels, method, what)
     if not fit.converged[0]:
         warnings.warn(
             f"the {method} estimator did not converge in {fit.iterations[0]} iterations"
@@ -530,7 +531,8 @@ def _pool_single(
             FewStudiesWarning,
             stacklevel=3,
         )
-    check_zero_variances(vi, labels, core_method)
+    if not unit:  # (in the unit range every v_i > 0)
+        check_zero_variances(vi, labels, core_method)
     fit = fit_one(yi, vi, None, core_method, core_test, lv, labels=labels, control=control,
                   omnibus=False, unit=unit)
     shown_test = "z" if yi.size == 1 else core_test
