@@ -148,8 +148,10 @@ def fit(
     ``omnibus=False`` leaves that test out (its fields NaN), for callers that do not
     report it.
     """
-    est = estimate_tau2(kern, method, rule=rule)
-    return fit_given_tau2(kern, est, method, test, level, btt, omnibus)
+    # one errstate for the whole fit (see fit_given_tau2)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        est = estimate_tau2(kern, method, rule=rule)
+        return _fit_given_tau2(kern, est, method, test, level, btt, omnibus)
 
 
 def fit_given_tau2(

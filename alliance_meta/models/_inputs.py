@@ -75,6 +75,8 @@ def check_test(test: str) -> CoreTest:
 
 def check_level(level: float) -> float:
     """``level`` as a float strictly between 0 and 1, or a clear error."""
+    if level.__class__ is float and 0.0 < level < 1.0:  # the common case, without ABCs
+        return level
     if isinstance(level, bool) or not isinstance(level, (int, float, np.integer, np.floating)):
         raise ModelSpecificationError(
             f"level must be a number strictly between 0 and 1, got {level!r}"
