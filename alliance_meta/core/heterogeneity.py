@@ -46,12 +46,17 @@ def q_statistic(kern: Kernel) -> tuple[FloatArray, FloatArray, FloatArray]:
 
 def q_statistic_k(kern: Kernel) -> tuple[FloatArray, FloatArray, FloatArray]:
     """:func:`q_statistic` with ``vt`` in the kernel's own units."""
-    dfr = kern.dfr
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        st = kern.weighted(kern.zeros, Need.DL)
-        assert st.trP is not None
-        QE = np.maximum(st.Q, 0.0)
-        vt = dfr / st.trP
+        return _q_statistic_k(kern)
+
+
+def _q_statistic_k(kern: Kernel) -> tuple[FloatArray, FloatArray, FloatArray]:
+    # q_statistic_k where the caller ignores divide, invalid and over already
+    dfr = kern.dfr
+    st = kern.weighted(kern.zeros, Need.DL)
+    assert st.trP is not None
+    QE = np.maximum(st.Q, 0.0)
+    vt = dfr / st.trP
     if kern.kmin <= kern.p:
         sat = dfr <= 0
         QE = np.where(sat, 0.0, QE)
@@ -72,7 +77,12 @@ def q_pvalue(QE: FloatArray, dfr: FloatArray, saturated: bool = True) -> FloatAr
     ``saturated=False`` asserts that no row is (``k > p`` everywhere).
     """
     with np.errstate(invalid="ignore"):
-        p = chi2_sf(QE, dfr)
+        return _q_pvalue(QE, dfr, saturated)
+
+
+def _q_pvalue(QE: FloatArray, dfr: FloatArray, saturated: bool) -> FloatArray:
+    # q_pvalue where the caller ignores invalid already
+    p = chi2_sf(QE, dfr)
     if not saturated or (dfr.size and dfr.min() > 0):
         return p
     return np.where((dfr <= 0) & ~np.isnan(QE), 1.0, p)
@@ -93,12 +103,24 @@ def i2_h2(
     (``saturated=False`` asserts that no row is: ``k > p`` everywhere).
     """
     with np.errstate(divide="ignore", invalid="ignore"):
-        if fixed:
-            I2 = np.maximum(0.0, 100.0 * (QE - dfr) / QE)
-            H2 = QE / dfr
-        else:
-            I2 = 100.0 * tau2 / (vt + tau2)
-            H2 = tau2 / vt + 1.0
+        return _i2_h2(QE, dfr, tau2, vt, fixed, saturated)
+
+
+def _i2_h2(
+    QE: FloatArray,
+    dfr: FloatArray,
+    tau2: FloatArray,
+    vt: FloatArray,
+    fixed: bool,
+    saturated: bool,
+) -> tuple[FloatArray, FloatArray]:
+    # i2_h2 where the caller ignores divide and invalid already
+    if fixed:
+        I2 = np.maximum(0.0, 100.0 * (QE - dfr) / QE)
+        H2 = QE / dfr
+    else:
+        I2 = 100.0 * tau2 / (vt + tau2)
+        H2 = tau2 / vt + 1.0
     if (not saturated or (dfr.size and dfr.min() > 0)) and not np.isnan(I2).any():
         # nothing saturated or undefined
         return I2, H2
@@ -121,10 +143,19 @@ def heterogeneity_k(
     kern: Kernel, tau2: FloatArray, fixed: bool
 ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
     """:func:`heterogeneity` with τ² and ``vt`` in the kernel's own units."""
-    QE, dfr, vt = q_statistic_k(kern)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return _heterogeneity_k(kern, tau2, fixed)
+
+
+def _heterogeneity_k(
+    kern: Kernel, tau2: FloatArray, fixed: bool
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
+    # heterogeneity_k under one errstate of the caller (divide, invalid and over
+    # ignored): the fit's (core.univariate)
+    QE, dfr, vt = _q_statistic_k(kern)
     sat = kern.kmin <= kern.p
-    I2, H2 = i2_h2(QE, dfr, tau2, vt, fixed, sat)
-    return QE, dfr, q_pvalue(QE, dfr, sat), I2, H2, vt
+    I2, H2 = _i2_h2(QE, dfr, tau2, vt, fixed, sat)
+    return QE, dfr, _q_pvalue(QE, dfr, sat), I2, H2, vt
 
 
 @dataclass(frozen=True)

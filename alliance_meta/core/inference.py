@@ -166,17 +166,25 @@ def coef_inference(
     ``conf_int`` report them.
     """
     with np.errstate(divide="ignore", invalid="ignore"):
-        se = np.sqrt(np.diagonal(vcov, axis1=1, axis2=2))
-        stat = beta / se
-        if df is None:  # the normal reference throughout
-            d = np.full(beta.shape, np.nan)
-            pval = 2.0 * norm_sf(np.abs(stat))
-            crit = np.full(beta.shape, z_critical(float(level)))
-        else:
-            d = np.array(_per_coef_df(df, beta.shape))
-            pval = two_sided_pvalue(stat, d)
-            crit = critical_value(d, level)
-        half = crit * se
+        return _coef_inference(beta, vcov, df, level)
+
+
+def _coef_inference(
+    beta: FloatArray, vcov: FloatArray, df: FloatArray | None, level: float
+) -> CoefTests:
+    # coef_inference where the caller ignores divide and invalid already (the fit's
+    # one errstate, core.univariate)
+    se = np.sqrt(np.diagonal(vcov, axis1=1, axis2=2))
+    stat = beta / se
+    if df is None:  # the normal reference throughout
+        d = np.full(beta.shape, np.nan)
+        pval = 2.0 * norm_sf(np.abs(stat))
+        crit = np.full(beta.shape, z_critical(float(level)))
+    else:
+        d = np.array(_per_coef_df(df, beta.shape))
+        pval = two_sided_pvalue(stat, d)
+        crit = critical_value(d, level)
+    half = crit * se
     return CoefTests(se, stat, pval, beta - half, beta + half, crit, d)
 
 

@@ -141,6 +141,9 @@ BLOCK_CELLS = 98304
 #: Blocks the long-format scatter splits its studies into (see
 #: :meth:`ScatterKernel._io_sums`).
 SCATTER_SPLIT = 2
+#: Largest number of sums the intercept-only kernel keeps in one stacked array (see
+#: Kernel._io_sums; 32 KiB, far below malloc's mmap threshold).
+_STACKED = 4096
 #: Moment-form Q is kept where Q exceeds Σwy² / _MOMENT_COND (error below ~k 1e-13).
 _MOMENT_COND = 1e3
 #: Per-thread scratch buffer of the intercept-only kernel (see Kernel._scratch).
@@ -331,7 +334,7 @@ class Kernel:
         """
         with np.errstate(divide="ignore"):
             out: FloatArray = -np.log(prod)
-        bad = np.flatnonzero(~(prod >= _TINY_PRODUCT))
+        bad = (~(prod >= _TINY_PRODUCT)).nonzero()[0]  # 1-D: flatnonzero without its wrappers
         if bad.size:
             Vr = self._rows(bad)[1]
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -361,13 +364,22 @@ class Kernel:
         # One vector per sum (a stacked array above malloc's mmap threshold, 128 KiB,
         # would be faulted in afresh on every call); BLAS writes the row sums of each
         # scratch slot straight into its slice.
-        sums = [np.empty(m) for _ in range(nsum + logdet)]
         rows = max(1, min(m, BLOCK_CELLS // max(n, 1)))
+        # Few analyses in one block (a single fit): the sums are rows of one small
+        # array, and the sums of consecutive slots one BLAS call instead of one each
+        # (each call costs about a microsecond whatever its size).
+        stacked = np.empty((nsum + logdet, m)) if rows == m and m * (nsum + logdet) <= _STACKED \
+            else None
+        sums = list(stacked) if stacked is not None else [np.empty(m) for _ in range(nsum + logdet)]
         buf = self._scratch((slots + logdet) * rows * n)
         absent = self.kmin < n
 
         def rowsums(lo: int, hi: int, slot: int, first: int, count: int) -> None:
             # row sums of scratch slots slot.. into sums[first..] (rows lo:hi)
+            if stacked is not None:  # one block: lo:hi is every row
+                np.matmul(B[slot : slot + count].reshape(count * m, n), ones,
+                          out=stacked[first : first + count].reshape(count * m))
+                return
             for i in range(count):
                 np.matmul(B[slot + i], ones, out=sums[first + i][lo:hi])
 
@@ -394,6 +406,8 @@ class Kernel:
                 pr = sums[nsum][lo:hi]
                 if n == 1:
                     pr[:] = u[:, 0]
+                elif stacked is not None:  # few rows: one call beats n column passes
+                    np.multiply.reduce(u, axis=1, out=pr)
                 else:
                     np.multiply(u[:, 0], u[:, 1], out=pr)
                     for j in range(2, n):
@@ -438,9 +452,9 @@ class Kernel:
             # Q <= 0, take Q from explicit residuals instead.  One study: Q = 0.
             if self.kmin <= 1:
                 Q[self.k <= 1] = 0.0
-                bad = np.flatnonzero((Q * _MOMENT_COND <= sums[2]) & (self.k > 1))
+                bad = ((Q * _MOMENT_COND <= sums[2]) & (self.k > 1)).nonzero()[0]
             else:
-                bad = np.flatnonzero(Q * _MOMENT_COND <= sums[2])
+                bad = (Q * _MOMENT_COND <= sums[2]).nonzero()[0]
             if bad.size:
                 Yr, Vr = self._rows(bad)
                 wb = 1.0 / (Vr + tau2[bad, None])
@@ -469,7 +483,7 @@ class Kernel:
         # q = max w / S1 their relative error is about eps/(1-q)^2.  Rows with
         # S2/S1^2 > 0.98 (1-q below about 0.01, error above about 1e-12) are
         # recomputed from sums of positive terms only (exact for every row).
-        dom = np.flatnonzero(r > 0.98 * S1)
+        dom = (r > 0.98 * S1).nonzero()[0]
         if dom.size:
             wd = 1.0 / (self._rows(dom)[1] + tau2[dom, None])
             trP, trPP = _stable_traces(wd, S1[dom])

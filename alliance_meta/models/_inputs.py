@@ -17,6 +17,7 @@ import numpy.typing as npt
 from alliance_meta._optional import pandas_instance
 from alliance_meta._types import FloatArray, Measure
 from alliance_meta.core.estimators import METHOD_ALIASES, CoreMethod
+from alliance_meta.core.kernel import in_unit_range
 from alliance_meta.core.vcov import TESTS, CoreTest
 from alliance_meta.data.study import _check_unique, _numeric
 from alliance_meta.exceptions import (
@@ -74,6 +75,8 @@ def check_test(test: str) -> CoreTest:
 
 def check_level(level: float) -> float:
     """``level`` as a float strictly between 0 and 1, or a clear error."""
+    if level.__class__ is float and 0.0 < level < 1.0:  # the common case, without ABCs
+        return level
     if isinstance(level, bool) or not isinstance(level, (int, float, np.integer, np.floating)):
         raise ModelSpecificationError(
             f"level must be a number strictly between 0 and 1, got {level!r}"
@@ -138,11 +141,14 @@ def validate_studies(
     labels: Sequence[str] | None = None,
     *,
     allow_zero: bool = False,
-) -> None:
+) -> bool:
     """Check 1-D effect/variance vectors, naming the first offending study and field.
 
     Variances must be > 0, or >= 0 with ``allow_zero`` (the univariate models, where
-    :func:`check_zero_variances` then checks the estimator).
+    :func:`check_zero_variances` then checks the estimator).  Returns whether the
+    data lie in the core's unit range (:func:`~alliance_meta.core.kernel.in_unit_range`,
+    with every variance > 0), read off the extremes the check takes anyway: the
+    kernel then need not scan them again.
     """
     if yi.ndim != 1 or vi.ndim != 1:
         raise InvalidStudyError(
@@ -158,12 +164,10 @@ def validate_studies(
 
     # min and max propagate NaN and expose ±inf: valid input is settled by four
     # reductions, and only invalid input is scanned to name the offending study
-    vlo = float(vi.min())
-    if (
-        math.isfinite(float(yi.min()) + float(yi.max()) + vlo + float(vi.max()))
-        and (vlo >= 0.0 if allow_zero else vlo > 0.0)
-    ):
-        return
+    vlo, vhi = float(vi.min()), float(vi.max())
+    ylo, yhi = float(yi.min()), float(yi.max())
+    if math.isfinite(ylo + yhi + vlo + vhi) and (vlo >= 0.0 if allow_zero else vlo > 0.0):
+        return vlo > 0.0 and in_unit_range(vlo, vhi, max(yhi, -ylo))
 
     def name(i: int) -> str:
         return labels[i] if labels is not None else f"#{i}"
@@ -182,6 +186,7 @@ def validate_studies(
             f"sampling variance must be {'>=' if allow_zero else '>'} 0, got {vi[i]!r}",
             study=name(i), field="vi",
         )
+    return False  # not reached: some value above was invalid
 
 
 #: How many shared studies a DependentEffectsWarning names before summarising.
@@ -312,6 +317,8 @@ class ModelInput:
     measure: Measure
     studies: StudySet | None = None
     data: pd.DataFrame | None = None
+    #: the data lie in the core's unit range (see :func:`validate_studies`)
+    unit: bool = False
 
 
 def _data_values(frame: pd.DataFrame, given: object, default: str, field: str) -> FloatArray:
@@ -420,8 +427,8 @@ def resolve_model_input(
             labels = tuple(f"Study {i + 1}" for i in range(len(frame)))
         y = _data_values(frame, yi, "yi", "yi")
         v = _data_values(frame, vi, "vi", "vi")
-        validate_studies(y, v, labels, allow_zero=True)
-        return ModelInput(y, v, labels, measure, None, frame)
+        unit = validate_studies(y, v, labels, allow_zero=True)
+        return ModelInput(y, v, labels, measure, None, frame, unit)
     if studies is not None:
         from alliance_meta.data.study import Study, StudySet
 
@@ -455,9 +462,9 @@ def resolve_model_input(
             raise ModelSpecificationError(
                 f"studies mix effect-size measures {sorted(measures)}; pool one measure at a time"
             )
-        validate_studies(y, v, labels, allow_zero=True)
+        unit = validate_studies(y, v, labels, allow_zero=True)
         sset = studies if isinstance(studies, StudySet) else StudySet(tuple(study_list))
-        return ModelInput(y, v, labels, measure, sset, None)
+        return ModelInput(y, v, labels, measure, sset, None, unit)
     if yi is None or vi is None:
         raise ModelSpecificationError(
             "give studies, yi and vi arrays, or data= with yi= and vi= naming its columns"
@@ -469,11 +476,12 @@ def resolve_model_input(
     # copies: the result keeps them, and must not change if the caller's arrays do
     y = as_float_array(yi, "yi").copy()
     v = as_float_array(vi, "vi").copy()
-    validate_studies(y, v, allow_zero=True)
-    return ModelInput(y, v, default_labels(y.size), measure, None, None)
+    unit = validate_studies(y, v, allow_zero=True)
+    return ModelInput(y, v, default_labels(y.size), measure, None, None, unit)
 
 
 @functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=256)
 def default_labels(k: int) -> tuple[str, ...]:
     """``("Study 1", ..., "Study k")``, metafor's labels of unnamed studies (cached)."""
     return tuple(f"Study {i + 1}" for i in range(k))

@@ -443,17 +443,20 @@ def fit_one(
     labels: Sequence[str] | None = None,
     control: Control | None = None,
     omnibus: bool = True,
+    unit: bool = False,
 ) -> CoreFit:
     """One model (m = 1) through the vectorised core, warning if it did not converge.
 
     With a zero sampling variance, a τ² estimated as 0 leaves that study an infinite
     weight: an error naming it.  ``omnibus=False`` skips the omnibus test (the
-    pooled result reports the coefficient's own test only).
+    pooled result reports the coefficient's own test only); ``unit=True`` asserts
+    the data inside the core's unit range (the validation found it so).
     """
     # validated input: finite, no study absent (complete)
-    fit = core_fit(kernel_from_padded(yi[None, :], vi[None, :], X, complete=True), method,
-                   test, level, rule=as_rule(control), omnibus=omnibus)
-    check_positive_tau2(fit.tau2, vi, labels, method, what)
+    kern = kernel_from_padded(yi[None, :], vi[None, :], X, complete=True, unit=unit)
+    fit = core_fit(kern, method, test, level, rule=as_rule(control), omnibus=omnibus)
+    if not unit:  # (in the unit range every v_i > 0)
+        check_positive_tau2(fit.tau2, vi, labels, method, what)
     if not fit.converged[0]:
         warnings.warn(
             f"the {method} estimator did not converge in {fit.iterations[0]} iterations"
@@ -515,8 +518,9 @@ def _pool_single(
     level: float,
     measure: Measure,
     control: Control | None = None,
+    unit: bool = False,
 ) -> PoolResult:
-    """The m = 1 call of the vectorised core."""
+    """The m = 1 call of the vectorised core (``unit``: see :func:`fit_one`)."""
     core_method = check_method(method)
     core_test = check_test(test)
     lv = check_level(level)
@@ -527,9 +531,10 @@ def _pool_single(
             FewStudiesWarning,
             stacklevel=3,
         )
-    check_zero_variances(vi, labels, core_method)
+    if not unit:  # (in the unit range every v_i > 0)
+        check_zero_variances(vi, labels, core_method)
     fit = fit_one(yi, vi, None, core_method, core_test, lv, labels=labels, control=control,
-                  omnibus=False)
+                  omnibus=False, unit=unit)
     shown_test = "z" if yi.size == 1 else core_test
     return result_from_core(fit, 0, yi, vi, labels, core_method, shown_test, lv, measure,
                             control)
@@ -611,7 +616,7 @@ def random_effects(
     """
     inp = resolve_model_input(studies, yi, vi, measure, data, nan_policy=nan_policy)
     return _pool_single(inp.yi, inp.vi, inp.labels, method=method, test=test, level=level,
-                        measure=inp.measure, control=as_control(control))
+                        measure=inp.measure, control=as_control(control), unit=inp.unit)
 
 
 def fixed_effect(
@@ -633,7 +638,7 @@ def fixed_effect(
     """
     inp = resolve_model_input(studies, yi, vi, measure, data, nan_policy=nan_policy)
     return _pool_single(inp.yi, inp.vi, inp.labels, method="EE", test=test, level=level,
-                        measure=inp.measure)
+                        measure=inp.measure, unit=inp.unit)
 
 
 def frame_columns(res: PoolResult | ManyPoolResult) -> dict[str, Any]:

@@ -162,12 +162,23 @@ def brief_repr(x: object) -> str:
     return repr(x)
 
 
+#: Field annotations of immutable values, which :func:`freeze_arrays` leaves without
+#: the :func:`readonly` converter (it would return them as they are: an identity
+#: call per field on every result built, a few percent of a small fit).
+_IMMUTABLE_TYPES: frozenset[object] = frozenset({
+    float, int, bool, str,
+    "float", "int", "bool", "str", "float | None", "int | None", "bool | None",
+    "str | None", "tuple[str, ...]", "tuple[str, ...] | None",
+})
+
+
 def freeze_arrays(
     cls: type, fields: list[attrs.Attribute[Any]]
 ) -> list[attrs.Attribute[Any]]:
     """attrs ``field_transformer`` of the result classes.
 
-    Every field without a converter gets :func:`readonly`, so a frozen result's
+    Every field without a converter gets :func:`readonly` (but those annotated as
+    immutable scalars, strings or tuples of strings), so a frozen result's
     arrays are frozen too: ``fit.yi[0] = 5`` raises instead of silently changing
     what later calls (``egger_test(fit)``, ``predict``) compute, and
     ``setflags(write=True)`` is refused.  Fields shown in the repr use
@@ -185,7 +196,7 @@ def freeze_arrays(
     """
     out = []
     for f in fields:
-        if f.converter is None:
+        if f.converter is None and f.type not in _IMMUTABLE_TYPES:
             f = f.evolve(converter=readonly)
         if f.repr is True:
             f = f.evolve(repr=brief_repr)
