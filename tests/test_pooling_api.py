@@ -68,7 +68,7 @@ def test_bad_input_raises_value_error_naming_field(kwargs: dict[str, object], fi
 
 
 def test_bad_study_is_named() -> None:
-    with pytest.raises(InvalidStudyError, match="#1"):
+    with pytest.raises(InvalidStudyError, match="Study 2"):
         am.random_effects(yi=[0.1, 0.2], vi=[0.1, -0.5])
     with pytest.raises(InvalidStudyError, match="Study 2") as info:
         am.random_effects(yi=[0.1, 0.2], vi=[0.1, 0.0])  # REML's tau^2 is 0

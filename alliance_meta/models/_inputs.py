@@ -476,11 +476,11 @@ def resolve_model_input(
     # copies: the result keeps them, and must not change if the caller's arrays do
     y = as_float_array(yi, "yi").copy()
     v = as_float_array(vi, "vi").copy()
-    unit = validate_studies(y, v, allow_zero=True)
-    return ModelInput(y, v, default_labels(y.size), measure, None, None, unit)
+    labels = default_labels(y.size)
+    unit = validate_studies(y, v, labels, allow_zero=True)
+    return ModelInput(y, v, labels, measure, None, None, unit)
 
 
-@functools.lru_cache(maxsize=32)
 @functools.lru_cache(maxsize=256)
 def default_labels(k: int) -> tuple[str, ...]:
     """``("Study 1", ..., "Study k")``, metafor's labels of unnamed studies (cached)."""
