@@ -375,6 +375,26 @@ def _omit_missing(
     return frame[keep], tuple(lab for lab, k in zip(labels, keep, strict=True) if k)
 
 
+def split_source(studies: object, data: object) -> tuple[Any, pd.DataFrame | None]:
+    """``(studies, frame)`` of a call: the ``data=`` frame (a data frame passed as
+    ``studies`` is taken as ``data=``), or ``None`` and the studies as given."""
+    if studies is not None and is_frame(studies):
+        if data is not None:
+            raise ModelSpecificationError(
+                "a data frame was given twice (as studies and as data=); pass it once, as "
+                "data=df"
+            )
+        data, studies = studies, None
+    if data is None:
+        return studies, None
+    if studies is not None:
+        raise ModelSpecificationError("give either studies or data=, not both")
+    frame = as_frame(data)
+    if len(frame) == 0:
+        raise InvalidStudyError("the data have no rows (no studies)", field="data")
+    return None, frame
+
+
 def resolve_model_input(
     studies: object,
     yi: object,
@@ -402,19 +422,9 @@ def resolve_model_input(
         raise ModelSpecificationError(
             f"nan_policy must be 'raise' or 'omit', got {nan_policy!r}"
         )
-    if studies is not None and is_frame(studies):
-        if data is not None:
-            raise ModelSpecificationError(
-                "a data frame was given twice (as studies and as data=); pass it once, as "
-                "data=df"
-            )
-        data, studies = studies, None
-    if data is not None:
-        if studies is not None:
-            raise ModelSpecificationError("give either studies or data=, not both")
-        frame = as_frame(data)
-        if len(frame) == 0:
-            raise InvalidStudyError("the data have no rows (no studies)", field="data")
+    studies, given = split_source(studies, data)
+    if given is not None:
+        frame = given
         if nan_policy == "omit":
             if not (yi is None or isinstance(yi, str)) or not (vi is None or isinstance(vi, str)):
                 raise ModelSpecificationError(

@@ -68,10 +68,9 @@ from alliance_meta.exceptions import (
 )
 from alliance_meta.models._inputs import (
     _data_values,
-    as_frame,
     check_level,
     frame_column,
-    is_frame,
+    split_source,
 )
 from alliance_meta.results.base import ConfidenceInterval, IntervalArray, freeze_arrays
 from alliance_meta.results.display import ResultDisplay, fmt_p, fmt_p_eq
@@ -199,26 +198,6 @@ def _resolve_vi(
             field="vi",
         )
     return v
-
-
-def _split_source(studies: object, data: object) -> tuple[StudySet | None, pd.DataFrame | None]:
-    """The StudySet or the ``data=`` frame of a call (a data frame passed as studies
-    is taken as ``data=``, as the univariate models do)."""
-    if studies is not None and is_frame(studies):
-        if data is not None:
-            raise ModelSpecificationError(
-                "a data frame was given twice (as studies and as data=); pass it once, as "
-                "data=df"
-            )
-        data, studies = studies, None
-    if data is None:
-        return studies, None  # type: ignore[return-value]
-    if studies is not None:
-        raise ModelSpecificationError("give either studies or data=, not both")
-    frame = as_frame(data)
-    if len(frame) == 0:
-        raise InvalidStudyError("the data have no rows (no effects)", field="data")
-    return None, frame
 
 
 def _column(
@@ -1225,7 +1204,7 @@ def multilevel(
     meth = _check_choice(method, _METHODS, "method")
     tst = _check_choice(test, _TESTS, "test")
     lv = check_level(level)
-    studies, frame = _split_source(studies, data)
+    studies, frame = split_source(studies, data)
     if frame is not None:
         yi = _data_values(frame, yi, "yi", "yi")
         if V is None:
@@ -1362,7 +1341,7 @@ def multivariate(
     tst = _check_choice(test, _TESTS, "test")
     st_name = _check_choice(struct, _STRUCTS, "struct")
     lv = check_level(level)
-    studies, frame = _split_source(studies, data)
+    studies, frame = split_source(studies, data)
     vi_data: FloatArray | None = None
     if frame is not None:
         yi = _data_values(frame, yi, "yi", "yi")
