@@ -620,22 +620,40 @@ def forest_layout(
     if isinstance(result, SubgroupResult):
         rows.append(ForestRow("note", text=_subgroup_test_text(result)))
 
+    return _finish_layout(
+        rows, overall, scale, level, headers, col_values,
+        tuple(wheader(m, sc) for m, sc in wcols), favours, digits,
+        is_subgroup=is_subgroup, common=overall_fits.get("common"),
+    )
+
+
+def _finish_layout(
+    rows: list[ForestRow],
+    overall: Any,
+    scale: Scale,
+    level: float,
+    headers: tuple[str, ...],
+    col_values: Sequence[Sequence[object]],
+    weight_columns: tuple[str, ...],
+    favours: tuple[object, object] | None,
+    digits: int,
+    **extra: Any,
+) -> ForestLayout:
+    """Number the rows top to bottom and assemble the layout every forest shares."""
     n_rows = len(rows)
-    rows = [attrs.evolve(r, y=float(n_rows - i)) for i, r in enumerate(rows)]
-    align = tuple("right" if _is_numeric_column(v) else "left" for v in col_values)
+    numbered = tuple(attrs.evolve(r, y=float(n_rows - i)) for i, r in enumerate(rows))
     return ForestLayout(
-        rows=tuple(rows),
+        rows=numbered,
         overall=overall,
         scale=scale,
         level=level,
-        is_subgroup=is_subgroup,
         columns=headers,
-        column_align=align,
-        weight_columns=tuple(wheader(m, sc) for m, sc in wcols),
+        column_align=tuple("right" if _is_numeric_column(v) else "left" for v in col_values),
+        weight_columns=weight_columns,
         estimate_header=f"{scale.short_name} [{100 * level:g}% CI]",
         favours=None if favours is None else (str(favours[0]), str(favours[1])),
         digits=digits,
-        common=overall_fits.get("common"),
+        **extra,
     )
 
 
@@ -825,22 +843,10 @@ def _multilevel_layout(
         )  # fmt: skip
     if show_heterogeneity:
         rows.append(ForestRow("note", text=_ml_heterogeneity_text(fit)))
-    n_rows = len(rows)
-    rows = [attrs.evolve(r, y=float(n_rows - i)) for i, r in enumerate(rows)]
-    align = tuple("right" if _is_numeric_column(v) else "left" for v in col_values)
-    return ForestLayout(
-        rows=tuple(rows),
-        overall=fit,
-        scale=scale,
-        level=level,
-        is_subgroup=False,
-        columns=headers,
-        column_align=align,
-        weight_columns=("Weight",) if show_weights else (),
-        estimate_header=f"{scale.short_name} [{100 * level:g}% CI]",
-        favours=None if favours is None else (str(favours[0]), str(favours[1])),
-        digits=digits,
-        group_level=group_level if grouped else None,
+    return _finish_layout(
+        rows, fit, scale, level, headers, col_values,
+        ("Weight",) if show_weights else (), favours, digits,
+        is_subgroup=False, group_level=group_level if grouped else None,
     )
 
 
@@ -937,21 +943,9 @@ def _metareg_layout(
     if show_heterogeneity:
         rows.append(ForestRow("blank"))
         rows += [ForestRow("note", text=t) for t in _metareg_notes(fit)]
-    n_rows = len(rows)
-    rows = [attrs.evolve(r, y=float(n_rows - i)) for i, r in enumerate(rows)]
-    align = tuple("right" if _is_numeric_column(v) else "left" for v in col_values)
-    return ForestLayout(
-        rows=tuple(rows),
-        overall=fit,
-        scale=scale,
-        level=level,
-        is_subgroup=False,
-        columns=headers,
-        column_align=align,
-        weight_columns=("Weight",) if show_weights else (),
-        estimate_header=f"{scale.short_name} [{100 * level:g}% CI]",
-        favours=None if favours is None else (str(favours[0]), str(favours[1])),
-        digits=digits,
+    return _finish_layout(
+        rows, fit, scale, level, headers, col_values,
+        ("Weight",) if show_weights else (), favours, digits, is_subgroup=False,
     )
 
 
