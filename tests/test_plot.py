@@ -637,3 +637,23 @@ def test_forest_never_prints_negative_zero() -> None:
         assert bad == []
     assert lay.rows_of("study")[0].estimate_text.startswith("0.00 [")
     assert negative_zeros(f"{MINUS}0.00 [x]") == [f"{MINUS}0.00"]  # the check can fail
+
+
+def test_forest_labels_must_be_one_per_row() -> None:
+    """A wrong number of row labels is refused, naming the field, on each forest path
+    (pooled, meta-regression, multilevel)."""
+    from alliance_meta.exceptions import InvalidStudyError
+    from alliance_meta.plot import forest_layout
+
+    y, v = [0.1, 0.3, 0.2, 0.5, 0.4, 0.25], [0.01, 0.02, 0.015, 0.01, 0.02, 0.01]
+    fits = [
+        am.random_effects(yi=y, vi=v),
+        am.meta_regression(yi=y, vi=v, moderators={"x": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]}),
+        am.multilevel(yi=y, vi=v, levels={"study": ["a", "a", "b", "b", "c", "c"]}),
+    ]
+    for fit in fits:
+        with pytest.raises(InvalidStudyError, match="labels has 2 entries") as info:
+            forest_layout(fit, labels=["one", "two"])
+        assert info.value.field == "labels"
+        shown = {r.label for r in forest_layout(fit, labels=list("pqrstu")).rows}
+        assert set("pqrstu") <= shown  # the given labels name the rows

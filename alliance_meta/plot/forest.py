@@ -489,13 +489,7 @@ def forest_layout(
     scale = Scale(overall.measure, transform)
     level = overall.level
     k = overall.k
-    if labels is not None:
-        labels = [str(x) for x in labels]
-        if len(labels) != k:
-            raise InvalidStudyError(
-                f"labels has {len(labels)} entries but there are {k} studies", field="labels"
-            )
-    study_labels = list(labels) if labels is not None else list(overall.labels)
+    study_labels = _row_labels(labels, overall.labels, "studies")
 
     # ---- the models: the result's own, and an equal-effects refit if asked ----
     models: list[Model] = ["random"]
@@ -625,6 +619,18 @@ def forest_layout(
         tuple(wheader(m, sc) for m, sc in wcols), favours, digits,
         is_subgroup=is_subgroup, common=overall_fits.get("common"),
     )
+
+
+def _row_labels(given: Sequence[object] | None, default: Sequence[str], what: str) -> list[str]:
+    """The row labels: ``given`` (as text, one per row) or the fit's own."""
+    if given is None:
+        return list(default)
+    out = [str(x) for x in given]
+    if len(out) != len(default):
+        raise InvalidStudyError(
+            f"labels has {len(out)} entries but there are {len(default)} {what}", field="labels"
+        )
+    return out
 
 
 def _finish_layout(
@@ -764,13 +770,7 @@ def _multilevel_layout(
     k = fit.k
     scale = Scale(fit.measure, transform)
     level = fit.level
-    if labels is not None:
-        labels = [str(x) for x in labels]
-        if len(labels) != k:
-            raise InvalidStudyError(
-                f"labels has {len(labels)} entries but there are {k} effects", field="labels"
-            )
-    effect_labels = list(labels) if labels is not None else list(fit.labels)
+    effect_labels = _row_labels(labels, fit.labels, "effects")
     group_level = fit.level_names[0]
     groups = [str(g) for g in np.asarray(fit.levels[group_level])]
     shares = 100.0 * estimate_weights(fit)[0]
@@ -900,13 +900,7 @@ def _metareg_layout(
     k = fit.k
     scale = Scale(fit.measure, transform)
     level = fit.level
-    if labels is not None:
-        labels = [str(x) for x in labels]
-        if len(labels) != k:
-            raise InvalidStudyError(
-                f"labels has {len(labels)} entries but there are {k} studies", field="labels"
-            )
-    study_labels = list(labels) if labels is not None else list(fit.labels)
+    study_labels = _row_labels(labels, fit.labels, "studies")
     yi, vi = np.asarray(fit.yi, dtype=np.float64), np.asarray(fit.vi, dtype=np.float64)
     weights = np.asarray(fit.weights, dtype=np.float64)
     pred = fit.predict()
