@@ -21,12 +21,15 @@ import numpy as np
 import numpy.typing as npt
 from scipy import special as spc
 
+from alliance_meta.exceptions import ModelSpecificationError
+
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 __all__ = [
     "CoefTests",
     "WaldTest",
+    "check_level",
     "chi2_ppf",
     "chi2_sf",
     "coef_inference",
@@ -45,6 +48,23 @@ __all__ = [
 # ---------------------------------------------------------------------------
 # Distribution functions (scipy.special, vectorised)
 # ---------------------------------------------------------------------------
+
+
+def check_level(level: float) -> float:
+    """``level`` as a float strictly between 0 and 1, or a clear error."""
+    if level.__class__ is float and 0.0 < level < 1.0:  # the common case, without ABCs
+        return level
+    if isinstance(level, bool) or not isinstance(level, (int, float, np.integer, np.floating)):
+        raise ModelSpecificationError(
+            f"level must be a number strictly between 0 and 1, got {level!r}"
+        )
+    lv = float(level)
+    if not 0.0 < lv < 1.0:
+        hint = f" (for {lv:g}%, pass level={lv / 100:g})" if 1.0 < lv < 100.0 else ""
+        raise ModelSpecificationError(
+            f"level must lie strictly between 0 and 1, got {level!r}{hint}"
+        )
+    return lv
 
 
 def norm_sf(x: FloatArray | float) -> FloatArray:

@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from alliance_meta._optional import pandas_instance
 from alliance_meta._types import FloatArray, Measure, NanPolicy
-from alliance_meta.core.inference import z_critical
+from alliance_meta.core.inference import check_level, z_critical
 from alliance_meta.data import measures as _measures
 from alliance_meta.exceptions import (
     AllianceMetaError,
@@ -217,8 +217,6 @@ class EffectSize:
         -------
         ConfidenceInterval
         """
-        from alliance_meta.models._inputs import check_level  # models import data
-
         z = z_critical(check_level(level))
         return ConfidenceInterval(self.value - z * self.se, self.value + z * self.se)
 

@@ -17,6 +17,7 @@ import numpy.typing as npt
 from alliance_meta._optional import pandas_instance
 from alliance_meta._types import FloatArray, Measure
 from alliance_meta.core.estimators import METHOD_ALIASES, CoreMethod
+from alliance_meta.core.inference import check_level
 from alliance_meta.core.kernel import in_unit_range
 from alliance_meta.core.vcov import TESTS, CoreTest
 from alliance_meta.data.study import _check_unique, _numeric
@@ -71,23 +72,6 @@ def check_test(test: str) -> CoreTest:
             f"unknown test {test!r}; expected one of {', '.join(TESTS)}"
         )
     return test
-
-
-def check_level(level: float) -> float:
-    """``level`` as a float strictly between 0 and 1, or a clear error."""
-    if level.__class__ is float and 0.0 < level < 1.0:  # the common case, without ABCs
-        return level
-    if isinstance(level, bool) or not isinstance(level, (int, float, np.integer, np.floating)):
-        raise ModelSpecificationError(
-            f"level must be a number strictly between 0 and 1, got {level!r}"
-        )
-    lv = float(level)
-    if not 0.0 < lv < 1.0:
-        hint = f" (for {lv:g}%, pass level={lv / 100:g})" if 1.0 < lv < 100.0 else ""
-        raise ModelSpecificationError(
-            f"level must lie strictly between 0 and 1, got {level!r}{hint}"
-        )
-    return lv
 
 
 #: The outcome measures of metafor 3.8.1's ``escalc`` (its measure argument), which a
