@@ -60,6 +60,8 @@ def test_wald_test_matches_anova_btt(case: dict[str, Any]) -> None:
 def test_default_is_the_omnibus_qm() -> None:
     fit = _fit(REF["cases"][0])
     res = fit.wald_test()
+    # the fit's QM is the same quadratic form through the same inference layer:
+    # equal up to round-off
     assert res.statistic == pytest.approx(fit.QM, rel=1e-12)
     assert res.coefs == fit.coef_names[1:]
 
